@@ -1,0 +1,85 @@
+"""One exception hierarchy: every error says where (file, rule, field, position).
+
+Modules raise these, never bare ValueError/KeyError, so the CLI and the operator
+can report bad input clearly and carry on with the rest.
+"""
+from __future__ import annotations
+
+
+class GatewatchError(Exception):
+    """Base of every error gatewatch reports to a user."""
+
+
+class KqlSyntaxError(GatewatchError):
+    """A KQL query that does not parse.
+
+    ``str(error)`` is a multi-line message: the reason, the query line, and a
+    caret under the offending column.
+    """
+
+    def __init__(self, reason: str, *, query: str, offset: int) -> None:
+        self.reason = reason
+        self.query = query
+        self.offset = max(0, min(offset, len(query)))
+        before = query[: self.offset]
+        self.line = before.count("\n") + 1
+        self.column = self.offset - (before.rfind("\n") + 1) + 1
+        query_line = query.splitlines()[self.line - 1] if query.strip() else query
+        caret = " " * (self.column - 1) + "^"
+        super().__init__(
+            f"{reason} at line {self.line}, column {self.column}\n    {query_line}\n    {caret}"
+        )
+
+
+class RuleError(GatewatchError):
+    """A rule file, or one rule in it, that cannot be loaded.
+
+    Carries the location so the message reads ``rules.yaml:12: rule 'x', field
+    'severity': must be one of ...``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        rule_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = file
+        self.line = line
+        self.rule_id = rule_id
+        self.field = field
+        where = file or "<rules>"
+        if line is not None:
+            where += f":{line}"
+        parts = [where]
+        if rule_id is not None:
+            parts.append(f"rule {rule_id!r}")
+        if field is not None:
+            parts.append(f"field {field!r}")
+        super().__init__(", ".join(parts) + ": " + reason)
+
+
+class InputError(GatewatchError):
+    """A manifest, AdmissionReview or audit-log line that cannot be read."""
+
+    def __init__(self, reason: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        self.line = line
+        where = source or "<input>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class ImportRuleError(GatewatchError):
+    """An Elastic rule that cannot be converted (unsupported type or syntax)."""
+
+    def __init__(self, reason: str, *, file: str | None = None) -> None:
+        self.reason = reason
+        self.file = file
+        super().__init__(f"{file}: {reason}" if file else reason)
