@@ -1,0 +1,190 @@
+"""The `gatewatch` command: offline checks, audit-log replay, rule tools, and the operator.
+
+Exit codes: 0 nothing reached --fail-on; 1 something did (check) or a rule
+failed to import/lint; 2 bad input or usage.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from gatewatch import __version__
+from gatewatch.decision import Mode
+from gatewatch.errors import GatewatchError
+from gatewatch.rules.model import Action, RuleSet
+
+EXIT_FINDINGS = 1
+EXIT_BAD_INPUT = 2
+
+_ACTION_CHOICE = click.Choice([action.value for action in Action])
+_MODE_CHOICE = click.Choice([mode.value for mode in Mode])
+_FORMAT_CHOICE = click.Choice(["table", "json"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gatewatch")
+def main() -> None:
+    """gatewatch: Elastic KQL detection rules, enforced at Kubernetes admission."""
+
+
+def _rules_option(func):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--rules",
+        "rules_files",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Rule file(s); repeat to add more. Default: the rules.yaml shipped with gatewatch.",
+    )(func)
+
+
+def load_ruleset_or_exit(rules_files: Sequence[Path]) -> RuleSet:
+    from gatewatch.rules import load_rules
+
+    try:
+        return load_rules(list(rules_files) or None)
+    except (GatewatchError, OSError) as error:
+        click.echo(f"gatewatch: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@_rules_option
+@click.option("--format", "output_format", type=_FORMAT_CHOICE, default="table", show_default=True)
+@click.option(
+    "--fail-on",
+    type=_ACTION_CHOICE,
+    default="deny",
+    show_default=True,
+    help="Exit 1 when a matching rule's action is at least this.",
+)
+@click.option(
+    "--mode",
+    type=_MODE_CHOICE,
+    default="enforce",
+    show_default=True,
+    help="Namespace mode to simulate for the decision column.",
+)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def check(
+    rules_files: tuple[Path, ...], output_format: str, fail_on: str, mode: str, paths: tuple[Path, ...]
+) -> None:
+    """Check manifests and AdmissionReview files against the rules (no cluster needed).
+
+    Workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)
+    count as the Pods their templates create. Every query match is reported,
+    new_terms rules included (marked: history is not consulted offline).
+    """
+    from gatewatch.offline import run_check
+
+    ruleset = load_ruleset_or_exit(rules_files)
+    sys.exit(
+        run_check(
+            ruleset,
+            paths,
+            output_format=output_format,
+            fail_on=Action(fail_on),
+            mode=Mode(mode),
+            out=click.get_text_stream("stdout"),
+            err=click.get_text_stream("stderr"),
+        )
+    )
+
+
+@main.command()
+@_rules_option
+@click.option("--format", "output_format", type=_FORMAT_CHOICE, default="table", show_default=True)
+@click.option(
+    "--mode",
+    type=_MODE_CHOICE,
+    default="enforce",
+    show_default=True,
+    help="Namespace mode to simulate: what would this mode have done?",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
+def replay(
+    rules_files: tuple[Path, ...], output_format: str, mode: str, progress: bool | None, source: str
+) -> None:
+    """Replay audit-log JSON lines (plain or .gz, or - for stdin) through the rules.
+
+    new_terms rules are applied in event-time order. Malformed lines are
+    counted and reported with their line numbers, never fatal.
+    """
+    from gatewatch.offline import run_replay
+
+    ruleset = load_ruleset_or_exit(rules_files)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    sys.exit(
+        run_replay(
+            ruleset,
+            source,
+            output_format=output_format,
+            mode=Mode(mode),
+            progress=progress,
+            out=click.get_text_stream("stdout"),
+            err=click.get_text_stream("stderr"),
+        )
+    )
+
+
+@main.group()
+def rules() -> None:
+    """Rule tools: lint, import Elastic rules."""
+
+
+@rules.command("lint")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def rules_lint(files: tuple[Path, ...]) -> None:
+    """Load and lint rule files (default: the shipped rules.yaml).
+
+    Says which fields a rule cannot use at admission (admission requests carry
+    no source.ip or user agent) and what new_terms rules key on there instead.
+    """
+    from gatewatch.rules.lint import format_findings, has_errors, lint_ruleset
+
+    ruleset = load_ruleset_or_exit(files)
+    findings = lint_ruleset(ruleset)
+    click.echo(format_findings(findings))
+    click.echo(f"{len(ruleset.rules)} rule(s) loaded, {len(findings)} finding(s)", err=True)
+    sys.exit(EXIT_FINDINGS if has_errors(findings) else 0)
+
+
+@rules.command("import-elastic")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write rules.yaml here (default: stdout).")
+def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
+    """Convert Elastic detection-rule TOML files to gatewatch rules.yaml.
+
+    Converts every file it can; names each file it cannot on stderr
+    (FILE: reason) and exits 1 if any failed. Imported rules get action
+    `alert`: raise it by hand once you trust them.
+    """
+    from gatewatch.rules.elastic_import import import_elastic_rules
+
+    result = import_elastic_rules(list(files))
+    for path, reason in result.failures:
+        click.echo(f"{path}: {reason}", err=True)
+    if result.rules_yaml:
+        if output is None:
+            click.echo(result.rules_yaml, nl=False)
+        else:
+            output.write_text(result.rules_yaml, encoding="utf-8")
+            click.echo(f"wrote {output}", err=True)
+    sys.exit(EXIT_FINDINGS if result.failures else 0)
+
+
+def _register_operator_commands() -> None:
+    # `run` and `uninstall-webhook` live with the operator; their module imports
+    # kopf and the Kubernetes client only inside the commands.
+    from gatewatch import cli_operator
+
+    for value in vars(cli_operator).values():
+        if isinstance(value, click.Command) and value.name not in main.commands:
+            main.add_command(value)
+
+
+_register_operator_commands()

@@ -1,0 +1,131 @@
+"""The compiled rule set: document -> matches.
+
+A rule matches a document when its query matches and none of its exceptions
+does. A new_terms rule then matches only when the combination of its new_terms
+field values was not seen within its history window (Elastic's meaning),
+unless the caller asks for every query match (``gatewatch check``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from gatewatch.kql.fields import field_values
+from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
+from gatewatch.rules.model import Rule, RuleSet, RuleType
+
+Document = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Match:
+    rule: Rule
+    # For new_terms rules: the combination of values the rule keyed on, and
+    # whether the history was consulted (False in `check`, which reports every
+    # query match of a new_terms rule, marked as such).
+    new_terms_key: Key | None = None
+    new_terms_evaluated: bool = False
+
+    @property
+    def is_new_terms(self) -> bool:
+        return self.rule.type is RuleType.NEW_TERMS
+
+
+class RuleEngine:
+    """Evaluates the enabled rules of a rule set; the set can be swapped at runtime."""
+
+    def __init__(self, ruleset: RuleSet, *, new_terms_store: NewTermsStore | None = None) -> None:
+        self.new_terms_store: NewTermsStore = new_terms_store or InMemoryNewTermsStore()
+        self.replace_rules(ruleset)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self._state[0]
+
+    def replace_rules(self, ruleset: RuleSet) -> None:
+        """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
+        enabled = tuple(rule for rule in ruleset.rules if rule.enabled)
+        # One attribute, so a reader never sees a new set with an old rule list.
+        self._state = (ruleset, enabled)
+
+    def evaluate(
+        self,
+        document: Document,
+        *,
+        now: datetime | None = None,
+        record: bool = True,
+        new_terms: bool = True,
+    ) -> list[Match]:
+        """Matches of ``document``, in rule-set order.
+
+        ``record=False`` leaves no new_terms history (dry-run requests);
+        ``new_terms=False`` reports every query match of a new_terms rule.
+        """
+        found: list[Match] = []
+        for rule in self._state[1]:
+            if not rule.matcher(document) or rule.is_excepted(document):
+                continue
+            key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None
+            found.append(Match(rule=rule, new_terms_key=key))
+        if not new_terms or not found:
+            return found
+        return self.apply_new_terms(found, at=event_time(document, now=now), record=record)
+
+    def apply_new_terms(self, matches: list[Match], *, at: datetime, record: bool = True) -> list[Match]:
+        """Keep query matches, and new_terms matches whose key is new at ``at``.
+
+        Replay calls this separately, in event-time order, after a streaming
+        pass of query matching.
+        """
+        kept: list[Match] = []
+        for match in matches:
+            rule = match.rule
+            if match.new_terms_key is None or rule.new_terms is None:
+                kept.append(match)
+            elif self.new_terms_store.is_new(
+                rule.id, match.new_terms_key, at=at, window=rule.new_terms.history_window, record=record
+            ):
+                kept.append(replace(match, new_terms_evaluated=True))
+        return kept
+
+
+def new_terms_key(rule: Rule, document: Document) -> Key:
+    """The combination of values a new_terms rule keys on for this document.
+
+    Admission requests never carry some fields (source.ip, user_agent.original):
+    there the rule keys on the remaining ones (``rules lint`` says which). A field
+    with several values contributes them sorted; an absent field contributes ""
+    so that the rule still alerts once rather than never.
+    """
+    if rule.new_terms is None:
+        return ()
+    from_admission = _get(document, "gatewatch", "source") == "admission"
+    fields = rule.new_terms.admission_fields() if from_admission else rule.new_terms.fields
+    return tuple(
+        "\x1e".join(sorted(str(value) for value in field_values(document, field)))
+        for field in fields
+    )
+
+
+def event_time(document: Document, *, now: datetime | None = None) -> datetime:
+    """The document's @timestamp (replay: event time), else now."""
+    stamp = document.get("@timestamp")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return now or datetime.now(timezone.utc)
+
+
+def _get(document: Document, *path: str) -> Any:
+    value: Any = document
+    for part in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
