@@ -87,8 +87,8 @@ def check(
             output_format=output_format,
             fail_on=Action(fail_on),
             mode=Mode(mode),
-            out=click.get_text_stream("stdout"),
-            err=click.get_text_stream("stderr"),
+            out=sys.stdout,
+            err=sys.stderr,
         )
     )
 
@@ -125,8 +125,8 @@ def replay(
             output_format=output_format,
             mode=Mode(mode),
             progress=progress,
-            out=click.get_text_stream("stdout"),
-            err=click.get_text_stream("stderr"),
+            out=sys.stdout,
+            err=sys.stderr,
         )
     )
 

@@ -36,7 +36,9 @@ class RuleEngine:
     """Evaluates the enabled rules of a rule set; the set can be swapped at runtime."""
 
     def __init__(self, ruleset: RuleSet, *, new_terms_store: NewTermsStore | None = None) -> None:
-        self.new_terms_store: NewTermsStore = new_terms_store or InMemoryNewTermsStore()
+        self.new_terms_store: NewTermsStore = (
+            InMemoryNewTermsStore() if new_terms_store is None else new_terms_store
+        )
         self.replace_rules(ruleset)
 
     @property

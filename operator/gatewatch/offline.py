@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import sys
 from contextlib import ExitStack, contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,49 +57,35 @@ def run_check(
     err: TextIO,
 ) -> int:
     """Evaluate every Pod (and AdmissionReview) in ``paths``; returns the exit code."""
-    from gatewatch.workloads import document_from_item, read_inputs
+    from gatewatch.workloads import document_from_item, iter_input_files, read_input_file
 
     engine = RuleEngine(ruleset)
     findings: list[CheckFinding] = []
     bad_input = False
     checked = 0
     try:
-        for item in read_inputs(paths):
-            if item.category == "skipped":
-                click.echo(f"gatewatch: {item.location}: skipped: {item.skip_reason}", err=True, file=err)
-                continue
-            try:
-                document = document_from_item(item)
-            except GatewatchError as error:
-                click.echo(f"gatewatch: {error}", err=True, file=err)
-                bad_input = True
-                continue
-            checked += 1
-            # Offline there is no history: report every query match of a
-            # new_terms rule, marked as such.
-            matches = engine.evaluate(document, new_terms=False)
-            decision = decide(matches, mode=mode)
-            for outcome in decision.outcomes:
-                alert = build_alert(
-                    outcome.match,
-                    document,
-                    effect=outcome.effect,
-                    mode=mode,
-                    decision="allowed" if decision.allowed else "denied",
-                    file_path=str(item.source),
-                )
-                findings.append(
-                    CheckFinding(
-                        source=str(item.source),
-                        subject=item.subject,
-                        match=outcome.match,
-                        decision=decision,
-                        alert=alert,
-                    )
-                )
+        files = list(iter_input_files(paths))
     except InputError as error:
         click.echo(f"gatewatch: {error}", err=True, file=err)
-        bad_input = True
+        return EXIT_BAD_INPUT
+    for source in files:
+        # One unreadable file is reported and the others still checked.
+        try:
+            for item in read_input_file(source):
+                if item.category == "skipped":
+                    click.echo(f"gatewatch: {item.location}: skipped: {item.skip_reason}", err=True, file=err)
+                    continue
+                try:
+                    document = document_from_item(item)
+                except GatewatchError as error:
+                    click.echo(f"gatewatch: {error}", err=True, file=err)
+                    bad_input = True
+                    continue
+                checked += 1
+                findings.extend(_check_document(engine, document, item, mode=mode))
+        except InputError as error:
+            click.echo(f"gatewatch: {error}", err=True, file=err)
+            bad_input = True
 
     if output_format == "json":
         for finding in findings:
@@ -115,6 +102,26 @@ def run_check(
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_FINDINGS if reached else EXIT_OK
+
+
+def _check_document(engine: RuleEngine, document: dict[str, Any], item: Any, *, mode: Mode) -> list[CheckFinding]:
+    # Offline there is no history: every query match of a new_terms rule is
+    # reported, marked as such.
+    matches = engine.evaluate(document, new_terms=False)
+    decision = decide(matches, mode=mode)
+    verdict = "allowed" if decision.allowed else "denied"
+    return [
+        CheckFinding(
+            source=str(item.source),
+            subject=item.subject,
+            match=outcome.match,
+            decision=decision,
+            alert=build_alert(
+                outcome.match, document, effect=outcome.effect, mode=mode, decision=verdict, file_path=str(item.source)
+            ),
+        )
+        for outcome in decision.outcomes
+    ]
 
 
 def _print_check_table(findings: Sequence[CheckFinding], out: TextIO) -> None:
@@ -257,7 +264,7 @@ def _open_lines(source: str, *, progress: bool, err: TextIO) -> Iterator[Iterato
     """Numbered text lines of a file, a gzip file (known by its magic bytes) or stdin."""
     with ExitStack() as stack:
         if source == "-":
-            raw: IO[bytes] = click.get_binary_stream("stdin")
+            raw: IO[bytes] = sys.stdin.buffer
             size = None
         else:
             raw = stack.enter_context(open(source, "rb"))
