@@ -65,7 +65,7 @@ def test_check_fail_on_threshold(tmp_path: Path) -> None:
     )
     strict = run("check", "--fail-on", "warn", str(manifest))
     assert strict.exit_code == 1
-    assert "[new_terms: every match]" in strict.stdout
+    assert "(new_terms: every match reported)" in strict.stdout
 
 
 def test_check_bad_input_exit_2_names_file_and_line_and_keeps_going(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import IO, Any, Iterator, Mapping, Sequence, TextIO
 import click
 
 from gatewatch.alerts import alert_line, build_alert
-from gatewatch.decision import Decision, Mode, decide
+from gatewatch.decision import Mode, decide
 from gatewatch.documents import document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
@@ -39,10 +39,10 @@ _PROGRESS_MIN_BYTES = 1 << 20
 
 @dataclass
 class CheckFinding:
-    source: str
+    location: str
     subject: str
     match: Match
-    decision: Decision
+    effect: Action
     alert: dict[str, Any]
 
 
@@ -91,7 +91,7 @@ def run_check(
         for finding in findings:
             out.write(alert_line(finding.alert) + "\n")
     else:
-        _print_check_table(findings, out)
+        _print_check_table(findings, mode, out)
     reached = [f for f in findings if f.match.rule.action >= fail_on]
     click.echo(
         f"{checked} object(s) checked, {len(findings)} match(es), "
@@ -112,10 +112,10 @@ def _check_document(engine: RuleEngine, document: dict[str, Any], item: Any, *, 
     verdict = "allowed" if decision.allowed else "denied"
     return [
         CheckFinding(
-            source=str(item.source),
+            location=item.location,
             subject=item.subject,
             match=outcome.match,
-            decision=decision,
+            effect=outcome.effect,
             alert=build_alert(
                 outcome.match, document, effect=outcome.effect, mode=mode, decision=verdict, file_path=str(item.source)
             ),
@@ -124,22 +124,25 @@ def _check_document(engine: RuleEngine, document: dict[str, Any], item: Any, *, 
     ]
 
 
-def _print_check_table(findings: Sequence[CheckFinding], out: TextIO) -> None:
-    rows = [
-        (
-            f.source,
-            f.subject,
-            f.match.rule.name + (" [new_terms: every match]" if f.match.is_new_terms else ""),
-            ",".join(f.match.rule.technique_ids),
-            _text(f.match.rule.severity),
-            _text(f.match.rule.action),
-            "deny" if not f.decision.allowed and f.match.rule.action is Action.DENY else "allow",
-        )
-        for f in findings
-    ]
-    _print_table(("FILE", "OBJECT", "RULE", "ATT&CK", "SEVERITY", "ACTION", "DECISION"), rows, out)
-    if not rows:
+def _print_check_table(findings: Sequence[CheckFinding], mode: Mode, out: TextIO) -> None:
+    """Grouped by object: what each rule would do in ``mode``, strongest first."""
+    if not findings:
         out.write("no rule matched\n")
+        return
+    by_object: dict[tuple[str, str], list[CheckFinding]] = {}
+    for finding in findings:
+        by_object.setdefault((finding.location, finding.subject), []).append(finding)
+    for (location, subject), group in by_object.items():
+        out.write(f"{location}  {subject}\n")
+        for finding in sorted(group, key=lambda f: f.effect, reverse=True):
+            rule = finding.match.rule
+            marker = " (new_terms: every match reported)" if finding.match.is_new_terms else ""
+            techniques = ",".join(rule.technique_ids) or "-"
+            out.write(
+                f"  {finding.effect.value.upper():<5}  [{techniques}] {rule.name}{marker}"
+                f"  severity={_text(rule.severity)} id={rule.id}\n"
+            )
+    out.write(f"(effects as in {mode.value} mode; a rule's action caps what it can do)\n")
 
 
 # --- replay ------------------------------------------------------------------
