@@ -190,3 +190,13 @@ def test_wheel_ships_the_default_rules(tmp_path: Path) -> None:
         names = archive.namelist()
     assert packaged == (REPO / "rules.yaml").read_bytes()
     assert "gatewatch/kql/kql.lark" in names
+
+
+def test_replay_skips_namespaces_the_webhook_never_sees() -> None:
+    log = str(EXAMPLES / "audit" / "audit.jsonl")
+    default = json_lines(run("replay", "--format", "json", log).stdout)
+    everything = json_lines(run("replay", "--format", "json", "--all-namespaces", log).stdout)
+    namespaces = lambda alerts: {a["kubernetes"]["audit"]["objectRef"].get("namespace") for a in alerts}  # noqa: E731
+    assert "kube-system" not in namespaces(default)
+    assert "kube-system" in namespaces(everything)
+    assert len(everything) > len(default)

@@ -16,6 +16,9 @@ from gatewatch.decision import Mode
 from gatewatch.errors import GatewatchError
 from gatewatch.rules.model import Action, RuleSet
 
+# The webhook's namespaceSelector always leaves these out (gatewatch's own
+# namespace by its default name).
+DEFAULT_EXEMPT_NAMESPACES = ("kube-system", "gatewatch")
 EXIT_FINDINGS = 1
 EXIT_BAD_INPUT = 2
 
@@ -103,15 +106,32 @@ def check(
     show_default=True,
     help="Namespace mode to simulate: what would this mode have done?",
 )
+@click.option(
+    "--exempt-namespace",
+    "exempt_namespaces",
+    multiple=True,
+    default=DEFAULT_EXEMPT_NAMESPACES,
+    show_default=True,
+    help="Namespaces the webhook never sees (as in the cluster); repeat. Use --all-namespaces to evaluate all.",
+)
+@click.option("--all-namespaces", is_flag=True, help="Evaluate events of exempt namespaces too.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
 def replay(
-    rules_files: tuple[Path, ...], output_format: str, mode: str, progress: bool | None, source: str
+    rules_files: tuple[Path, ...],
+    output_format: str,
+    mode: str,
+    exempt_namespaces: tuple[str, ...],
+    all_namespaces: bool,
+    progress: bool | None,
+    source: str,
 ) -> None:
     """Replay audit-log JSON lines (plain or .gz, or - for stdin) through the rules.
 
-    new_terms rules are applied in event-time order. Malformed lines are
-    counted and reported with their line numbers, never fatal.
+    Answers "what would gatewatch in this mode have done?": events in exempt
+    namespaces are skipped as the webhook's namespaceSelector would skip
+    them; new_terms rules are applied in event-time order. Malformed lines
+    are counted and reported with their line numbers, never fatal.
     """
     from gatewatch.offline import run_replay
 
@@ -124,6 +144,7 @@ def replay(
             source,
             output_format=output_format,
             mode=Mode(mode),
+            exempt_namespaces=frozenset() if all_namespaces else frozenset(exempt_namespaces),
             progress=progress,
             out=sys.stdout,
             err=sys.stderr,

@@ -154,6 +154,7 @@ class ReplayStats:
     events: int = 0
     malformed: list[tuple[int, str]] = field(default_factory=list)
     malformed_count: int = 0
+    exempt: int = 0
     matches: int = 0
     denied_requests: int = 0
     by_rule: Counter = field(default_factory=Counter)
@@ -183,6 +184,7 @@ def run_replay(
     progress: bool,
     out: TextIO,
     err: TextIO,
+    exempt_namespaces: frozenset[str] = frozenset(),
 ) -> int:
     """Replay audit-log lines; returns the exit code (2 only when the input cannot be read)."""
     engine = RuleEngine(ruleset)
@@ -196,6 +198,9 @@ def run_replay(
                 if document is None:
                     continue
                 stats.events += 1
+                if exempt_namespaces and _namespace(document) in exempt_namespaces:
+                    stats.exempt += 1
+                    continue
                 # First pass streams: query matching only. new_terms history
                 # needs event-time order, so matches wait for the sort below
                 # (memory grows with matches, not with the log).
@@ -219,7 +224,7 @@ def run_replay(
             stats.matches += 1
             rule = outcome.match.rule
             stats.by_rule[(rule.id, rule.name, _text(outcome.effect))] += 1
-            stats.by_namespace[(audit.get("objectRef") or {}).get("namespace") or "-"] += 1
+            stats.by_namespace[_namespace(item.document) or "-"] += 1
             stats.by_user[(audit.get("user") or {}).get("username") or "-"] += 1
             if output_format == "json":
                 alert = build_alert(
@@ -237,11 +242,15 @@ def run_replay(
     click.echo(
         f"{stats.events} event(s) replayed, {stats.matches} match(es), "
         f"{stats.denied_requests} request(s) {mode.value} mode would have denied, "
-        f"{stats.malformed_count} malformed line(s)",
+        f"{stats.malformed_count} malformed line(s), {stats.exempt} event(s) in exempt namespaces skipped",
         err=True,
         file=err,
     )
     return EXIT_OK
+
+
+def _namespace(document: Mapping[str, Any]) -> str | None:
+    return (document["kubernetes"]["audit"].get("objectRef") or {}).get("namespace")
 
 
 def _audit_document(raw: str, line_no: int, stats: ReplayStats) -> dict[str, Any] | None:
