@@ -46,7 +46,6 @@ def build_alert(
             "action": event.get("action"),
             "severity": rule.risk_score,
             "risk_score": rule.risk_score,
-            "original_dataset": event.get("dataset"),
         },
         "message": f"{rule.name}: {_describe(document)}",
         "rule": {
