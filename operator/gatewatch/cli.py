@@ -189,6 +189,8 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
     result = import_elastic_rules(list(files))
     for path, reason in result.failures:
         click.echo(f"{path}: {reason}", err=True)
+    for path, note in result.notes:
+        click.echo(f"{path}: note: {note}", err=True)
     if result.rules_yaml:
         if output is None:
             click.echo(result.rules_yaml, nl=False)

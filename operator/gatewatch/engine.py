@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from gatewatch.kql.fields import field_values
+from gatewatch.prefilter import RuleIndex
 from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
 from gatewatch.rules.model import Rule, RuleSet, RuleType
 
@@ -47,9 +48,10 @@ class RuleEngine:
 
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
-        enabled = tuple(rule for rule in ruleset.rules if rule.enabled)
-        # One attribute, so a reader never sees a new set with an old rule list.
-        self._state = (ruleset, enabled)
+        enabled = [rule for rule in ruleset.rules if rule.enabled]
+        index = RuleIndex(enabled, [getattr(rule.matcher, "node", None) for rule in enabled])
+        # One attribute, so a reader never sees a new set with an old index.
+        self._state = (ruleset, index)
 
     def evaluate(
         self,
@@ -65,7 +67,7 @@ class RuleEngine:
         ``new_terms=False`` reports every query match of a new_terms rule.
         """
         found: list[Match] = []
-        for rule in self._state[1]:
+        for rule in self._state[1].candidates(document):
             if not rule.matcher(document) or rule.is_excepted(document):
                 continue
             key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None

@@ -24,11 +24,16 @@ class KqlSyntaxError(GatewatchError):
         before = query[: self.offset]
         self.line = before.count("\n") + 1
         self.column = self.offset - (before.rfind("\n") + 1) + 1
-        query_line = query.splitlines()[self.line - 1] if query.strip() else query
+        query_line = query.split("\n")[self.line - 1]
         caret = " " * (self.column - 1) + "^"
         super().__init__(
             f"{reason} at line {self.line}, column {self.column}\n    {query_line}\n    {caret}"
         )
+
+
+class KqlRenderError(GatewatchError):
+    """A KQL syntax tree that KQL text cannot express (a case-insensitive match,
+    which only rules imported from EQL have)."""
 
 
 class RuleError(GatewatchError):
@@ -83,3 +88,68 @@ class ImportRuleError(GatewatchError):
         self.reason = reason
         self.file = file
         super().__init__(f"{file}: {reason}" if file else reason)
+
+
+class ConfigError(GatewatchError):
+    """Operator settings (config file, GATEWATCH_* variables, flags) that cannot be used."""
+
+    def __init__(self, reason: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        self.line = line
+        where = source or "<settings>"
+        if line is not None:
+            where += f":{line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class KubernetesApiError(GatewatchError):
+    """A Kubernetes API call that failed; names the operation, the object and the status.
+
+    ``str(error)`` reads ``update secret gatewatch/gatewatch-tls: 409 Conflict: ...``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        operation: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.operation = operation
+        self.kind = kind
+        self.name = name
+        self.namespace = namespace
+        self.status = status
+        target = f"{namespace}/{name}" if namespace else name
+        code = f"{status} " if status is not None else ""
+        super().__init__(f"{operation} {kind} {target}: {code}{reason}")
+
+
+class CertificateError(GatewatchError):
+    """TLS material that cannot be used: unreadable, not PEM, key and certificate not a pair.
+
+    ``source`` names where it came from: a file path, or ``secret ns/name, key tls.crt``.
+    """
+
+    def __init__(self, reason: str, *, source: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        super().__init__(f"{source}: {reason}" if source else reason)
+
+
+class EqlSyntaxError(KqlSyntaxError):
+    """An EQL query that does not parse, or that uses EQL beyond the subset gatewatch
+    translates (``unsupported`` is then True: sequences, pipes, functions, ...).
+
+    Same position attributes and caret message as ``KqlSyntaxError``, so code that
+    reports query errors handles both.
+    """
+
+    def __init__(self, reason: str, *, query: str, offset: int, unsupported: bool = False) -> None:
+        self.unsupported = unsupported
+        super().__init__(reason, query=query, offset=offset)

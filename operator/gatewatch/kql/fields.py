@@ -1,0 +1,125 @@
+"""Field paths over documents: ``a.b.c`` -> the values found there.
+
+Documents are nested dicts and lists (JSON-like). A path resolves
+
+- through nested dicts, one segment at a time;
+- through lists: every element is followed and nested lists are flattened, so
+  ``spec.containers.image`` gives the image of every container;
+- through keys that themselves contain dots: when a segment is missing, it is
+  joined with the following segments, so ``labels.app.kubernetes.io/name``
+  finds ``{"labels": {"app.kubernetes.io/name": ...}}`` and ``event.dataset``
+  finds a flat ``{"event.dataset": ...}``.
+
+``None``, a missing key and an empty list all mean "absent": they contribute no
+value. Paths are split once (``compile_path``), not per document.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+Resolver: TypeAlias = Callable[[Any], list[Any]]
+
+_MISSING = object()
+
+
+@lru_cache(maxsize=4096)
+def compile_path(path: str) -> Resolver:
+    """Return a function ``document -> list of values`` at ``path``.
+
+    The values are leaves (str, int, float, bool) or dicts, never lists or None.
+    """
+    segments = tuple(path.split("."))
+    count = len(segments)
+    # For each position, the longer keys that start there: ("a.b", 2), ("a.b.c", 3)...
+    joined_keys = tuple(
+        tuple((".".join(segments[start:end]), end) for end in range(start + 2, count + 1))
+        for start in range(count)
+    )
+
+    enumerated_segments = tuple(enumerate(segments))
+
+    def collect(node: Any, position: int, found: list[Any]) -> None:
+        # Iterative along dict chains; recursive at lists and dotted keys.
+        while True:
+            if isinstance(node, (list, tuple)):
+                for item in node:
+                    if item is not None:
+                        collect(item, position, found)
+                return
+            if position == count:
+                found.append(node)
+                return
+            if not isinstance(node, Mapping):
+                return
+            child = node.get(segments[position], _MISSING)
+            if child is _MISSING or child is None:
+                for key, end in joined_keys[position]:
+                    value = node.get(key)
+                    if value is not None:
+                        collect(value, end, found)
+                return
+            node = child
+            position += 1
+
+    def resolve(document: Any) -> list[Any]:
+        # Fast path: follow plain dicts; hand over to `collect` at the first
+        # list, missing key or other mapping (the prefix walked so far has no
+        # branches, so continuing from there is the same as starting over).
+        node = document
+        for position, segment in enumerated_segments:
+            if node.__class__ is not dict:
+                break
+            child = node.get(segment)
+            if child is None:
+                break
+            node = child
+        else:
+            if not isinstance(node, (list, tuple)):
+                return [node]
+            position = count
+        found: list[Any] = []
+        if node is not None:
+            collect(node, position, found)
+        return found
+
+    return resolve
+
+
+def field_values(document: Mapping[str, Any], path: str) -> list[Any]:
+    """The values of ``path`` in ``document`` (empty when absent); see the module doc."""
+    return compile_path(path)(document)
+
+
+def leaf_values(document: Any) -> list[Any]:
+    """Every scalar value anywhere in the document (for free-text queries)."""
+    found: list[Any] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                walk(item)
+        elif node is not None:
+            found.append(node)
+
+    walk(document)
+    return found
+
+
+def flattened_fields(document: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted path, scalar value)`` for every leaf, lists flattened (no index in the path).
+
+    This is how Elasticsearch names fields, so wildcard field names match against it.
+    """
+    if isinstance(document, Mapping):
+        for key, value in document.items():
+            yield from flattened_fields(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(document, (list, tuple)):
+        for item in document:
+            yield from flattened_fields(item, prefix)
+    elif document is not None and prefix:
+        yield prefix, document

@@ -1,0 +1,294 @@
+"""``gatewatch rules import-elastic``: Elastic detection-rule TOML -> rules.yaml text.
+
+Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
+``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
+``eql`` rules whose condition is a single ``any where`` expression through
+``gatewatch.rules.eql``. An EQL condition KQL can express exactly is stored as
+KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
+and its original text (the loader translates it the same way).
+
+Kept: rule_id (as id), name, description, severity, risk_score, threat,
+references, false_positives, tags, new_terms fields and history window.
+Every imported rule gets ``action: alert``: it never warns or denies until a
+person raises it. Each converted rule is loaded back before it is accepted, so
+the output always loads.
+"""
+from __future__ import annotations
+
+import textwrap
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gatewatch.errors import EqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
+from gatewatch.kql import KqlRenderError, parse, to_kql
+from gatewatch.rules.eql import eql_to_ast
+from gatewatch.rules.loader import load_rules_text
+from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
+
+DEFAULT_RULESET = "elastic-import"
+REJECTED_TYPES = {
+    "esql": "ES|QL rules are not supported (they aggregate over many events; gatewatch sees one request)",
+    "threshold": "threshold rules are not supported (they count events over time; gatewatch sees one request)",
+    "threat_match": "indicator match (threat_match) rules are not supported (they need threat-intel indices)",
+    "machine_learning": "machine_learning rules are not supported (they need Elastic ML jobs)",
+}
+_HEADER = (
+    "# Imported from Elastic detection rules by `gatewatch rules import-elastic`.\n"
+    "# Every rule has action: alert. Review a rule, then raise its action to warn or deny.\n"
+    "# Format: docs/rules.md\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """``rules_yaml`` holds the converted rules ("" when none converted);
+    ``failures`` one (file, reason) per file that could not be converted;
+    ``notes`` (file, message) about data left behind in converted files."""
+
+    rules_yaml: str
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    rule_ids: list[str] = field(default_factory=list)
+
+
+def import_elastic_rules(
+    paths: Sequence[str | Path], *, ruleset: str = DEFAULT_RULESET
+) -> ImportResult:
+    """Convert every file it can; name each file it cannot with the reason."""
+    converted: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    notes: list[tuple[str, str]] = []
+    first_file_of: dict[str, str] = {}
+    for path in paths:
+        file = str(path)
+        try:
+            rule, rule_notes = convert_elastic_file(path)
+            _check_loads([rule], ruleset=ruleset, file=file)
+        except ImportRuleError as error:
+            failures.append((file, error.reason))
+            continue
+        if rule["id"] in first_file_of:
+            failures.append((file, f"duplicate rule_id {rule['id']} (also in {first_file_of[rule['id']]})"))
+            continue
+        first_file_of[rule["id"]] = file
+        converted.append(rule)
+        notes.extend((file, note) for note in rule_notes)
+    text = render_rules_yaml(converted, ruleset=ruleset) if converted else ""
+    if converted:
+        load_rules_text(text, file="<imported rules>")  # the whole file must load, not only each rule
+    return ImportResult(rules_yaml=text, failures=failures, notes=notes, rule_ids=[r["id"] for r in converted])
+
+
+def convert_elastic_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Read and convert one Elastic TOML rule file (raises ImportRuleError)."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise ImportRuleError(f"cannot read: {error.strerror or error}", file=file) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ImportRuleError(f"not UTF-8 text: {error.reason} at byte {error.start}", file=file) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ImportRuleError(f"invalid TOML: {error}", file=file) from None
+    return convert_elastic_rule(data, file=file)
+
+
+def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tuple[dict[str, Any], list[str]]:
+    """One parsed Elastic rule file -> (our rule mapping, notes about what was left behind)."""
+    rule = data.get("rule")
+    if not isinstance(rule, Mapping):
+        raise ImportRuleError("no [rule] table: not an Elastic detection rule file", file=file)
+    notes: list[str] = []
+
+    def required(key: str, kind: type | tuple[type, ...] = str) -> Any:
+        value = rule.get(key)
+        if value is None:
+            raise ImportRuleError(f"[rule] has no {key}", file=file)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ImportRuleError(f"[rule] {key} has the wrong type ({type(value).__name__})", file=file)
+        return value
+
+    rule_type = rule.get("type", "query")
+    if rule_type in REJECTED_TYPES:
+        raise ImportRuleError(REJECTED_TYPES[rule_type], file=file)
+    if rule_type not in ("query", "new_terms", "eql"):
+        raise ImportRuleError(f"rule type {rule_type!r} is not supported (query, new_terms and eql are)", file=file)
+    language = rule.get("language", "eql" if rule_type == "eql" else "kuery")
+    query = required("query").strip()
+
+    converted: dict[str, Any] = {
+        "id": required("rule_id"),
+        "name": required("name").strip(),
+        "description": textwrap.dedent(required("description")).strip(),
+        "severity": required("severity"),
+        "risk_score": required("risk_score", int),
+        "type": "new_terms" if rule_type == "new_terms" else "query",
+    }
+    if rule_type == "eql":
+        if language != "eql":
+            raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
+        converted["language"], converted["query"] = _convert_eql(query, file=file)
+    else:
+        if language != "kuery":
+            raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)
+        _check_kql(query, file=file)
+        converted["language"], converted["query"] = "kuery", query
+    if rule_type == "new_terms":
+        converted["new_terms"] = _new_terms(rule.get("new_terms"), file=file)
+    threat, threat_notes = _threat(rule.get("threat", []), file=file)
+    notes.extend(threat_notes)
+    if threat:
+        converted["threat"] = threat
+    converted["action"] = Action.ALERT.value
+    for key in ("false_positives", "references", "tags"):
+        values = rule.get(key)
+        if values:
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ImportRuleError(f"[rule] {key} must be a list of strings", file=file)
+            cleaned = [textwrap.dedent(v).strip() for v in values if v.strip()]
+            if cleaned:
+                converted[key] = cleaned
+    indices = rule.get("index") or []
+    if isinstance(indices, list) and indices and not any("kubernetes" in str(index) for index in indices):
+        notes.append(
+            f"index {', '.join(map(str, indices))} is not Kubernetes audit logs: "
+            "the rule may never match a gatewatch document"
+        )
+    if rule.get("exceptions_list"):
+        notes.append("exceptions_list refers to Kibana exception lists, which are not imported")
+    return converted, notes
+
+
+def _check_kql(query: str, *, file: str) -> None:
+    try:
+        parse(query)
+    except KqlSyntaxError as error:
+        raise ImportRuleError(
+            f"KQL syntax error at query line {error.line}, column {error.column}: {error.reason}", file=file
+        ) from None
+
+
+def _convert_eql(query: str, *, file: str) -> tuple[str, str]:
+    """EQL -> ("kuery", KQL text) when KQL says exactly the same, else ("eql", the EQL)."""
+    try:
+        node = eql_to_ast(query)
+    except EqlSyntaxError as error:
+        kind = "unsupported EQL" if error.unsupported else "EQL syntax error"
+        raise ImportRuleError(
+            f"{kind} at query line {error.line}, column {error.column}: {error.reason}", file=file
+        ) from None
+    try:
+        text = to_kql(node)
+    except KqlRenderError:
+        return "eql", query  # case-insensitive matches: only EQL says that
+    # Keep the KQL only if it reads back as the very same tree.
+    try:
+        if parse(text) == node:
+            return "kuery", text
+    except KqlSyntaxError:
+        pass
+    return "eql", query
+
+
+def _new_terms(raw: Any, *, file: str) -> dict[str, Any]:
+    # Elastic: [rule.new_terms] field = "new_terms_fields", value = [...],
+    #          [[rule.new_terms.history_window_start]] field = "history_window_start", value = "now-7d"
+    if not isinstance(raw, Mapping):
+        raise ImportRuleError("a new_terms rule without [rule.new_terms]", file=file)
+    fields = raw.get("value")
+    if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+        raise ImportRuleError("[rule.new_terms] value must list the new terms fields", file=file)
+    result: dict[str, Any] = {"fields": list(fields)}
+    windows = raw.get("history_window_start") or []
+    if isinstance(windows, Mapping):
+        windows = [windows]
+    for window in windows:
+        if isinstance(window, Mapping) and window.get("field") == "history_window_start":
+            value = window.get("value")
+            if not isinstance(value, str):
+                raise ImportRuleError("history_window_start value must be a string like now-7d", file=file)
+            result["history_window"] = value.strip()
+    return result
+
+
+def _attack_item(raw: Any, *, file: str, what: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
+        raise ImportRuleError(f"{what} without an id", file=file)
+    item = {"id": raw["id"]}
+    for key in ("name", "reference"):
+        if isinstance(raw.get(key), str):
+            item[key] = raw[key]
+    return item
+
+
+def _threat(raw: Any, *, file: str) -> tuple[list[dict[str, Any]], list[str]]:
+    if not isinstance(raw, list):
+        raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
+    threats, notes = [], []
+    for entry in raw:
+        if not isinstance(entry, Mapping):
+            raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
+        framework = entry.get("framework", ATTACK_FRAMEWORK)
+        if framework != ATTACK_FRAMEWORK:
+            notes.append(f"threat framework {framework!r} is not imported (only {ATTACK_FRAMEWORK})")
+            continue
+        threat: dict[str, Any] = {
+            "framework": ATTACK_FRAMEWORK,
+            "tactic": _attack_item(entry.get("tactic"), file=file, what="threat tactic"),
+        }
+        techniques = []
+        for technique_raw in entry.get("technique", []) or []:
+            technique = _attack_item(technique_raw, file=file, what="threat technique")
+            subs = [
+                _attack_item(sub, file=file, what="threat subtechnique")
+                for sub in (technique_raw.get("subtechnique", []) or [])
+            ]
+            if subs:
+                technique["subtechniques"] = subs
+            techniques.append(technique)
+        if techniques:
+            threat["techniques"] = techniques
+        threats.append(threat)
+    return threats, notes
+
+
+# --- output -----------------------------------------------------------------------
+
+
+class _RulesDumper(yaml.SafeDumper):
+    """Multi-line strings (queries) as literal blocks, so they read like the TOML did."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        text = "\n".join(line.rstrip() for line in value.splitlines()) + "\n"
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_RulesDumper.add_representer(str, _represent_str)
+
+
+def render_rules_yaml(rules: Sequence[Mapping[str, Any]], *, ruleset: str = DEFAULT_RULESET) -> str:
+    """A complete rules.yaml (version, ruleset, rules) for converted rules."""
+    document = {"version": FORMAT_VERSION, "ruleset": ruleset, "rules": [dict(rule) for rule in rules]}
+    body = yaml.dump(document, Dumper=_RulesDumper, sort_keys=False, allow_unicode=True, width=100)
+    return _HEADER + body
+
+
+def _check_loads(rules: Sequence[Mapping[str, Any]], *, ruleset: str, file: str) -> None:
+    """Load the converted rule back; a rule our format refuses is a failed import."""
+    try:
+        load_rules_text(render_rules_yaml(rules, ruleset=ruleset), file="<converted>")
+    except RuleError as error:
+        where = f"field {error.field}: " if error.field else ""
+        raise ImportRuleError(f"{where}{error.reason}", file=file) from None
+    except GatewatchError as error:  # pragma: no cover - the loader raises RuleError only
+        raise ImportRuleError(str(error), file=file) from None

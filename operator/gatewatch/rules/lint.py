@@ -1,0 +1,258 @@
+"""``gatewatch rules lint``: small validators, each checking one thing about a rule.
+
+A loaded rule is already valid (the loader refuses bad rules); lint says
+whether it will do what its author expects at admission time, where a request
+carries less than an audit event (no source.ip, no user agent, ...) and only
+Pod CREATE, pods/exec, pods/attach and pods/ephemeralcontainers are reviewed.
+
+Levels: ``error`` the rule can never match any gatewatch document;
+``warning`` it can never match at admission or is probably a mistake;
+``info`` worth knowing (what a new_terms rule keys on at admission).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gatewatch.kql.ast import And, Exists, Node, Or, Term, Wildcard
+from gatewatch.rules.model import Action, Origin, Rule, RuleSet, RuleType, Severity, is_admission_unavailable
+
+Level = Literal["error", "warning", "info"]
+LEVELS: tuple[Level, ...] = ("error", "warning", "info")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    level: Level
+    rule_id: str
+    message: str
+    validator: str
+    origin: Origin | None = None
+
+
+class RuleValidator(Protocol):
+    """Checks one thing about one rule."""
+
+    name: str
+
+    def validate(self, rule: Rule) -> Iterable[Finding]: ...
+
+
+# --- what a rule's query requires -----------------------------------------------------
+
+
+def required_matches(node: Node) -> dict[str, list[list[Term | Wildcard]]]:
+    """Field -> constraints, each a list of matches one of which the field must satisfy
+    for ``node`` to hold.
+
+    Only what is certain: plain matches at the top, inside ``and``, and ``or``
+    lists over a single field (``verb:(create or get)``); anything under
+    ``not`` or in a mixed ``or`` is left out.
+    """
+    if isinstance(node, (Term, Wildcard)) and node.field is not None:
+        return {node.field: [[node]]}
+    if isinstance(node, Exists):  # field:* : any value, but there must be one
+        return {node.field: [[Wildcard(node.field, ("", ""))]]}
+    if isinstance(node, And):
+        merged: dict[str, list[list[Term | Wildcard]]] = {}
+        for item in node.items:
+            for field, constraints in required_matches(item).items():
+                merged.setdefault(field, []).extend(constraints)
+        return merged
+    if isinstance(node, Or) and all(isinstance(item, (Term, Wildcard)) for item in node.items):
+        fields = {item.field for item in node.items}  # type: ignore[union-attr]
+        field = fields.pop() if len(fields) == 1 else None
+        if field is not None:
+            return {field: [list(node.items)]}  # type: ignore[arg-type]
+    return {}
+
+
+def _accepts(match: Term | Wildcard, value: str) -> bool:
+    flags = re.IGNORECASE if match.case_insensitive else 0
+    if isinstance(match, Term):
+        return re.fullmatch(re.escape(match.value), value, flags) is not None
+    pattern = ".*".join(re.escape(part) for part in match.parts)
+    return re.fullmatch(pattern, value, flags | re.DOTALL) is not None
+
+
+def _shown(matches: Sequence[Term | Wildcard]) -> str:
+    return " or ".join(m.value if isinstance(m, Term) else "*".join(m.parts) for m in matches)
+
+
+def _query_node(rule: Rule) -> Node | None:
+    return getattr(rule.matcher, "node", None)
+
+
+def _finding(rule: Rule, level: Level, message: str, validator: str) -> Finding:
+    return Finding(level=level, rule_id=rule.id, message=message, validator=validator, origin=rule.origin)
+
+
+# --- validators ---------------------------------------------------------------------------
+
+
+class AdmissionUnavailableFields:
+    """Fields a rule uses that admission requests never carry."""
+
+    name = "admission-unavailable-fields"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        used = sorted(field for field in getattr(rule.matcher, "fields", ()) if is_admission_unavailable(field))
+        if used:
+            yield _finding(
+                rule, "warning",
+                f"query uses {', '.join(used)}, which admission requests never carry: at admission a "
+                "condition on it never holds (and 'not' on it always does); it works on audit logs (replay)",
+                self.name,
+            )
+        for index, exception in enumerate(rule.exception_matchers):
+            missing = sorted(f for f in getattr(exception, "fields", ()) if is_admission_unavailable(f))
+            if missing:
+                yield _finding(
+                    rule, "warning",
+                    f"exception {index + 1} uses {', '.join(missing)}, which admission requests never carry: "
+                    "it never suppresses a match at admission",
+                    self.name,
+                )
+        if rule.type is RuleType.NEW_TERMS and rule.new_terms is not None:
+            unavailable = rule.new_terms.unavailable_at_admission()
+            if unavailable:
+                remaining = rule.new_terms.admission_fields()
+                instead = (
+                    f"at admission it keys on {', '.join(remaining)} only"
+                    if remaining
+                    else "no field remains, so every admission match counts as new"
+                )
+                yield _finding(
+                    rule, "info",
+                    f"new_terms field(s) {', '.join(unavailable)} are never present at admission; {instead}",
+                    self.name,
+                )
+
+
+# Values a gatewatch admission document can have, per field (documents.py).
+_DATASET_FIELDS = ("event.dataset", "data_stream.dataset")
+_ADMISSION_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
+    "kubernetes.audit.objectRef.resource": (("pods",), "only pods are reviewed"),
+    "orchestrator.resource.type": (("pods",), "only pods are reviewed"),
+    "kubernetes.audit.objectRef.subresource": (
+        ("exec", "attach", "ephemeralcontainers"),
+        "the reviewed subresources are exec, attach and ephemeralcontainers",
+    ),
+    "kubernetes.audit.verb": (
+        ("create", "update", "patch"),
+        "admission sees create (Pod CREATE, exec/attach CONNECT) and update/patch (ephemeral containers)",
+    ),
+    "event.action": (
+        ("create", "update", "patch"),
+        "admission sees create (Pod CREATE, exec/attach CONNECT) and update/patch (ephemeral containers)",
+    ),
+    "kubernetes.audit.stage": (("ResponseComplete",), "admission documents have stage ResponseComplete"),
+    "kubernetes.audit.annotations.authorization_k8s_io/decision": (
+        ("allow",), "a request under admission review was already allowed"
+    ),
+    "event.outcome": (("success",), "a request under admission review was already allowed"),
+}
+
+
+class AdmissionReachability:
+    """Queries that can never match an admission document (or any document at all)."""
+
+    name = "admission-reachability"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        node = _query_node(rule)
+        if node is None:
+            return
+        required = required_matches(node)
+        for field in _DATASET_FIELDS:
+            for constraint in required.get(field, ()):
+                if not any(_accepts(m, "kubernetes.audit_logs") for m in constraint):
+                    yield _finding(
+                        rule, "error",
+                        f"requires {field} {_shown(constraint)!r}, but every gatewatch document has "
+                        "kubernetes.audit_logs: the rule can never match",
+                        self.name,
+                    )
+        for field, (values, why) in _ADMISSION_VALUES.items():
+            for constraint in required.get(field, ()):
+                if not any(_accepts(m, v) for m in constraint for v in values):
+                    yield _finding(
+                        rule, "warning",
+                        f"requires {field} {_shown(constraint)!r}, which never occurs at admission ({why}); "
+                        "the rule only matches audit logs (replay)",
+                        self.name,
+                    )
+        for field in sorted(required):
+            if is_admission_unavailable(field):
+                yield _finding(
+                    rule, "warning",
+                    f"requires {field}, which admission requests never carry: the rule can never match at admission",
+                    self.name,
+                )
+
+
+class AttackMapping:
+    """Every rule should say which ATT&CK tactics and techniques it detects."""
+
+    name = "attack-mapping"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        if not rule.threat:
+            yield _finding(rule, "warning", "no ATT&CK mapping (threat): add its tactic and technique", self.name)
+        elif not rule.technique_ids:
+            yield _finding(rule, "info", "ATT&CK tactic without a technique", self.name)
+
+
+class DenyOnLowSeverity:
+    """A low-severity rule that may deny requests is probably mis-set."""
+
+    name = "deny-on-low-severity"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        if rule.action is Action.DENY and rule.severity is Severity.LOW:
+            yield _finding(
+                rule, "warning",
+                "action deny on a low-severity rule: raise the severity or lower the action to warn",
+                self.name,
+            )
+
+
+class DisabledRule:
+    """Disabled rules are loaded (and checked) but never evaluated."""
+
+    name = "disabled-rule"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        if not rule.enabled:
+            yield _finding(rule, "info", "disabled (enabled: false): loaded but not evaluated", self.name)
+
+
+DEFAULT_VALIDATORS: tuple[RuleValidator, ...] = (
+    AdmissionReachability(),
+    AdmissionUnavailableFields(),
+    AttackMapping(),
+    DenyOnLowSeverity(),
+    DisabledRule(),
+)
+
+
+def lint_ruleset(ruleset: RuleSet, *, validators: Sequence[RuleValidator] = DEFAULT_VALIDATORS) -> list[Finding]:
+    """All findings for the rules of ``ruleset``, in rule order."""
+    return [finding for rule in ruleset.rules for validator in validators for finding in validator.validate(rule)]
+
+
+def has_errors(findings: Iterable[Finding]) -> bool:
+    return any(finding.level == "error" for finding in findings)
+
+
+def format_findings(findings: Sequence[Finding]) -> str:
+    """One line per finding: ``rules.yaml:12: warning: rule 'x': message [validator]``."""
+    if not findings:
+        return "no findings"
+    return "\n".join(
+        f"{finding.origin or '<rules>'}: {finding.level}: rule {finding.rule_id!r}: "
+        f"{finding.message} [{finding.validator}]"
+        for finding in findings
+    )
