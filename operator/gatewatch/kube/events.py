@@ -1,0 +1,443 @@
+"""Kubernetes Events for rule matches, off the review path.
+
+The admission handler calls :meth:`EventRecorder.submit`, which only puts the
+event in a bounded queue and returns at once (False, counted as a drop, when the
+queue is full). :meth:`EventRecorder.run` is the worker that talks to the API;
+a slow or failing API server slows or fails only the worker, never a review.
+
+Events are ``events.k8s.io/v1`` Events. Repeats are not a storm: every
+occurrence with the same *series key* (namespace, pod, rule, effect, operation,
+user) is one Event with a deterministic name, ``<pod>.<hash of the key>``. The
+first occurrence creates it; later ones are counted in memory and written as one
+PATCH of ``series.count`` / ``series.lastObservedTime`` per aggregation window
+(events.k8s.io semantics). Because the name is deterministic, a restarted or
+second replica finds the Event (409 on create) and continues its series.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+import kubernetes.client
+
+from gatewatch.errors import GatewatchError
+
+if TYPE_CHECKING:
+    from gatewatch.metrics import Metrics
+    from gatewatch.rules.model import Rule
+
+logger = logging.getLogger(__name__)
+
+ANNOTATION_PREFIX = "gatewatch.io/"
+DEFAULT_REPORTING_CONTROLLER = "gatewatch.io/gatewatch"
+# The label of this queue in gatewatch_queue_dropped (metrics.py).
+METRICS_QUEUE = "events"
+# events.k8s.io/v1 validation: note is at most 1 kB, names are DNS subdomains (253).
+MAX_NOTE_BYTES = 1024
+MAX_NAME_LENGTH = 253
+
+EventType = Literal["Normal", "Warning"]
+Operation = Literal["create", "exec", "attach", "ephemeralcontainers"]
+
+_REASONS: dict[tuple[str, str], str] = {
+    ("create", "deny"): "PodCreationDenied",
+    ("create", "warn"): "PodCreationWarned",
+    ("exec", "deny"): "ExecDenied",
+    ("exec", "warn"): "ExecWarned",
+    ("attach", "deny"): "AttachDenied",
+    ("attach", "warn"): "AttachWarned",
+    ("ephemeralcontainers", "deny"): "EphemeralContainerDenied",
+    ("ephemeralcontainers", "warn"): "EphemeralContainerWarned",
+}
+# An alert-only match: nothing was refused or shown to the user.
+REASON_ALERT = "RuleMatched"
+REASON_RULES_REJECTED = "RulesRejected"
+
+_OPERATION_WORDS: dict[str, str] = {
+    "create": "create pod",
+    "exec": "exec into pod",
+    "attach": "attach to pod",
+    "ephemeralcontainers": "add an ephemeral container to pod",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectRef:
+    """What an Event is about (``regarding``)."""
+
+    kind: str
+    api_version: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+
+    def to_api(self) -> dict[str, str]:
+        ref = {"kind": self.kind, "apiVersion": self.api_version, "name": self.name}
+        if self.namespace is not None:
+            ref["namespace"] = self.namespace
+        if self.uid is not None:
+            ref["uid"] = self.uid
+        return ref
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRequest:
+    """One occurrence to record. Occurrences with the same ``series_key`` are one Event."""
+
+    regarding: ObjectRef
+    reason: str
+    action: str
+    note: str
+    series_key: str
+    type: EventType = "Warning"
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    observed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def namespace(self) -> str:
+        # Events live in the namespace of what they regard (API validation);
+        # cluster-scoped objects' Events go to "default", as kubectl looks there.
+        return self.regarding.namespace or "default"
+
+    @property
+    def name(self) -> str:
+        return event_name(self.regarding.name, self.series_key)
+
+
+def event_name(object_name: str, series_key: str) -> str:
+    """``<object>.<hash of the series key>``, a valid DNS subdomain."""
+    digest = hashlib.sha256(series_key.encode()).hexdigest()[:16]
+    # A would-be name from generateName ("web-") ends with "-": not a valid label end.
+    base = re.sub(r"[^a-z0-9.-]", "-", object_name.lower()).strip("-.") or "object"
+    base = base[: MAX_NAME_LENGTH - len(digest) - 1].rstrip("-.")
+    return f"{base}.{digest}"
+
+
+def match_event(
+    *,
+    rule: Rule,
+    effect: Any,
+    operation: Operation,
+    namespace: str,
+    pod_name: str,
+    user: str,
+    pod_uid: str | None = None,
+    mode: Any = None,
+    observed_at: datetime | None = None,
+) -> EventRequest:
+    """The Event for one rule match on a Pod request.
+
+    ``effect`` is what the match caused (``Action`` or "alert"/"warn"/"deny").
+    ``pod_name`` is the target pod for exec/attach/ephemeralcontainers, and for
+    a create the pod's name (or its generateName prefix): a denied pod was
+    never created, so the Event regards the would-be pod and says so.
+    """
+    effect_name = str(getattr(effect, "value", effect)).lower()
+    techniques = list(rule.technique_ids)
+    tactics = list(rule.tactic_ids)
+    severity = str(getattr(rule.severity, "value", rule.severity))
+    key_parts = (namespace, pod_name, rule.id, effect_name, operation, user)
+    technique_text = ", ".join(techniques) or "no ATT&CK technique"
+    what = f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)} {namespace}/{pod_name}"
+    if operation == "create" and effect_name == "deny":
+        head = f"Pod {namespace}/{pod_name} was not created: gatewatch denied it"
+    else:
+        head = {
+            "deny": "gatewatch denied the request",
+            "warn": "gatewatch allowed the request with a warning",
+            "alert": "gatewatch allowed the request and raised an alert",
+        }.get(effect_name, f"gatewatch: {effect_name}")
+    mode_text = f", mode {getattr(mode, 'value', mode)}" if mode is not None else ""
+    note = (
+        f"{head}. Rule {rule.name!r} ({rule.id}, ATT&CK {technique_text}, "
+        f"severity {severity}) matched: {what}; action {effect_name}{mode_text}."
+    )
+    annotations = {
+        ANNOTATION_PREFIX + "rule-id": rule.id,
+        ANNOTATION_PREFIX + "rule-name": rule.name,
+        ANNOTATION_PREFIX + "severity": severity,
+        ANNOTATION_PREFIX + "risk-score": str(rule.risk_score),
+        ANNOTATION_PREFIX + "mitre-tactics": ",".join(tactics),
+        ANNOTATION_PREFIX + "mitre-techniques": ",".join(techniques),
+        ANNOTATION_PREFIX + "action": effect_name,
+        ANNOTATION_PREFIX + "operation": operation,
+        ANNOTATION_PREFIX + "user": user,
+    }
+    return EventRequest(
+        regarding=ObjectRef(kind="Pod", api_version="v1", name=pod_name, namespace=namespace, uid=pod_uid),
+        reason=_REASONS.get((operation, effect_name), REASON_ALERT),
+        action=effect_name.capitalize(),
+        note=note,
+        series_key="\x1f".join(key_parts),
+        annotations=annotations,
+        observed_at=observed_at or datetime.now(timezone.utc),
+    )
+
+
+def rules_rejected_event(
+    *, configmap: ObjectRef, error: Exception, observed_at: datetime | None = None
+) -> EventRequest:
+    """The Event on the rules ConfigMap when an update is invalid and the old rules stay."""
+    message = str(error)
+    return EventRequest(
+        regarding=configmap,
+        reason=REASON_RULES_REJECTED,
+        action="Reload",
+        note=f"gatewatch kept its previous rules; the update is invalid: {message}",
+        # One series per distinct error: the same broken file is counted, not repeated.
+        series_key="\x1f".join((configmap.namespace or "", configmap.name, "rules", message)),
+        annotations={ANNOTATION_PREFIX + "action": "reject"},
+        observed_at=observed_at or datetime.now(timezone.utc),
+    )
+
+
+@dataclass
+class _Series:
+    """What this process knows of one Event."""
+
+    first: EventRequest
+    count: int  # occurrences seen (including those written by others, once known)
+    written_count: int  # the count the API server has
+    last_observed: datetime
+    exists: bool = False  # created (or found) on the server
+    next_write: float = 0.0  # monotonic time when a PATCH may go out
+
+
+class EventRecorder:
+    """Bounded, non-blocking Event queue plus the worker that writes Events.
+
+    Use: ``recorder.submit(match_event(...))`` on the review path; run
+    ``await recorder.run()`` as a task; on shutdown cancel it and
+    ``await recorder.drain(timeout=...)``. ``submit`` must be called from the
+    event loop's thread (the kopf handlers are coroutines).
+    """
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        queue_size: int = 1000,
+        reporting_controller: str = DEFAULT_REPORTING_CONTROLLER,
+        reporting_instance: str | None = None,
+        aggregation_window: float = 10.0,
+        request_timeout: float = 5.0,
+        max_tracked_series: int = 10_000,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if queue_size < 1:
+            raise GatewatchError(f"events: queue size must be at least 1, not {queue_size}")
+        self._api = kubernetes.client.EventsV1Api(api_client)
+        self._queue: asyncio.Queue[EventRequest] = asyncio.Queue(maxsize=queue_size)
+        self.reporting_controller = reporting_controller
+        # In a Pod, HOSTNAME is the pod name (the downward API can set it explicitly).
+        self.reporting_instance = reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname()
+        self._window = aggregation_window
+        self._timeout = request_timeout
+        self._max_tracked = max_tracked_series
+        self._metrics = metrics
+        self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
+        # Series with occurrences not yet written: what a flush looks at.
+        self._dirty: set[tuple[str, str]] = set()
+        self._api_failing = False
+        self.dropped = 0  # refused by submit: queue full
+        self.failed = 0  # API writes that failed (their occurrences are lost)
+        self.written = 0  # successful creates and patches
+
+    # -- the review path ---------------------------------------------------
+
+    def submit(self, request: EventRequest) -> bool:
+        """Queue ``request``; never blocks. False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(request)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.queue_dropped(METRICS_QUEUE)
+            return False
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Occurrences queued or counted but not yet written."""
+        unwritten = sum(self._series[key].count - self._series[key].written_count for key in self._dirty)
+        return self._queue.qsize() + unwritten
+
+    # -- the worker --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write queued Events until cancelled."""
+        while True:
+            try:
+                request = await asyncio.wait_for(self._queue.get(), timeout=self._next_flush_delay())
+            except asyncio.TimeoutError:
+                request = None
+            try:
+                if request is not None:
+                    await self._observe(request)
+                await self._flush(force=False)
+            except Exception:  # a bug here must not end Event recording for good
+                logger.exception("unexpected error while writing Events; continuing")
+
+    async def drain(self, *, timeout: float) -> None:
+        """On shutdown: write what is queued and every pending series count, within ``timeout``."""
+
+        async def everything() -> None:
+            while not self._queue.empty():
+                await self._observe(self._queue.get_nowait())
+            await self._flush(force=True)
+
+        try:
+            await asyncio.wait_for(everything(), timeout=timeout)
+        except asyncio.TimeoutError:
+            logger.warning("shutdown: %d Event occurrence(s) not written within %gs", self.pending, timeout)
+
+    def _next_flush_delay(self) -> float | None:
+        due = [self._series[key].next_write for key in self._dirty]
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
+    async def _observe(self, request: EventRequest) -> None:
+        key = (request.namespace, request.name)
+        series = self._series.get(key)
+        if series is not None:
+            series.count += 1
+            series.last_observed = max(series.last_observed, request.observed_at)
+            self._series.move_to_end(key)
+            self._dirty.add(key)
+            return
+        series = _Series(first=request, count=1, written_count=0, last_observed=request.observed_at)
+        self._series[key] = series
+        while len(self._series) > self._max_tracked:
+            # The oldest series is forgotten; a repeat of it finds its Event by name (409).
+            forgotten, _ = self._series.popitem(last=False)
+            self._dirty.discard(forgotten)
+        await self._write(key, series)
+
+    async def _flush(self, *, force: bool) -> None:
+        now = time.monotonic()
+        for key in list(self._dirty):
+            series = self._series.get(key)
+            if series is None:
+                self._dirty.discard(key)
+            elif force or now >= series.next_write:
+                await self._write(key, series)
+
+    async def _write(self, key: tuple[str, str], series: _Series) -> None:
+        series.next_write = time.monotonic() + self._window
+        namespace, name = key
+        target_count = series.count
+        try:
+            if series.exists:
+                await self._call(self._api.patch_namespaced_event, name, namespace, self._series_patch(series))
+            else:
+                await self._call(self._api.create_namespaced_event, namespace, self._new_event(series))
+                series.exists = True
+        except kubernetes.client.ApiException as error:
+            if error.status == 409 and not series.exists:
+                # Another replica, or this one before a restart, made it: continue its series.
+                await self._continue_existing(key, series)
+                return
+            if error.status == 404 and series.exists:
+                # Expired (the API server keeps Events ~1h): start over with a new Event.
+                series.exists = False
+                await self._write(key, series)
+                return
+            self._failed(key, series, f"HTTP {error.status} {error.reason}")
+            return
+        except Exception as error:  # urllib3 connection errors, timeouts
+            self._failed(key, series, type(error).__name__)
+            return
+        series.written_count = target_count
+        if series.count == series.written_count:
+            self._dirty.discard(key)
+        self._succeeded()
+
+    async def _continue_existing(self, key: tuple[str, str], series: _Series) -> None:
+        namespace, name = key
+        try:
+            existing = await self._call(self._api.read_namespaced_event, name, namespace)
+        except Exception as error:
+            self._failed(key, series, f"read after conflict: {getattr(error, 'status', type(error).__name__)}")
+            return
+        earlier = int(((existing.get("series") or {}).get("count")) or 1)
+        series.count += earlier
+        series.written_count = earlier
+        series.exists = True
+        await self._write(key, series)
+
+    def _failed(self, key: tuple[str, str], series: _Series, why: str) -> None:
+        lost = series.count - series.written_count
+        self.failed += 1
+        if self._metrics is not None:
+            self._metrics.queue_dropped(METRICS_QUEUE, lost)
+        # Logged once per outage, not per Event: a failing API must not flood the logs.
+        level = logging.DEBUG if self._api_failing else logging.WARNING
+        logger.log(level, "could not write Event %s/%s (%d occurrence(s) lost): %s", *key, lost, why)
+        self._api_failing = True
+        self._dirty.discard(key)
+        if series.exists:
+            series.written_count = series.count  # give up on these; later repeats try again
+        else:
+            self._series.pop(key, None)  # a later occurrence tries to create it again
+
+    def _succeeded(self) -> None:
+        self.written += 1
+        if self._api_failing:
+            logger.info("writing Events works again")
+            self._api_failing = False
+
+    async def _call(self, method: Any, *args: Any) -> dict[str, Any]:
+        def blocking() -> dict[str, Any]:
+            response = method(*args, _request_timeout=self._timeout, _preload_content=False)
+            return json.loads(response.data or b"{}")
+
+        return await asyncio.to_thread(blocking)
+
+    def _new_event(self, series: _Series) -> dict[str, Any]:
+        request = series.first
+        note = request.note.encode()[:MAX_NOTE_BYTES].decode(errors="ignore")
+        event: dict[str, Any] = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": request.name,
+                "namespace": request.namespace,
+                "annotations": dict(request.annotations),
+            },
+            "eventTime": _micro_time(request.observed_at),
+            "type": request.type,
+            "reason": request.reason,
+            "action": request.action,
+            "note": note,
+            "regarding": request.regarding.to_api(),
+            "reportingController": self.reporting_controller,
+            "reportingInstance": self.reporting_instance,
+        }
+        if series.count > 1:  # occurrences counted while a previous write failed
+            event["series"] = {"count": series.count, "lastObservedTime": _micro_time(series.last_observed)}
+        return event
+
+    @staticmethod
+    def _series_patch(series: _Series) -> dict[str, Any]:
+        return {"series": {"count": series.count, "lastObservedTime": _micro_time(series.last_observed)}}
+
+
+def _micro_time(when: datetime) -> datetime:
+    """A datetime the client serializes as an API MicroTime.
+
+    The client writes ``isoformat()``, which leaves out a zero fraction; the
+    API server parses MicroTime as RFC 3339 with exactly six fractional digits.
+    """
+    when = when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.microsecond else when.replace(microsecond=1)

@@ -1,0 +1,309 @@
+"""new_terms history kept in memory and persisted in a ConfigMap.
+
+``ConfigMapNewTermsStore`` implements ``gatewatch.newterms.NewTermsStore``.
+The review path only touches memory; a background task (:meth:`run`) flushes
+every ``flush_interval`` seconds to the ConfigMap ``gatewatch-new-terms`` in
+gatewatch's namespace (data key ``history.json``), and :meth:`load` restores it
+at start, so the history survives restarts and is shared by replicas. The
+value is ``{"version": 1, "rules": {rule id: {key: last seen (ISO 8601)}}}``,
+the ``NewTermsStore.snapshot()`` shape (a key's values joined by U+001F).
+
+Consistency (what an operator can rely on):
+
+* A flush reads the ConfigMap, merges it into memory (per rule and key, the
+  latest sighting wins), prunes, and writes it back with the resourceVersion
+  it read (optimistic concurrency). On 409 Conflict another replica wrote in
+  between: it reads again, merges again and retries. No sighting a replica
+  has flushed is lost by another replica's write (only by pruning and the
+  size bound, below).
+* Replicas converge within one flush interval (plus the API round trip): each
+  flush both publishes this replica's sightings and takes in the others'.
+* Until then replicas decide alone: a term first seen by two replicas within
+  one flush interval alerts once per replica at worst (never zero times).
+  A crash loses at most the sightings of the last flush interval; those terms
+  may alert once more after the restart.
+* Pruning: a sighting older than its rule's history window can no longer make
+  a term "not new", so it is dropped (for rules this process has evaluated;
+  entries of rules it has not seen yet are kept until the size bound).
+* Size bound: at most ``max_entries`` sightings, and the serialized history at
+  most ``max_bytes`` (a ConfigMap holds 1 MiB). Beyond the bound the oldest
+  sightings are evicted first and counted (``evicted``); an evicted term is
+  treated as new when seen again, so the bound errs towards alerting again,
+  never towards silence.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import kubernetes.client
+
+from gatewatch.errors import KubernetesApiError
+from gatewatch.kube.client import api_error
+from gatewatch.newterms import Key, decode_key, encode_key
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIGMAP_NAME = "gatewatch-new-terms"
+DATA_KEY = "history.json"
+FORMAT_VERSION = 1
+# Leave room under the API's 1 MiB object limit for metadata and JSON escaping.
+DEFAULT_MAX_BYTES = 900_000
+DEFAULT_MAX_ENTRIES = 5_000
+# Conflicts mean another replica is flushing right now; a few retries settle it.
+MAX_CONFLICT_RETRIES = 5
+
+Snapshot = dict[str, dict[str, str]]
+
+
+class ConfigMapNewTermsStore:
+    """``NewTermsStore`` in memory, persisted to a ConfigMap. Thread-safe hot path."""
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        namespace: str,
+        name: str = DEFAULT_CONFIGMAP_NAME,
+        flush_interval: float = 10.0,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        request_timeout: float = 5.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._api = kubernetes.client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.name = name
+        self.flush_interval = flush_interval
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._timeout = request_timeout
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._last_seen: dict[str, dict[Key, datetime]] = {}
+        # Each rule's history window, learnt from is_new(): what pruning may drop.
+        self._windows: dict[str, timedelta] = {}
+        self._lock = threading.Lock()
+        self.evicted = 0  # sightings dropped at the size bound
+
+    # -- NewTermsStore (the review path: memory only) -----------------------
+
+    def is_new(
+        self,
+        rule_id: str,
+        key: Key,
+        *,
+        at: datetime,
+        window: timedelta,
+        record: bool = True,
+    ) -> bool:
+        with self._lock:
+            self._windows[rule_id] = window
+            seen = self._last_seen.setdefault(rule_id, {})
+            last = seen.get(key)
+            # Same meaning as InMemoryNewTermsStore: history is [at - window, at].
+            new = last is None or not (at - window <= last <= at)
+            if record and (last is None or at > last):
+                seen[key] = at
+                # A hard cap between flushes (a flood of unique terms); amortized.
+                if self._count_locked() > 2 * self.max_entries:
+                    self._evict_locked(self.max_entries)
+            return new
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot_locked()
+
+    def restore(self, data: Snapshot) -> None:
+        """Merge ``data`` in; per key the latest sighting wins. Bad entries are skipped and logged."""
+        with self._lock:
+            for rule_id, keys in data.items():
+                if not isinstance(keys, dict):
+                    logger.warning("new_terms history: rule %r: expected an object, skipped", rule_id)
+                    continue
+                seen = self._last_seen.setdefault(str(rule_id), {})
+                for encoded, iso in keys.items():
+                    when = _parse_time(iso)
+                    if when is None:
+                        logger.warning(
+                            "new_terms history: rule %r: bad timestamp %r, entry skipped", rule_id, iso
+                        )
+                        continue
+                    key = decode_key(encoded)
+                    if key not in seen or when > seen[key]:
+                        seen[key] = when
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count_locked()
+
+    # -- persistence --------------------------------------------------------
+
+    async def load(self) -> None:
+        """Merge the persisted history in (at start). A missing ConfigMap is an empty history.
+
+        An unreadable one is logged and ignored (the next flush rewrites it); an
+        API failure raises ``KubernetesApiError``, so the caller decides whether
+        to start without it.
+        """
+        configmap = await self._read()
+        if configmap is not None:
+            self.restore(self._decode(configmap))
+            logger.info(
+                "new_terms history: %d sighting(s) loaded from ConfigMap %s/%s", len(self), self.namespace, self.name
+            )
+
+    async def flush(self) -> None:
+        """Merge with the ConfigMap, prune, bound, write back (optimistic concurrency).
+
+        Raises ``KubernetesApiError`` when the API fails (the history stays in memory).
+        """
+        for _ in range(MAX_CONFLICT_RETRIES):
+            configmap = await self._read()
+            if configmap is not None:
+                self.restore(self._decode(configmap))
+            with self._lock:
+                self._prune_locked(self._clock())
+                self._evict_locked(self.max_entries)
+                payload = self._fitting_payload_locked()
+            if configmap is not None and payload == (configmap.get("data") or {}).get(DATA_KEY):
+                return  # nothing new on either side: no write
+            try:
+                if configmap is None:
+                    await self._call("create", self._api.create_namespaced_config_map,
+                                     self.namespace, self._body(payload))
+                else:
+                    version = (configmap.get("metadata") or {}).get("resourceVersion")
+                    await self._call("patch", self._api.patch_namespaced_config_map,
+                                     self.name, self.namespace, self._body(payload, resource_version=version))
+                return
+            except KubernetesApiError as error:
+                if error.status != 409:  # 409: written (or created) by another replica meanwhile
+                    raise
+                logger.debug("new_terms history: conflict writing %s/%s, merging again", self.namespace, self.name)
+        raise KubernetesApiError(
+            f"still conflicting after {MAX_CONFLICT_RETRIES} attempts",
+            operation="update", kind="configmap", name=self.name, namespace=self.namespace, status=409,
+        )
+
+    async def run(self) -> None:
+        """Flush every ``flush_interval`` seconds until cancelled; failures are logged and retried."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except KubernetesApiError as error:
+                logger.warning("new_terms history: could not save (kept in memory, retried): %s", error)
+            except Exception:  # a bug here must not end persistence for good
+                logger.exception("new_terms history: unexpected error while saving; retried")
+
+    # -- internals ----------------------------------------------------------
+
+    def _count_locked(self) -> int:
+        return sum(len(keys) for keys in self._last_seen.values())
+
+    def _snapshot_locked(self) -> Snapshot:
+        return {
+            rule_id: {encode_key(key): when.isoformat() for key, when in keys.items()}
+            for rule_id, keys in self._last_seen.items()
+            if keys
+        }
+
+    def _prune_locked(self, now: datetime) -> None:
+        for rule_id, window in self._windows.items():
+            keys = self._last_seen.get(rule_id, {})
+            for key in [key for key, when in keys.items() if when < now - window]:
+                del keys[key]
+
+    def _evict_locked(self, limit: int) -> None:
+        count = self._count_locked()
+        if count <= limit:
+            return
+        entries = sorted(
+            (when, rule_id, key) for rule_id, keys in self._last_seen.items() for key, when in keys.items()
+        )
+        excess = count - limit
+        for _, rule_id, key in entries[:excess]:
+            del self._last_seen[rule_id][key]
+        self.evicted += excess
+        logger.warning(
+            "new_terms history: more than %d sightings; evicted the %d oldest (those terms count as new again)",
+            limit, excess,
+        )
+
+    def _fitting_payload_locked(self) -> str:
+        payload = self._encode_locked()
+        while len(payload.encode()) > self.max_bytes and self._count_locked():
+            # Too big for a ConfigMap: evict another tenth of the oldest sightings.
+            self._evict_locked(self._count_locked() * 9 // 10)
+            payload = self._encode_locked()
+        return payload
+
+    def _encode_locked(self) -> str:
+        return json.dumps({"version": FORMAT_VERSION, "rules": self._snapshot_locked()}, separators=(",", ":"))
+
+    def _decode(self, configmap: dict[str, Any]) -> Snapshot:
+        raw = (configmap.get("data") or {}).get(DATA_KEY)
+        if raw is None:
+            return {}
+        where = f"ConfigMap {self.namespace}/{self.name}, key {DATA_KEY}"
+        try:
+            decoded = json.loads(raw)
+        except json.JSONDecodeError as error:
+            logger.error("new_terms history: %s: not JSON (line %d, column %d); ignored, will be rewritten",
+                         where, error.lineno, error.colno)
+            return {}
+        rules = decoded.get("rules") if isinstance(decoded, dict) else None
+        if not isinstance(rules, dict):
+            logger.error("new_terms history: %s: no \"rules\" object; ignored, will be rewritten", where)
+            return {}
+        return rules
+
+    def _body(self, payload: str, *, resource_version: str | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": {"app.kubernetes.io/name": "gatewatch", "app.kubernetes.io/component": "new-terms-history"},
+        }
+        if resource_version is not None:
+            # In a patch, resourceVersion is a precondition: 409 if someone wrote since our read.
+            metadata["resourceVersion"] = resource_version
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {DATA_KEY: payload}}
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            return await self._call("read", self._api.read_namespaced_config_map, self.name, self.namespace)
+        except KubernetesApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def _call(self, operation: str, method: Any, *args: Any) -> dict[str, Any]:
+        """A sync client call in a thread; raw JSON back; every failure as KubernetesApiError."""
+
+        def blocking() -> dict[str, Any]:
+            response = method(*args, _request_timeout=self._timeout, _preload_content=False)
+            return json.loads(response.data or b"{}")
+
+        try:
+            return await asyncio.to_thread(blocking)
+        except kubernetes.client.ApiException as error:
+            raise api_error(error, operation=operation, kind="configmap",
+                            name=self.name, namespace=self.namespace) from None
+        except Exception as error:  # urllib3 connection errors, timeouts
+            raise KubernetesApiError(type(error).__name__, operation=operation, kind="configmap",
+                                     name=self.name, namespace=self.namespace) from None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+

@@ -1,0 +1,222 @@
+"""Kubernetes Events for matches, against the shared kmock Kubernetes emulator (tests/kube_emulator.py)."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import kmock
+import kubernetes.client
+import pytest
+
+from gatewatch.kube.events import (
+    EventRecorder,
+    EventRequest,
+    ObjectRef,
+    event_name,
+    match_event,
+    rules_rejected_event,
+)
+from gatewatch.metrics import Metrics
+from gatewatch.rules.model import Action, Rule, RuleType, Severity, Tactic, Technique, Threat
+from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (pytest fixtures)
+
+EVENTS = kmock.resource("events.k8s.io", "v1", "events")
+T0 = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
+
+
+def exec_rule() -> Rule:
+    return Rule(
+        id="a9cb3641-ff4b-4cdc-a063-b4b8d02a67c7",
+        name="Kubernetes User Exec into Pod",
+        description="exec into a pod",
+        severity=Severity.MEDIUM,
+        risk_score=47,
+        type=RuleType.QUERY,
+        query="kubernetes.audit.objectRef.subresource:exec",
+        matcher=lambda document: True,
+        action=Action.DENY,
+        threat=(Threat(
+            framework="MITRE ATT&CK",
+            tactic=Tactic(id="TA0002", name="Execution", reference="https://attack.mitre.org/tactics/TA0002/"),
+            techniques=(Technique(id="T1609", name="Container Administration Command",
+                                  reference="https://attack.mitre.org/techniques/T1609/"),),
+        ),),
+    )
+
+
+def exec_event(*, user: str = "alice@example.com", at: datetime = T0, effect: Any = Action.DENY) -> EventRequest:
+    return match_event(rule=exec_rule(), effect=effect, operation="exec", namespace="shop", pod_name="web-0",
+                       pod_uid="uid-web-0", user=user, observed_at=at)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[EventRecorder], asyncio.Task]]:
+    tasks: list[asyncio.Task] = []
+
+    def start(recorder: EventRecorder) -> asyncio.Task:
+        tasks.append(asyncio.create_task(recorder.run()))
+        return tasks[-1]
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def stored_events(k8s: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    return [obj.raw for (resource, _, _), obj in k8s.objects.items() if resource == EVENTS and not obj.deleted]
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def series_count(k8s: kmock.KubernetesEmulator) -> int | None:
+    events = stored_events(k8s)
+    return (events[0].get("series") or {}).get("count") if len(events) == 1 else None
+
+
+async def test_a_match_becomes_a_warning_event_regarding_the_pod(
+    kube_emulator, kube_api_client, running
+) -> None:
+    recorder = EventRecorder(kube_api_client, reporting_instance="gatewatch-7d9f-abcde")
+    assert recorder.submit(exec_event())
+    running(recorder)
+    await eventually(lambda: len(stored_events(kube_emulator)) == 1)
+
+    event = stored_events(kube_emulator)[0]
+    assert event["metadata"]["namespace"] == "shop"
+    assert event["metadata"]["name"].startswith("web-0.")
+    assert event["type"] == "Warning" and event["reason"] == "ExecDenied" and event["action"] == "Deny"
+    assert event["regarding"] == {"kind": "Pod", "apiVersion": "v1", "name": "web-0", "namespace": "shop",
+                                  "uid": "uid-web-0"}
+    assert event["reportingController"] == "gatewatch.io/gatewatch"
+    assert event["reportingInstance"] == "gatewatch-7d9f-abcde"
+    # MicroTime: the API server needs the six fractional digits.
+    assert event["eventTime"].startswith("2026-11-22T05:00:00.000001")
+    for words in ("Kubernetes User Exec into Pod", "T1609", "alice@example.com", "deny", "web-0"):
+        assert words in event["note"]
+    assert event["metadata"]["annotations"] == {
+        "gatewatch.io/rule-id": "a9cb3641-ff4b-4cdc-a063-b4b8d02a67c7",
+        "gatewatch.io/rule-name": "Kubernetes User Exec into Pod",
+        "gatewatch.io/severity": "medium",
+        "gatewatch.io/risk-score": "47",
+        "gatewatch.io/mitre-tactics": "TA0002",
+        "gatewatch.io/mitre-techniques": "T1609",
+        "gatewatch.io/action": "deny",
+        "gatewatch.io/operation": "exec",
+        "gatewatch.io/user": "alice@example.com",
+    }
+    assert "series" not in event
+
+
+async def test_repeats_are_one_event_with_a_series_count(kube_emulator, kube_api_client, running) -> None:
+    recorder = EventRecorder(kube_api_client, aggregation_window=0.05)
+    for minute in range(5):
+        assert recorder.submit(exec_event(at=T0 + timedelta(minutes=minute)))
+    running(recorder)
+    await eventually(lambda: series_count(kube_emulator) == 5)
+
+    event = stored_events(kube_emulator)[0]
+    assert event["series"]["lastObservedTime"].startswith("2026-11-22T05:04:00")
+    # Writes are aggregated: one create, then patches at most once per window.
+    event_writes = [r for r in kube_emulator if r.resource == EVENTS and r.method in ("POST", "PATCH")]
+    assert 2 <= len(event_writes) < 5
+
+    # Someone else doing the same is a different Event.
+    recorder.submit(exec_event(user="mallory@example.com"))
+    await eventually(lambda: len(stored_events(kube_emulator)) == 2)
+
+
+async def test_a_restarted_recorder_continues_the_series_of_the_existing_event(
+    kube_emulator, kube_api_client, running
+) -> None:
+    first = EventRecorder(kube_api_client, aggregation_window=0.01)
+    first.submit(exec_event())
+    first.submit(exec_event(at=T0 + timedelta(seconds=1)))
+    task = running(first)
+    await eventually(lambda: series_count(kube_emulator) == 2)
+    task.cancel()
+
+    second = EventRecorder(kube_api_client, aggregation_window=0.01)  # a new process: knows nothing
+    second.submit(exec_event(at=T0 + timedelta(seconds=2)))
+    running(second)
+    await eventually(lambda: series_count(kube_emulator) == 3)
+    assert len(stored_events(kube_emulator)) == 1
+
+
+async def test_a_failing_events_api_never_blocks_submit_and_counts_drops(
+    kube_emulator, kube_api_client, running
+) -> None:
+    kube_emulator["post", EVENTS] << 500
+    metrics = Metrics()
+    recorder = EventRecorder(kube_api_client, queue_size=3, metrics=metrics)
+
+    # The worker is not running yet: the queue holds 3, the rest is refused at once.
+    results = [recorder.submit(exec_event(user=f"user-{n}")) for n in range(5)]
+    assert results == [True, True, True, False, False]
+    assert recorder.dropped == 2
+
+    task = running(recorder)
+    await eventually(lambda: recorder.failed == 3)
+    assert not task.done()  # failures do not stop the worker
+    assert metrics.registry.get_sample_value("gatewatch_queue_dropped_total", {"queue": "events"}) == 5
+    assert recorder.submit(exec_event(user="later"))  # room again
+
+
+async def test_an_unreachable_api_server_fails_in_the_worker_only(running, unused_tcp_port: int) -> None:
+    configuration = kubernetes.client.Configuration(host=f"http://127.0.0.1:{unused_tcp_port}")
+    api_client = kubernetes.client.ApiClient(configuration)
+    recorder = EventRecorder(api_client, request_timeout=1.0)
+    assert recorder.submit(exec_event())
+    task = running(recorder)
+    await eventually(lambda: recorder.failed == 1)
+    assert not task.done()
+
+
+async def test_drain_writes_pending_events_on_shutdown(kube_emulator, kube_api_client) -> None:
+    recorder = EventRecorder(kube_api_client, aggregation_window=3600)
+    for second in range(3):
+        recorder.submit(exec_event(at=T0 + timedelta(seconds=second)))
+    await recorder.drain(timeout=10)
+    assert series_count(kube_emulator) == 3
+
+
+def test_a_denied_pod_creation_names_the_pod_that_was_not_created() -> None:
+    request = match_event(rule=exec_rule(), effect="deny", operation="create", namespace="shop",
+                          pod_name="web-7d9f-", user="bob")
+    assert request.reason == "PodCreationDenied"
+    assert request.note.startswith("Pod shop/web-7d9f- was not created")
+    assert request.regarding == ObjectRef(kind="Pod", api_version="v1", name="web-7d9f-", namespace="shop")
+    # generateName prefixes end with "-": the Event name must still be a DNS subdomain.
+    assert request.name.startswith("web-7d9f.")
+
+
+def test_reasons_follow_the_operation_and_effect() -> None:
+    def reason(operation: str, effect: str) -> str:
+        return match_event(rule=exec_rule(), effect=effect, operation=operation, namespace="n",
+                           pod_name="p", user="u").reason
+
+    assert reason("create", "warn") == "PodCreationWarned"
+    assert reason("attach", "deny") == "AttachDenied"
+    assert reason("ephemeralcontainers", "warn") == "EphemeralContainerWarned"
+    assert reason("exec", "alert") == "RuleMatched"
+
+
+def test_event_names_are_valid_and_bounded() -> None:
+    name = event_name("X" * 300, "key")
+    assert len(name) <= 253 and name == name.lower()
+    assert event_name("web", "one") != event_name("web", "two")
+
+
+def test_rules_rejected_event_regards_the_configmap() -> None:
+    configmap = ObjectRef(kind="ConfigMap", api_version="v1", name="gatewatch-rules", namespace="gatewatch")
+    request = rules_rejected_event(configmap=configmap, error=ValueError("rules.yaml:3: bad"))
+    assert request.regarding == configmap and request.namespace == "gatewatch"
+    assert request.reason == "RulesRejected" and "rules.yaml:3: bad" in request.note

@@ -1,0 +1,331 @@
+"""The ValidatingWebhookConfiguration: what gatewatch registers, and that it stays registered.
+
+Against kube_emulator (real HTTP); a real CA bundle from gatewatch's own certificates.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+
+import kmock
+import kubernetes_validate
+import pytest
+import yaml
+from kube_emulator import (  # noqa: F401  (fixtures)
+    VALIDATING_WEBHOOK_CONFIGURATIONS,
+    delete_object,
+    kube_api_client,
+    kube_emulator,
+    put_object,
+    read_object,
+)
+
+from gatewatch.config import load_settings
+from gatewatch.errors import ConfigError, KubernetesApiError
+from gatewatch.kube.client import build_api_client
+from gatewatch.kube.certificates import generate_ca
+from gatewatch.kube.webhook_configuration import (
+    ReconcileOutcome,
+    ServiceTarget,
+    WebhookConfigurationReconciler,
+    WebhookHandler,
+    WebhookRegistration,
+    build_webhook_configuration,
+    delete_webhook_configuration,
+)
+
+HANDLERS = (
+    WebhookHandler("pods", "pods", ("CREATE",)),
+    WebhookHandler("pods-exec", "pods/exec", ("CONNECT",)),
+    WebhookHandler("pods-attach", "pods/attach", ("CONNECT",)),
+    WebhookHandler("pods-ephemeralcontainers", "pods/ephemeralcontainers", ("UPDATE",)),
+)
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+CA_BUNDLE = generate_ca(now=NOW).cert_pem
+OTHER_CA_BUNDLE = generate_ca(now=NOW).cert_pem
+REGISTRATION = WebhookRegistration(
+    name="gatewatch",
+    handlers=HANDLERS,
+    own_namespace="gatewatch",
+    service=ServiceTarget(name="gatewatch", namespace="gatewatch", port=443),
+    exempt_namespaces=("monitoring",),
+)
+
+
+def live(emulator) -> dict | None:
+    return read_object(emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
+
+
+def security_records(caplog) -> list[dict]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "gatewatch.security"]
+
+
+# --- the desired object -------------------------------------------------------------------------
+
+
+def test_one_webhook_per_handler_at_its_own_path_with_the_agreed_settings():
+    configuration = REGISTRATION.build(CA_BUNDLE)
+    webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
+    assert set(webhooks) == {"pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
+                             "pods-ephemeralcontainers.gatewatch.io"}
+    exec_hook = webhooks["pods-exec.gatewatch.io"]
+    assert exec_hook["clientConfig"]["service"] == {
+        "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec"}
+    assert base64.b64decode(exec_hook["clientConfig"]["caBundle"]) == CA_BUNDLE
+    assert exec_hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"],
+                                   "resources": ["pods/exec"], "scope": "Namespaced"}]
+    assert webhooks["pods-ephemeralcontainers.gatewatch.io"]["rules"][0]["operations"] == ["UPDATE"]
+    assert webhooks["pods.gatewatch.io"]["rules"][0]["operations"] == ["CREATE"]
+    for webhook in webhooks.values():
+        assert webhook["failurePolicy"] == "Ignore"
+        assert webhook["timeoutSeconds"] == 5
+        assert webhook["sideEffects"] == "NoneOnDryRun"
+        assert webhook["matchPolicy"] == "Equivalent"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert webhook["namespaceSelector"] == {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+             "values": ["gatewatch", "kube-system", "monitoring"]},
+            {"key": "gatewatch.io/ignore", "operator": "NotIn", "values": ["true"]},
+        ]}
+
+
+def test_the_configuration_is_valid_for_kubernetes():
+    for configuration in (
+        REGISTRATION.build(CA_BUNDLE),
+        build_webhook_configuration(name="gw", handlers=HANDLERS, ca_bundle=CA_BUNDLE, own_namespace="gw",
+                                    url="https://10.0.0.5:8443", failure_policy="Fail", timeout_seconds=30),
+    ):
+        kubernetes_validate.validate(configuration, "1.30.0", strict=True)
+
+
+def test_local_mode_registers_urls_and_configured_policy():
+    configuration = build_webhook_configuration(
+        name="gw", handlers=HANDLERS[:1], ca_bundle=CA_BUNDLE, own_namespace="gw",
+        url="https://192.168.1.10:8443/", path="/hooks/", failure_policy="Fail", timeout_seconds=12)
+    (webhook,) = configuration["webhooks"]
+    assert webhook["clientConfig"]["url"] == "https://192.168.1.10:8443/hooks/pods"
+    assert "service" not in webhook["clientConfig"]
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 12)
+
+
+@pytest.mark.parametrize("kwargs, source", [
+    ({"failure_policy": "Allow"}, "webhook.failurePolicy"),
+    ({"timeout_seconds": 31}, "webhook.timeoutSeconds"),
+    ({"url": "http://insecure:8443"}, "webhook.url"),
+    ({"url": "https://both:8443", "service": ServiceTarget("gw", "gw")}, "webhook"),
+])
+def test_values_kubernetes_would_reject_are_config_errors_naming_the_key(kwargs, source):
+    arguments = {"name": "gw", "handlers": HANDLERS, "ca_bundle": CA_BUNDLE, "own_namespace": "gw",
+                 "service": ServiceTarget("gw", "gw"), **kwargs}
+    if "url" in kwargs and "service" not in kwargs:
+        arguments.pop("service")
+    with pytest.raises(ConfigError) as caught:
+        build_webhook_configuration(**arguments)
+    assert caught.value.source == source
+
+
+def test_registration_from_the_operator_settings(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "namespace: gw-system\n"
+        "namespaces: {exempt: [monitoring]}\n"
+        "webhook: {configurationName: gw, failurePolicy: Fail, timeoutSeconds: 7, service: {port: 8443}}\n")
+    settings = load_settings(config_file=config, environ={})
+    configuration = WebhookRegistration.from_settings(settings, handlers=HANDLERS).build(CA_BUNDLE)
+    webhook = configuration["webhooks"][0]
+    assert configuration["metadata"]["name"] == "gw"
+    assert webhook["clientConfig"]["service"] == {
+        "name": "gatewatch", "namespace": "gw-system", "port": 8443, "path": "/validate/pods"}
+    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 7)
+    assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == ["gw-system", "kube-system", "monitoring"]
+
+
+# --- reconciling against the API ----------------------------------------------------------------
+
+
+async def test_first_reconcile_registers_it_and_logs_no_drift(kube_emulator, kube_api_client, caplog):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.CREATED
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.IN_SYNC
+    assert security_records(caplog) == []
+
+
+async def test_an_outdated_configuration_at_startup_is_updated_not_reported(kube_emulator, kube_api_client, caplog):
+    old = WebhookRegistration(**{**REGISTRATION.__dict__, "timeout_seconds": 30}).build(OTHER_CA_BUNDLE)
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, old)
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.UPDATED
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+    assert security_records(caplog) == []
+
+
+async def test_changed_failure_policy_is_restored_and_logged(kube_emulator, kube_api_client, caplog):
+    drifts = []
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE,
+                                                on_drift=drifts.append)
+    await reconciler.reconcile_once()
+    edited = live(kube_emulator)
+    edited["webhooks"][1]["failurePolicy"] = "Fail"
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
+
+    result = await reconciler.reconcile_once()
+
+    assert result.outcome is ReconcileOutcome.RESTORED
+    assert live(kube_emulator)["webhooks"][1]["failurePolicy"] == "Ignore"
+    (record,) = security_records(caplog)
+    assert record["event"] == "webhook_configuration_drift"
+    assert record["configuration"] == "gatewatch"
+    assert record["changes"] == [{"webhook": "pods-exec.gatewatch.io", "field": "failurePolicy",
+                                  "expected": "Ignore", "found": "Fail"}]
+    assert [r.levelname for r in caplog.records if r.name == "gatewatch.security"] == ["WARNING"]
+    assert [[change.field for change in drift] for drift in drifts] == [["failurePolicy"]]
+
+
+async def test_a_removed_webhook_is_restored_and_logged(kube_emulator, kube_api_client, caplog):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    edited = live(kube_emulator)
+    del edited["webhooks"][1]  # pods/exec no longer checked
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
+
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
+    assert [w["name"] for w in live(kube_emulator)["webhooks"]] == [
+        "pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
+        "pods-ephemeralcontainers.gatewatch.io"]
+    (record,) = security_records(caplog)
+    assert record["changes"] == [{"webhook": "pods-exec.gatewatch.io", "field": "<entry>",
+                                  "expected": "present", "found": "missing"}]
+
+
+async def test_a_bypass_added_to_an_entry_is_removed_and_logged(kube_emulator, kube_api_client, caplog):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    edited = live(kube_emulator)
+    edited["webhooks"][0]["matchConditions"] = [{"name": "skip", "expression": "false"}]
+    edited["webhooks"][0]["namespaceSelector"]["matchLabels"] = {"enforced": "never"}
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
+
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+    (record,) = security_records(caplog)
+    assert {change["field"] for change in record["changes"]} == {"matchConditions", "namespaceSelector"}
+
+
+async def test_a_deleted_configuration_is_recreated_and_logged(kube_emulator, kube_api_client, caplog):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    delete_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
+
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+    (record,) = security_records(caplog)
+    assert record["deleted"] is True
+
+
+async def test_a_new_ca_bundle_is_an_update_not_drift(kube_emulator, kube_api_client, caplog):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    reconciler.set_ca_bundle(CA_BUNDLE + OTHER_CA_BUNDLE)
+
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.UPDATED
+    for webhook in live(kube_emulator)["webhooks"]:
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == CA_BUNDLE + OTHER_CA_BUNDLE
+    assert security_records(caplog) == []
+
+
+async def test_another_replicas_rotated_bundle_is_not_reported_as_drift(kube_emulator, kube_api_client, caplog):
+    current_bundle = {"pem": CA_BUNDLE}
+
+    async def refresh() -> bytes:  # what the certificate manager would read from the Secret
+        return current_bundle["pem"]
+
+    ours = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE,
+                                          refresh_ca_bundle=refresh)
+    theirs = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await ours.reconcile_once()
+    await theirs.reconcile_once()
+    current_bundle["pem"] = CA_BUNDLE + OTHER_CA_BUNDLE
+    theirs.set_ca_bundle(current_bundle["pem"])
+    await theirs.reconcile_once()
+
+    assert (await ours.reconcile_once()).outcome is ReconcileOutcome.IN_SYNC
+    assert security_records(caplog) == []
+    for webhook in live(kube_emulator)["webhooks"]:
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == CA_BUNDLE + OTHER_CA_BUNDLE
+
+
+async def test_the_loop_restores_drift_and_leaves_the_configuration_on_stop(kube_emulator, kube_api_client):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(reconciler.run(interval=0.05, stop=stop))
+    try:
+        await _until(lambda: live(kube_emulator) is not None)
+        edited = live(kube_emulator)
+        edited["webhooks"][0]["timeoutSeconds"] = 30
+        put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
+        await _until(lambda: live(kube_emulator)["webhooks"][0]["timeoutSeconds"] == 5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=10)
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+
+
+async def test_uninstall_deletes_it_and_tolerates_its_absence(kube_emulator, kube_api_client):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    assert await delete_webhook_configuration(kube_api_client, name="gatewatch") is True
+    assert live(kube_emulator) is None
+    assert await delete_webhook_configuration(kube_api_client, name="gatewatch") is False
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    # Waits for the background loop; the deadline only bounds a failing test.
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_an_api_refusal_is_an_error_naming_the_configuration(kube_emulator, kube_api_client):
+    def forbidden():
+        raise kmock.KubernetesError(status=403, reason="Forbidden", message="cannot get validatingwebhookconfigurations")
+
+    kube_emulator["get /apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/gatewatch"] << forbidden
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    with pytest.raises(KubernetesApiError, match=r"^read validatingwebhookconfiguration gatewatch: 403 Forbidden"):
+        await reconciler.reconcile_once()
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+async def test_a_kubeconfig_gives_a_client_for_its_cluster(kube_emulator, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "emulator", "cluster": {"server": str(kube_emulator.url).rstrip("/")}},
+                     {"name": "nowhere", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "dev", "user": {"token": "t"}}],
+        "contexts": [{"name": "emulated", "context": {"cluster": "emulator", "user": "dev"}},
+                     {"name": "other", "context": {"cluster": "nowhere", "user": "dev"}}],
+    }))
+    client = build_api_client(kubeconfig=kubeconfig, context="emulated")
+    try:
+        reconciler = WebhookConfigurationReconciler(client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+        assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.CREATED
+        assert await delete_webhook_configuration(client, name="gatewatch") is True
+    finally:
+        client.close()
+
+
+def test_an_unusable_kubeconfig_is_a_config_error_naming_it(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    with pytest.raises(ConfigError, match=str(kubeconfig)):
+        build_api_client(kubeconfig=kubeconfig)
+    with pytest.raises(ConfigError, match="missing"):
+        build_api_client(kubeconfig=tmp_path / "missing")
