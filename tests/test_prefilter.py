@@ -1,0 +1,93 @@
+"""The rule index never changes what matches, only how much is evaluated."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gatewatch.documents import document_from_admission_review, document_from_audit_event
+from gatewatch.engine import RuleEngine
+from gatewatch.kql import parse
+from gatewatch.prefilter import RuleIndex, required_values
+from gatewatch.rules import load_rules
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RESOURCE = "kubernetes.audit.objectRef.resource"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("kubernetes.audit.objectRef.resource:pods", {"pods"}),
+        ('x:1 and kubernetes.audit.objectRef.resource:("pods" or deployments)', {"pods", "deployments"}),
+        ("kubernetes.audit.objectRef.resource:pods or x:1", None),
+        ("not kubernetes.audit.objectRef.resource:pods", None),
+        ("kubernetes.audit.objectRef.resource:pod*", None),
+        ("kubernetes.audit.objectRef.resource:10", None),  # also matches the number 10
+        ("kubernetes.audit.objectRef.resource:pods and kubernetes.audit.objectRef.resource:(pods or jobs)", {"pods"}),
+    ],
+)
+def test_required_values(query: str, expected: set[str] | None) -> None:
+    found = required_values(parse(query), RESOURCE)
+    assert (set(found) if found is not None else None) == expected
+
+
+def naive_matches(ruleset, document) -> list[str]:
+    return [r.id for r in ruleset.rules if r.enabled and r.matcher(document) and not r.is_excepted(document)]
+
+
+def example_documents() -> list[dict]:
+    documents = [
+        document_from_audit_event(json.loads(line))
+        for line in (EXAMPLES / "audit" / "audit.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    for review in (EXAMPLES / "reviews").glob("*.json"):
+        documents.append(document_from_admission_review(json.loads(review.read_text())))
+    return documents
+
+
+def test_index_agrees_with_evaluating_every_rule_on_the_examples() -> None:
+    ruleset = load_rules()
+    engine = RuleEngine(ruleset)
+    documents = example_documents()
+    assert any(naive_matches(ruleset, d) for d in documents)
+    for document in documents:
+        assert [m.rule.id for m in engine.evaluate(document, new_terms=False)] == naive_matches(ruleset, document)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    resource=st.one_of(st.none(), st.sampled_from(["pods", "secrets", "Pods", "pods/exec", ""]), st.integers(0, 3),
+                       st.lists(st.sampled_from(["pods", "jobs"]), max_size=3)),
+    verb=st.one_of(st.none(), st.sampled_from(["create", "get", "patch", "update", "list"])),
+    subresource=st.sampled_from([None, "exec", "attach", "ephemeralcontainers"]),
+)
+def test_index_agrees_with_evaluating_every_rule(resource, verb, subresource) -> None:
+    ruleset = load_rules()
+    audit = {
+        "annotations": {"authorization_k8s_io/decision": "allow"},
+        "stage": "ResponseComplete",
+        "objectRef": {"resource": resource, "subresource": subresource, "namespace": "default"},
+        "verb": verb,
+        "requestObject": {"spec": {"containers": [{"image": "busybox:1.36"}]}},
+    }
+    document = {
+        "event": {"dataset": "kubernetes.audit_logs"},
+        "kubernetes": {"audit": audit},
+        "user": {"name": "alice"},
+        "gatewatch": {"images": [{"repository": "library/busybox"}]},
+    }
+    engine = RuleEngine(ruleset)
+    assert [m.rule.id for m in engine.evaluate(document, new_terms=False)] == naive_matches(ruleset, document)
+
+
+def test_unconstrained_rules_are_always_candidates() -> None:
+    nodes = [parse("a:1"), parse("kubernetes.audit.objectRef.resource:pods")]
+    index = RuleIndex(["free", "pods-only"], nodes)
+    assert index.candidates({"kubernetes": {"audit": {"objectRef": {"resource": "secrets"}}}}) == ("free",)
+    assert index.candidates({"kubernetes": {"audit": {"objectRef": {"resource": "pods"}}}}) == ("free", "pods-only")
+    assert index.candidates({}) == ("free",)
