@@ -1,0 +1,154 @@
+{{/*
+Names and labels shared by every template.
+*/}}
+
+{{/* The chart name, at most 63 characters (a DNS label). */}}
+{{- define "gatewatch.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Base name of every object: the release name, or "<release>-gatewatch" when the
+release name does not already say gatewatch. Short enough for the "-uninstall"
+suffix to stay a DNS label.
+*/}}
+{{- define "gatewatch.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "gatewatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gatewatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gatewatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "gatewatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: admission-controller
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "gatewatch.rulesConfigMapName" -}}
+{{- printf "%s-rules" (include "gatewatch.fullname" .) }}
+{{- end }}
+
+{{- define "gatewatch.configConfigMapName" -}}
+{{- printf "%s-config" (include "gatewatch.fullname" .) }}
+{{- end }}
+
+{{- define "gatewatch.uninstallName" -}}
+{{- printf "%s-uninstall" (include "gatewatch.fullname" .) }}
+{{- end }}
+
+{{/* repository:tag, or repository:tag@digest when a digest is pinned. */}}
+{{- define "gatewatch.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end }}
+
+{{/* Paths inside the container; the Dockerfile and docs/configuration.md use the same. */}}
+{{- define "gatewatch.configPath" -}}/etc/gatewatch/config.yaml{{- end }}
+{{- define "gatewatch.rulesDir" -}}/etc/gatewatch/rules{{- end }}
+{{- define "gatewatch.tlsDir" -}}/etc/gatewatch/tls{{- end }}
+{{- define "gatewatch.alertsDir" -}}/etc/gatewatch/alerts{{- end }}
+
+{{/* Restricted Pod Security, shared by the operator and the uninstall Job. */}}
+{{- define "gatewatch.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "gatewatch.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "gatewatch.alertsUrlFromSecret" -}}
+{{- if .Values.alerts.http.existingSecret.name }}true{{ end }}
+{{- end }}
+
+{{/*
+The operator's config file (docs/configuration.md), built as a dict and
+serialized once so every key is spelled exactly like gatewatch reads it.
+*/}}
+{{- define "gatewatch.config" -}}
+{{- $ruleFiles := list -}}
+{{- if .Values.rules.includeDefault -}}
+{{- $ruleFiles = append $ruleFiles (printf "%s/rules.yaml" (include "gatewatch.rulesDir" .)) -}}
+{{- end -}}
+{{- range $file, $_ := .Values.rules.extraFiles -}}
+{{- $ruleFiles = append $ruleFiles (printf "%s/%s" (include "gatewatch.rulesDir" $) $file) -}}
+{{- end -}}
+{{- $http := dict
+      "batchSize" .Values.alerts.http.batchSize
+      "flushIntervalSeconds" .Values.alerts.http.flushIntervalSeconds
+      "bufferSize" .Values.alerts.http.bufferSize -}}
+{{- if include "gatewatch.alertsUrlFromSecret" . -}}
+{{- $_ := set $http "urlFile" (printf "%s/%s" (include "gatewatch.alertsDir" .) .Values.alerts.http.existingSecret.key) -}}
+{{- else if .Values.alerts.http.url -}}
+{{- $_ := set $http "url" .Values.alerts.http.url -}}
+{{- end -}}
+{{- $certificates := dict "secretName" .Values.certificates.secretName "workDir" "/tmp/gatewatch" -}}
+{{- if eq .Values.certificates.mode "cert-manager" -}}
+{{- $tls := include "gatewatch.tlsDir" . -}}
+{{- $_ := set $certificates "mode" "files" -}}
+{{- $_ := set $certificates "certFile" (printf "%s/tls.crt" $tls) -}}
+{{- $_ := set $certificates "keyFile" (printf "%s/tls.key" $tls) -}}
+{{- $_ := set $certificates "caFile" (printf "%s/ca.crt" $tls) -}}
+{{- else -}}
+{{- $_ := set $certificates "mode" "self-managed" -}}
+{{- end -}}
+{{- $config := dict
+      "mode" .Values.mode
+      "namespace" .Release.Namespace
+      "namespaces" (dict
+          "modes" .Values.namespaces.modes
+          "selectors" .Values.namespaces.selectors
+          "exempt" .Values.namespaces.exempt)
+      "rules" (dict
+          "packaged" false
+          "files" $ruleFiles
+          "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds)
+      "webhook" (dict
+          "configurationName" .Values.webhook.configurationName
+          "failurePolicy" .Values.webhook.failurePolicy
+          "timeoutSeconds" .Values.webhook.timeoutSeconds
+          "path" .Values.webhook.path
+          "service" (dict
+              "name" (include "gatewatch.fullname" .)
+              "namespace" .Release.Namespace
+              "port" .Values.webhook.service.port))
+      "server" (dict
+          "host" "0.0.0.0"
+          "port" .Values.server.port
+          "metricsPort" .Values.server.metricsPort)
+      "certificates" $certificates
+      "alerts" (dict "stdout" .Values.alerts.stdout "http" $http)
+      "events" (dict "queueSize" .Values.events.queueSize)
+      "newTerms" (dict "configMapName" .Values.newTerms.configMapName)
+      "podLookup" (dict
+          "timeoutSeconds" .Values.podLookup.timeoutSeconds
+          "cacheTtlSeconds" .Values.podLookup.cacheTtlSeconds) -}}
+{{- toYaml $config }}
+{{- end }}

@@ -1,0 +1,571 @@
+"""The Helm chart, rendered and linted by Helm's own code (helm-python-sdk).
+
+Every rendered object is validated against the Kubernetes API schemas
+(kubernetes-validate); the Pod Security, RBAC and config contracts a cluster
+administrator relies on are asserted on the rendered objects.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from gatewatch.config import load_settings
+from gatewatch.decision import Mode
+from gatewatch.rules import load_rules
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHART_DIR = REPO_ROOT / "charts" / "gatewatch"
+PRODUCTION_VALUES = CHART_DIR / "examples" / "enforce-production.yaml"
+NAMESPACE = "security"
+
+# Kinds from CRDs (cert-manager, Prometheus Operator): kubernetes-validate has no schema for them.
+CRD_KINDS = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas available.
+KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
+
+
+def _load_script():
+    # scripts/ is not a package: load the generator by path (it also renders the chart for these tests).
+    if "render_manifests" in sys.modules:
+        return sys.modules["render_manifests"]
+    spec = importlib.util.spec_from_file_location("render_manifests", REPO_ROOT / "scripts" / "render_manifests.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+render_manifests = _load_script()
+
+
+def production_values() -> dict[str, Any]:
+    return yaml.safe_load(PRODUCTION_VALUES.read_text())
+
+
+def render(values: dict[str, Any] | None = None, *, release: str = "gatewatch") -> list[dict[str, Any]]:
+    return render_manifests.render_chart(values, chart_dir=CHART_DIR, release_name=release, namespace=NAMESPACE)
+
+
+def only(objects: list[dict[str, Any]], kind: str, *, hook: bool = False) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and render_manifests.is_helm_hook(o) == hook]
+    assert len(found) == 1, f"expected one {kind} (hook={hook}), got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def config_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    configmaps = [o for o in objects if o["kind"] == "ConfigMap" and "config.yaml" in o["data"]]
+    assert len(configmaps) == 1
+    return yaml.safe_load(configmaps[0]["data"]["config.yaml"])
+
+
+@pytest.fixture(scope="module")
+def default_objects() -> list[dict[str, Any]]:
+    return render()
+
+
+@pytest.fixture(scope="module")
+def production_objects() -> list[dict[str, Any]]:
+    return render(production_values())
+
+
+# --- lint and schema validation -------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_name", ["default", "enforce-production"])
+def test_helm_lint_strict_reports_no_warnings(values_name):
+    values = None if values_name == "default" else production_values()
+    report = helm_python.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == []
+
+
+@pytest.mark.parametrize("values_name", ["default", "enforce-production"])
+@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
+def test_every_rendered_object_is_valid_for_the_kubernetes_api(values_name, kubernetes_version):
+    values = None if values_name == "default" else production_values()
+    objects = render(values)
+    for obj in objects:
+        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            assert obj["metadata"]["namespace"] == NAMESPACE, where
+            continue
+        try:
+            kubernetes_validate.validate(obj, kubernetes_version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{where} is invalid for Kubernetes {kubernetes_version}: "
+                        f"{error.message} at {list(error.path)}")
+
+
+def test_namespaced_objects_carry_the_release_namespace(default_objects, production_objects):
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    for obj in default_objects + production_objects:
+        if obj["kind"] not in cluster_scoped:
+            assert obj["metadata"].get("namespace") == NAMESPACE, obj["kind"]
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "reason"),
+    [
+        ({"mode": "block"}, "/mode", "must be one of"),
+        ({"mode": False}, "/mode", ""),  # `mode: off` unquoted in a values file is YAML false
+        ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds", "maximum"),
+        ({"webhook": {"timeoutSeconds": 0}}, "/webhook/timeoutSeconds", "minimum"),
+        ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy", "must be one of"),
+        ({"webhook": {"path": "validate"}}, "/webhook/path", "pattern"),
+        ({"replicaCount": 3}, "", "replicaCount"),
+        ({"replicas": 0}, "/replicas", "minimum"),
+        ({"namespaces": {"modes": {"Payments_NS": "enforce"}}}, "/namespaces/modes", "Payments_NS"),
+        ({"namespaces": {"selectors": [{"matchLabels": {"env": "prod"}}]}}, "/namespaces/selectors/0", "mode"),
+        ({"namespaces": {"exempt": ["monitoring", "monitoring"]}}, "/namespaces/exempt", ""),
+        ({"rules": {"extraFiles": {"rules.yaml": "version: 1"}}}, "/rules/extraFiles/rules.yaml", ""),
+        ({"rules": {"extraFiles": {"team.txt": "version: 1"}}}, "/rules/extraFiles", "team.txt"),
+        ({"certificates": {"mode": "vault"}}, "/certificates/mode", "must be one of"),
+        ({"certificates": {"certManager": {"issuerRef": {"kind": "ClusterIssuer"}}}},
+         "/certificates/certManager/issuerRef", "name"),
+        ({"image": {"digest": "sha256:abc"}}, "/image/digest", "pattern"),
+        ({"image": {"tag": "1.0 beta"}}, "/image/tag", "pattern"),
+        ({"image": {"repository": "ghcr.io/gatewatch/gatewatch:0.1.0"}}, "/image/repository", "pattern"),
+        ({"alerts": {"http": {"url": "alerts.example.com"}}}, "/alerts/http/url", "pattern"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory", "pattern"),
+        ({"server": {"port": 70000}}, "/server/port", "maximum"),
+    ],
+)
+def test_the_schema_rejects_bad_values_naming_the_key(values, where, reason):
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm_python.HelmValuesError) as raised:
+            chart.render(values, name="gatewatch", namespace=NAMESPACE)
+    message = str(raised.value)
+    assert f"at '{where}'" in message, message
+    assert reason in message
+
+
+def test_the_production_example_passes_the_schema():
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        chart.validate_schema(production_values())  # raises on failure
+
+
+# --- Deployment ----------------------------------------------------------------------
+
+
+def _restricted_pod_security_violations(pod_spec: dict[str, Any]) -> list[str]:
+    """The Pod Security Standard 'restricted' checks, plus readOnlyRootFilesystem."""
+    problems = []
+    pod_context = pod_spec.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(host):
+            problems.append(host)
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                       "projected", "secret"}
+    for volume in pod_spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= allowed_volumes:
+            problems.append(f"volume {volume['name']}: {kinds}")
+    for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+        context = container.get("securityContext", {})
+        name = container["name"]
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation")
+        if "ALL" not in context.get("capabilities", {}).get("drop", []):
+            problems.append(f"{name}: capabilities.drop ALL")
+        if set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: capabilities.add")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            problems.append(f"{name}: runAsNonRoot")
+        if context.get("runAsUser", pod_context.get("runAsUser")) in (0, None):
+            problems.append(f"{name}: runAsUser")
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {}))
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile")
+        if context.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: readOnlyRootFilesystem")
+        if any("hostPort" in port for port in container.get("ports", [])):
+            problems.append(f"{name}: hostPort")
+    return problems
+
+
+@pytest.mark.parametrize("values_name", ["default", "enforce-production"])
+def test_every_pod_meets_the_restricted_pod_security_standard(values_name):
+    values = None if values_name == "default" else production_values()
+    pod_specs = [o["spec"]["template"]["spec"] for o in render(values) if o["kind"] in ("Deployment", "Job")]
+    assert len(pod_specs) == 2  # the operator and the uninstall hook
+    for pod_spec in pod_specs:
+        assert _restricted_pod_security_violations(pod_spec) == []
+
+
+def test_restricted_check_catches_a_weakened_pod(default_objects):
+    # Guards the check above: it must notice when one field is missing.
+    pod_spec = yaml.safe_load(yaml.safe_dump(only(default_objects, "Deployment")["spec"]["template"]["spec"]))
+    del pod_spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"]
+    pod_spec["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    problems = _restricted_pod_security_violations(pod_spec)
+    assert "gatewatch: allowPrivilegeEscalation" in problems
+    assert "volume host: {'hostPath'}" in problems
+
+
+def test_deployment_is_highly_available_by_default(default_objects):
+    deployment = only(default_objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["kubernetes.io/hostname"]
+    assert spread[0]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    budget = only(default_objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_production_spreads_strictly_and_scales(production_objects):
+    deployment = only(production_objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["whenUnsatisfiable"] == "DoNotSchedule"
+
+
+def test_container_has_probes_resources_and_the_documented_ports(default_objects):
+    container = only(default_objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"webhook": 8443, "metrics": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert set(container["resources"]["limits"]) == {"cpu", "memory"}
+
+
+def test_container_mounts_config_rules_and_a_writable_tmp(default_objects):
+    pod_spec = only(default_objects, "Deployment")["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert container["args"] == ["run", "--config", "/etc/gatewatch/config.yaml"]
+    assert mounts["/etc/gatewatch/config.yaml"]["subPath"] == "config.yaml"
+    # The rules directory is mounted without subPath, so ConfigMap edits reach the Pod and reload.
+    assert "subPath" not in mounts["/etc/gatewatch/rules"]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert all(m.get("readOnly") for path, m in mounts.items() if path != "/tmp")
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GATEWATCH_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ({}, "ghcr.io/gatewatch/gatewatch:{app_version}"),
+        ({"tag": "0.2.0-rc.1"}, "ghcr.io/gatewatch/gatewatch:0.2.0-rc.1"),
+        ({"repository": "registry.example.com:5000/sec/gatewatch", "digest": "sha256:" + "ab" * 32},
+         "registry.example.com:5000/sec/gatewatch:{app_version}@sha256:" + "ab" * 32),
+    ],
+)
+def test_image_reference_follows_repository_tag_and_digest(image, expected):
+    app_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    objects = render({"image": image})
+    images = {o["kind"]: o["spec"]["template"]["spec"]["containers"][0]["image"]
+              for o in objects if o["kind"] in ("Deployment", "Job")}
+    expected = expected.format(app_version=app_version)
+    assert images == {"Deployment": expected, "Job": expected}
+
+
+def test_config_change_rolls_the_pods_but_rule_change_does_not():
+    def checksum(values):
+        return only(render(values), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    base = checksum(None)
+    assert checksum({"mode": "enforce"}) != base
+    assert checksum({"rules": {"extraFiles": {"team.yaml": "version: 1"}}}) != base  # the file list changes
+    assert checksum({"replicas": 3}) == base
+
+
+# --- RBAC ----------------------------------------------------------------------------
+
+# Exactly the API calls gatewatch makes (kube/ and controller.py), nothing more.
+OPERATOR_CLUSTER_RULES = [
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+     "resourceNames": ["gatewatch"], "verbs": ["get", "update", "delete"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+     "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "get", "patch"]},
+]
+SELF_MANAGED_CERTIFICATE_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["gatewatch-tls"], "verbs": ["get", "update"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+]
+OPERATOR_NAMESPACE_RULES = [
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["gatewatch-new-terms"],
+     "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+]
+
+
+def test_operator_rbac_is_exactly_the_documented_least_privilege(default_objects):
+    assert only(default_objects, "ClusterRole")["rules"] == OPERATOR_CLUSTER_RULES
+    assert only(default_objects, "Role")["rules"] == SELF_MANAGED_CERTIFICATE_RULES + OPERATOR_NAMESPACE_RULES
+
+
+def test_cert_manager_mode_grants_no_access_to_secrets(production_objects):
+    assert only(production_objects, "Role")["rules"] == OPERATOR_NAMESPACE_RULES
+
+
+def test_resource_names_follow_the_configured_names():
+    objects = render({
+        "webhook": {"configurationName": "gatewatch-prod"},
+        "certificates": {"secretName": "gw-serving"},
+        "newTerms": {"configMapName": "gw-history"},
+    }, release="edge")
+    names = {name for o in objects if o["kind"] in ("ClusterRole", "Role")
+             for rule in o["rules"] for name in rule.get("resourceNames", [])}
+    assert names == {"gatewatch-prod", "gw-serving", "gw-history"}
+
+
+def test_no_wildcards_anywhere_in_rbac(default_objects, production_objects):
+    for obj in default_objects + production_objects:
+        for rule in obj.get("rules", []) if obj["kind"] in ("ClusterRole", "Role") else []:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), (obj["metadata"]["name"], rule)
+
+
+def test_bindings_grant_the_roles_to_the_operator_service_account(default_objects):
+    service_account = only(default_objects, "ServiceAccount")["metadata"]["name"]
+    assert only(default_objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == service_account
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = only(default_objects, kind)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
+                                      "name": only(default_objects, role_kind)["metadata"]["name"]}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE}]
+
+
+# --- webhook configuration and the uninstall hook -------------------------------------
+
+
+def test_the_chart_never_renders_a_webhook_configuration(default_objects, production_objects):
+    # gatewatch registers and updates it at runtime (caBundle, namespaceSelector): see the chart README.
+    kinds = {o["kind"] for o in default_objects + production_objects}
+    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+
+
+def test_uninstall_hook_deletes_only_the_webhook_configuration():
+    objects = render({"webhook": {"configurationName": "gw-admission"}})
+    hooks = [o for o in objects if render_manifests.is_helm_hook(o)]
+    assert {o["kind"] for o in hooks} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"}
+    # pre-delete, and again post-delete: a replica still running after the first deletion restores it.
+    assert all(o["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete,post-delete" for o in hooks)
+    assert all("hook-succeeded" in o["metadata"]["annotations"]["helm.sh/hook-delete-policy"] for o in hooks)
+    job = only(objects, "Job", hook=True)
+    role = only(objects, "ClusterRole", hook=True)
+    binding = only(objects, "ClusterRoleBinding", hook=True)
+    service_account = only(objects, "ServiceAccount", hook=True)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["uninstall-webhook", "--name", "gw-admission"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == service_account["metadata"]["name"]
+    assert role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
+                              "resources": ["validatingwebhookconfigurations"],
+                              "resourceNames": ["gw-admission"], "verbs": ["delete"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == service_account["metadata"]["name"]
+    # RBAC before the Job: Helm creates hooks of one event in weight order.
+    weight = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hooks}
+    assert max(weight["ServiceAccount"], weight["ClusterRole"], weight["ClusterRoleBinding"]) < weight["Job"]
+
+
+def test_uninstall_hook_can_be_disabled():
+    objects = render({"uninstallHook": {"enabled": False}})
+    assert not [o for o in objects if render_manifests.is_helm_hook(o)]
+
+
+# --- the operator's config file --------------------------------------------------------
+
+
+def _settings_from(objects: list[dict[str, Any]], tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_of(objects)))
+    return load_settings(config_file=path, environ={})
+
+
+def test_rendered_config_is_accepted_by_gatewatch_and_matches_the_objects(default_objects, tmp_path):
+    settings = _settings_from(default_objects, tmp_path)
+    service = only(default_objects, "Service")
+    container = only(default_objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert settings.mode is Mode.WARN
+    assert settings.namespace == NAMESPACE
+    assert (settings.webhook.failure_policy, settings.webhook.timeout_seconds) == ("Ignore", 5)
+    assert settings.webhook.service.name == service["metadata"]["name"]
+    assert settings.service_namespace == NAMESPACE
+    webhook_port = next(p for p in service["spec"]["ports"] if p["port"] == settings.webhook.service.port)
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports[webhook_port["targetPort"]] == settings.server.port
+    assert container_ports["metrics"] == settings.server.metrics_port
+    assert settings.certificates.mode == "self-managed"
+    assert settings.certificates.secret_name == "gatewatch-tls"
+    assert str(settings.certificates.work_dir).startswith("/tmp/")  # the writable emptyDir
+
+
+def test_rendered_config_carries_the_production_values(production_objects, tmp_path):
+    settings = _settings_from(production_objects, tmp_path)
+    values = production_values()
+    assert settings.namespaces.modes == {"payments": Mode.ENFORCE}
+    assert settings.namespaces.selectors[0].match_labels == {"env": "prod"}
+    assert settings.namespaces.selectors[1].match_expressions[0].values == ("staging", "preprod")
+    assert set(settings.namespaces.exempt) == set(values["namespaces"]["exempt"])
+    assert (settings.webhook.failure_policy, settings.webhook.timeout_seconds) == ("Fail", 3)
+    assert settings.alerts.http.batch_size == 200
+
+
+def test_every_configured_rule_file_is_a_key_of_the_mounted_rules_configmap(production_objects, tmp_path):
+    settings = _settings_from(production_objects, tmp_path)
+    deployment = only(production_objects, "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == "rules")
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "rules")
+    rules_configmap = next(o for o in production_objects
+                           if o["kind"] == "ConfigMap" and o["metadata"]["name"] == volume["configMap"]["name"])
+    assert settings.rules.packaged is False  # the ConfigMap's copy is the one that reloads
+    assert [str(f) for f in settings.rules.files] == [f"{mount['mountPath']}/{key}" for key in rules_configmap["data"]]
+    assert list(rules_configmap["data"]) == ["rules.yaml", "payments-rules.yaml"]
+
+
+def test_default_rules_can_be_replaced_by_an_edited_copy(tmp_path):
+    edited = (REPO_ROOT / "rules.yaml").read_text().replace("action: deny", "action: warn")
+    objects = render({"rules": {"includeDefault": False, "extraFiles": {"rules-edited.yaml": edited}}})
+    settings = _settings_from(objects, tmp_path)
+    rules_configmap = next(o for o in objects if o["kind"] == "ConfigMap" and "rules-edited.yaml" in o.get("data", {}))
+    assert [str(f) for f in settings.rules.files] == ["/etc/gatewatch/rules/rules-edited.yaml"]
+    assert list(rules_configmap["data"]) == ["rules-edited.yaml"]
+
+
+def test_no_rules_at_all_is_refused_at_render_time():
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        with pytest.raises(helm_python.HelmRenderError,
+                           match="rules.includeDefault is false and rules.extraFiles is empty"):
+            chart.render({"rules": {"includeDefault": False}}, name="gatewatch", namespace=NAMESPACE)
+
+
+def test_rules_configmap_carries_rules_yaml_unchanged(default_objects):
+    rules_configmap = next(o for o in default_objects if o["kind"] == "ConfigMap" and "rules.yaml" in o["data"])
+    assert rules_configmap["data"]["rules.yaml"] == (REPO_ROOT / "rules.yaml").read_text()
+
+
+def test_the_chart_copy_of_rules_yaml_is_byte_identical():
+    assert (CHART_DIR / "files" / "rules.yaml").read_bytes() == (REPO_ROOT / "rules.yaml").read_bytes(), (
+        "charts/gatewatch/files/rules.yaml is stale: run .venv/bin/python scripts/render_manifests.py"
+    )
+
+
+def test_the_production_example_rules_load_with_the_default_rules(tmp_path):
+    paths = [REPO_ROOT / "rules.yaml"]
+    for name, content in production_values()["rules"]["extraFiles"].items():
+        paths.append(tmp_path / name)
+        paths[-1].write_text(content)
+    ruleset = load_rules(paths)
+    assert "payments-privileged-container" in {rule.id for rule in ruleset.rules}
+
+
+def test_cert_manager_mode_mounts_the_issued_secret_for_the_config_paths(production_objects, tmp_path):
+    settings = _settings_from(production_objects, tmp_path)
+    certificate = _serving_certificate(production_objects)
+    service = only(production_objects, "Service")
+    pod_spec = only(production_objects, "Deployment")["spec"]["template"]["spec"]
+    tls_volume = next(v for v in pod_spec["volumes"]
+                      if v.get("secret", {}).get("secretName") == certificate["spec"]["secretName"])
+    tls_mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == tls_volume["name"])
+    assert settings.certificates.mode == "files"
+    configured = {settings.certificates.cert_file, settings.certificates.key_file, settings.certificates.ca_file}
+    assert {str(path) for path in configured} == {
+        f"{tls_mount['mountPath']}/{key}" for key in ("tls.crt", "tls.key", "ca.crt")
+    }
+    # The API server calls https://<service>.<namespace>.svc: the certificate must name it.
+    assert f"{service['metadata']['name']}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+
+
+def _serving_certificate(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (serving,) = [o for o in objects if o["kind"] == "Certificate" and not o["spec"].get("isCA")]
+    return serving
+
+
+def test_cert_manager_default_is_a_private_ca_so_renewals_keep_the_ca_bundle(production_objects):
+    by_name = {(o["kind"], o["metadata"]["name"]): o for o in production_objects}
+    serving = _serving_certificate(production_objects)
+    ca_issuer = by_name[("Issuer", serving["spec"]["issuerRef"]["name"])]
+    (ca_certificate,) = [o for o in production_objects if o["kind"] == "Certificate" and o["spec"].get("isCA")]
+    assert ca_issuer["spec"]["ca"]["secretName"] == ca_certificate["spec"]["secretName"]
+    root = by_name[("Issuer", ca_certificate["spec"]["issuerRef"]["name"])]
+    assert root["spec"] == {"selfSigned": {}}
+    # The serving certificate's key rotates; the CA outlives many serving certificates.
+    assert serving["spec"]["privateKey"]["rotationPolicy"] == "Always"
+    assert ca_certificate["spec"]["duration"] == "87600h"
+
+
+def test_cert_manager_with_an_existing_issuer_creates_no_issuer():
+    issuer_ref = {"name": "corp-ca", "kind": "ClusterIssuer"}
+    objects = render({"certificates": {"mode": "cert-manager", "certManager": {"issuerRef": issuer_ref}}})
+    assert not [o for o in objects if o["kind"] == "Issuer"]
+    assert only(objects, "Certificate")["spec"]["issuerRef"] == {**issuer_ref, "group": "cert-manager.io"}
+
+
+def test_alert_url_from_a_secret_is_mounted_not_written_into_the_config(production_objects, tmp_path):
+    settings = _settings_from(production_objects, tmp_path)
+    secret_ref = production_values()["alerts"]["http"]["existingSecret"]
+    pod_spec = only(production_objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod_spec["volumes"] if v.get("secret", {}).get("secretName") == secret_ref["name"])
+    mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    assert settings.alerts.http.url is None
+    assert str(settings.alerts.http.url_file) == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    assert volume["secret"]["items"][0]["key"] == secret_ref["key"]
+
+
+# --- optional objects, names and notes ------------------------------------------------
+
+
+def test_optional_objects_are_off_by_default(default_objects, production_objects):
+    assert not {o["kind"] for o in default_objects} & {"ServiceMonitor", "NetworkPolicy", "Certificate", "Issuer"}
+    assert {"ServiceMonitor", "NetworkPolicy", "Certificate", "Issuer"} <= {o["kind"] for o in production_objects}
+
+
+def test_service_monitor_and_network_policy_select_the_operator_pods(production_objects):
+    pod_labels = only(production_objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    monitor = only(production_objects, "ServiceMonitor")
+    policy = only(production_objects, "NetworkPolicy")
+    service = only(production_objects, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    allowed_ports = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+    assert allowed_ports == {"webhook", "metrics"}
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert {53, 443} <= egress_ports
+
+
+def test_a_release_with_another_name_keeps_every_reference_consistent():
+    objects = render(release="edge")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    deployment = only(objects, "Deployment")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    for volume in pod_spec["volumes"]:
+        if "configMap" in volume:
+            assert ("ConfigMap", volume["configMap"]["name"]) in names
+    assert ("ServiceAccount", pod_spec["serviceAccountName"]) in names
+    service = only(objects, "Service")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert config_of(objects)["webhook"]["service"]["name"] == service["metadata"]["name"] == "edge-gatewatch"
+
+
+def test_notes_tell_the_user_how_to_see_it_work():
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        rendered = chart.render(None, name="gatewatch", namespace=NAMESPACE, is_install=True)
+    notes = next(text for name, text in rendered.items() if name.endswith("NOTES.txt"))
+    assert "--image=busybox" in notes and "Warning:" in notes
+    assert f"kubectl -n gatewatch-demo get events" in notes
+    assert f"rollout status deployment/gatewatch" in notes and f"-n {NAMESPACE}" in notes
