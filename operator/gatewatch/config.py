@@ -1,0 +1,295 @@
+"""Operator settings: a YAML file, overridden by GATEWATCH_* variables, overridden by flags.
+
+The keys are camelCase and named like the Helm values (docs/configuration.md is
+the reference). Validation is pydantic's: unknown keys and wrong types are
+errors, reported as ``config.yaml:14: webhook.timeoutSeconds: ...`` so the user
+sees which key on which line is wrong.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from gatewatch.decision import Mode
+from gatewatch.errors import ConfigError
+
+MODE_LABEL = "gatewatch.io/mode"
+IGNORE_LABEL = "gatewatch.io/ignore"
+DEFAULT_CONFIG_PATH = Path("/etc/gatewatch/config.yaml")
+
+
+def _parse_mode(value: Any) -> Any:
+    # Accept "Enforce" or " warn " as users type them; pydantic rejects the rest.
+    if value is False:
+        return "off"  # YAML 1.1 reads an unquoted `off` as false
+    if isinstance(value, str):
+        return value.strip().lower()
+    return value
+
+
+ModeField = Annotated[Mode, BeforeValidator(_parse_mode)]
+
+
+class _Section(BaseModel):
+    """camelCase keys in YAML, snake_case attributes in Python; unknown keys are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class LabelSelectorRequirement(_Section):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class NamespaceSelectorMode(_Section):
+    """One entry of ``namespaces.selectors``: a Kubernetes label selector and the mode it gives."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+    mode: ModeField
+
+
+class NamespacesSettings(_Section):
+    modes: dict[str, ModeField] = Field(default_factory=dict)
+    selectors: tuple[NamespaceSelectorMode, ...] = ()
+    exempt: tuple[str, ...] = ()
+
+
+class RulesSettings(_Section):
+    files: tuple[Path, ...] = ()
+    # False: only `files`, without the packaged rules.yaml.
+    packaged: bool = True
+    reload_interval_seconds: float = Field(default=10.0, gt=0)
+
+
+class ServiceReference(_Section):
+    name: str = "gatewatch"
+    namespace: str | None = None  # None: gatewatch's own namespace
+    port: int = Field(default=443, ge=1, le=65535)
+
+
+def _url_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    return value.rstrip("/") or "/"
+
+
+class WebhookSettings(_Section):
+    configuration_name: str = "gatewatch"
+    failure_policy: Literal["Ignore", "Fail"] = "Ignore"
+    timeout_seconds: int = Field(default=5, ge=1, le=30)
+    service: ServiceReference = Field(default_factory=ServiceReference)
+    url: str | None = None
+    path: Annotated[str, AfterValidator(_url_path)] = "/validate"
+
+
+class ServerSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8443, ge=0, le=65535)  # 0: any free port (tests)
+    metrics_port: int = Field(default=8080, ge=0, le=65535)  # 0: no metrics/health server
+
+
+class CertificatesSettings(_Section):
+    mode: Literal["self-managed", "files"] = "self-managed"
+    secret_name: str = "gatewatch-tls"
+    cert_file: Path = Path("/etc/gatewatch/tls/tls.crt")
+    key_file: Path = Path("/etc/gatewatch/tls/tls.key")
+    ca_file: Path = Path("/etc/gatewatch/tls/ca.crt")
+    work_dir: Path = Path("/tmp/gatewatch")
+
+
+class HttpAlertsSettings(_Section):
+    url: str | None = Field(default=None, repr=False)  # may carry credentials: never logged
+    url_file: Path | None = None
+    batch_size: int = Field(default=100, ge=1)
+    flush_interval_seconds: float = Field(default=2.0, gt=0)
+    buffer_size: int = Field(default=10000, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None or self.url_file is not None
+
+
+class AlertsSettings(_Section):
+    stdout: bool = True
+    http: HttpAlertsSettings = Field(default_factory=HttpAlertsSettings)
+
+
+class EventsSettings(_Section):
+    queue_size: int = Field(default=1000, ge=1)
+
+
+class NewTermsSettings(_Section):
+    config_map_name: str = "gatewatch-new-terms"
+
+
+class PodLookupSettings(_Section):
+    timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    cache_ttl_seconds: float = Field(default=30.0, ge=0)
+
+
+class Settings(_Section):
+    mode: ModeField = Mode.WARN
+    namespace: str = "gatewatch"
+    namespaces: NamespacesSettings = Field(default_factory=NamespacesSettings)
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    certificates: CertificatesSettings = Field(default_factory=CertificatesSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    new_terms: NewTermsSettings = Field(default_factory=NewTermsSettings)
+    pod_lookup: PodLookupSettings = Field(default_factory=PodLookupSettings)
+
+    @model_validator(mode="after")
+    def _lookups_fit_in_the_webhook_timeout(self) -> "Settings":
+        # A review may wait for a namespace lookup and a pod lookup: both must end
+        # well before the API server gives up on the webhook.
+        if 2 * self.pod_lookup.timeout_seconds >= self.webhook.timeout_seconds:
+            raise ValueError(
+                f"podLookup.timeoutSeconds ({self.pod_lookup.timeout_seconds:g}) must be less than half of "
+                f"webhook.timeoutSeconds ({self.webhook.timeout_seconds}): a review may do two lookups"
+            )
+        return self
+
+    @property
+    def service_namespace(self) -> str:
+        return self.webhook.service.namespace or self.namespace
+
+    @property
+    def excluded_namespaces(self) -> tuple[str, ...]:
+        """Namespaces the API server never sends (the webhook's namespaceSelector), sorted."""
+        return tuple(sorted({"kube-system", self.namespace, *self.namespaces.exempt}))
+
+
+# GATEWATCH_<KEY> -> the dotted camelCase key it sets (scalars only).
+ENVIRONMENT_KEYS: dict[str, str] = {
+    "GATEWATCH_MODE": "mode",
+    "GATEWATCH_NAMESPACE": "namespace",
+    "GATEWATCH_WEBHOOK_CONFIGURATION_NAME": "webhook.configurationName",
+    "GATEWATCH_FAILURE_POLICY": "webhook.failurePolicy",
+    "GATEWATCH_TIMEOUT_SECONDS": "webhook.timeoutSeconds",
+    "GATEWATCH_SERVICE_NAME": "webhook.service.name",
+    "GATEWATCH_SERVICE_NAMESPACE": "webhook.service.namespace",
+    "GATEWATCH_SERVICE_PORT": "webhook.service.port",
+    "GATEWATCH_WEBHOOK_URL": "webhook.url",
+    "GATEWATCH_SERVER_HOST": "server.host",
+    "GATEWATCH_SERVER_PORT": "server.port",
+    "GATEWATCH_METRICS_PORT": "server.metricsPort",
+    "GATEWATCH_CERTIFICATES_MODE": "certificates.mode",
+    "GATEWATCH_ALERTS_STDOUT": "alerts.stdout",
+    "GATEWATCH_ALERTS_HTTP_URL_FILE": "alerts.http.urlFile",
+}
+CONFIG_FILE_VARIABLE = "GATEWATCH_CONFIG"
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from the file, then the environment, then ``overrides`` (dotted camelCase keys).
+
+    ``config_file`` None: ``$GATEWATCH_CONFIG`` if set, else defaults only.
+    ``overrides`` values of None are ignored (a flag not given). Raises ConfigError.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(CONFIG_FILE_VARIABLE):
+        config_file = Path(environ[CONFIG_FILE_VARIABLE])
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = str(config_file) if config_file is not None else "<settings>"
+    if config_file is not None:
+        data, lines = _read_yaml(config_file)
+    for variable, key in ENVIRONMENT_KEYS.items():
+        if environ.get(variable) not in (None, ""):
+            _set_dotted(data, key, environ[variable])
+            lines.pop(tuple(key.split(".")), None)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+            lines.pop(tuple(key.split(".")), None)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, lines), source=source) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror or error}", source=str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"not valid YAML: {reason}", source=str(path), line=line) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError("must be a mapping of settings", source=str(path), line=1)
+    lines: dict[tuple[str, ...], int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node | None, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    """Record the line of every key and list item, to point errors at the file."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, str(key_node.value))
+            lines[key_path] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key_path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            item_path = (*path, str(index))
+            lines[item_path] = item.start_mark.line + 1
+            _collect_lines(item, item_path, lines)
+
+
+def _describe(error: ValidationError, lines: dict[tuple[str, ...], int]) -> str:
+    problems = []
+    for detail in error.errors():
+        # pydantic adds the validator name (e.g. "function-after[...]") to some locations.
+        loc = tuple(str(part) for part in detail["loc"] if not str(part).startswith("function-"))
+        key = ".".join(loc) or "<top level>"
+        line = _nearest_line(loc, lines)
+        where = f"line {line}: " if line is not None else ""
+        problems.append(f"{where}{key}: {detail['msg']}")
+    return "; ".join(problems)
+
+
+def _nearest_line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    # An unknown or missing key has no line of its own: use its parent's.
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    target = data
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            target[part] = child
+        target = child
+    target[parts[-1]] = value

@@ -1,0 +1,137 @@
+"""Prometheus metrics and the health endpoints (``/metrics``, ``/healthz``, ``/readyz``).
+
+Metrics live in their own registry (not the process-global one), so each
+operator instance, and each test, counts its own.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import aiohttp.web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+logger = logging.getLogger(__name__)
+
+# Reviews are expected to take milliseconds; the API server gives up after timeoutSeconds.
+REVIEW_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every gatewatch metric; one instance per operator."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reviews = Counter(
+            "gatewatch_admission_reviews",
+            "Admission reviews answered, by resource, operation and decision "
+            "(allowed, warned, denied, error).",
+            ["resource", "operation", "decision"], registry=r,
+        )
+        self.matches = Counter(
+            "gatewatch_rule_matches",
+            "Rule matches at admission, by rule and the rule's action and what it caused.",
+            ["rule_id", "rule_name", "action", "effect"], registry=r,
+        )
+        self.review_duration = Histogram(
+            "gatewatch_admission_review_duration_seconds",
+            "Time from receiving an admission review to answering it.",
+            ["resource"], buckets=REVIEW_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_drops = Counter(
+            "gatewatch_queue_dropped",
+            "Events or alerts dropped because their bounded queue was full or delivery failed.",
+            ["queue"], registry=r,
+        )
+        self.rules_loaded = Gauge(
+            "gatewatch_rules_loaded", "Enabled rules in the rule set in use.", registry=r,
+        )
+        self.rules_reload_failures = Counter(
+            "gatewatch_rules_reload_failures",
+            "Rule reloads rejected (the previous rule set stays in use).", registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            "gatewatch_certificate_expiry_timestamp_seconds",
+            "When the webhook's serving certificate expires (Unix time).", registry=r,
+        )
+        self.lookup_failures = Counter(
+            "gatewatch_lookup_failures",
+            "Namespace or pod lookups that failed or timed out (the review went on without them).",
+            ["kind"], registry=r,
+        )
+
+    def queue_dropped(self, queue: str, count: int = 1) -> None:
+        """Callback for the Event and alert queues: ``count`` items of ``queue`` were lost."""
+        self.queue_drops.labels(queue=queue).inc(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Readiness:
+    """Ready only once the rules are loaded and the webhook server listens."""
+
+    rules_loaded: bool = False
+    webhook_serving: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.rules_loaded and self.webhook_serving
+
+    def describe(self) -> str:
+        missing = []
+        if not self.rules_loaded:
+            missing.append("rules not loaded")
+        if not self.webhook_serving:
+            missing.append("webhook server not listening")
+        return "ok" if not missing else "not ready: " + ", ".join(missing)
+
+
+class HealthServer:
+    """The plain-HTTP server for Prometheus and the kubelet's probes."""
+
+    def __init__(self, *, metrics: Metrics, readiness: Readiness, host: str, port: int) -> None:
+        self._metrics = metrics
+        self._readiness = readiness
+        self._host = host
+        self._port = port
+        self._runner: aiohttp.web.AppRunner | None = None
+        self.port: int | None = None  # the bound port, once started
+
+    def application(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application()
+        app.add_routes([
+            aiohttp.web.get("/metrics", self._serve_metrics),
+            aiohttp.web.get("/healthz", self._serve_liveness),
+            aiohttp.web.get("/readyz", self._serve_readiness),
+        ])
+        return app
+
+    async def start(self) -> None:
+        self._runner = aiohttp.web.AppRunner(self.application(), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else self._port
+        logger.info("metrics and health on http://%s:%s (/metrics, /healthz, /readyz)", self._host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _serve_metrics(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        response = aiohttp.web.Response(body=self._metrics.exposition())
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    async def _serve_liveness(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        # Answering at all means the event loop runs.
+        return aiohttp.web.Response(text="ok\n")
+
+    async def _serve_readiness(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        status = 200 if self._readiness.ready else 503
+        return aiohttp.web.Response(text=self._readiness.describe() + "\n", status=status)

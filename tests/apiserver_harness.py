@@ -1,0 +1,352 @@
+"""The API server's side of a validating webhook, for tests.
+
+Reads the ValidatingWebhookConfiguration gatewatch registered and calls the
+webhooks the way kube-apiserver does (k8s.io/apiserver/pkg/admission/plugin/webhook):
+
+- which webhooks apply: ``rules`` (apiGroups, apiVersions, resources with
+  ``resource/subresource``, operations, scope) and ``namespaceSelector`` /
+  ``objectSelector`` against the namespace's and the object's labels;
+- the call: HTTPS to ``clientConfig.url`` or the Service (here resolved to a
+  local address, the certificate verified for ``<name>.<namespace>.svc`` against
+  ``caBundle``), at ``path``, with ``timeoutSeconds``;
+- the answer: a failed call (connection, timeout, non-200, bad body, uid
+  mismatch) is decided by ``failurePolicy``; a dry-run request is rejected for
+  a webhook whose ``sideEffects`` is not None/NoneOnDryRun; warnings are
+  collected; the first denial wins with its status code and message.
+
+Nothing of gatewatch is imported: this is the other side of the wire.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import aiohttp
+import aiohttp.web
+
+ServiceAddress = Callable[[str, str, int], tuple[str, int]]  # (namespace, name, port) -> (host, port)
+
+
+@dataclass
+class AdmissionResult:
+    """What the user's API request would get."""
+
+    allowed: bool
+    code: int = 200
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+    # Webhooks called, and calls that failed (the failurePolicy then decided).
+    called: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """The API request under admission, as the API server sees it."""
+
+    operation: str  # CREATE, UPDATE, DELETE, CONNECT
+    resource: str  # plural, e.g. "pods"
+    namespace: str | None
+    name: str | None = None
+    subresource: str | None = None
+    group: str = ""
+    version: str = "v1"
+    kind: str = "Pod"
+    object: Mapping[str, Any] | None = None
+    old_object: Mapping[str, Any] | None = None
+    options: Mapping[str, Any] | None = None
+    user: Mapping[str, Any] = field(default_factory=lambda: {
+        "username": "alice@example.com", "uid": "u-1", "groups": ["system:authenticated"],
+    })
+    dry_run: bool = False
+
+
+class ApiServerHarness:
+    def __init__(
+        self,
+        configuration: Mapping[str, Any],
+        *,
+        namespace_labels: Callable[[str], Mapping[str, str]],
+        service_address: ServiceAddress | None = None,
+    ) -> None:
+        self.configuration = configuration
+        self._namespace_labels = namespace_labels
+        self._service_address = service_address
+
+    async def admit(self, request: ApiRequest) -> AdmissionResult:
+        result = AdmissionResult(allowed=True)
+        for webhook in self.configuration.get("webhooks") or []:
+            if not self._applies(webhook, request):
+                continue
+            if request.dry_run and webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+                return AdmissionResult(
+                    allowed=False, code=400, called=result.called,
+                    message=f"admission webhook {webhook['name']!r} has side effects and does not support dry run",
+                )
+            result.called.append(webhook["name"])
+            answer = await self._call(webhook, request, result)
+            if answer is None:
+                if webhook.get("failurePolicy", "Fail") == "Fail":
+                    return AdmissionResult(
+                        allowed=False, code=500, warnings=result.warnings, called=result.called,
+                        failures=result.failures,
+                        message=f"Internal error occurred: failed calling webhook {webhook['name']!r}: "
+                        + result.failures[-1],
+                    )
+                continue  # Ignore: as if the webhook had not been called
+            result.warnings.extend(answer.get("warnings") or [])
+            if not answer.get("allowed"):
+                status = answer.get("status") or {}
+                return AdmissionResult(
+                    allowed=False,
+                    code=int(status.get("code") or 403),
+                    message=f"admission webhook {webhook['name']!r} denied the request: "
+                    + str(status.get("message") or "without explanation"),
+                    warnings=result.warnings, called=result.called, failures=result.failures,
+                )
+        return result
+
+    # --- which webhooks apply -------------------------------------------------------------
+
+    def _applies(self, webhook: Mapping[str, Any], request: ApiRequest) -> bool:
+        if not any(_rule_matches(rule, request) for rule in webhook.get("rules") or []):
+            return False
+        if request.namespace is not None:
+            labels = dict(self._namespace_labels(request.namespace))
+            # The API server adds this label to every namespace.
+            labels.setdefault("kubernetes.io/metadata.name", request.namespace)
+            if not label_selector_matches(webhook.get("namespaceSelector") or {}, labels):
+                return False
+        object_labels = ((request.object or request.old_object or {}).get("metadata") or {}).get("labels") or {}
+        return label_selector_matches(webhook.get("objectSelector") or {}, object_labels)
+
+    # --- the call --------------------------------------------------------------------------
+
+    async def _call(
+        self, webhook: Mapping[str, Any], request: ApiRequest, result: AdmissionResult
+    ) -> Mapping[str, Any] | None:
+        uid = str(uuid.uuid4())
+        review = self._review(request, uid=uid)
+        client_config = webhook.get("clientConfig") or {}
+        try:
+            url, server_hostname = self._url(client_config)
+            # Only the registered caBundle is trusted, as by kube-apiserver; hostnames are checked.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cadata=base64.b64decode(client_config["caBundle"]).decode("ascii"))
+            timeout = aiohttp.ClientTimeout(total=float(webhook.get("timeoutSeconds", 10)))
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.post(
+                    url, json=review, ssl=context, server_hostname=server_hostname
+                ) as response:
+                    body = await response.text()
+                    if response.status != 200:
+                        result.failures.append(f"HTTP {response.status}: {response.reason}")
+                        return None
+            answer = json.loads(body).get("response") or {}
+            if answer.get("uid") != uid:
+                result.failures.append(f"response uid {answer.get('uid')!r} does not match {uid!r}")
+                return None
+            return answer
+        except asyncio.TimeoutError:
+            result.failures.append("context deadline exceeded (timeout)")
+        except (aiohttp.ClientError, ssl.SSLError, OSError, ValueError, KeyError) as error:
+            result.failures.append(f"{type(error).__name__}: {error}")
+        return None
+
+    def _url(self, client_config: Mapping[str, Any]) -> tuple[str, str | None]:
+        if client_config.get("url"):
+            return str(client_config["url"]), None
+        service = client_config["service"]
+        port = int(service.get("port", 443))
+        if self._service_address is None:
+            raise ValueError("a Service clientConfig needs a service_address resolver")
+        host, local_port = self._service_address(service["namespace"], service["name"], port)
+        path = service.get("path") or ""
+        # The API server verifies the serving certificate for the Service's DNS name.
+        return f"https://{host}:{local_port}{path}", f"{service['name']}.{service['namespace']}.svc"
+
+    @staticmethod
+    def _review(request: ApiRequest, *, uid: str) -> dict[str, Any]:
+        resource = {"group": request.group, "version": request.version, "resource": request.resource}
+        kind = {"group": request.group, "version": request.version, "kind": request.kind}
+        payload: dict[str, Any] = {
+            "uid": uid,
+            "kind": kind,
+            "resource": resource,
+            "requestKind": kind,
+            "requestResource": resource,
+            "operation": request.operation,
+            "userInfo": dict(request.user),
+            "object": request.object,
+            "oldObject": request.old_object,
+            "dryRun": request.dry_run,
+            "options": request.options,
+        }
+        if request.subresource:
+            payload["subResource"] = payload["requestSubResource"] = request.subresource
+        if request.name:
+            payload["name"] = request.name
+        if request.namespace:
+            payload["namespace"] = request.namespace
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": payload}
+
+
+def _rule_matches(rule: Mapping[str, Any], request: ApiRequest) -> bool:
+    def has(values: Any, value: str) -> bool:
+        return "*" in (values or []) or value in (values or [])
+
+    resource = request.resource if not request.subresource else f"{request.resource}/{request.subresource}"
+    resources = rule.get("resources") or []
+    resource_ok = (
+        resource in resources
+        or "*/*" in resources
+        or (request.subresource is None and "*" in resources)
+        or (request.subresource is not None and f"*/{request.subresource}" in resources)
+        or (request.subresource is not None and f"{request.resource}/*" in resources)
+    )
+    scope = rule.get("scope", "*")
+    scope_ok = scope == "*" or (scope == "Namespaced") == (request.namespace is not None)
+    return (
+        has(rule.get("apiGroups"), request.group)
+        and has(rule.get("apiVersions"), request.version)
+        and has(rule.get("operations"), request.operation)
+        and resource_ok
+        and scope_ok
+    )
+
+
+def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """metav1.LabelSelector semantics; an empty selector matches everything."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# --- the cluster: kube_emulator's KubeEmulator as the Kubernetes API ----------------------------
+
+
+def add_namespace(k8s: Any, name: str, labels: Mapping[str, str] | None = None) -> None:
+    """A namespace with the label the API server sets on every namespace."""
+    from kube_emulator import NAMESPACES, put_object
+
+    put_object(k8s, NAMESPACES, None, {
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **(labels or {})}},
+    })
+
+
+def namespace_labels(k8s: Any) -> Callable[[str], Mapping[str, str]]:
+    """The namespaceSelector's view of a namespace: its labels as stored in the emulator."""
+    from kube_emulator import NAMESPACES, read_object
+
+    def labels(name: str) -> Mapping[str, str]:
+        namespace = read_object(k8s, NAMESPACES, None, name) or {}
+        return (namespace.get("metadata") or {}).get("labels") or {}
+
+    return labels
+
+
+def add_pod(k8s: Any, namespace: str, name: str, *, images: list[str], labels: Mapping[str, str] | None = None,
+            service_account: str = "default") -> dict[str, Any]:
+    from kube_emulator import PODS, put_object
+
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "labels": dict(labels or {})},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": f"c{index}", "image": image} for index, image in enumerate(images)],
+        },
+    }
+    put_object(k8s, PODS, namespace, pod)
+    return pod
+
+
+# --- a front for real kubectl: admission, then the emulator as storage -----------------------
+
+
+class AdmissionProxy:
+    """What kubectl talks to: Pod creation goes through the webhooks, everything else passes.
+
+    Admission warnings become ``Warning: 299 - "..."`` headers and a denial a
+    403 Status, as kube-apiserver sends them, so kubectl prints what a user sees.
+    """
+
+    POD_COLLECTION = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods/?$")
+
+    def __init__(self, *, upstream: str, harness: Callable[[], ApiServerHarness]) -> None:
+        self._upstream = upstream.rstrip("/")
+        self._harness = harness
+        self._runner: aiohttp.web.AppRunner | None = None
+        self.url: str | None = None
+
+    async def __aenter__(self) -> "AdmissionProxy":
+        app = aiohttp.web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = aiohttp.web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        body = await request.read()
+        warnings: list[str] = []
+        match = self.POD_COLLECTION.match(request.path)
+        if request.method == "POST" and match:
+            pod = json.loads(body)
+            result = await self._harness().admit(ApiRequest(
+                operation="CREATE", resource="pods", namespace=match["namespace"],
+                name=(pod.get("metadata") or {}).get("name"), object=pod,
+                user={"username": "kubectl-user", "uid": "u-9", "groups": ["system:authenticated"]},
+                dry_run="dryRun" in request.query,
+            ))
+            warnings = result.warnings
+            if not result.allowed:
+                status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": result.message, "reason": "Forbidden" if result.code == 403 else "InternalError",
+                          "code": result.code}
+                return aiohttp.web.json_response(status, status=result.code, headers=_warning_headers(warnings))
+            if "dryRun" in request.query:
+                return aiohttp.web.json_response(pod, status=201, headers=_warning_headers(warnings))
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                request.method, self._upstream + request.path_qs, data=body,
+                headers={key: value for key, value in request.headers.items()
+                         if key.lower() in ("content-type", "accept")},
+            ) as upstream:
+                payload = await upstream.read()
+                response = aiohttp.web.Response(body=payload, status=upstream.status,
+                                                content_type=upstream.content_type)
+        for key, value in _warning_headers(warnings):
+            response.headers.add(key, value)
+        return response
+
+
+def _warning_headers(warnings: list[str]) -> list[tuple[str, str]]:
+    # RFC 7234 warn-code 299 with an escaped quoted text, as kube-apiserver writes them.
+    return [("Warning", '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"') for text in warnings]

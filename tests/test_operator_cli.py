@@ -1,0 +1,158 @@
+"""`gatewatch run` and `gatewatch uninstall-webhook` as a user invokes them."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from click.testing import CliRunner
+
+from apiserver_harness import ApiRequest, ApiServerHarness, add_namespace, namespace_labels
+from gatewatch.cli import main
+from kube_emulator import (  # noqa: F401  (fixtures)
+    VALIDATING_WEBHOOK_CONFIGURATIONS,
+    KubeEmulator,
+    kube_emulator,
+    put_object,
+    read_object,
+)
+
+
+def kubeconfig_for(server: str, tmp_path: Path) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: test, cluster: {{server: "{server}"}}}}]
+users: [{{name: test, user: {{token: t0ken}}}}]
+contexts: [{{name: test, context: {{cluster: test, user: test}}}}]
+current-context: test
+""")
+    return path
+
+
+def test_run_rejects_a_bad_config_naming_file_line_and_key(tmp_path: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text("mode: warn\nwebhook:\n  failurePolicy: Sometimes\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}: line 3: webhook.failurePolicy" in result.output
+
+
+def test_run_with_a_broken_rule_file_says_which_file_line_and_rule(tmp_path: Path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nruleset: mine\nrules:\n  - id: r1\n    name: x\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rules: {{files: [{rules}], packaged: false}}\n")
+    kubeconfig = kubeconfig_for("http://127.0.0.1:9", tmp_path)  # never reached: rules come first
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code == 2
+    assert f"{rules}:4" in result.output and "'r1'" in result.output
+
+
+def test_run_with_an_unreadable_kubeconfig_is_a_clear_error(tmp_path: Path):
+    result = CliRunner().invoke(main, ["run", "--kubeconfig", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert "kubeconfig" in result.output
+
+
+def test_run_help_lists_the_documented_flags():
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--config", "--kubeconfig", "--mode", "--failure-policy", "--timeout-seconds", "--webhook-url",
+                 "--metrics-port", "--rules"):
+        assert flag in result.output
+
+
+async def test_uninstall_webhook_deletes_the_configuration(kube_emulator: KubeEmulator, tmp_path: Path):
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "gatewatch"}, "webhooks": [],
+    })
+    kubeconfig = kubeconfig_for(str(kube_emulator.url).rstrip("/"), tmp_path)
+    args = ["uninstall-webhook", "--kubeconfig", str(kubeconfig)]
+    # The command blocks on the Kubernetes client: run it off the loop the emulator serves on.
+    first = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert first.exit_code == 0, first.output
+    assert "deleted ValidatingWebhookConfiguration gatewatch" in first.output
+    assert read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch") is None
+    second = await asyncio.to_thread(CliRunner().invoke, main, args)
+    assert second.exit_code == 0 and "nothing to delete" in second.output
+
+
+DEBUG_IMAGE_RULE = """\
+version: 1
+ruleset: dev
+rules:
+  - id: debug-image
+    name: Debug image
+    description: A pod runs busybox.
+    severity: low
+    risk_score: 21
+    action: warn
+    query: kubernetes.audit.requestObject.spec.containers.image:busybox*
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator: KubeEmulator, tmp_path: Path):
+    """`gatewatch run` as a process, with clientConfig.url (no Service), as docs/operations.md shows."""
+    add_namespace(kube_emulator, "dev", {"gatewatch.io/mode": "warn"})
+    port, metrics_port = free_port(), free_port()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DEBUG_IMAGE_RULE)
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({
+        "namespace": "gatewatch",
+        "certificates": {"mode": "self-managed", "workDir": str(tmp_path / "tls")},
+        "rules": {"files": [str(rules)], "packaged": False},
+    }))
+    kubeconfig = kubeconfig_for(str(kube_emulator.url).rstrip("/"), tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "gatewatch"), "run", "--config", str(config), "--kubeconfig", str(kubeconfig),
+        "--webhook-url", f"https://127.0.0.1:{port}", "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(metrics_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{metrics_port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert process.returncode is None, (await process.stderr.read()).decode()
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("gatewatch run never became ready")
+        configuration = read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
+        assert configuration["webhooks"][0]["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate/pods"
+        harness = ApiServerHarness(configuration, namespace_labels=namespace_labels(kube_emulator))
+        result = await harness.admit(ApiRequest(
+            operation="CREATE", resource="pods", namespace="dev", name="shell",
+            object={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "shell", "namespace": "dev"},
+                    "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]}},
+        ))
+        assert result.allowed and not result.failures, result
+        assert result.warnings == ["gatewatch: [no ATT&CK id] Debug image (low)"]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode == 0, stderr.decode()
+    # Alerts are the only thing on stdout (logs go to stderr), written out before exiting.
+    (line,) = stdout.decode().splitlines()
+    alert = json.loads(line)
+    assert alert["rule"]["id"] == "debug-image" and alert["orchestrator"]["namespace"] == "dev"

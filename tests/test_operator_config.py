@@ -1,0 +1,95 @@
+"""`gatewatch run` settings: file < environment < flags, and errors that say where."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewatch.config import load_settings
+from gatewatch.decision import Mode
+from gatewatch.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_documented_contract():
+    settings = load_settings(environ={})
+    assert settings.mode is Mode.WARN
+    assert settings.webhook.failure_policy == "Ignore"
+    assert settings.webhook.timeout_seconds == 5
+    assert settings.webhook.path == "/validate"
+    assert (settings.server.port, settings.server.metrics_port) == (8443, 8080)
+    assert settings.certificates.mode == "self-managed"
+    assert settings.excluded_namespaces == ("gatewatch", "kube-system")
+
+
+def test_file_values_with_camel_case_keys_as_in_the_helm_values(tmp_path):
+    path = write(tmp_path, """
+mode: Enforce
+namespace: security
+namespaces:
+  modes: {payments: enforce, sandbox: off}  # unquoted off: YAML 1.1 says false
+  selectors:
+    - {matchLabels: {env: prod}, mode: enforce}
+    - {matchExpressions: [{key: tier, operator: In, values: [db]}], mode: audit}
+  exempt: [monitoring]
+webhook:
+  failurePolicy: Fail
+  timeoutSeconds: 3
+  service: {name: gw, port: 8443}
+podLookup: {timeoutSeconds: 0.5, cacheTtlSeconds: 10}
+""")
+    settings = load_settings(config_file=path, environ={})
+    assert settings.mode is Mode.ENFORCE
+    assert settings.namespaces.modes == {"payments": Mode.ENFORCE, "sandbox": Mode.OFF}
+    assert settings.namespaces.selectors[1].match_expressions[0].values == ("db",)
+    assert settings.webhook.failure_policy == "Fail"
+    assert settings.service_namespace == "security"  # defaults to gatewatch's own namespace
+    assert settings.excluded_namespaces == ("kube-system", "monitoring", "security")
+    assert settings.pod_lookup.timeout_seconds == 0.5
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path):
+    path = write(tmp_path, "mode: audit\nwebhook: {timeoutSeconds: 3, failurePolicy: Fail}\n")
+    environ = {"GATEWATCH_CONFIG": str(path), "GATEWATCH_MODE": "enforce", "GATEWATCH_TIMEOUT_SECONDS": "7"}
+    settings = load_settings(environ=environ, overrides={"webhook.timeoutSeconds": 9, "mode": None})
+    assert settings.mode is Mode.ENFORCE  # env over file; a flag not given (None) changes nothing
+    assert settings.webhook.timeout_seconds == 9  # flag over env
+    assert settings.webhook.failure_policy == "Fail"  # file, untouched
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("webhook:\n  timeoutSeconds: 50\n", "config.yaml: line 2: webhook.timeoutSeconds"),
+        ("mode: warn\nnamespaces:\n  modes:\n    payments: strict\n", "line 4: namespaces.modes.payments"),
+        ("webhook:\n  failurPolicy: Fail\n", "line 2: webhook.failurPolicy: Extra inputs are not permitted"),
+        ("namespaces:\n  selectors:\n    - {matchLabels: {a: b}}\n", "line 3: namespaces.selectors.0.mode"),
+        ("mode: warn\nwebhook: path: /x\n", "config.yaml:2: not valid YAML"),
+        ("- warn\n", "config.yaml:1: must be a mapping"),
+    ],
+)
+def test_bad_config_names_file_line_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=path, environ={})
+    assert expected in str(caught.value)
+
+
+def test_bad_environment_value_names_the_key():
+    with pytest.raises(ConfigError, match="webhook.failurePolicy"):
+        load_settings(environ={"GATEWATCH_FAILURE_POLICY": "Sometimes"})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        load_settings(config_file=tmp_path / "missing.yaml", environ={})
+
+
+def test_lookup_timeouts_must_fit_in_the_webhook_timeout():
+    with pytest.raises(ConfigError, match="podLookup.timeoutSeconds .* less than half of webhook.timeoutSeconds"):
+        load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": "2"}, overrides={"podLookup.timeoutSeconds": 1})
