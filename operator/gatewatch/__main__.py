@@ -1,0 +1,4 @@
+"""`python -m gatewatch` is `gatewatch`."""
+from gatewatch.cli import main
+
+main()
