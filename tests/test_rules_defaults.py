@@ -242,18 +242,3 @@ def test_debug_image_companion_spares_kube_system_and_mirror_pods(ruleset):
         containers=["docker.io/library/busybox:1.36"], user="system:serviceaccount:kube-system:replicaset-controller"
     )
     assert DEBUG_IMAGE_COMPANION in firing(ruleset, document_from_admission_review(by_controller))
-
-
-def test_docs_attack_table_lists_every_default_rule_with_its_ids(ruleset):
-    from pathlib import Path
-
-    docs = (Path(__file__).parent.parent / "docs" / "rules.md").read_text(encoding="utf-8")
-    start = docs.index("### ATT&CK of the default rules")
-    table = docs[start:docs.index("\n## ", start)]
-    rows = {line.split("|")[2].strip(" `"): line for line in table.splitlines() if line.startswith("| ") and "`" in line}
-    assert set(rows) == {rule.id for rule in ruleset.rules}
-    for rule in ruleset.rules:
-        row = rows[rule.id]
-        assert f"| {rule.action.value} |" in row
-        for attack_id in rule.tactic_ids + rule.technique_ids:
-            assert attack_id in row, (rule.id, attack_id)
