@@ -329,6 +329,11 @@ def test_resource_names_follow_the_configured_names():
     names = {name for o in objects if o["kind"] in ("ClusterRole", "Role")
              for rule in o["rules"] for name in rule.get("resourceNames", [])}
     assert names == {"gatewatch-prod", "gw-serving", "gw-history"}
+    # The operator is told the same names it is granted, and its rules ConfigMap's.
+    config = config_of(objects)
+    assert config["newTerms"]["configMapName"] == "gw-history"
+    assert config["rules"]["configMapName"] in {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
+    assert config["rules"]["configMapName"].startswith("edge-")
 
 
 def test_no_wildcards_anywhere_in_rbac(default_objects, production_objects):
@@ -432,6 +437,8 @@ def test_every_configured_rule_file_is_a_key_of_the_mounted_rules_configmap(prod
     rules_configmap = next(o for o in production_objects
                            if o["kind"] == "ConfigMap" and o["metadata"]["name"] == volume["configMap"]["name"])
     assert settings.rules.packaged is False  # the ConfigMap's copy is the one that reloads
+    # A rejected rules update is an Event on this ConfigMap: gatewatch must know its real name.
+    assert settings.rules.config_map_name == rules_configmap["metadata"]["name"]
     assert [str(f) for f in settings.rules.files] == [f"{mount['mountPath']}/{key}" for key in rules_configmap["data"]]
     assert list(rules_configmap["data"]) == ["rules.yaml", "payments-rules.yaml"]
 

@@ -13,7 +13,7 @@ import pytest
 
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.newterms_store import DATA_KEY, ConfigMapNewTermsStore
-from gatewatch.newterms import NewTermsStore
+from gatewatch.newterms import InMemoryNewTermsStore, NewTermsStore
 from gatewatch.rules import load_rules_text
 from kube_emulator import KubeEmulator, api_client_for, put_object, read_object
 
@@ -143,6 +143,22 @@ async def test_at_the_size_bound_the_oldest_sightings_are_evicted_and_count_as_n
     later = T0 + timedelta(hours=6)
     assert store.is_new("rule-1", ("user-0",), at=later, window=WINDOW)
     assert not store.is_new("rule-1", ("user-4",), at=later, window=WINDOW)
+
+
+def test_the_in_memory_store_forgets_expired_sightings_before_evicting_live_ones() -> None:
+    # The CLI's store (replay of a large audit log) and the operator's share this bound.
+    store = InMemoryNewTermsStore(max_entries=3)
+    store.is_new("daily", ("expired-0",), at=T0, window=timedelta(days=1))
+    store.is_new("daily", ("expired-1",), at=T0 + timedelta(hours=1), window=timedelta(days=1))
+    later = T0 + timedelta(days=10)
+    for n in range(5):  # the 7th sighting passes 2 x max_entries: trimmed back to 3
+        store.is_new("weekly", (f"user-{n}",), at=later + timedelta(minutes=n), window=WINDOW)
+
+    assert len(store) == 3
+    assert store.evicted == 2  # the expired ones went first, uncounted; then the 2 oldest live ones
+    assert set(store.snapshot()["weekly"]) == {"user-2", "user-3", "user-4"}
+    assert not store.is_new("weekly", ("user-4",), at=later + timedelta(hours=1), window=WINDOW)
+    assert store.is_new("weekly", ("user-0",), at=later + timedelta(hours=1), window=WINDOW)  # evicted: new again
 
 
 async def test_the_persisted_history_fits_max_bytes(emulator, api_client) -> None:

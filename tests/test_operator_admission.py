@@ -204,7 +204,8 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
     config = {
         "mode": "warn",
         "namespace": "gatewatch",
-        "rules": {"files": [str(rules_file)], "packaged": False, "reloadIntervalSeconds": 0.1},
+        "rules": {"files": [str(rules_file)], "packaged": False, "reloadIntervalSeconds": 0.1,
+                  "configMapName": "team-rules"},
         "server": {"host": "127.0.0.1", "port": 0, "metricsPort": 0},
         "certificates": {
             "mode": "files", "certFile": str(tls_dir / "tls.crt"), "keyFile": str(tls_dir / "tls.key"),
@@ -492,6 +493,11 @@ async def test_rules_file_update_applies_and_a_broken_update_keeps_the_old_rules
     await eventually(lambda: sample(cluster, "gatewatch_rules_reload_failures_total") == 1, what="rejection")
     assert not (await harness.admit(attach)).allowed  # the last good rules stay
     assert cluster.operator.readiness.ready
+    # The rejection is an Event on the configured rules ConfigMap (rules.configMapName), naming the file.
+    await eventually(lambda: any(e["reason"] == "RulesRejected" for e in cluster.events()), what="RulesRejected")
+    (rejected,) = [e for e in cluster.events() if e["reason"] == "RulesRejected"]
+    assert rejected["regarding"]["kind"] == "ConfigMap" and rejected["regarding"]["name"] == "team-rules"
+    assert rejected["metadata"]["namespace"] == "gatewatch" and cluster.rules_file.name in rejected["note"]
 
 
 async def test_events_api_failing_leaves_reviews_alone_and_counts_drops(cluster: Cluster):

@@ -153,6 +153,8 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
     assert process.returncode == 0, stderr.decode()
     # Alerts are the only thing on stdout (logs go to stderr), written out before exiting.
-    (line,) = stdout.decode().splitlines()
+    lines = stdout.decode().splitlines()
+    assert len(lines) == 1, stderr.decode()
+    (line,) = lines
     alert = json.loads(line)
     assert alert["rule"]["id"] == "debug-image" and alert["orchestrator"]["namespace"] == "dev"

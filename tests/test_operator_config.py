@@ -25,6 +25,8 @@ def test_defaults_match_the_documented_contract():
     assert (settings.server.port, settings.server.metrics_port) == (8443, 8080)
     assert settings.certificates.mode == "self-managed"
     assert settings.excluded_namespaces == ("gatewatch", "kube-system")
+    assert settings.rules.config_map_name == "gatewatch-rules"
+    assert settings.new_terms.config_map_name == "gatewatch-new-terms"
 
 
 def test_file_values_with_camel_case_keys_as_in_the_helm_values(tmp_path):
@@ -42,6 +44,7 @@ webhook:
   timeoutSeconds: 3
   service: {name: gw, port: 8443}
 podLookup: {timeoutSeconds: 0.5, cacheTtlSeconds: 10}
+rules: {configMapName: edge-gatewatch-rules}
 """)
     settings = load_settings(config_file=path, environ={})
     assert settings.mode is Mode.ENFORCE
@@ -51,6 +54,7 @@ podLookup: {timeoutSeconds: 0.5, cacheTtlSeconds: 10}
     assert settings.service_namespace == "security"  # defaults to gatewatch's own namespace
     assert settings.excluded_namespaces == ("kube-system", "monitoring", "security")
     assert settings.pod_lookup.timeout_seconds == 0.5
+    assert settings.rules.config_map_name == "edge-gatewatch-rules"
 
 
 def test_environment_overrides_file_and_flags_override_environment(tmp_path):

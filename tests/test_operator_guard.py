@@ -6,7 +6,8 @@ from typing import Any
 import aiohttp.web
 import pytest
 
-from gatewatch.controller import GuardedWebhookServer, UnexpectedReview, UnknownWebhookPath, check_review
+from gatewatch.admission import UnexpectedReview, UnknownWebhookPath, check_review
+from gatewatch.controller import GuardedWebhookServer
 from gatewatch.metrics import Metrics
 
 
@@ -42,6 +43,9 @@ def test_unknown_paths_and_unreadable_reviews_are_refused():
         check_review(review(), webhook="mutate")
     with pytest.raises(UnexpectedReview, match="not a readable AdmissionReview"):
         check_review({"kind": "AdmissionReview", "request": "nope"}, webhook="pods")
+    # The API server always wraps the request; a bare one is refused, not evaluated.
+    with pytest.raises(UnexpectedReview, match="request: missing"):
+        check_review(review()["request"], webhook="pods")
 
 
 async def test_kopf_answering_without_our_handler_becomes_an_error_not_an_allow():

@@ -71,6 +71,8 @@ class RulesSettings(_Section):
     # False: only `files`, without the packaged rules.yaml.
     packaged: bool = True
     reload_interval_seconds: float = Field(default=10.0, gt=0)
+    # The ConfigMap (in `namespace`) the files are mounted from: a rejected update is an Event on it.
+    config_map_name: str = "gatewatch-rules"
 
 
 class ServiceReference(_Section):

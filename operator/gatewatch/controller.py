@@ -1,11 +1,10 @@
 """kopf wiring: the admission handlers, the webhook server, startup and shutdown.
 
-The review path (kept cheap, nothing awaited but two cached lookups):
+A review's way through (the answer itself is ``gatewatch.admission``'s):
 
-    GuardedWebhookServer (route / operation / parse checks)
-      -> kopf -> validating handler -> AdmissionReviewer.review:
-         parse_admission_request -> document -> engine.evaluate -> decide
-      -> response; alerts and Events are handed to bounded queues.
+    GuardedWebhookServer (admission.check_review: route / operation / parse checks)
+      -> kopf -> validating handler -> AdmissionReviewer.review -> Decision
+      -> kopf's response: the decision's warnings, or a 403 with its message.
 
 kopf 1.45 answers ``allowed: true`` for a path with no handler and never
 re-checks the operation at runtime; ``GuardedWebhookServer`` closes both holes,
@@ -20,21 +19,18 @@ import logging
 import time
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, TextIO
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TextIO
 
 import aiohttp.web
 import kopf
 import kubernetes.client
 
+from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer, CheckedReview, RejectedReview, check_review
 from gatewatch.alert_sinks import AlertFanout, HttpAlertSink, StdoutAlertSink
-from gatewatch.alerts import build_alert
 from gatewatch.config import Settings
-from gatewatch.decision import Decision, Mode, decide
-from gatewatch.documents import AdmissionRequest, document_from_admission_review, parse_admission_request
+from gatewatch.decision import Decision
 from gatewatch.engine import RuleEngine
-from gatewatch.errors import InputError
 from gatewatch.kube.certificates import (
     CertificateManager,
     FileCertificateSource,
@@ -44,258 +40,35 @@ from gatewatch.kube.certificates import (
     server_ssl_context,
     serving_names,
 )
-from gatewatch.kube.events import EventRecorder, EventRequest, ObjectRef, Operation, match_event
-from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver, namespace_labels_fetcher
+from gatewatch.kube.events import EventRecorder, ObjectRef
+from gatewatch.kube.namespaces import NamespaceModeResolver, namespace_labels_fetcher
 from gatewatch.kube.newterms_store import ConfigMapNewTermsStore
-from gatewatch.kube.pods import PodLookup, PodLookupResult, pod_fetcher
+from gatewatch.kube.pods import PodLookup, pod_fetcher
 from gatewatch.kube.webhook_configuration import WebhookConfigurationReconciler, WebhookRegistration
 from gatewatch.metrics import HealthServer, Metrics, Readiness
-from gatewatch.rules import default_rules_path
+from gatewatch.rules import RuleSet, default_rules_path
 from gatewatch.rules_reloader import RulesReloader
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class WebhookRoute:
-    """One admission handler: served at ``{path}/{handler_id}``, registered for one resource."""
-
-    handler_id: str
-    subresource: str | None
-    operations: tuple[str, ...]
-    resource: str = "pods"
-    api_group: str = ""
-    api_version: str = "v1"
-
-    @property
-    def resource_path(self) -> str:
-        """``pods`` or ``pods/exec``: the webhook rule's resource and the metrics label."""
-        return self.resource if self.subresource is None else f"{self.resource}/{self.subresource}"
-
-
-WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
-    WebhookRoute("pods", None, ("CREATE",)),
-    WebhookRoute("pods-exec", "exec", ("CONNECT",)),
-    WebhookRoute("pods-attach", "attach", ("CONNECT",)),
-    WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
-)
-ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
-# exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
-POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
-
-
-class AlertSink(Protocol):
-    """Takes an alert without blocking (a bounded queue behind it)."""
-
-    def emit(self, alert: Mapping[str, Any]) -> bool: ...
-
-
-class EventSink(Protocol):
-    """Takes a Kubernetes Event to post without blocking (``kube.events.EventRecorder``)."""
-
-    def submit(self, request: EventRequest) -> bool: ...
-
-
 @dataclass
-class ReviewContext:
-    """One review on its way through kopf: what the guard checked and what the handler did."""
+class ReviewInFlight:
+    """One review on its way through kopf: what the guard checked, and what the handler made of it."""
 
-    route: WebhookRoute
-    review: Mapping[str, Any]
-    request: AdmissionRequest
-    evaluated: bool = False
-    failure: BaseException | None = None
+    checked: CheckedReview
     decision: Decision | None = None
+    failure: BaseException | None = None
 
 
 # kopf runs async handlers in the task that called the webhook function, so the
-# guard hands the raw review to the handler through a context variable (kopf's
-# handler kwargs lack the request's uid, name, namespace and options).
-CURRENT_REVIEW: contextvars.ContextVar[ReviewContext] = contextvars.ContextVar("gatewatch_review")
-
-
-class AdmissionReviewer:
-    """document -> evaluate -> decide (the guard has parsed the review); side effects to queues; metrics."""
-
-    def __init__(
-        self,
-        *,
-        engine: RuleEngine,
-        namespace_modes: NamespaceModeResolver,
-        pod_lookup: PodLookup,
-        metrics: Metrics,
-        alerts: AlertSink | None = None,
-        event_sink: EventSink | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ) -> None:
-        self.engine = engine
-        self.namespace_modes = namespace_modes
-        self.pod_lookup = pod_lookup
-        self.metrics = metrics
-        self.alerts = alerts
-        self.event_sink = event_sink
-        self._clock = clock
-
-    async def review(self, context: ReviewContext) -> Decision:
-        request = context.review.get("request") or {}
-        namespace = request.get("namespace")
-        dry_run = bool(request.get("dryRun"))
-        namespace_mode = await self.namespace_modes.resolve(namespace) if namespace else None
-        mode = namespace_mode.mode if namespace_mode is not None else Mode.OFF
-        if namespace_mode is not None and namespace_mode.labels_error:
-            self.metrics.lookup_failures.labels(kind="namespace").inc()
-        if mode is Mode.OFF:
-            # Nothing to evaluate: no match could cause anything, and no history is written.
-            return Decision(mode=mode, allowed=True)
-
-        now = self._clock()
-        document = document_from_admission_review(context.review, now=now)
-        pod_lookup: PodLookupResult | None = None
-        if context.route.subresource in POD_LOOKUP_SUBRESOURCES:
-            pod_lookup = await self.pod_lookup.lookup(namespace=namespace, name=request.get("name"))
-            if pod_lookup.pod is not None:
-                document.setdefault("gatewatch", {})["pod"] = dict(pod_lookup.pod)
-            else:
-                self.metrics.lookup_failures.labels(kind="pod").inc()
-
-        matches = self.engine.evaluate(document, now=now, record=not dry_run)
-        decision = decide(matches, mode=mode)
-        for outcome in decision.outcomes:
-            rule = outcome.match.rule
-            self.metrics.matches.labels(
-                rule_id=rule.id, rule_name=rule.name, action=_value(rule.action), effect=_value(outcome.effect)
-            ).inc()
-        if not dry_run and decision.outcomes:
-            # Dry-run requests get the same answer and leave no trace.
-            self._hand_off(context, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup, now=now)
-        return decision
-
-    def _hand_off(
-        self,
-        context: ReviewContext,
-        decision: Decision,
-        document: Mapping[str, Any],
-        *,
-        namespace_mode: NamespaceMode | None,
-        pod_lookup: PodLookupResult | None,
-        now: datetime,
-    ) -> None:
-        target = event_target(context.review, pod_lookup=pod_lookup)
-        extra: dict[str, Any] = {}
-        if pod_lookup is not None:
-            extra.update(pod_lookup.alert_fields())
-            if pod_lookup.pod is not None:
-                extra["pod"] = dict(pod_lookup.pod)
-        if namespace_mode is not None:
-            extra["mode_source"] = namespace_mode.source
-            if namespace_mode.labels_error:
-                extra["namespace_lookup"] = {"status": "failed", "reason": namespace_mode.labels_error}
-        verdict = "allowed" if decision.allowed else "denied"
-        for outcome in decision.outcomes:
-            alert = build_alert(
-                outcome.match, document, effect=outcome.effect, mode=decision.mode,
-                decision=verdict, now=now, extra=extra,
-            )
-            # Queues never block; a failing sink must not fail the review.
-            if self.alerts is not None:
-                _safely(self.alerts.emit, alert, what="alert sink")
-            if self.event_sink is not None and target is not None:
-                event = match_event(
-                    rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
-                    namespace=target.namespace, pod_name=target.pod_name, user=target.user,
-                    pod_uid=target.pod_uid, mode=decision.mode, observed_at=now,
-                )
-                _safely(self.event_sink.submit, event, what="event recorder")
-
-
-@dataclass(frozen=True)
-class EventTarget:
-    """The pod an Event regards, and who asked."""
-
-    operation: Operation
-    namespace: str
-    pod_name: str
-    user: str
-    pod_uid: str | None = None
-
-
-def event_target(review: Mapping[str, Any], *, pod_lookup: PodLookupResult | None = None) -> EventTarget | None:
-    request = review.get("request") or {}
-    namespace = request.get("namespace")
-    user = str((request.get("userInfo") or {}).get("username") or "unknown")
-    subresource = request.get("subResource") or None
-    if subresource is None:
-        metadata = (request.get("object") or {}).get("metadata") or {}
-        # A pod being created may have only generateName (the API server names it later).
-        name = request.get("name") or metadata.get("name") or metadata.get("generateName")
-        operation: Operation = "create"
-        uid = None
-    else:
-        name = request.get("name")
-        operation = subresource  # exec, attach, ephemeralcontainers
-        uid = ((request.get("object") or {}).get("metadata") or {}).get("uid")
-        if uid is None and pod_lookup is not None and pod_lookup.pod is not None:
-            uid = pod_lookup.pod["uid"]
-    if not namespace or not name:
-        return None
-    return EventTarget(operation=operation, namespace=namespace, pod_name=name, user=user, pod_uid=uid)
-
-
-def _safely(call: Callable[..., Any], *args: Any, what: str) -> None:
-    try:
-        call(*args)
-    except Exception:
-        logger.exception("%s failed; the review goes on", what)
-
-
-def _value(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
-class RejectedReview(Exception):
-    """A webhook call gatewatch does not evaluate; answered with ``status``, never with an allow."""
-
-    status = 400
-
-
-class UnknownWebhookPath(RejectedReview):
-    """A path under the webhook prefix with no gatewatch handler."""
-
-    status = 404
-
-
-class UnexpectedReview(RejectedReview):
-    """A review this path does not take (resource, operation), or that cannot be read."""
+# guard hands the checked review to the handler through a context variable
+# (kopf's handler kwargs lack the request's uid, name, namespace and options).
+CURRENT_REVIEW: contextvars.ContextVar[ReviewInFlight] = contextvars.ContextVar("gatewatch_review")
 
 
 class EvaluationFailed(Exception):
     """The handler did not produce a decision; answered 500."""
-
-
-def check_review(review: Any, *, webhook: str | None) -> ReviewContext:
-    """The guard's checks, before kopf sees the review; raises UnknownWebhookPath / UnexpectedReview."""
-    route = ROUTES_BY_ID.get(webhook or "")
-    if route is None:
-        raise UnknownWebhookPath(f"gatewatch serves no webhook at {webhook!r}")
-    try:
-        parsed = parse_admission_request(review)
-    except InputError as error:
-        raise UnexpectedReview(f"not a readable AdmissionReview: {error}") from None
-    request = review.get("request") or {} if isinstance(review, Mapping) else {}
-    resource = request.get("resource") or {}
-    got = (resource.get("group", ""), resource.get("resource"), request.get("subResource") or None)
-    expected = (route.api_group, route.resource, route.subresource)
-    if got != expected:
-        raise UnexpectedReview(
-            f"webhook {route.handler_id!r} takes {route.resource_path}, not "
-            f"{got[1]}{'/' + got[2] if got[2] else ''} (group {got[0]!r})"
-        )
-    operation = request.get("operation")
-    if operation not in route.operations:
-        raise UnexpectedReview(
-            f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
-        )
-    return ReviewContext(route=route, review=review, request=parsed)
 
 
 ClientConfigCallback = Callable[[kopf.WebhookClientConfig], Awaitable[None]]
@@ -333,18 +106,18 @@ class GuardedWebhookServer(kopf.WebhookServer):
         operation = str(request.get("operation") or "")
         outcome = "error"
         try:
-            context = check_review(review, webhook=kwargs.get("webhook"))
-            token = CURRENT_REVIEW.set(context)
+            in_flight = ReviewInFlight(check_review(review, webhook=kwargs.get("webhook")))
+            token = CURRENT_REVIEW.set(in_flight)
             try:
                 response = await fn(review, **kwargs)
             finally:
                 CURRENT_REVIEW.reset(token)
-            if context.failure is not None:
-                raise EvaluationFailed(f"gatewatch could not evaluate: {context.failure!r}")
-            if not context.evaluated or context.decision is None:
+            if in_flight.failure is not None:
+                raise EvaluationFailed(f"gatewatch could not evaluate: {in_flight.failure!r}")
+            decision = in_flight.decision
+            if decision is None:
                 # kopf answered without running our handler: never let that through as an allow.
                 raise EvaluationFailed("gatewatch: no handler evaluated this review")
-            decision = context.decision
             outcome = "denied" if not decision.allowed else "warned" if decision.warnings else "allowed"
             return response
         except RejectedReview as error:
@@ -373,6 +146,9 @@ def _http_error(status: int, message: str) -> aiohttp.web.HTTPException:
     return error_class(reason=reason, text=message)
 
 
+DENIAL_PREFIX = "gatewatch denied this request"
+
+
 class DenialLogFilter(logging.Filter):
     """kopf logs each denial as a handler failing permanently (ERROR); a denial is
     gatewatch working, reported by its alert and Event, so it is not logged again."""
@@ -381,28 +157,26 @@ class DenialLogFilter(logging.Filter):
         return DENIAL_PREFIX not in record.getMessage()
 
 
-DENIAL_PREFIX = "gatewatch denied this request"
-
-
 def register_handlers(registry: kopf.OperatorRegistry, reviewer: AdmissionReviewer) -> None:
-    """One kopf validating handler per route, all doing the same review."""
+    """One kopf validating handler per route, all answering through ``reviewer``."""
 
     async def validate(warnings: list[str], **_: Any) -> None:
-        context = CURRENT_REVIEW.get(None)
-        if context is None:
+        in_flight = CURRENT_REVIEW.get(None)
+        if in_flight is None:
             raise kopf.AdmissionError("gatewatch: review arrived without the guard", code=500)
+        checked = in_flight.checked
         try:
-            decision = await reviewer.review(context)
+            decision = await reviewer.review(checked)
         except Exception as error:
-            context.failure = error
-            logger.exception("evaluation failed for %s review %s", context.route.resource_path,
-                             (context.review.get("request") or {}).get("uid"))
+            in_flight.failure = error
+            logger.exception("evaluation failed for %s review %s", checked.route.resource_path,
+                             checked.request["uid"])
             raise
-        context.decision = decision
-        context.evaluated = True
+        in_flight.decision = decision
+        # The decision becomes kopf's response: warnings, or a denial with its message.
         warnings.extend(decision.warnings)
         if not decision.allowed:
-            raise kopf.AdmissionError(decision.message or "gatewatch denied this request", code=403)
+            raise kopf.AdmissionError(decision.message or DENIAL_PREFIX, code=403)
 
     for route in WEBHOOK_ROUTES:
         kopf.on.validate(
@@ -415,29 +189,14 @@ def register_handlers(registry: kopf.OperatorRegistry, reviewer: AdmissionReview
         )(validate)
 
 
-__all__ = [
-    "AdmissionReviewer",
-    "AlertSink",
-    "CURRENT_REVIEW",
-    "EventSink",
-    "GuardedWebhookServer",
-    "ReviewContext",
-    "WEBHOOK_ROUTES",
-    "WebhookRoute",
-    "check_review",
-    "register_handlers",
-]
-
-
 # --- startup and shutdown ------------------------------------------------------------------
 
 
-def rule_paths(settings: Settings) -> list[Path] | None:
-    """What load_rules() gets: None for the packaged rules only, else packaged (if kept) + files."""
+def rule_paths(settings: Settings) -> list[Path]:
+    """The rule files to load and watch: the packaged rules.yaml (unless ``rules.packaged`` is
+    false) and then ``rules.files``. With neither, the packaged rules: never run without rules."""
     files = [Path(path) for path in settings.rules.files]
-    if not files:
-        return None if settings.rules.packaged else []
-    if settings.rules.packaged:
+    if settings.rules.packaged or not files:
         return [default_rules_path(), *files]
     return files
 
@@ -480,7 +239,6 @@ def kopf_settings(server: kopf.WebhookServer) -> kopf.OperatorSettings:
 
 
 
-RULES_CONFIGMAP = "gatewatch-rules"  # the chart's rules ConfigMap: rejected updates are Events on it
 RECONCILE_INTERVAL_SECONDS = 10.0  # webhook configuration drift is repaired this fast
 CERTIFICATE_CHECK_SECONDS = 60.0
 
@@ -524,12 +282,13 @@ class Operator:
         # Rules and new_terms history first: nothing is served without rules.
         events = EventRecorder(self.api_client, queue_size=settings.events.queue_size, metrics=self.metrics)
         reloader = RulesReloader(
-            rule_paths(settings) or [default_rules_path()],
+            rule_paths(settings),
             interval=settings.rules.reload_interval_seconds,
             on_change=self._rules_changed,
             metrics=self.metrics,
             event_recorder=events,
-            configmap=ObjectRef(kind="ConfigMap", api_version="v1", name=RULES_CONFIGMAP,
+            # Where the files come from (the chart's rules ConfigMap): a rejected update is an Event on it.
+            configmap=ObjectRef(kind="ConfigMap", api_version="v1", name=settings.rules.config_map_name,
                                 namespace=settings.namespace),
         )
         ruleset = reloader.load_initial()
@@ -630,6 +389,7 @@ class Operator:
             stopped = True
             self.readiness.webhook_serving = False
             stopping.set()
+            await _started_queued_thread_jobs(timeout=self._shutdown_timeout)
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -661,7 +421,7 @@ class Operator:
         finally:
             await stop_workers()
 
-    def _rules_changed(self, ruleset: Any) -> None:
+    def _rules_changed(self, ruleset: RuleSet) -> None:
         assert self.engine is not None
         self.engine.replace_rules(ruleset)
 
@@ -702,6 +462,20 @@ class Operator:
 
     def _record_certificate_expiry(self, files: ServingFiles) -> None:
         self.metrics.certificate_expiry.set(files.not_after.timestamp())
+
+
+async def _started_queued_thread_jobs(*, timeout: float) -> None:
+    """Wait until the thread pool has started every job handed to it so far.
+
+    Cancelling ``asyncio.to_thread`` cancels a job no thread has started yet:
+    a queue worker cancelled just after handing its alert lines or Event to the
+    pool would lose them. The pool starts jobs in order, so once this no-op
+    has run, the earlier jobs are running and finish despite the cancel.
+    """
+    try:
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), timeout=timeout)
+    except asyncio.TimeoutError:
+        logger.warning("shutdown: the thread pool stayed busy for %gs; queued writes may be lost", timeout)
 
 
 def _install_once(target: logging.Logger, log_filter: logging.Filter) -> None:

@@ -129,7 +129,8 @@ serialized once so every key is spelled exactly like gatewatch reads it.
       "rules" (dict
           "packaged" false
           "files" $ruleFiles
-          "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds)
+          "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds
+          "configMapName" (include "gatewatch.rulesConfigMapName" .))
       "webhook" (dict
           "configurationName" .Values.webhook.configurationName
           "failurePolicy" .Values.webhook.failurePolicy

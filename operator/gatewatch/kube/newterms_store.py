@@ -1,9 +1,9 @@
 """new_terms history kept in memory and persisted in a ConfigMap.
 
-``ConfigMapNewTermsStore`` implements ``gatewatch.newterms.NewTermsStore``.
-The review path only touches memory; a background task (:meth:`run`) flushes
-every ``flush_interval`` seconds to the ConfigMap ``gatewatch-new-terms`` in
-gatewatch's namespace (data key ``history.json``), and :meth:`load` restores it
+``ConfigMapNewTermsStore`` is ``gatewatch.newterms.InMemoryNewTermsStore`` (the
+review path only touches memory) plus persistence: a background task
+(:meth:`run`) flushes every ``flush_interval`` seconds to the ConfigMap ``name``
+(``newTerms.configMapName``, default ``gatewatch-new-terms``) in gatewatch's namespace (data key ``history.json``), and :meth:`load` restores it
 at start, so the history survives restarts and is shared by replicas. The
 value is ``{"version": 1, "rules": {rule id: {key: last seen (ISO 8601)}}}``,
 the ``NewTermsStore.snapshot()`` shape (a key's values joined by U+001F).
@@ -25,7 +25,8 @@ Consistency (what an operator can rely on):
 * Pruning: a sighting older than its rule's history window can no longer make
   a term "not new", so it is dropped (for rules this process has evaluated;
   entries of rules it has not seen yet are kept until the size bound).
-* Size bound: at most ``max_entries`` sightings, and the serialized history at
+* Size bound: at most ``max_entries`` sightings after a flush (twice that
+  between flushes, the in-memory store's bound), and the serialized history at
   most ``max_bytes`` (a ConfigMap holds 1 MiB). Beyond the bound the oldest
   sightings are evicted first and counted (``evicted``); an evicted term is
   treated as new when seen again, so the bound errs towards alerting again,
@@ -36,15 +37,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import kubernetes.client
 
 from gatewatch.errors import KubernetesApiError
 from gatewatch.kube.client import api_error
-from gatewatch.newterms import Key, decode_key, encode_key
+from gatewatch.newterms import InMemoryNewTermsStore, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +53,14 @@ DATA_KEY = "history.json"
 FORMAT_VERSION = 1
 # Leave room under the API's 1 MiB object limit for metadata and JSON escaping.
 DEFAULT_MAX_BYTES = 900_000
+# Fewer than the in-memory default: every sighting is written to the ConfigMap.
 DEFAULT_MAX_ENTRIES = 5_000
 # Conflicts mean another replica is flushing right now; a few retries settle it.
 MAX_CONFLICT_RETRIES = 5
 
-Snapshot = dict[str, dict[str, str]]
 
-
-class ConfigMapNewTermsStore:
-    """``NewTermsStore`` in memory, persisted to a ConfigMap. Thread-safe hot path."""
+class ConfigMapNewTermsStore(InMemoryNewTermsStore):
+    """The in-memory ``NewTermsStore`` (the review path), persisted to a ConfigMap by ``flush``/``run``."""
 
     def __init__(
         self,
@@ -75,70 +74,14 @@ class ConfigMapNewTermsStore:
         request_timeout: float = 5.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(max_entries=max_entries)
         self._api = kubernetes.client.CoreV1Api(api_client)
         self.namespace = namespace
         self.name = name
         self.flush_interval = flush_interval
-        self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._timeout = request_timeout
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._last_seen: dict[str, dict[Key, datetime]] = {}
-        # Each rule's history window, learnt from is_new(): what pruning may drop.
-        self._windows: dict[str, timedelta] = {}
-        self._lock = threading.Lock()
-        self.evicted = 0  # sightings dropped at the size bound
-
-    # -- NewTermsStore (the review path: memory only) -----------------------
-
-    def is_new(
-        self,
-        rule_id: str,
-        key: Key,
-        *,
-        at: datetime,
-        window: timedelta,
-        record: bool = True,
-    ) -> bool:
-        with self._lock:
-            self._windows[rule_id] = window
-            seen = self._last_seen.setdefault(rule_id, {})
-            last = seen.get(key)
-            # Same meaning as InMemoryNewTermsStore: history is [at - window, at].
-            new = last is None or not (at - window <= last <= at)
-            if record and (last is None or at > last):
-                seen[key] = at
-                # A hard cap between flushes (a flood of unique terms); amortized.
-                if self._count_locked() > 2 * self.max_entries:
-                    self._evict_locked(self.max_entries)
-            return new
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            return self._snapshot_locked()
-
-    def restore(self, data: Snapshot) -> None:
-        """Merge ``data`` in; per key the latest sighting wins. Bad entries are skipped and logged."""
-        with self._lock:
-            for rule_id, keys in data.items():
-                if not isinstance(keys, dict):
-                    logger.warning("new_terms history: rule %r: expected an object, skipped", rule_id)
-                    continue
-                seen = self._last_seen.setdefault(str(rule_id), {})
-                for encoded, iso in keys.items():
-                    when = _parse_time(iso)
-                    if when is None:
-                        logger.warning(
-                            "new_terms history: rule %r: bad timestamp %r, entry skipped", rule_id, iso
-                        )
-                        continue
-                    key = decode_key(encoded)
-                    if key not in seen or when > seen[key]:
-                        seen[key] = when
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._count_locked()
 
     # -- persistence --------------------------------------------------------
 
@@ -165,10 +108,9 @@ class ConfigMapNewTermsStore:
             configmap = await self._read()
             if configmap is not None:
                 self.restore(self._decode(configmap))
-            with self._lock:
-                self._prune_locked(self._clock())
-                self._evict_locked(self.max_entries)
-                payload = self._fitting_payload_locked()
+            self.expire(now=self._clock())
+            self.evict(limit=self.max_entries)
+            payload = self._fitting_payload()
             if configmap is not None and payload == (configmap.get("data") or {}).get(DATA_KEY):
                 return  # nothing new on either side: no write
             try:
@@ -202,48 +144,16 @@ class ConfigMapNewTermsStore:
 
     # -- internals ----------------------------------------------------------
 
-    def _count_locked(self) -> int:
-        return sum(len(keys) for keys in self._last_seen.values())
-
-    def _snapshot_locked(self) -> Snapshot:
-        return {
-            rule_id: {encode_key(key): when.isoformat() for key, when in keys.items()}
-            for rule_id, keys in self._last_seen.items()
-            if keys
-        }
-
-    def _prune_locked(self, now: datetime) -> None:
-        for rule_id, window in self._windows.items():
-            keys = self._last_seen.get(rule_id, {})
-            for key in [key for key, when in keys.items() if when < now - window]:
-                del keys[key]
-
-    def _evict_locked(self, limit: int) -> None:
-        count = self._count_locked()
-        if count <= limit:
-            return
-        entries = sorted(
-            (when, rule_id, key) for rule_id, keys in self._last_seen.items() for key, when in keys.items()
-        )
-        excess = count - limit
-        for _, rule_id, key in entries[:excess]:
-            del self._last_seen[rule_id][key]
-        self.evicted += excess
-        logger.warning(
-            "new_terms history: more than %d sightings; evicted the %d oldest (those terms count as new again)",
-            limit, excess,
-        )
-
-    def _fitting_payload_locked(self) -> str:
-        payload = self._encode_locked()
-        while len(payload.encode()) > self.max_bytes and self._count_locked():
+    def _fitting_payload(self) -> str:
+        payload = self._encode()
+        while len(payload.encode()) > self.max_bytes and len(self):
             # Too big for a ConfigMap: evict another tenth of the oldest sightings.
-            self._evict_locked(self._count_locked() * 9 // 10)
-            payload = self._encode_locked()
+            self.evict(limit=len(self) * 9 // 10)
+            payload = self._encode()
         return payload
 
-    def _encode_locked(self) -> str:
-        return json.dumps({"version": FORMAT_VERSION, "rules": self._snapshot_locked()}, separators=(",", ":"))
+    def _encode(self) -> str:
+        return json.dumps({"version": FORMAT_VERSION, "rules": self.snapshot()}, separators=(",", ":"))
 
     def _decode(self, configmap: dict[str, Any]) -> Snapshot:
         raw = (configmap.get("data") or {}).get(DATA_KEY)
@@ -296,14 +206,4 @@ class ConfigMapNewTermsStore:
         except Exception as error:  # urllib3 connection errors, timeouts
             raise KubernetesApiError(type(error).__name__, operation=operation, kind="configmap",
                                      name=self.name, namespace=self.namespace) from None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 

@@ -1,0 +1,314 @@
+"""Answer one AdmissionReview.
+
+    AdmissionReview -> document -> rules -> matches -> decision -> response
+
+``check_review`` refuses what no handler takes (path, resource, operation,
+unreadable body); :class:`AdmissionReviewer` turns the rest into a
+:class:`~gatewatch.decision.Decision`, the response's content (allowed,
+warnings, denial message). Alerts and Events are handed to non-blocking sinks
+(bounded queues), never sent on the review path.
+
+Nothing here knows kopf: ``gatewatch.controller`` wires this into kopf's
+webhook server and turns the decision into kopf's admission response.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Protocol
+
+from gatewatch.alerts import build_alert
+from gatewatch.decision import Decision, Mode, decide
+from gatewatch.documents import AdmissionRequest, document_from_admission_review, parse_admission_request
+from gatewatch.engine import RuleEngine
+from gatewatch.errors import InputError
+from gatewatch.kube.events import EventRequest, Operation, match_event
+from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver
+from gatewatch.kube.pods import PodLookup, PodLookupResult
+from gatewatch.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+# --- which reviews gatewatch answers ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookRoute:
+    """One admission handler: served at ``{path}/{handler_id}``, registered for one resource."""
+
+    handler_id: str
+    subresource: str | None
+    operations: tuple[str, ...]
+    resource: str = "pods"
+    api_group: str = ""
+    api_version: str = "v1"
+
+    @property
+    def resource_path(self) -> str:
+        """``pods`` or ``pods/exec``: the webhook rule's resource and the metrics label."""
+        return self.resource if self.subresource is None else f"{self.resource}/{self.subresource}"
+
+
+WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
+    WebhookRoute("pods", None, ("CREATE",)),
+    WebhookRoute("pods-exec", "exec", ("CONNECT",)),
+    WebhookRoute("pods-attach", "attach", ("CONNECT",)),
+    WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
+)
+ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
+# exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
+POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
+
+
+class RejectedReview(Exception):
+    """A webhook call gatewatch does not evaluate; answered with ``status``, never with an allow."""
+
+    status = 400
+
+
+class UnknownWebhookPath(RejectedReview):
+    """A path under the webhook prefix with no gatewatch handler."""
+
+    status = 404
+
+
+class UnexpectedReview(RejectedReview):
+    """A review this path does not take (resource, operation), or that cannot be read."""
+
+
+@dataclass(frozen=True)
+class CheckedReview:
+    """A review its route takes: the route and the validated request."""
+
+    route: WebhookRoute
+    request: AdmissionRequest
+
+
+def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
+    """The checks before anything is evaluated; raises UnknownWebhookPath / UnexpectedReview."""
+    route = ROUTES_BY_ID.get(webhook or "")
+    if route is None:
+        raise UnknownWebhookPath(f"gatewatch serves no webhook at {webhook!r}")
+    try:
+        if not isinstance(review, Mapping) or "request" not in review:
+            # The wire format is always the wrapped review (kopf reads review["request"]).
+            raise InputError("request: missing")
+        request = parse_admission_request(review)
+    except InputError as error:
+        raise UnexpectedReview(f"not a readable AdmissionReview: {error}") from None
+    resource = request["resource"]
+    got = (resource.get("group", ""), resource.get("resource"), request.get("subResource") or None)
+    expected = (route.api_group, route.resource, route.subresource)
+    if got != expected:
+        raise UnexpectedReview(
+            f"webhook {route.handler_id!r} takes {route.resource_path}, not "
+            f"{got[1]}{'/' + got[2] if got[2] else ''} (group {got[0]!r})"
+        )
+    operation = request["operation"]
+    if operation not in route.operations:
+        raise UnexpectedReview(
+            f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
+        )
+    return CheckedReview(route=route, request=request)
+
+
+# --- the answer ------------------------------------------------------------------------------
+
+
+class AlertSink(Protocol):
+    """Takes an alert without blocking (a bounded queue behind it)."""
+
+    def emit(self, alert: Mapping[str, Any]) -> bool: ...
+
+
+class EventSink(Protocol):
+    """Takes a Kubernetes Event to post without blocking (``kube.events.EventRecorder``)."""
+
+    def submit(self, request: EventRequest) -> bool: ...
+
+
+class AdmissionReviewer:
+    """A checked review -> its decision; alerts and Events to the sinks; metrics.
+
+    Nothing is awaited but the namespace-mode and target-pod lookups (cached).
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: RuleEngine,
+        namespace_modes: NamespaceModeResolver,
+        pod_lookup: PodLookup,
+        metrics: Metrics,
+        alerts: AlertSink | None = None,
+        event_sink: EventSink | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.engine = engine
+        self.namespace_modes = namespace_modes
+        self.pod_lookup = pod_lookup
+        self.metrics = metrics
+        self.alerts = alerts
+        self.event_sink = event_sink
+        self._clock = clock
+
+    async def review(self, checked: CheckedReview) -> Decision:
+        """AdmissionReview -> document -> rules -> matches -> decision (the response's content)."""
+        request = checked.request
+        namespace_mode = await self._namespace_mode(request)
+        mode = namespace_mode.mode if namespace_mode is not None else Mode.OFF
+        if mode is Mode.OFF:
+            # Nothing to evaluate: no match could cause anything, and no history is written.
+            return Decision(mode=mode, allowed=True)
+
+        now = self._clock()
+        dry_run = bool(request.get("dryRun"))
+        document = document_from_admission_review(request, now=now)
+        pod_lookup = await self._add_target_pod(checked, document)
+        matches = self.engine.evaluate(document, now=now, record=not dry_run)
+        decision = decide(matches, mode=mode)
+        self._count_matches(decision)
+        if not dry_run and decision.outcomes:
+            # Dry-run requests get the same answer and leave no trace.
+            self._report(checked, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup, now=now)
+        return decision
+
+    async def _namespace_mode(self, request: AdmissionRequest) -> NamespaceMode | None:
+        namespace = request.get("namespace")
+        if not namespace:
+            return None  # cluster-scoped: gatewatch's routes take namespaced pods only
+        namespace_mode = await self.namespace_modes.resolve(namespace)
+        if namespace_mode.labels_error:
+            self.metrics.lookup_failures.labels(kind="namespace").inc()
+        return namespace_mode
+
+    async def _add_target_pod(self, checked: CheckedReview, document: dict[str, Any]) -> PodLookupResult | None:
+        """exec/attach: the target pod's images, labels and service account go into the document."""
+        if checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
+            return None
+        request = checked.request
+        pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=request.get("name"))
+        if pod_lookup.pod is not None:
+            document.setdefault("gatewatch", {})["pod"] = dict(pod_lookup.pod)
+        else:
+            self.metrics.lookup_failures.labels(kind="pod").inc()
+        return pod_lookup
+
+    def _count_matches(self, decision: Decision) -> None:
+        for outcome in decision.outcomes:
+            rule = outcome.match.rule
+            self.metrics.matches.labels(
+                rule_id=rule.id, rule_name=rule.name, action=_value(rule.action), effect=_value(outcome.effect)
+            ).inc()
+
+    def _report(
+        self,
+        checked: CheckedReview,
+        decision: Decision,
+        document: Mapping[str, Any],
+        *,
+        namespace_mode: NamespaceMode | None,
+        pod_lookup: PodLookupResult | None,
+        now: datetime,
+    ) -> None:
+        """One alert and one Event per outcome, handed to the sinks."""
+        target = event_target(checked.request, pod_lookup=pod_lookup)
+        extra = _alert_context(namespace_mode=namespace_mode, pod_lookup=pod_lookup)
+        verdict = "allowed" if decision.allowed else "denied"
+        for outcome in decision.outcomes:
+            alert = build_alert(
+                outcome.match, document, effect=outcome.effect, mode=decision.mode,
+                decision=verdict, now=now, extra=extra,
+            )
+            # Queues never block; a failing sink must not fail the review.
+            if self.alerts is not None:
+                _safely(self.alerts.emit, alert, what="alert sink")
+            if self.event_sink is not None and target is not None:
+                event = match_event(
+                    rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
+                    namespace=target.namespace, pod_name=target.pod_name, user=target.user,
+                    pod_uid=target.pod_uid, mode=decision.mode, observed_at=now,
+                )
+                _safely(self.event_sink.submit, event, what="event recorder")
+
+
+def _alert_context(
+    *, namespace_mode: NamespaceMode | None, pod_lookup: PodLookupResult | None
+) -> dict[str, Any]:
+    """The alert's ``gatewatch`` extras: how the mode was chosen, and what the lookups found."""
+    extra: dict[str, Any] = {}
+    if pod_lookup is not None:
+        extra.update(pod_lookup.alert_fields())
+        if pod_lookup.pod is not None:
+            extra["pod"] = dict(pod_lookup.pod)
+    if namespace_mode is not None:
+        extra["mode_source"] = namespace_mode.source
+        if namespace_mode.labels_error:
+            extra["namespace_lookup"] = {"status": "failed", "reason": namespace_mode.labels_error}
+    return extra
+
+
+@dataclass(frozen=True)
+class EventTarget:
+    """The pod an Event regards, and who asked."""
+
+    operation: Operation
+    namespace: str
+    pod_name: str
+    user: str
+    pod_uid: str | None = None
+
+
+def event_target(
+    request: Mapping[str, Any], *, pod_lookup: PodLookupResult | None = None
+) -> EventTarget | None:
+    """The pod a review's Events regard; None when the request names none (no Event then)."""
+    namespace = request.get("namespace")
+    user = str((request.get("userInfo") or {}).get("username") or "unknown")
+    subresource = request.get("subResource") or None
+    metadata = (request.get("object") or {}).get("metadata") or {}
+    if subresource is None:
+        # A pod being created may have only generateName (the API server names it later).
+        name = request.get("name") or metadata.get("name") or metadata.get("generateName")
+        operation: Operation = "create"
+        uid = None
+    else:
+        name = request.get("name")
+        operation = subresource  # exec, attach, ephemeralcontainers
+        uid = metadata.get("uid")
+        if uid is None and pod_lookup is not None and pod_lookup.pod is not None:
+            uid = pod_lookup.pod["uid"]
+    if not namespace or not name:
+        return None
+    return EventTarget(operation=operation, namespace=namespace, pod_name=name, user=user, pod_uid=uid)
+
+
+def _safely(call: Callable[..., Any], *args: Any, what: str) -> None:
+    try:
+        call(*args)
+    except Exception:
+        logger.exception("%s failed; the review goes on", what)
+
+
+def _value(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+__all__ = [
+    "AdmissionReviewer",
+    "AlertSink",
+    "CheckedReview",
+    "EventSink",
+    "EventTarget",
+    "POD_LOOKUP_SUBRESOURCES",
+    "ROUTES_BY_ID",
+    "RejectedReview",
+    "UnexpectedReview",
+    "UnknownWebhookPath",
+    "WEBHOOK_ROUTES",
+    "WebhookRoute",
+    "check_review",
+    "event_target",
+]
