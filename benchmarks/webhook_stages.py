@@ -1,0 +1,176 @@
+"""Where one admission review's CPU time goes inside gatewatch, stage by stage, without the network.
+
+    .venv/bin/python benchmarks/webhook_stages.py [--repeat 3000]
+
+The companion of webhook_throughput.py: the same three reviews (Pod CREATE
+busybox, Pod CREATE nginx, pods/exec CONNECT), the packaged default rules in
+warn mode, and the functions the controller calls for each review, timed one
+stage at a time, then the whole ``check_review`` + ``AdmissionReviewer.review``
+(microseconds per review, best of 3 passes). kopf, aiohttp, TLS and the
+queue workers (alert writes, Event POSTs) are not in these figures: compare
+them with the server CPU per review webhook_throughput.py prints for gatewatch
+and for the no-op baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webhook_throughput import REVIEW_MIX, admission_review  # noqa: E402  (sibling script)
+
+import kubernetes.client  # noqa: E402
+
+from gatewatch.admission import AdmissionReviewer, check_review, event_target
+from gatewatch.alert_sinks import AlertFanout, StdoutAlertSink
+from gatewatch.alerts import alert_line, build_alert
+from gatewatch.config import Settings
+from gatewatch.decision import Mode, decide
+from gatewatch.documents import document_from_admission_review
+from gatewatch.engine import RuleEngine
+from gatewatch.kube.events import EventRecorder, match_event
+from gatewatch.kube.namespaces import NamespaceModeResolver
+from gatewatch.kube.pods import PodLookup
+from gatewatch.metrics import Metrics
+from gatewatch.rules import load_rules
+
+HANDLER_FOR = {"pod-busybox": "pods", "pod-nginx": "pods", "exec": "pods-exec"}
+TARGET_POD = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "web", "namespace": "bench", "uid": "uid-web", "labels": {"app": "web"}},
+              "spec": {"serviceAccountName": "default", "containers": [{"name": "c0", "image": "nginx:1.27"}]}}
+QUEUE_SIZE = 1_000_000  # nothing drains the queues here: big enough that nothing is dropped
+
+
+def best_of(passes: int, repeat: int, call: Callable[[], Any]) -> float:
+    """Microseconds per call, the fastest of ``passes`` timed loops."""
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            call()
+        best = min(best, time.perf_counter() - started)
+    return 1e6 * best / repeat
+
+
+def reviewer(engine: RuleEngine, metrics: Metrics) -> AdmissionReviewer:
+    """The reviewer as controller.Operator builds it; the two lookups answer from memory (cached anyway)."""
+
+    async def namespace_labels(namespace: str) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": namespace}
+
+    async def pod(key: tuple[str, str]) -> dict[str, Any]:
+        return TARGET_POD
+
+    stream = open(os.devnull, "w")  # noqa: SIM115  (lives as long as the process)
+    return AdmissionReviewer(
+        engine=engine,
+        namespace_modes=NamespaceModeResolver(Settings(mode=Mode.WARN), fetch_labels=namespace_labels, cache_ttl=3600),
+        pod_lookup=PodLookup(pod, cache_ttl=3600),
+        metrics=metrics,
+        alerts=AlertFanout([StdoutAlertSink(stream, buffer_size=QUEUE_SIZE, metrics=metrics)]),
+        event_sink=EventRecorder(kubernetes.client.ApiClient(), queue_size=QUEUE_SIZE, metrics=metrics),
+    )
+
+
+async def whole_review_cost(kind: str, *, reviewer: AdmissionReviewer, repeat: int) -> float:
+    """check_review + AdmissionReviewer.review, microseconds per review (best of 3)."""
+    review = admission_review(kind, index=1)  # type: ignore[arg-type]
+    webhook = HANDLER_FOR[kind]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            await reviewer.review(check_review(review, webhook=webhook))
+        best = min(best, time.perf_counter() - started)
+    return 1e6 * best / repeat
+
+
+def stage_costs(kind: str, *, engine: RuleEngine, metrics: Metrics, repeat: int) -> dict[str, float]:
+    review = admission_review(kind, index=1)  # type: ignore[arg-type]
+    webhook = HANDLER_FOR[kind]
+    request = review["request"]
+    now = datetime.now(timezone.utc)
+    document = document_from_admission_review(request, now=now)
+    if kind == "exec":
+        document.setdefault("gatewatch", {})["pod"] = {"name": "web", "namespace": "bench", "uid": "uid-web",
+                                                       "labels": {"app": "web"}, "images": ["nginx:1.27"]}
+    engine.evaluate(document, now=now)  # the new_terms rule matches the first time only, as in a round
+    matches = engine.evaluate(document, now=now)
+    decision = decide(matches, mode=Mode.WARN)
+    target = event_target(request)
+    alerts = [build_alert(o.match, document, effect=o.effect, mode=decision.mode, decision="allowed", now=now)
+              for o in decision.outcomes]
+
+    def build_alerts() -> None:
+        for outcome in decision.outcomes:
+            build_alert(outcome.match, document, effect=outcome.effect, mode=decision.mode,
+                        decision="allowed", now=now, extra={"mode_source": "default"})
+
+    def build_events() -> None:
+        for outcome in decision.outcomes:
+            if target is not None:
+                match_event(rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
+                            namespace=target.namespace, pod_name=target.pod_name, user=target.user,
+                            mode=decision.mode, observed_at=now)
+
+    def count_metrics() -> None:
+        metrics.reviews.labels(resource="pods", operation="CREATE", decision="warned").inc()
+        metrics.review_duration.labels(resource="pods").observe(0.001)
+        for outcome in decision.outcomes:
+            rule = outcome.match.rule
+            metrics.matches.labels(rule_id=rule.id, rule_name=rule.name, action=str(rule.action.value),
+                                   effect=str(getattr(outcome.effect, "value", outcome.effect))).inc()
+
+    return {
+        "check_review (parse + route checks)": best_of(3, repeat, lambda: check_review(review, webhook=webhook)),
+        "document_from_admission_review": best_of(3, repeat, lambda: document_from_admission_review(request, now=now)),
+        "engine.evaluate (all default rules)": best_of(3, repeat, lambda: engine.evaluate(document, now=now)),
+        "decide": best_of(3, repeat, lambda: decide(matches, mode=Mode.WARN)),
+        "build_alert, per match": best_of(3, repeat, build_alerts),
+        "alert_line (JSON, in AlertSink.emit)": best_of(3, repeat, lambda: [alert_line(a) for a in alerts]),
+        "match_event, per match": best_of(3, repeat, build_events),
+        "metrics (prometheus_client)": best_of(3, repeat, count_metrics),
+        f"[{len(decision.outcomes)} match(es)]": 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3000, help="calls per timed loop")
+    args = parser.parse_args()
+    engine = RuleEngine(load_rules())
+    metrics = Metrics()
+    table = {kind: stage_costs(kind, engine=engine, metrics=metrics, repeat=args.repeat) for kind in REVIEW_MIX}
+
+    async def whole() -> dict[str, float]:
+        each = reviewer(engine, metrics)
+        return {kind: await whole_review_cost(kind, reviewer=each, repeat=args.repeat) for kind in REVIEW_MIX}
+
+    whole_costs = asyncio.run(whole())
+    stages = list(next(iter(table.values())))
+    print(f"gatewatch review stages, microseconds per review (best of 3 x {args.repeat:,}), default rules, warn:")
+    print(f"{'stage':<42}" + "".join(f"{kind:>13}" for kind in REVIEW_MIX) + f"{'mix mean':>11}")
+    totals = dict.fromkeys(REVIEW_MIX, 0.0)
+    for stage in stages:
+        if stage.startswith("["):
+            continue
+        row = [table[kind][stage] for kind in REVIEW_MIX]
+        for kind, value in zip(REVIEW_MIX, row):
+            totals[kind] += value
+        print(f"{stage:<42}" + "".join(f"{value:>13.1f}" for value in row) + f"{sum(row) / len(row):>11.1f}")
+    print(f"{'sum':<42}" + "".join(f"{totals[kind]:>13.1f}" for kind in REVIEW_MIX)
+          + f"{sum(totals.values()) / len(totals):>11.1f}")
+    print(f"{'':<42}" + "".join(f"{next(s for s in table[kind] if s.startswith('[')):>13.13}" for kind in REVIEW_MIX))
+    print(f"{'whole: check_review + AdmissionReviewer.review':<42}"
+          + "".join(f"{whole_costs[kind]:>13.1f}" for kind in REVIEW_MIX)
+          + f"{sum(whole_costs.values()) / len(whole_costs):>11.1f}")
+
+
+if __name__ == "__main__":
+    main()

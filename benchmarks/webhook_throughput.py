@@ -1,0 +1,473 @@
+"""Admission webhook throughput: gatewatch beside a kopf handler that does nothing, in one run.
+
+    .venv/bin/python benchmarks/webhook_throughput.py [--reviews 6000] [--warmup 1000] [--rounds 3]
+                                                      [--concurrency 16] [--mode warn] [--mix matching]
+
+Issue item 12: reviews per second and p50/p99 latency over HTTPS keep-alive at
+concurrency 16 with all default rules, next to a no-op kopf validating handler.
+Goal: gatewatch >= 0.85 x the baseline's reviews per second.
+
+Setup (printed with the result), on 127.0.0.1 only:
+- ``baseline``: kopf, one async no-op ``@kopf.on.validate`` for pods and its
+  subresources, kopf's HTTPS ``WebhookServer``; ``gatewatch``: the real
+  ``controller.Operator`` as `gatewatch run` starts it (default rules, Events
+  and alerts queued; alerts to /dev/null); each in a process of its own
+  (benchmarks/webhook_servers.py), both with the same cryptography-made certificate;
+- their Kubernetes API: one kmock KubernetesEmulator in a fourth process (it
+  stores gatewatch's Events; its CPU is printed apart, as "API CPU");
+- this process is the load generator: aiohttp, one ``ClientSession`` per server
+  with ``TCPConnector(limit=concurrency)``, HTTPS verified against the benchmark CA,
+  keep-alive (the TLS connections opened are counted and printed);
+- the same pre-encoded AdmissionReviews for both (``--mix matching``, the issue's:
+  Pod CREATE busybox, Pod CREATE nginx, pods/exec CONNECT in turn, each with its
+  own uid; ``--mix clean``: nginx Pod CREATEs only, nothing matches);
+- rounds alternate baseline / gatewatch (who goes first alternates too), each after
+  a warm-up and after every process is idle again, so work one server deferred
+  (gatewatch's Event writes) never runs during the other's round. Reported: the
+  (lower) median round of each side, the spread over rounds, and the CPU time the
+  server process used per review (/proc, until it is idle again, so deferred work
+  counts), which a busy shared machine disturbs less than the wall-clock rate.
+
+Everything stays on 127.0.0.1; every loop is bounded in count and by
+``--max-seconds``; the servers stop when this script closes their stdin.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from webhook_servers import (  # noqa: E402  (sibling script)
+    BASELINE_HANDLER_ID, BENCH_NAMESPACE, EXEC_TARGET_POD, WEBHOOK_PATH, write_tls_files,
+)
+
+ServerName = Literal["baseline", "gatewatch"]
+ProcessName = Literal["emulator", "baseline", "gatewatch"]
+ReviewKind = Literal["pod-busybox", "pod-nginx", "exec"]
+REVIEW_MIX: tuple[ReviewKind, ...] = ("pod-busybox", "pod-nginx", "exec")
+# "matching" (the spec's mix: 2 of 3 reviews match a rule, each an alert and an Event);
+# "clean": harmless Pod CREATEs only, nothing matches (most of a real cluster's traffic).
+MIXES: dict[str, tuple[ReviewKind, ...]] = {"matching": REVIEW_MIX, "clean": ("pod-nginx",)}
+# gatewatch serves one handler per route at {path}/{handler id}; the baseline one handler for all.
+GATEWATCH_PATHS: dict[ReviewKind, str] = {
+    "pod-busybox": f"{WEBHOOK_PATH}/pods", "pod-nginx": f"{WEBHOOK_PATH}/pods", "exec": f"{WEBHOOK_PATH}/pods-exec",
+}
+GOAL_RATIO = 0.85
+
+
+# --- the requests ---------------------------------------------------------------------------------
+
+
+def admission_review(kind: ReviewKind, *, index: int) -> dict:
+    """An admission.k8s.io/v1 AdmissionReview as kube-apiserver sends it."""
+    user = {"username": "alice@example.com", "uid": "u-1", "groups": ["system:authenticated"]}
+    if kind == "exec":
+        options = {"kind": "PodExecOptions", "apiVersion": "v1", "stdin": True, "stdout": True, "tty": True,
+                   "container": "c0", "command": ["sh"]}
+        request = {
+            "kind": {"group": "", "version": "v1", "kind": "PodExecOptions"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "subResource": "exec", "requestSubResource": "exec",
+            "operation": "CONNECT", "name": EXEC_TARGET_POD, "object": options,
+        }
+    else:
+        image = "busybox:1.36" if kind == "pod-busybox" else "nginx:1.27"
+        name = f"bench-{index}"
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": BENCH_NAMESPACE, "labels": {"app": "bench"}},
+            "spec": {"containers": [{"name": "main", "image": image,
+                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
+        }
+        request = {
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "name": name, "object": pod,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        }
+    request.update(
+        uid=str(uuid.UUID(int=index)), namespace=BENCH_NAMESPACE, userInfo=user, dryRun=False,
+        requestKind=request["kind"], requestResource=request["resource"], oldObject=None,
+    )
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+@dataclass(frozen=True)
+class PreparedReview:
+    kind: ReviewKind
+    uid: str
+    body: bytes
+
+
+def prepare_reviews(count: int, *, first_index: int, mix: tuple[ReviewKind, ...] = REVIEW_MIX) -> list[PreparedReview]:
+    """Encoded before the clock starts, so the client's JSON work is not measured."""
+    reviews = []
+    for index in range(first_index, first_index + count):
+        kind = mix[index % len(mix)]
+        review = admission_review(kind, index=index)
+        reviews.append(PreparedReview(kind=kind, uid=review["request"]["uid"], body=json.dumps(review).encode()))
+    return reviews
+
+
+def path_for(server: ServerName, kind: ReviewKind) -> str:
+    return GATEWATCH_PATHS[kind] if server == "gatewatch" else f"{WEBHOOK_PATH}/{BASELINE_HANDLER_ID}"
+
+
+# --- the servers ------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """benchmarks/webhook_servers.py in a subprocess; stops when its stdin closes."""
+
+    def __init__(self, name: ProcessName, *, options: list[str], lifetime: float, log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.command = [sys.executable, str(Path(__file__).resolve().parent / "webhook_servers.py"), name,
+                        "--lifetime", str(lifetime), *options]
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._log, text=True)
+        self.port: int | None = None
+
+    def wait_ready(self, *, timeout: float) -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        # readline() blocks; the server exits (EOF) on failure and by its lifetime at the latest.
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            if line.startswith("READY "):
+                self.port = int(line.split()[1])
+                return self.port
+        raise RuntimeError(f"{self.name} server did not start; its log:\n{self.log_tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def stop(self, *, timeout: float = 20.0) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()  # our own child, by its handle
+            self.process.wait(timeout=5)
+        self._log.close()
+
+
+# --- the load generator -----------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    server: ServerName
+    reviews: int
+    seconds: float
+    latencies: list[float]
+    client_cpu_seconds: float
+    # From the first request until the server is idle again, so work deferred to
+    # queues (Events, alerts) counts too; the emulator's is the API server's work.
+    server_cpu_seconds: float = 0.0
+    api_cpu_seconds: float = 0.0
+    settle_seconds: float = 0.0
+    allowed: int = 0
+    denied: int = 0
+    warned: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.reviews / self.seconds
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    @property
+    def server_cpu_ms_per_review(self) -> float:
+        return 1000 * self.server_cpu_seconds / self.reviews
+
+
+class LoadGenerator:
+    """``concurrency`` workers over one keep-alive session; each POSTs the next review."""
+
+    def __init__(self, *, server: ServerName, port: int, ca_file: Path, concurrency: int) -> None:
+        self.server = server
+        self.base_url = f"https://127.0.0.1:{port}"
+        self.concurrency = concurrency
+        self.connections_opened = 0
+        self._ssl = ssl.create_default_context(cafile=str(ca_file))
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> LoadGenerator:
+        tracing = aiohttp.TraceConfig()
+
+        async def connection_created(*_: object) -> None:
+            self.connections_opened += 1
+
+        tracing.on_connection_create_end.append(connection_created)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.concurrency, ssl=self._ssl, keepalive_timeout=300),
+            timeout=aiohttp.ClientTimeout(total=30),
+            trace_configs=[tracing],
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._session is not None
+        await self._session.close()
+
+    async def run(self, reviews: list[PreparedReview], *, deadline: float) -> Measurement:
+        assert self._session is not None
+        session = self._session
+        queue = iter(reviews)  # shared by the workers; no await between next() calls
+        measurement = Measurement(server=self.server, reviews=0, seconds=0.0, latencies=[],
+                                  client_cpu_seconds=0.0)
+        headers = {"Content-Type": "application/json"}
+
+        async def worker() -> None:
+            for review in queue:
+                if time.monotonic() > deadline:
+                    measurement.errors.append("stopped at --max-seconds")
+                    return
+                url = self.base_url + path_for(self.server, review.kind)
+                started = time.perf_counter()
+                try:
+                    async with session.post(url, data=review.body, headers=headers) as response:
+                        body = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    measurement.errors.append(f"{review.kind}: {type(error).__name__}: {error}")
+                    continue
+                measurement.latencies.append(time.perf_counter() - started)
+                self._check(review, status, body, measurement)
+
+        client_before = time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        measurement.seconds = time.perf_counter() - started
+        measurement.client_cpu_seconds = time.process_time() - client_before
+        measurement.reviews = len(measurement.latencies)
+        return measurement
+
+    @staticmethod
+    def _check(review: PreparedReview, status: int, body: bytes, measurement: Measurement) -> None:
+        """Every answer must be a real AdmissionReview response for this request."""
+        if status != 200:
+            measurement.errors.append(f"{review.kind}: HTTP {status}: {body[:200]!r}")
+            return
+        try:
+            response = json.loads(body)["response"]
+        except (ValueError, KeyError, TypeError):
+            measurement.errors.append(f"{review.kind}: not an AdmissionReview: {body[:200]!r}")
+            return
+        if response.get("uid") != review.uid:
+            measurement.errors.append(f"{review.kind}: uid {response.get('uid')!r} is not {review.uid!r}")
+        if response.get("allowed"):
+            measurement.allowed += 1
+            measurement.warned += bool(response.get("warnings"))
+        else:
+            measurement.denied += 1
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    server: ServerName
+    rounds: list[Measurement]
+    connections_opened: int = 0  # over the whole run: keep-alive means `concurrency` at most
+
+    def median(self) -> Measurement:
+        by_rate = sorted(self.rounds, key=lambda m: m.rate)
+        return by_rate[(len(by_rate) - 1) // 2]  # the lower median: conservative for an even count
+
+    def spread(self) -> str:
+        rates = [m.rate for m in self.rounds]
+        return f"{min(rates):,.0f}..{max(rates):,.0f}/s"
+
+
+IDLE_CPU_FRACTION = 0.05  # a process below 5% of a core over IDLE_WINDOW is idle
+IDLE_WINDOW = 0.5
+IDLE_TIMEOUT = 60.0
+
+
+async def wait_until_idle(processes: list[ServerProcess], *, deadline: float) -> None:
+    """Until every process has been idle for one window (bounded by IDLE_TIMEOUT and ``deadline``)."""
+    give_up = min(deadline, time.monotonic() + IDLE_TIMEOUT)
+    while time.monotonic() < give_up:
+        before = [process.cpu_seconds() for process in processes]
+        await asyncio.sleep(IDLE_WINDOW)
+        used = [process.cpu_seconds() - start for process, start in zip(processes, before)]
+        if max(used) <= IDLE_CPU_FRACTION * IDLE_WINDOW:
+            return
+    print("  (servers still busy; measuring anyway)", file=sys.stderr)
+
+
+async def benchmark(
+    args: argparse.Namespace, *, servers: dict[ServerName, ServerProcess], emulator: ServerProcess, ca_file: Path
+) -> dict[ServerName, Summary]:
+    deadline = time.monotonic() + args.max_seconds
+    results: dict[ServerName, Summary] = {name: Summary(name, []) for name in servers}
+    generators = {
+        name: LoadGenerator(server=name, port=process.port or 0, ca_file=ca_file, concurrency=args.concurrency)
+        for name, process in servers.items()
+    }
+    for generator in generators.values():
+        await generator.__aenter__()
+    try:
+        index = 1
+        for round_number in range(1, args.rounds + 1):
+            # Alternate who goes first, so neither always runs right after the other's burst.
+            order: list[ServerName] = ["baseline", "gatewatch"] if round_number % 2 else ["gatewatch", "baseline"]
+            for name in order:
+                warmup = prepare_reviews(args.warmup, first_index=index, mix=MIXES[args.mix])
+                index += args.warmup
+                measured = prepare_reviews(args.reviews, first_index=index, mix=MIXES[args.mix])
+                index += args.reviews
+                await generators[name].run(warmup, deadline=deadline)
+                # Work the other server (or the warm-up) deferred must not run during this round.
+                await wait_until_idle([*servers.values(), emulator], deadline=deadline)
+                server_before, api_before = servers[name].cpu_seconds(), emulator.cpu_seconds()
+                measurement = await generators[name].run(measured, deadline=deadline)
+                settle_started = time.perf_counter()
+                await wait_until_idle([servers[name], emulator], deadline=deadline)
+                measurement.settle_seconds = time.perf_counter() - settle_started
+                measurement.server_cpu_seconds = servers[name].cpu_seconds() - server_before
+                measurement.api_cpu_seconds = emulator.cpu_seconds() - api_before
+                results[name].rounds.append(measurement)
+                print(f"  round {round_number} {name:>9}: {measurement.rate:>7,.0f} reviews/s  "
+                      f"p50 {measurement.percentile_ms(0.50):6.2f} ms  p99 {measurement.percentile_ms(0.99):6.2f} ms  "
+                      f"server CPU {measurement.server_cpu_ms_per_review:.3f} ms/review  "
+                      f"client CPU {measurement.client_cpu_seconds / measurement.seconds:.0%}  "
+                      f"API CPU {1000 * measurement.api_cpu_seconds / measurement.reviews:.3f} ms/review  "
+                      f"idle after {measurement.settle_seconds:.1f} s  "
+                      f"errors {len(measurement.errors)}", file=sys.stderr, flush=True)
+                if measurement.errors:
+                    print("    first errors: " + "; ".join(measurement.errors[:3]), file=sys.stderr)
+                if time.monotonic() > deadline:
+                    return results
+    finally:
+        for name, generator in generators.items():
+            results[name].connections_opened = generator.connections_opened
+            await generator.__aexit__(None, None, None)
+    return results
+
+
+def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], command: str) -> str:
+    baseline, gatewatch = results["baseline"].median(), results["gatewatch"].median()
+    ratio = gatewatch.rate / baseline.rate
+    cpu_ratio = baseline.server_cpu_ms_per_review / gatewatch.server_cpu_ms_per_review
+    lines = [
+        "```",
+        f"$ {command}",
+        f"admission webhook throughput: {len(results['baseline'].rounds)} alternating rounds of "
+        f"{args.reviews:,} reviews (+{args.warmup:,} warm-up) per server,",
+        f"HTTPS keep-alive, concurrency {args.concurrency}, "
+        + ("mix 1/3 Pod CREATE busybox, 1/3 Pod CREATE nginx, 1/3 pods/exec CONNECT;" if args.mix == "matching"
+           else "Pod CREATE nginx only (no rule matches);"),
+        f"each server in its own process, load generator (aiohttp) in a third, kmock emulator in a fourth; "
+        f"{os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}; median round shown",
+        "",
+        f"{'server':<34} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/review':>21} "
+        f"{'rounds reviews/s':>18}",
+    ]
+    labels = {
+        "baseline": "kopf no-op @kopf.on.validate",
+        "gatewatch": f"gatewatch ({args.mode}, default rules)",
+    }
+    for name, measurement in (("baseline", baseline), ("gatewatch", gatewatch)):
+        lines.append(
+            f"{labels[name]:<34} {measurement.rate:>10,.0f} {measurement.percentile_ms(0.50):>8.2f} "
+            f"{measurement.percentile_ms(0.99):>8.2f} {measurement.server_cpu_ms_per_review:>21.3f} "
+            f"{results[name].spread():>18}"
+        )
+    verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
+    lines += [
+        "",
+        f"gatewatch / baseline: {ratio:.2f} of reviews/s ({verdict} the {GOAL_RATIO} goal); "
+        f"{cpu_ratio:.2f} by server CPU per review",
+        f"gatewatch answers: {gatewatch.allowed:,} allowed ({gatewatch.warned:,} with warnings), "
+        f"{gatewatch.denied:,} denied; TLS connections opened in the whole run: "
+        f"baseline {results['baseline'].connections_opened}, gatewatch {results['gatewatch'].connections_opened}",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reviews", type=int, default=6000, help="measured reviews per server per round")
+    parser.add_argument("--warmup", type=int, default=1000, help="warm-up reviews before each measured round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--mode", default="warn", choices=["audit", "warn", "enforce"],
+                        help="gatewatch's default mode (enforce denies the exec reviews)")
+    parser.add_argument("--mix", default="matching", choices=sorted(MIXES),
+                        help="matching: busybox/nginx/exec in turn (2 of 3 match); clean: nginx only")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop measuring after this long")
+    args = parser.parse_args()
+    if min(args.reviews, args.rounds, args.concurrency) < 1 or args.warmup < 0:
+        parser.error("--reviews, --rounds and --concurrency must be >= 1, --warmup >= 0")
+    command = " ".join(["python benchmarks/webhook_throughput.py", shlex.join(sys.argv[1:])]).rstrip()
+
+    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as tmp:
+        tls_dir = Path(tmp) / "tls"
+        write_tls_files(tls_dir)
+        lifetime = args.max_seconds + 120
+        servers: dict[ServerName, ServerProcess] = {}
+        emulator = ServerProcess("emulator", options=[], lifetime=lifetime, log_dir=Path(tmp))
+        try:
+            api_url = f"http://127.0.0.1:{emulator.wait_ready(timeout=60)}"
+            for name in ("baseline", "gatewatch"):
+                servers[name] = ServerProcess(
+                    name, options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode],
+                    lifetime=lifetime, log_dir=Path(tmp))
+            for process in servers.values():
+                process.wait_ready(timeout=60)
+            print(f"servers ready (baseline :{servers['baseline'].port}, gatewatch :{servers['gatewatch'].port}); "
+                  "measuring...", file=sys.stderr, flush=True)
+            results = asyncio.run(benchmark(args, servers=servers, emulator=emulator, ca_file=tls_dir / "ca.crt"))
+        finally:
+            for process in servers.values():
+                process.stop()
+            emulator.stop()
+        errors = [error for summary in results.values() for m in summary.rounds for error in m.errors]
+        for name, process in [*servers.items(), ("emulator", emulator)]:
+            tail = process.log_tail() if process.log_path.exists() else ""
+            if tail.strip():
+                print(f"--- {name} server log (tail) ---\n{tail}", file=sys.stderr)
+    if any(not summary.rounds for summary in results.values()):
+        print("no complete round: nothing to report", file=sys.stderr)
+        return 1
+    print(result_block(args, results, command))
+    if errors:
+        print(f"{len(errors)} failed review(s), e.g.: {errors[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
