@@ -12,6 +12,7 @@ import pytest
 from gatewatch.documents import (
     ADMISSION_UNAVAILABLE_FIELDS,
     DOCUMENT_FIELDS,
+    check_audit_event,
     document_from_admission_review,
     document_from_audit_event,
     document_from_audit_line,
@@ -187,6 +188,7 @@ def test_ephemeral_container_patch_puts_the_debug_image_in_gatewatch_images() ->
             "reference": "nicolaka/netshoot",
             "registry": "docker.io",
             "repository": "nicolaka/netshoot",
+            "name": "netshoot",
             "tag": "latest",
             "digest": None,
             "container_kind": "ephemeralContainers",
@@ -264,6 +266,9 @@ def test_audit_line_errors_name_file_and_line() -> None:
     with pytest.raises(InputError) as caught:
         document_from_audit_line('{"kind": "Event"}', source="audit.log", line=8)
     assert str(caught.value) == "audit.log:8: verb: missing or not a string: not an audit event"
+    with pytest.raises(InputError) as caught:
+        document_from_audit_line("[" * 100_000 + "]" * 100_000, source="audit.log", line=9)
+    assert str(caught.value) == "audit.log:9: not valid JSON: nested too deeply"
 
 
 def test_every_example_audit_line_maps() -> None:
@@ -361,6 +366,7 @@ def test_pod_create_review_builds_collection_uri_with_options() -> None:
 def test_kubectl_debug_review_is_a_patch_whose_ephemeral_image_is_normalized() -> None:
     pod = example_review("busybox-create-review.json")["request"]["object"]
     pod["metadata"]["name"] = POD
+    before_debug = copy.deepcopy(pod)
     pod["spec"]["ephemeralContainers"] = [
         {"name": "debugger-p8k4v", "image": "docker.io/nicolaka/netshoot@sha256:" + "ab" * 32, "targetContainerName": "app"}
     ]
@@ -370,15 +376,16 @@ def test_kubectl_debug_review_is_a_patch_whose_ephemeral_image_is_normalized() -
         requestSubResource="ephemeralcontainers",
         operation="UPDATE",
         object=pod,
-        oldObject=copy.deepcopy(pod),
+        oldObject=before_debug,
         options={"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"},
     )
     document = document_from_admission_review(review, now=NOW)
     audit = document["kubernetes"]["audit"]
     assert audit["verb"] == "patch"
     assert audit["requestURI"] == f"/api/v1/namespaces/payments/pods/{POD}/ephemeralcontainers"
+    # Only what the update adds: the pod's own busybox container is unchanged.
     kinds = {(i["container_kind"], i["repository"], i["tag"]) for i in document["gatewatch"]["images"]}
-    assert kinds == {("containers", "library/busybox", "1.36"), ("ephemeralContainers", "nicolaka/netshoot", None)}
+    assert kinds == {("ephemeralContainers", "nicolaka/netshoot", None)}
     assert compile_query('gatewatch.images.repository:*netshoot and kubernetes.audit.verb:"patch"')(document)
 
 
@@ -564,3 +571,280 @@ def test_documents_carry_exactly_the_fields_of_the_mapping_table() -> None:
     for document in _all_documents():
         produced |= _leaf_paths(document, "", table)
     assert produced == table
+
+
+# --- updates: only what they change -----------------------------------------------------
+
+
+def pod_update_review(old_images: list[str], new_images: list[str], *, options: Any = None) -> dict[str, Any]:
+    def pod(images: list[str]) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "payments"},
+                "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}}
+
+    review = example_review("busybox-create-review.json")
+    review["request"].update(
+        operation="UPDATE", name="web", namespace="payments", object=pod(new_images), oldObject=pod(old_images),
+        options=options if options is not None else {"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"},
+    )
+    return review
+
+
+def test_pod_update_lists_only_the_images_it_changes() -> None:
+    document = document_from_admission_review(pod_update_review(["nginx:1.27", "envoy:1.30"], ["busybox:1.36", "envoy:1.30"]), now=NOW)
+    assert document["kubernetes"]["audit"]["verb"] == "patch"
+    assert document["kubernetes"]["audit"]["requestURI"] == "/api/v1/namespaces/payments/pods/web"
+    assert [(i["container_name"], i["reference"]) for i in document["gatewatch"]["images"]] == [("c0", "busybox:1.36")]
+    # Elastic's field stays what the audit log's requestObject holds: every container.
+    assert document["container"]["image"]["name"] == ["busybox:1.36", "envoy:1.30"]
+
+
+def test_pod_update_that_changes_no_image_lists_none() -> None:
+    review = pod_update_review(["busybox:1.36"], ["busybox:1.36"], options={"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"})
+    document = document_from_admission_review(review, now=NOW)
+    assert document["kubernetes"]["audit"]["verb"] == "update"
+    assert "images" not in document["gatewatch"]
+
+
+def _pod_audit_event(verb: str, request_object: Any) -> dict[str, Any]:
+    event = copy.deepcopy(audit_event(verb="create", user="alice"))
+    event.update(verb=verb, requestObject=request_object, requestURI="/api/v1/namespaces/default/pods/bb")
+    event["objectRef"]["name"] = "bb"
+    return event
+
+
+@pytest.mark.parametrize(
+    ("request_object", "expected"),
+    [
+        # kubectl set image pod/bb bb=busybox:1.36 (strategic merge patch)
+        ({"spec": {"containers": [{"name": "bb", "image": "busybox:1.36"}]}}, [("containers", "bb", "busybox")]),
+        # a strategic merge patch element without an image, and $setElementOrder, set none
+        ({"spec": {"$setElementOrder/containers": [{"name": "bb"}], "containers": [{"name": "bb", "$patch": "delete"}]}}, []),
+        # JSON patches, at each depth
+        ([{"op": "replace", "path": "/spec/containers/0/image", "value": "quay.io/prometheus/busybox"}], [("containers", None, "busybox")]),
+        ([{"op": "add", "path": "/spec/initContainers/-", "value": {"name": "x", "image": "alpine:3"}}], [("initContainers", "x", "alpine")]),
+        ([{"op": "replace", "path": "/spec/containers", "value": [{"name": "a", "image": "ghcr.io/x/netshoot"}]}], [("containers", "a", "netshoot")]),
+        ([{"op": "replace", "path": "/spec", "value": {"containers": [{"name": "a", "image": "curlimages/curl"}]}}], [("containers", "a", "curl")]),
+        ([{"op": "test", "path": "/spec/containers/0/image", "value": "busybox"},
+          {"op": "remove", "path": "/spec/containers/1"},
+          {"op": "replace", "path": "/metadata/labels/app", "value": "busybox"}], []),
+    ],
+)
+def test_pod_patch_in_the_audit_log_lists_the_images_the_patch_sets(request_object: Any, expected: list[Any]) -> None:
+    document = document_from_audit_event(_pod_audit_event("patch", request_object))
+    images = document["gatewatch"].get("images", [])
+    assert [(i["container_kind"], i["container_name"], i["name"]) for i in images] == expected
+
+
+def test_pod_update_in_the_audit_log_lists_every_image_it_holds() -> None:
+    # No oldObject in an audit log: replay cannot tell which image changed.
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "bb"},
+           "spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "nginx"}]}}
+    document = document_from_audit_event(_pod_audit_event("update", pod))
+    assert [i["name"] for i in document["gatewatch"]["images"]] == ["busybox", "nginx"]
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["busybox", "docker.io/library/busybox:1.36", "localhost:5000/busybox", "harbor.corp/dockerhub/busybox",
+     "quay.io/prometheus/busybox", "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", f"busybox@sha256:{'a' * 64}"],
+)
+def test_image_name_is_the_last_repository_component_whatever_the_registry(reference: str) -> None:
+    pod = netshoot_pod()
+    pod["spec"]["containers"][0]["image"] = reference
+    document = document_from_pod(pod, now=NOW)
+    assert compile_query('gatewatch.images.name:busybox and gatewatch.images.container_kind:"containers"')(document)
+
+
+# --- who acted -------------------------------------------------------------------------------
+
+
+def test_impersonated_audit_event_keeps_user_name_and_adds_the_effective_user() -> None:
+    event = copy.deepcopy(audit_event(verb="create", user="alice"))
+    event["impersonatedUser"] = {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts"]}
+    document = document_from_audit_event(event)
+    assert document["user"]["name"] == event["user"]["username"]  # as Elastic's pipeline maps it
+    assert document["gatewatch"]["user"] == {"effective": "system:serviceaccount:ci:deployer"}
+
+
+def test_effective_user_without_impersonation_is_the_user() -> None:
+    document = document_from_admission_review(example_review("busybox-create-review.json"), now=NOW)
+    assert document["gatewatch"]["user"] == {"effective": "alice"} and document["user"]["name"] == "alice"
+
+
+# --- wrongly typed fields: an InputError naming the field, never a TypeError ---------------------
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(document)
+    *parents, last = path.split(".")
+    target: Any = changed
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if isinstance(target, list):
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("request.object.spec.containers", "busybox", r"request\.object\.spec\.containers: expected a list, got str"),
+        ("request.object.spec.containers.0", "busybox", r"request\.object\.spec\.containers\[0\]: expected an object, got str"),
+        ("request.object.spec.containers.0.image", 5, r"request\.object\.spec\.containers\[0\]\.image: expected a string, got int"),
+        ("request.object.spec.initContainers", {"image": "busybox"}, r"request\.object\.spec\.initContainers: expected a list, got dict"),
+        ("request.object.spec", "busybox", r"request\.object\.spec: expected an object, got str"),
+        ("request.object.metadata", [], r"request\.object\.metadata: expected an object, got list"),
+        ("request.object.metadata.labels", [], r"request\.object\.metadata\.labels: expected an object, got list"),
+        ("request.object.metadata.ownerReferences", {}, r"request\.object\.metadata\.ownerReferences: expected a list"),
+        ("request.object", "x", r"request\.object: expected an object for CREATE, got str"),
+        ("request.userInfo", [], r"request\.userInfo: expected an object, got list"),
+        ("request.oldObject", 3, r"request\.oldObject: expected an object, got int"),
+    ],
+)
+def test_wrongly_typed_review_field_is_an_input_error_naming_it(path: str, value: Any, message: str) -> None:
+    review = _set(example_review("busybox-create-review.json"), path, value)
+    with pytest.raises(InputError, match=message):
+        document_from_admission_review(review, now=NOW)
+
+
+def test_wrongly_typed_old_object_spec_is_an_input_error_naming_it() -> None:
+    review = pod_update_review(["nginx"], ["busybox"])
+    review["request"]["oldObject"]["spec"]["containers"] = "nginx"
+    with pytest.raises(InputError, match=r"request\.oldObject\.spec\.containers: expected a list, got str"):
+        document_from_admission_review(review, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: _set(e, "requestObject", []), r"requestObject: expected an object, got list"),  # verb create
+        (lambda e: _set(e, "requestObject.spec.containers", "busybox"), r"requestObject\.spec\.containers: expected a list"),
+        (lambda e: _set(e, "requestObject.spec.containers.0.image", 5), r"requestObject\.spec\.containers\[0\]\.image: expected a string"),
+        (lambda e: _set(e, "requestObject.metadata.labels", []), r"requestObject\.metadata\.labels: expected an object"),
+        (lambda e: _set(e, "impersonatedUser", []), r"impersonatedUser: expected an object, got list"),
+        (lambda e: _set(e, "user", []), r"user: expected an object, got list"),
+        (lambda e: _set({**e, "verb": "patch"}, "requestObject", ["x"]), r"requestObject\[0\]: expected a JSON patch operation"),
+        (lambda e: _set({**e, "verb": "patch"}, "requestObject", [{"op": "add", "path": 3}]), r"requestObject\[0\]\.path: expected a string"),
+        (lambda e: _set({**e, "verb": "patch"}, "requestObject", [{"op": "add", "path": "/spec/containers/0/image", "value": 5}]),
+         r"requestObject\[0\]\.value \(written at /spec/containers/0/image\) as spec\.containers\[0\]\.image: expected a string, got int"),
+        (lambda e: _set({**e, "verb": "patch"}, "requestObject", "x"), r"requestObject: expected an object or a JSON patch, got str"),
+    ],
+)
+def test_wrongly_typed_audit_field_is_an_input_error_naming_it(change: Any, message: str) -> None:
+    event = change(audit_event(verb="create", user="alice"))
+    with pytest.raises(InputError, match=message):
+        document_from_audit_event(event)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: _set(p, "spec.containers", "busybox"), r"<input>: spec\.containers: expected a list, got str"),
+        (lambda p: _set(p, "spec.containers.0.image", 5), r"<input>: spec\.containers\[0\]\.image: expected a string, got int"),
+        (lambda p: _set(p, "metadata.labels", []), r"<input>: metadata\.labels: expected an object, got list"),
+    ],
+)
+def test_wrongly_typed_pod_field_is_an_input_error_naming_it(change: Any, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        document_from_pod(change(netshoot_pod()), now=NOW)
+
+
+# --- values that cannot be looked up: never a TypeError -----------------------------
+
+# Odd values where documents.py looks a value up in a set or a dict; JSON
+# makes lists and objects, which are unhashable.
+UNHASHABLE = [[], ["audit.k8s.io/v1"], {}, {"a": 1}]
+
+
+@pytest.mark.parametrize("value", UNHASHABLE, ids=repr)
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("apiVersion", r"apiVersion: expected one of \['audit\.k8s\.io/v1', 'audit\.k8s\.io/v1beta1'\], got "),
+        ("kind", r"kind: expected Event, got "),
+        ("annotations.authorization.k8s.io/decision", r"annotations\['authorization\.k8s\.io/decision'\]: expected a string, got "),
+        ("annotations.authorization_k8s_io/decision", r"annotations\['authorization_k8s_io/decision'\]: expected a string, got "),
+        ("objectRef.subresource", r"objectRef\.subresource: expected a string, got "),
+    ],
+)
+def test_unhashable_audit_field_is_an_input_error_naming_it(path: str, value: Any, message: str) -> None:
+    event = copy.deepcopy(audit_event(verb="create", subresource="exec", user="alice"))
+    target, _, key = path.partition(".")
+    if key:
+        event[target][key] = value
+    else:
+        event[target] = value
+    for check in (check_audit_event, document_from_audit_event):
+        with pytest.raises(InputError, match=message):
+            check(event)
+
+
+@pytest.mark.parametrize("value", UNHASHABLE, ids=repr)
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r, v: {**r, "apiVersion": v}, r"<input>: apiVersion: expected one of"),
+        (lambda r, v: {**r, "request": {**r["request"], "operation": v}}, r"<input>: request\.operation: expected one of"),
+        (lambda r, v: {**r["request"], "operation": v}, r"<input>: operation: expected one of"),  # a bare request
+    ],
+)
+def test_unhashable_review_field_is_an_input_error_naming_it(change: Any, value: Any, message: str) -> None:
+    review = change(example_review("exec-review.json"), value)
+    with pytest.raises(InputError, match=message):
+        parse_admission_request(review)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # CONNECT: the object is the options (PodExecOptions).
+        (lambda r: _set(r, "request.object", {**r["request"]["object"], 1: "x"}), r"<input>: request\.object: keys must be strings, got 1"),
+        (lambda r: {**r, "request": {**r["request"], "operation": "UPDATE", "options": {("a",): 1}}},
+         r"<input>: request\.options: keys must be strings, got \('a',\)"),
+    ],
+)
+def test_options_key_that_is_not_a_string_is_an_input_error(change: Any, message: str) -> None:
+    # Only YAML (gatewatch check reads AdmissionReviews from YAML) makes such a key.
+    with pytest.raises(InputError, match=message):
+        document_from_admission_review(change(example_review("exec-review.json")), now=NOW)
+
+
+@pytest.mark.parametrize("key", ["name", "generateName", "namespace"])
+@pytest.mark.parametrize("value", [5, True, *UNHASHABLE], ids=repr)
+def test_pod_name_or_namespace_that_is_not_a_string_is_an_input_error(key: str, value: Any) -> None:
+    pod = netshoot_pod()
+    pod["metadata"][key] = value
+    with pytest.raises(InputError, match=rf"<input>: metadata\.{key}: expected a string, got {type(value).__name__}$"):
+        document_from_pod(pod, now=NOW)
+
+
+def test_pod_generate_name_and_namespace_reach_object_ref() -> None:
+    pod = netshoot_pod()
+    pod["metadata"] = {"generateName": "dbg-", "namespace": "team-a"}
+    audit = document_from_pod(pod, now=NOW)["kubernetes"]["audit"]
+    assert audit["objectRef"] == {"resource": "pods", "namespace": "team-a", "name": "dbg-", "apiVersion": "v1"}
+
+
+def test_review_object_name_that_is_not_a_string_is_not_the_object_ref_name() -> None:
+    review = example_review("busybox-create-review.json")
+    review["request"].pop("name", None)
+    review["request"]["object"]["metadata"]["name"] = 5
+    document = document_from_admission_review(review, now=NOW)
+    assert "name" not in document["kubernetes"]["audit"]["objectRef"]
+
+
+@pytest.mark.parametrize("request_uri", ["//[", "/api/v1/namespaces/ns/pods/p/exec?command=sh&x=[#frag"])
+def test_exec_request_uri_that_is_no_url_still_maps(request_uri: str) -> None:
+    event = {**audit_event(verb="create", subresource="exec", user="alice"), "requestURI": request_uri}
+    document = document_from_audit_event(event)
+    expected = ["sh"] if "command=sh" in request_uri else []
+    assert document["gatewatch"]["exec"]["command"] == expected
+
+
+def test_check_audit_event_accepts_every_example_line_and_changes_nothing() -> None:
+    for event in audit_events():
+        before = copy.deepcopy(event)
+        assert check_audit_event(event) is None
+        assert event == before

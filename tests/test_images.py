@@ -133,3 +133,23 @@ def test_canonical_form_normalizes_to_itself(registry: str, path: list[str], tag
         image.tag,
         image.digest,
     )
+
+
+@pytest.mark.parametrize(
+    ("reference", "short_name"),
+    [
+        ("busybox", "busybox"),
+        ("docker.io/library/busybox:1.36", "busybox"),
+        ("localhost:5000/busybox", "busybox"),
+        ("harbor.corp/dockerhub/busybox", "busybox"),
+        ("quay.io/prometheus/busybox:latest", "busybox"),
+        ("registry.k8s.io/e2e-test-images/busybox:1.36.1-1", "busybox"),
+        ("ghcr.io/x/netshoot", "netshoot"),
+        (f"nicolaka/netshoot@{DIGEST}", "netshoot"),
+        ("mycorp/busybox-exporter:1.0", "busybox-exporter"),  # another image, not busybox
+        # Not a valid reference: the raw string's last component, without tag or digest.
+        ("Registry.example/Team/BusyBox:1.36", "BusyBox"),
+    ],
+)
+def test_short_name_is_the_last_component_of_the_repository(reference: str, short_name: str) -> None:
+    assert normalize_image(reference).short_name == short_name

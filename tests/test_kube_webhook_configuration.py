@@ -27,6 +27,7 @@ from gatewatch.errors import ConfigError, KubernetesApiError
 from gatewatch.kube.client import build_api_client
 from gatewatch.kube.certificates import generate_ca
 from gatewatch.kube.webhook_configuration import (
+    POD_IMAGES_CHANGED,
     ReconcileOutcome,
     ServiceTarget,
     WebhookConfigurationReconciler,
@@ -41,6 +42,7 @@ HANDLERS = (
     WebhookHandler("pods-exec", "pods/exec", ("CONNECT",)),
     WebhookHandler("pods-attach", "pods/attach", ("CONNECT",)),
     WebhookHandler("pods-ephemeralcontainers", "pods/ephemeralcontainers", ("UPDATE",)),
+    WebhookHandler("pods-update", "pods", ("UPDATE",), match_conditions=(POD_IMAGES_CHANGED,)),
 )
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 CA_BUNDLE = generate_ca(now=NOW).cert_pem
@@ -69,7 +71,7 @@ def test_one_webhook_per_handler_at_its_own_path_with_the_agreed_settings():
     configuration = REGISTRATION.build(CA_BUNDLE)
     webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
     assert set(webhooks) == {"pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-                             "pods-ephemeralcontainers.gatewatch.io"}
+                             "pods-ephemeralcontainers.gatewatch.io", "pods-update.gatewatch.io"}
     exec_hook = webhooks["pods-exec.gatewatch.io"]
     assert exec_hook["clientConfig"]["service"] == {
         "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec"}
@@ -78,6 +80,12 @@ def test_one_webhook_per_handler_at_its_own_path_with_the_agreed_settings():
                                    "resources": ["pods/exec"], "scope": "Namespaced"}]
     assert webhooks["pods-ephemeralcontainers.gatewatch.io"]["rules"][0]["operations"] == ["UPDATE"]
     assert webhooks["pods.gatewatch.io"]["rules"][0]["operations"] == ["CREATE"]
+    update_hook = webhooks["pods-update.gatewatch.io"]
+    assert update_hook["rules"][0]["operations"] == ["UPDATE"]
+    assert update_hook["rules"][0]["resources"] == ["pods"]
+    assert update_hook["matchConditions"] == [{"name": "pod-images-changed", "expression": POD_IMAGES_CHANGED.expression}]
+    # No empty list where there is no condition: the API server would not store one.
+    assert all("matchConditions" not in webhooks[name] for name in webhooks if name != "pods-update.gatewatch.io")
     for webhook in webhooks.values():
         assert webhook["failurePolicy"] == "Ignore"
         assert webhook["timeoutSeconds"] == 5
@@ -142,6 +150,20 @@ def test_registration_from_the_operator_settings(tmp_path):
     assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == ["gw-system", "kube-system", "monitoring"]
 
 
+@pytest.mark.parametrize(("ignore_label", "ignored_namespace_called"), [("true", False), ("false", True)])
+def test_the_ignore_label_opts_a_namespace_out_only_while_the_setting_allows_it(
+        tmp_path, ignore_label, ignored_namespace_called):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"namespace: gw-system\nnamespaces: {{ignoreLabel: {ignore_label}}}\n")
+    settings = load_settings(config_file=config, environ={})
+    selector = WebhookRegistration.from_settings(settings, handlers=HANDLERS).build(CA_BUNDLE)["webhooks"][0][
+        "namespaceSelector"]
+    labels = {"kubernetes.io/metadata.name": "team-a", "gatewatch.io/ignore": "true"}
+    # NotIn over every expression: the namespace is called unless an expression excludes its labels.
+    called = all(labels.get(e["key"]) not in e["values"] for e in selector["matchExpressions"])
+    assert called is ignored_namespace_called
+
+
 # --- reconciling against the API ----------------------------------------------------------------
 
 
@@ -194,7 +216,7 @@ async def test_a_removed_webhook_is_restored_and_logged(kube_emulator, kube_api_
     assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
     assert [w["name"] for w in live(kube_emulator)["webhooks"]] == [
         "pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-        "pods-ephemeralcontainers.gatewatch.io"]
+        "pods-ephemeralcontainers.gatewatch.io", "pods-update.gatewatch.io"]
     (record,) = security_records(caplog)
     assert record["changes"] == [{"webhook": "pods-exec.gatewatch.io", "field": "<entry>",
                                   "expected": "present", "found": "missing"}]
@@ -212,6 +234,27 @@ async def test_a_bypass_added_to_an_entry_is_removed_and_logged(kube_emulator, k
     assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
     (record,) = security_records(caplog)
     assert {change["field"] for change in record["changes"]} == {"matchConditions", "namespaceSelector"}
+
+
+@pytest.mark.parametrize("weaken", ["edit", "remove"])
+async def test_a_weakened_image_change_condition_is_restored_and_logged(kube_emulator, kube_api_client, caplog,
+                                                                       weaken):
+    reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
+    await reconciler.reconcile_once()
+    edited = live(kube_emulator)
+    update_hook = edited["webhooks"][4]
+    assert update_hook["name"] == "pods-update.gatewatch.io"
+    if weaken == "edit":  # no pod update would reach gatewatch any more
+        update_hook["matchConditions"] = [{"name": "pod-images-changed", "expression": "false"}]
+    else:
+        del update_hook["matchConditions"]
+    put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
+
+    assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
+    assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
+    (record,) = security_records(caplog)
+    assert [(change["webhook"], change["field"]) for change in record["changes"]] == [
+        ("pods-update.gatewatch.io", "matchConditions")]
 
 
 async def test_a_deleted_configuration_is_recreated_and_logged(kube_emulator, kube_api_client, caplog):
@@ -329,3 +372,38 @@ def test_an_unusable_kubeconfig_is_a_config_error_naming_it(tmp_path):
         build_api_client(kubeconfig=kubeconfig)
     with pytest.raises(ConfigError, match="missing"):
         build_api_client(kubeconfig=tmp_path / "missing")
+
+
+# --- the image-change condition, evaluated as CEL ----------------------------------------------
+
+
+def _pod(*images: str, init: tuple[str, ...] = (), ephemeral: tuple[str, ...] = (), labels=None) -> dict:
+    spec: dict = {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}
+    if init:
+        spec["initContainers"] = [{"name": f"i{i}", "image": image} for i, image in enumerate(init)]
+    if ephemeral:
+        spec["ephemeralContainers"] = [{"name": f"e{i}", "image": image} for i, image in enumerate(ephemeral)]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": labels or {}}, "spec": spec}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "sent"),
+    [
+        (_pod("nginx"), _pod("nginx", labels={"a": "b"}), False),  # metadata only: never sent
+        (_pod("nginx", "busybox"), _pod("nginx", "busybox"), False),
+        (_pod("nginx"), _pod("busybox"), True),  # kubectl set image
+        (_pod("nginx", "envoy"), _pod("nginx", "busybox"), True),
+        (_pod("nginx", init=("alpine",)), _pod("nginx", init=("busybox",)), True),
+        (_pod("nginx", init=("alpine",)), _pod("nginx", init=("alpine",)), False),
+        (_pod("nginx"), _pod("nginx", ephemeral=("busybox",)), True),  # absent list before: has() guards it
+        ({"spec": {"containers": [{"name": "c0"}]}}, {"spec": {"containers": [{"name": "c0"}]}}, False),  # no image
+    ],
+)
+def test_the_image_change_condition_sends_exactly_the_updates_that_change_an_image(old, new, sent):
+    # cel-python is not Kubernetes' CEL (no Kubernetes libraries), but this expression uses
+    # only core CEL: has(), map(), ?:, list comparison.
+    celpy = pytest.importorskip("celpy", reason="cel-python is needed to evaluate the CEL expression")
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(POD_IMAGES_CHANGED.expression))
+    result = program.evaluate({"object": celpy.json_to_cel(new), "oldObject": celpy.json_to_cel(old)})
+    assert bool(result) is sent

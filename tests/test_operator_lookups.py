@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
 
 from apiserver_harness import add_namespace, add_pod
-from kube_emulator import KubeEmulator, kube_api_client, kube_emulator  # noqa: F401  (fixtures)
+from kube_emulator import PODS, KubeEmulator, kube_api_client, kube_emulator, put_object  # noqa: F401  (fixtures)
 from gatewatch.config import load_settings
 from gatewatch.decision import Mode
+from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.kube.namespaces import AsyncTtlCache, LookupFailed, NamespaceModeResolver, namespace_labels_fetcher
+from gatewatch.kql import compile_query
 from gatewatch.kube.pods import PodLookup, pod_fetcher
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture
@@ -37,9 +43,11 @@ def api_reads(k8s: KubeEmulator, path: str) -> int:
     return sum(1 for request in k8s if request.url.path == path)
 
 
-async def test_mode_precedence_config_then_label_then_selector_then_default(emulator, core_api):
+async def test_config_decides_else_the_stronger_of_label_and_selector_or_default(emulator, core_api):
     add_namespace(emulator, "payments", {"gatewatch.io/mode": "audit"})  # config says enforce: config wins
-    add_namespace(emulator, "team-a", {"gatewatch.io/mode": "enforce", "env": "dev"})  # label beats selector
+    add_namespace(emulator, "sandbox", {"gatewatch.io/mode": "enforce"})  # config may loosen: off
+    add_namespace(emulator, "team-a", {"gatewatch.io/mode": "enforce", "env": "dev"})  # label tightens a selector
+    add_namespace(emulator, "team-b", {"gatewatch.io/mode": "enforce"})  # label tightens the default
     add_namespace(emulator, "shop", {"env": "prod"})  # first matching selector
     add_namespace(emulator, "db", {"tier": "db", "env": "prod"})
     add_namespace(emulator, "plain")  # the default
@@ -47,7 +55,7 @@ async def test_mode_precedence_config_then_label_then_selector_then_default(emul
         core_api,
         mode="warn",
         namespaces={
-            "modes": {"payments": "enforce"},
+            "modes": {"payments": "enforce", "sandbox": "off"},
             "selectors": [
                 {"matchLabels": {"env": "dev"}, "mode": "off"},
                 {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["db"]}], "mode": "audit"},
@@ -55,13 +63,57 @@ async def test_mode_precedence_config_then_label_then_selector_then_default(emul
             ],
         },
     )
-    results = {name: await modes.resolve(name) for name in ("payments", "team-a", "shop", "db", "plain")}
+    names = ("payments", "sandbox", "team-a", "team-b", "shop", "db", "plain")
+    results = {name: await modes.resolve(name) for name in names}
     assert {name: (r.mode, r.source) for name, r in results.items()} == {
         "payments": (Mode.ENFORCE, "config"),
+        "sandbox": (Mode.OFF, "config"),
         "team-a": (Mode.ENFORCE, "label"),
+        "team-b": (Mode.ENFORCE, "label"),
         "shop": (Mode.ENFORCE, "selector"),
         "db": (Mode.AUDIT, "selector"),  # the first match wins
         "plain": (Mode.WARN, "default"),
+    }
+    assert all(r.ignored_label is None for r in results.values())
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected_mode", "expected_source"),
+    [
+        ({"gatewatch.io/mode": "off"}, Mode.WARN, "default"),
+        ({"gatewatch.io/mode": "audit", "env": "prod"}, Mode.ENFORCE, "selector"),
+        ({"gatewatch.io/mode": "off", "env": "prod"}, Mode.ENFORCE, "selector"),
+    ],
+)
+async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, core_api, caplog, labels, expected_mode,
+                                                               expected_source):
+    add_namespace(emulator, "tenant", labels)
+    ignored: list[tuple[str, Mode]] = []
+    modes = NamespaceModeResolver(
+        load_settings(environ={}, overrides={
+            "mode": "warn", "namespaces": {"selectors": [{"matchLabels": {"env": "prod"}, "mode": "enforce"}]},
+        }),
+        fetch_labels=namespace_labels_fetcher(core_api, timeout=1.0), cache_ttl=0.0,  # re-read every time
+        on_ignored_label=lambda namespace, asked, result: ignored.append((namespace, asked)),
+    )
+    with caplog.at_level("WARNING", logger="gatewatch.security"):
+        first = await modes.resolve("tenant")
+        second = await modes.resolve("tenant")
+    asked = Mode.parse(labels["gatewatch.io/mode"])
+    assert (first.mode, first.source, first.ignored_label) == (expected_mode, expected_source, asked)
+    assert second == first
+    # Reported once, however many reviews follow.
+    assert ignored == [("tenant", asked)]
+    reports = [r for r in caplog.records if r.name == "gatewatch.security"]
+    assert len(reports) == 1 and "may only tighten" in reports[0].getMessage()
+    # The alert says why the label did not count.
+    assert first.alert_fields() == {
+        "mode_source": expected_source,
+        "mode_label_ignored": {
+            "label": f"gatewatch.io/mode={asked.value}",
+            "reason": f"a namespace label may only tighten the mode; the {expected_source} gives "
+                      f"{expected_mode.value}",
+        },
     }
 
 
@@ -69,7 +121,7 @@ async def test_a_label_that_is_no_mode_is_ignored(emulator, core_api):
     add_namespace(emulator, "typo", {"gatewatch.io/mode": "enforcing", "env": "prod"})
     modes = resolver(core_api, mode="audit", namespaces={"selectors": [{"matchLabels": {"env": "prod"}, "mode": "warn"}]})
     result = await modes.resolve("typo")
-    assert (result.mode, result.source) == (Mode.WARN, "selector")
+    assert (result.mode, result.source, result.ignored_label) == (Mode.WARN, "selector", None)
 
 
 async def test_excluded_namespaces_are_off_without_an_api_call(emulator, core_api):
@@ -80,11 +132,11 @@ async def test_excluded_namespaces_are_off_without_an_api_call(emulator, core_ap
 
 
 async def test_namespace_labels_are_cached(emulator, core_api):
-    add_namespace(emulator, "shop", {"gatewatch.io/mode": "audit"})
+    add_namespace(emulator, "shop", {"gatewatch.io/mode": "enforce"})
     modes = resolver(core_api)
     results = await asyncio.gather(*(modes.resolve("shop") for _ in range(5)))
     results.append(await modes.resolve("shop"))
-    assert {r.mode for r in results} == {Mode.AUDIT}
+    assert {r.mode for r in results} == {Mode.ENFORCE}
     assert api_reads(emulator, "/api/v1/namespaces/shop") == 1  # concurrent callers share one read
 
 
@@ -92,8 +144,56 @@ async def test_unreadable_labels_fall_back_to_the_default_and_say_why(emulator, 
     emulator["get", "/api/v1/namespaces/broken"] << 500 << {"kind": "Status", "code": 500, "message": "etcd down"}
     modes = resolver(core_api, mode="audit")
     result = await modes.resolve("broken")
-    assert (result.mode, result.source) == (Mode.AUDIT, "default")
+    assert (result.mode, result.source, result.labels_stale) == (Mode.AUDIT, "default", False)
     assert "namespace 'broken'" in result.labels_error and "500" in result.labels_error
+    assert result.alert_fields()["namespace_lookup"] == {
+        "status": "failed", "reason": result.labels_error, "labels": "none"}
+
+
+class FlakyLabels:
+    """Namespace labels that can be made to fail, as an API server outage would."""
+
+    def __init__(self, labels: dict[str, dict[str, str]]) -> None:
+        self.labels = labels
+        self.failing = False
+
+    async def __call__(self, namespace: str) -> dict[str, str]:
+        if self.failing:
+            raise LookupFailed(f"namespace {namespace!r}: HTTP 503 Service Unavailable")
+        return self.labels[namespace]
+
+
+@pytest.mark.parametrize(
+    ("labels", "default", "expected_mode", "expected_source"),
+    [
+        # The stale label tightened the namespace: it stays tightened during the outage.
+        ({"gatewatch.io/mode": "enforce"}, "warn", Mode.ENFORCE, "label"),
+        # A stale selector match stronger than the default still counts.
+        ({"env": "prod"}, "audit", Mode.ENFORCE, "selector"),
+        # A stale selector match weaker than the default does not: the default is the floor.
+        ({"env": "dev"}, "warn", Mode.WARN, "default"),
+    ],
+)
+async def test_a_failed_refresh_keeps_the_last_labels_and_fails_towards_the_stronger(
+    labels, default, expected_mode, expected_source
+):
+    fetch = FlakyLabels({"team": labels})
+    modes = NamespaceModeResolver(
+        load_settings(environ={}, overrides={"mode": default, "namespaces": {"selectors": [
+            {"matchLabels": {"env": "prod"}, "mode": "enforce"},
+            {"matchLabels": {"env": "dev"}, "mode": "off"},
+        ]}}),
+        fetch_labels=fetch, cache_ttl=0.0,  # every review refreshes
+    )
+    fresh = await modes.resolve("team")
+    assert fresh.labels_error is None
+    fetch.failing = True
+    during_outage = await modes.resolve("team")
+    assert (during_outage.mode, during_outage.source) == (expected_mode, expected_source)
+    assert during_outage.labels_stale and "503" in during_outage.labels_error
+    assert during_outage.alert_fields()["namespace_lookup"]["labels"] == "stale"
+    fetch.failing = False
+    assert (await modes.resolve("team")) == fresh  # recovered: fresh labels again
 
 
 def silent_server() -> socket.socket:
@@ -125,12 +225,37 @@ async def test_target_pod_summary_goes_into_the_document_fields(emulator, core_a
     lookup = PodLookup(pod_fetcher(core_api, timeout=1.0), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="web")
     assert result.error is None
-    assert result.pod["images"] == ["nginx:1.27", "busybox:1.36"]
+    assert [(image["reference"], image["name"], image["container_name"]) for image in result.pod["images"]] == [
+        ("nginx:1.27", "nginx", "c0"), ("busybox:1.36", "busybox", "c1")
+    ]
     assert result.pod["labels"] == {"app": "web"}
     assert result.pod["service_account"] == "web-sa"
     assert result.alert_fields() == {}
     await lookup.lookup(namespace="shop", name="web")
     assert api_reads(emulator, "/api/v1/namespaces/shop/pods/web") == 1
+
+
+async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, core_api):
+    # A rule about the exec target's image is written as one about a created pod's:
+    # gatewatch.pod.images.name, .repository, .container_kind, ...
+    pod = add_pod(emulator, "shop", "web", images=["nginx:1.27", "quay.io/prometheus/busybox:1.36"])
+    pod["spec"]["initContainers"] = [{"name": "fetch", "image": f"docker.io/library/alpine@sha256:{'a' * 64}"}]
+    pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "nicolaka/netshoot"}]
+    put_object(emulator, PODS, "shop", pod)
+    result = await PodLookup(pod_fetcher(core_api, timeout=1.0), cache_ttl=30.0).lookup(namespace="shop", name="web")
+
+    assert result.pod["images"] == document_from_pod(pod)["gatewatch"]["images"]
+    document = document_from_admission_review(json.loads((EXAMPLES / "reviews" / "exec-review.json").read_text()))
+    document["gatewatch"]["pod"] = dict(result.pod)  # as the admission path adds it
+    for query, expected in [
+        ('gatewatch.pod.images.name:busybox and gatewatch.pod.images.repository:"prometheus/busybox"', True),
+        ("gatewatch.pod.images:{ name:alpine and container_kind:initContainers and container_name:fetch }", True),
+        ('gatewatch.pod.images:{ name:netshoot and container_kind:containers }', False),
+        ("gatewatch.pod.images:{ name:netshoot and container_kind:ephemeralContainers }", True),
+        ("gatewatch.pod.images.name:busybox*", True),
+        ("gatewatch.pod.images.name:alpine and gatewatch.pod.images.digest:*", True),
+    ]:
+        assert compile_query(query)(document) is expected, query
 
 
 async def test_missing_pod_is_a_failed_lookup_not_an_error(emulator, core_api):

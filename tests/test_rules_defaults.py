@@ -4,11 +4,12 @@ from admission reviews and audit-log events."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gatewatch.documents import document_from_admission_review, document_from_audit_line
+from gatewatch.documents import document_from_admission_review, document_from_audit_event, document_from_audit_line
 from gatewatch.rules import Action, RuleType, Severity, load_rules
 from gatewatch.rules.lint import has_errors, lint_ruleset
 
@@ -188,10 +189,13 @@ def test_exec_and_attach_in_audit_logs(ruleset, verb, subresource, expected):
 
 
 @pytest.mark.parametrize("user", ["system:node:worker-1", "system:serviceaccount:kube-system:kubelet-probe"])
-def test_nodes_and_kube_system_service_accounts_are_excepted(ruleset, user):
-    for subresource in ("exec", "attach"):
-        assert firing(ruleset, document_from_admission_review(connect_review(subresource, user=user))) == set()
-    assert firing(ruleset, document_from_admission_review(kubectl_debug_review(user=user))) == set()
+def test_no_identity_is_excepted_from_exec_attach_and_debug(ruleset, user):
+    # A stolen kube-system service account token must not exec silently.
+    assert firing(ruleset, document_from_admission_review(connect_review("exec", user=user))) == {EXEC_SEED}
+    assert firing(ruleset, document_from_admission_review(connect_review("attach", user=user))) == {
+        EXEC_ATTACH_COMPANION
+    }
+    assert firing(ruleset, document_from_admission_review(kubectl_debug_review(user=user))) == {EPHEMERAL_COMPANION}
 
 
 def test_service_accounts_outside_kube_system_are_not_excepted(ruleset):
@@ -224,6 +228,23 @@ def test_kubectl_debug_fires_the_ephemeral_rule_once(ruleset):
         (["registry.example/payments/api:2.1"], [], set()),
         (["nginx:1.27"], [], set()),
         (["registry.example/alpine-tools/api:1"], [], set()),  # "alpine" inside another name
+        # Mirrors and other registries: matched on the image name, the repository's last component.
+        (["localhost:5000/busybox"], [], {DEBUG_IMAGE_COMPANION}),
+        (["harbor.corp/dockerhub/busybox:1.36"], [], {DEBUG_IMAGE_COMPANION}),
+        (["harbor.corp/dockerhub/library/busybox"], [], {DEBUG_IMAGE_COMPANION}),
+        (["quay.io/prometheus/busybox"], [], {DEBUG_IMAGE_COMPANION}),
+        (["registry.k8s.io/e2e-test-images/busybox:1.36.1-1"], [], {DEBUG_IMAGE_COMPANION}),
+        (["ghcr.io/x/netshoot"], [], {DEBUG_IMAGE_COMPANION}),
+        (["mirror.gcr.io/library/debian:12"], [], {DEBUG_IMAGE_COMPANION}),
+        (["praqma/network-multitool"], [], {DEBUG_IMAGE_COMPANION}),
+        (["curlimages/curl:8.5.0"], [], {DEBUG_IMAGE_SEED, DEBUG_IMAGE_COMPANION}),
+        (["alpine/socat"], [], {DEBUG_IMAGE_SEED, DEBUG_IMAGE_COMPANION}),  # Docker Hub's alpine/* tools
+        # Decided: the name must be exactly the debug image's; a different image that
+        # merely starts with or contains it is not that image.
+        (["mycorp/busybox-exporter:1.0"], [], set()),
+        (["busybox-exporter:1.0"], [], {DEBUG_IMAGE_SEED}),  # Elastic's busybox* prefix does match
+        (["registry.example/tools/ubuntu-builder:22.04"], [], set()),
+        (["registry.example/curl-exporter:1"], [], set()),
     ],
 )
 def test_debug_images_at_pod_creation(ruleset, containers, init_containers, expected):
@@ -242,3 +263,92 @@ def test_debug_image_companion_spares_kube_system_and_mirror_pods(ruleset):
         containers=["docker.io/library/busybox:1.36"], user="system:serviceaccount:kube-system:replicaset-controller"
     )
     assert DEBUG_IMAGE_COMPANION in firing(ruleset, document_from_admission_review(by_controller))
+
+
+def test_debug_image_companion_exception_for_nodes_cannot_be_had_by_impersonating(ruleset):
+    # In the audit log an impersonated request names the impersonator in user and the
+    # node in impersonatedUser: the node exception needs both to be a node.
+    pod_object = pod(containers=["busybox:1.36"])
+    by_node = _pod_create_audit_event(pod_object, user="system:node:worker-1")
+    assert DEBUG_IMAGE_COMPANION not in firing(ruleset, document_from_audit_event(by_node))
+    impersonating = _pod_create_audit_event(
+        pod_object, user="mallory", impersonated_user="system:node:worker-1"
+    )
+    document = document_from_audit_event(impersonating)
+    assert document["user"]["name"] == "mallory"  # as Elastic maps it
+    assert document["gatewatch"]["user"]["effective"] == "system:node:worker-1"
+    assert DEBUG_IMAGE_COMPANION in firing(ruleset, document)
+    node_impersonating_a_user = _pod_create_audit_event(
+        pod_object, user="system:node:worker-1", impersonated_user="alice"
+    )
+    assert DEBUG_IMAGE_COMPANION in firing(ruleset, document_from_audit_event(node_impersonating_a_user))
+
+
+def _pod_create_audit_event(
+    pod_object: dict[str, Any], *, user: str, impersonated_user: str | None = None
+) -> dict[str, Any]:
+    event = json.loads(audit_line(verb="create", subresource=None, user=user))
+    event["requestObject"] = pod_object
+    if impersonated_user is not None:
+        event["impersonatedUser"] = {"username": impersonated_user, "groups": ["system:authenticated"]}
+    return event
+
+
+# --- an image swapped into a running pod (kubectl set image pod/...) -----------------------
+
+
+def pod_update_review(*, old: list[str], new: list[str], patch: bool = True, user: str = "alice") -> dict[str, Any]:
+    review = admission_review(
+        operation="UPDATE", obj=pod(containers=new), user=user,
+        options={"kind": "PatchOptions" if patch else "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+    )
+    review["request"]["oldObject"] = pod(containers=old)
+    return review
+
+
+@pytest.mark.parametrize("patch", [True, False])
+def test_pod_update_setting_a_debug_image_fires_the_companion(ruleset, patch):
+    document = document_from_admission_review(pod_update_review(old=["nginx:1.27"], new=["busybox:1.36"], patch=patch))
+    assert document["event"]["action"] == ("patch" if patch else "update")
+    # Elastic's rule is about creations; the companion covers the update.
+    assert firing(ruleset, document) == {DEBUG_IMAGE_COMPANION}
+
+
+def test_pod_update_that_keeps_an_existing_debug_image_does_not_fire(ruleset):
+    # Relabelling a running busybox pod (controllers do it constantly) is not a new debug image.
+    review = pod_update_review(old=["busybox:1.36", "nginx:1.27"], new=["busybox:1.36", "nginx:1.27"])
+    review["request"]["object"]["metadata"]["labels"] = {"touched": "yes"}
+    assert firing(ruleset, document_from_admission_review(review)) == set()
+    # Changing the other container's image to a harmless one does not report busybox either.
+    review = pod_update_review(old=["busybox:1.36", "nginx:1.27"], new=["busybox:1.36", "nginx:1.28"])
+    assert firing(ruleset, document_from_admission_review(review)) == set()
+
+
+@pytest.mark.parametrize(
+    "request_object",
+    [
+        # kubectl set image pod/web-1 c0=busybox:1.36: a strategic merge patch
+        {"spec": {"containers": [{"name": "c0", "image": "busybox:1.36"}]}},
+        # the same as a JSON patch
+        [{"op": "replace", "path": "/spec/containers/0/image", "value": "quay.io/prometheus/busybox"}],
+        [{"op": "add", "path": "/spec/initContainers/-", "value": {"name": "x", "image": "alpine"}}],
+    ],
+)
+def test_pod_patch_in_the_audit_log_fires_the_companion(ruleset, request_object):
+    event = json.loads(audit_line(verb="patch", subresource=None))
+    event["requestObject"] = request_object
+    assert firing(ruleset, document_from_audit_event(event)) == {DEBUG_IMAGE_COMPANION}
+
+
+def test_pod_patch_in_the_audit_log_that_sets_no_debug_image_does_not_fire(ruleset):
+    event = json.loads(audit_line(verb="patch", subresource=None))
+    event["requestObject"] = [
+        {"op": "replace", "path": "/spec/containers/0/image", "value": "nginx:1.28"},
+        {"op": "add", "path": "/metadata/labels/busybox", "value": "busybox"},
+    ]
+    assert firing(ruleset, document_from_audit_event(event)) == set()
+
+
+def test_the_example_set_image_review_fires_the_companion(ruleset):
+    review = json.loads((Path(__file__).resolve().parents[1] / "examples" / "reviews" / "set-image-review.json").read_text())
+    assert firing(ruleset, document_from_admission_review(review)) == {DEBUG_IMAGE_COMPANION}

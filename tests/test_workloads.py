@@ -6,13 +6,21 @@ import json
 import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from gatewatch.errors import InputError
 from gatewatch.kql import compile_query
-from gatewatch.workloads import InputItem, document_from_item, iter_input_files, read_input_file, read_inputs
+from gatewatch.workloads import (
+    InputItem,
+    document_from_item,
+    iter_input_files,
+    pod_from_workload,
+    read_input_file,
+    read_inputs,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOW = datetime(2026, 11, 22, 6, 0, tzinfo=timezone.utc)
@@ -38,13 +46,15 @@ def items_of(path: Path) -> list[InputItem]:
 def test_examples_directory() -> None:
     items = list(read_inputs([EXAMPLES]))
     by_subject = {item.subject: item for item in items}
-    assert [item.category for item in items] == ["pod", "pod", "skipped", "admission_review", "admission_review"]
+    assert [item.category for item in items] == [
+        "pod", "pod", "skipped", "admission_review", "admission_review", "admission_review"]
     netshoot = by_subject["Pod netshoot"]
     assert netshoot.line == 3 and netshoot.source.endswith("examples/pods/netshoot.yaml")
     web = by_subject["Deployment web (pod web-deployment-pod)"]
     assert web.pod is not None and web.pod["metadata"]["namespace"] == "shop"
     assert by_subject["Service web"].skip_reason == "kind Service creates no Pod"
     assert "AdmissionReview CONNECT pods/exec payments/payments-api-7d9c6b5f4-x2x8l" in by_subject
+    assert "AdmissionReview UPDATE pods payments/payments-api-7d9c6b5f4-x2x8l" in by_subject
 
 
 def test_example_documents_flag_netshoot_and_not_nginx() -> None:
@@ -221,6 +231,17 @@ def test_documents_before_a_yaml_error_are_still_yielded(tmp_path: Path) -> None
             "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}], initContainers: [oops]}\n",
             "Pod p: spec.initContainers[0]: expected an object",
         ),
+        # Wrongly typed fields: named, never a TypeError.
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: busybox}\n", "Pod p: spec.containers: missing or empty"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: 5}]}\n",
+         "Pod p: spec.containers[0].image: missing or not a string"),
+        ("kind: Pod\nmetadata: {name: p, labels: []}\nspec: {containers: [{name: a, image: x}]}\n",
+         "Pod p: metadata.labels: expected an object, got list"),
+        ("kind: Deployment\nmetadata: {name: web}\nspec: {template: 3}\n", "Deployment web: spec.template: missing or not an object"),
+        ("kind: Deployment\nmetadata: {name: web}\nspec: {template: {metadata: {labels: [a]}, spec: {containers: [{name: a, image: x}]}}}\n",
+         "Deployment web: spec.template.metadata.labels: expected an object, got list"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}], ephemeralContainers: {a: b}}\n",
+         "Pod p: spec.ephemeralContainers: expected a list"),
     ],
 )
 def test_object_that_cannot_be_evaluated_is_invalid_and_reading_goes_on(tmp_path: Path, text: str, message: str) -> None:
@@ -276,3 +297,48 @@ def test_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("kind: Pod\nmetadata: {name: s}\nspec: {containers: [{name: a, image: x}]}\n"))
     (item,) = list(read_inputs(["-"]))
     assert (item.source, item.manifest_name, item.category) == ("-", "s", "pod")
+
+
+@pytest.mark.parametrize("workload", [{"kind": ["Deployment"]}, {"kind": None}, "Deployment"])
+def test_pod_from_workload_refuses_what_is_not_a_workload_with_an_input_error(workload: Any) -> None:
+    with pytest.raises(InputError):
+        pod_from_workload(workload)
+
+
+@pytest.mark.parametrize(
+    ("text", "anchor_line"),
+    [
+        ("kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox\n"
+         "    env: &env\n    - {name: A, value: x, again: *env}\n", 7),
+        ("kind: Pod\nmetadata: &m {name: p, labels: {self: *m}}\nspec: {containers: [{name: a, image: x}]}\n", 2),
+        ("kind: List\nitems: &items\n- *items\n", 2),
+        ("&whole {kind: Pod, *whole : 1}\n", 1),  # as a mapping key
+    ],
+    ids=["list-in-env", "mapping-in-labels", "list-item", "key"],
+)
+def test_document_that_contains_itself_is_refused_naming_file_and_document(
+    tmp_path: Path, text: str, anchor_line: int
+) -> None:
+    first = "kind: Pod\nmetadata: {name: before}\nspec: {containers: [{name: a, image: nginx}]}\n---\n"
+    after = "---\nkind: Pod\nmetadata: {name: after}\nspec: {containers: [{name: a, image: nginx}]}\n"
+    path = write(tmp_path, "looped.yaml", first + text + after)
+    before, looped, later = items_of(path)
+    assert looped.category == "invalid" and looped.error is not None
+    assert str(looped.error) == (
+        f"{path}:5: document 2: a YAML alias inside its own anchor (anchored at line {4 + anchor_line})"
+        " makes it contain itself, which no Kubernetes object can"
+    )
+    with pytest.raises(InputError, match="contain itself"):
+        document_from_item(looped)
+    assert (before.manifest_name, later.manifest_name) == ("before", "after")
+
+
+def test_an_anchor_used_twice_side_by_side_is_not_a_loop(tmp_path: Path) -> None:
+    path = write(tmp_path, "shared.yaml", (
+        "kind: Pod\nmetadata: {name: p, labels: &l {app: web}, annotations: *l}\n"
+        "spec: {containers: [&c {name: a, image: busybox}, *c]}\n"
+    ))
+    (item,) = items_of(path)
+    assert item.category == "pod"
+    assert item.pod["metadata"]["annotations"] == {"app": "web"}
+    assert document_from_item(item, now=NOW)["container"]["image"]["name"] == ["busybox", "busybox"]

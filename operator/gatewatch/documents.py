@@ -26,8 +26,11 @@ orchestrator.namespace                  objectRef.namespace
 orchestrator.resource.type / .name      objectRef.resource / objectRef.name
 orchestrator.resource.parent.type       requestObject's controller ownerReference kind  or the manifest's workload
 gatewatch.source                        "admission" | "audit" | "manifest"
-gatewatch.images                        requestObject.spec.{containers,initContainers,  normalized, see images.py
-                                        ephemeralContainers}[].image
+gatewatch.user.effective                impersonatedUser.username, else user.username   admission: userInfo.username
+gatewatch.images                        requestObject.spec.{containers,initContainers,  normalized, see images.py;
+                                        ephemeralContainers}[].image                    UPDATE: only added/changed
+                                                                                        images; JSON patch: the
+                                                                                        images its operations set
 gatewatch.exec                          requestURI query of pods/exec and pods/attach   command, container, stdin, tty
 gatewatch.admission.uid                 AdmissionRequest.uid                            admission only
 gatewatch.dry_run                       AdmissionRequest.dryRun                         admission only
@@ -35,6 +38,31 @@ gatewatch.dry_run                       AdmissionRequest.dryRun                 
 
 The rows are also data, ``DOCUMENT_FIELDS``; ``_build_document`` fills them in
 the same order, and the tests check that the two agree.
+
+Updates and patches (``gatewatch.images``):
+
+- at admission, an UPDATE carries ``oldObject``: ``gatewatch.images`` holds
+  only the images the update adds or changes (compared per container kind and
+  container name), so relabelling a running busybox pod does not report
+  busybox again;
+- in an audit log there is no ``oldObject``. An ``update`` event's
+  requestObject is the whole object, so every image in it is listed (replay
+  cannot tell an image change from any other update). A ``patch`` event's
+  requestObject is the patch body: a strategic merge or merge patch
+  (``{"spec": {"containers": [{"name": "app", "image": "busybox"}]}}``) lists
+  the images it sets; a JSON patch (a list of operations) lists the images its
+  ``add``/``replace`` operations set at ``/spec``, ``/spec/<kind>``,
+  ``/spec/<kind>/<i>`` or ``/spec/<kind>/<i>/image`` (container name unknown
+  for the last form). Images the patch does not mention are not seen.
+
+Field types: a field the mapping reads that has the wrong type (a
+``spec.containers`` that is not a list, an ``image`` that is not a string,
+``metadata.labels`` that is not an object, an ``apiVersion``, ``operation``,
+decision annotation or ``objectRef.subresource`` that is a list or an object
+and so cannot be looked up, ...) raises InputError naming it; nothing else in
+the input is type-checked. ``check_audit_event`` makes every check
+``document_from_audit_event`` makes, without building the document (replay
+checks every line, and builds few documents).
 
 An AdmissionRequest becomes the audit event the API server writes once the
 request is allowed (``audit_event_from_admission_request``): stage
@@ -55,6 +83,11 @@ default.yml) and where it deviates:
   ``set``, which does not walk lists; we store the list of images the KQL
   query ``container.image.name:...`` was written for.
 - addition: the ``gatewatch.*`` namespace.
+- as Elastic: ``user.name`` is ``user.username`` only, which in an audit
+  event of an impersonated request is the impersonator;
+  ``gatewatch.user.effective`` is the identity the request acted as. At
+  admission ``userInfo`` is already the impersonated user, and the
+  impersonator is not visible.
 
 Hot path: this runs for every admission review and every replayed audit line.
 Documents share sub-objects with their input (no deep copies): treat both as
@@ -68,7 +101,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Literal, NotRequired, TypedDict, cast
-from urllib.parse import parse_qs, quote_plus, urlsplit
+from urllib.parse import parse_qs, quote_plus
 
 from gatewatch.errors import InputError
 from gatewatch.images import normalize_image
@@ -79,6 +112,7 @@ AUDIT_API_VERSIONS = frozenset({"audit.k8s.io/v1", "audit.k8s.io/v1beta1"})
 ADMISSION_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
+_DECISION_KEYS = (DECISION_ANNOTATION, DECISION_ANNOTATION.replace(".", "_"))
 CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 # Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
 INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
@@ -190,6 +224,7 @@ class ImageEntry(TypedDict):
     reference: str
     registry: str | None
     repository: str
+    name: str  # the repository's last path component: "busybox" for quay.io/prometheus/busybox
     tag: str | None
     digest: str | None
     container_kind: str
@@ -245,7 +280,9 @@ DOCUMENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("orchestrator.resource.name", "objectRef.name"),
     ("orchestrator.resource.parent.type", "requestObject.metadata.ownerReferences[controller].kind, or the manifest's workload kind"),
     ("gatewatch.source", '"admission" | "audit" | "manifest"'),
-    ("gatewatch.images", "requestObject.spec.{containers,initContainers,ephemeralContainers}[].image, normalized"),
+    ("gatewatch.user.effective", "impersonatedUser.username, else user.username"),
+    ("gatewatch.images", "requestObject.spec.{containers,initContainers,ephemeralContainers}[].image, normalized;"
+     " for an UPDATE only the images it adds or changes; for a JSON patch the images it sets"),
     ("gatewatch.exec", "requestURI query of pods/exec and pods/attach: command, container, stdin, tty"),
     ("gatewatch.admission.uid", "AdmissionRequest.uid"),
     ("gatewatch.dry_run", "AdmissionRequest.dryRun"),
@@ -281,42 +318,150 @@ def _valid_ips(ips: Any) -> list[str] | None:
     return [ip for ip in ips if type(ip) is str and _is_ip(ip)] or None
 
 
-def _image_of(container: Any) -> Any:
-    mapping = _as_mapping(container)
-    return mapping.get("image") if mapping is not None else None
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _checked_containers(spec: Mapping[str, Any], container_kind: str, where: str) -> list[Mapping[str, Any]]:
+    """``spec[container_kind]``, checked: a list of objects whose ``image``, if any, is a string."""
+    containers = spec.get(container_kind)
+    if containers is None:
+        return []
+    if type(containers) is not list:
+        raise InputError(f"{where}spec.{container_kind}: expected a list, got {_type_name(containers)}")
+    for index, container in enumerate(containers):
+        if _as_mapping(container) is None:
+            raise InputError(f"{where}spec.{container_kind}[{index}]: expected an object, got {_type_name(container)}")
+        image = container.get("image")
+        if image is not None and type(image) is not str:
+            raise InputError(f"{where}spec.{container_kind}[{index}].image: expected a string, got {_type_name(image)}")
+    return containers
+
+
+def _check_object(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The parts of an object the mapping reads, type-checked; returns its spec (or an empty one)."""
+    metadata = obj.get("metadata")
+    if metadata is not None:
+        if _as_mapping(metadata) is None:
+            raise InputError(f"{where}metadata: expected an object, got {_type_name(metadata)}")
+        labels = metadata.get("labels")
+        if labels is not None and _as_mapping(labels) is None:
+            raise InputError(f"{where}metadata.labels: expected an object, got {_type_name(labels)}")
+        owners = metadata.get("ownerReferences")
+        if owners is not None and type(owners) is not list:
+            raise InputError(f"{where}metadata.ownerReferences: expected a list, got {_type_name(owners)}")
+    spec = obj.get("spec")
+    if spec is None:
+        return _EMPTY
+    if _as_mapping(spec) is None:
+        raise InputError(f"{where}spec: expected an object, got {_type_name(spec)}")
+    for container_kind in CONTAINER_KINDS:
+        _checked_containers(spec, container_kind, where)
+    return spec
 
 
 def _container_image_names(spec: Mapping[str, Any]) -> list[str] | None:
     containers = spec.get("containers")
     if type(containers) is not list:
         return None
-    return [image for c in containers if type(image := _image_of(c)) is str] or None
+    return [image for c in containers if type(image := c.get("image")) is str] or None
 
 
-def _images(spec: Mapping[str, Any]) -> list[ImageEntry] | None:
+def image_entry(reference: str, *, container_kind: str, container_name: str | None) -> ImageEntry:
+    """One ``gatewatch.images`` element: ``reference`` normalized (see images.py)."""
+    image = normalize_image(reference)
+    return {
+        "reference": reference,
+        "registry": image.registry,
+        "repository": image.repository,
+        "name": image.short_name,
+        "tag": image.tag,
+        "digest": image.digest,
+        "container_kind": container_kind,
+        "container_name": container_name,
+    }
+
+
+ContainerKey = tuple[str, str | int]  # (container kind, container name, or index when unnamed)
+
+
+def _container_images(spec: Mapping[str, Any]) -> dict[ContainerKey, str | None]:
+    images: dict[ContainerKey, str | None] = {}
+    for container_kind in CONTAINER_KINDS:
+        containers = spec.get(container_kind)
+        for index, container in enumerate(containers if type(containers) is list else ()):
+            name = container.get("name")
+            images[(container_kind, name if type(name) is str else index)] = container.get("image")
+    return images
+
+
+def _images(spec: Mapping[str, Any], *, old_spec: Mapping[str, Any] | None = None) -> list[ImageEntry]:
+    """The images of a (checked) spec; with ``old_spec``, only those that differ from it."""
+    previous = _container_images(old_spec) if old_spec is not None else None
     entries: list[ImageEntry] = []
     for container_kind in CONTAINER_KINDS:
         containers = spec.get(container_kind)
         if type(containers) is not list:
             continue
-        for container in containers:
-            reference = _image_of(container)
-            if type(reference) is not str:
+        for index, container in enumerate(containers):
+            reference = container.get("image")
+            if reference is None:  # a patch element that does not set the image
                 continue
-            image = normalize_image(reference)
             name = container.get("name")
-            entries.append(
-                {
-                    "reference": reference,
-                    "registry": image.registry,
-                    "repository": image.repository,
-                    "tag": image.tag,
-                    "digest": image.digest,
-                    "container_kind": container_kind,
-                    "container_name": name if type(name) is str else None,
-                }
-            )
-    return entries or None
+            name = name if type(name) is str else None
+            if previous is not None and previous.get((container_kind, name if name is not None else index)) == reference:
+                continue
+            entries.append(image_entry(reference, container_kind=container_kind, container_name=name))
+    return entries
+
+
+def _json_pointer(path: str) -> list[str]:
+    # RFC 6901: "" is the whole document; ~1 is "/", ~0 is "~".
+    return [token.replace("~1", "/").replace("~0", "~") for token in path.split("/")[1:]]
+
+
+def _json_patch_spec(tokens: list[str], value: Any) -> Any:
+    """The spec fragment one add/replace operation writes, or None when it writes no container image."""
+    if not tokens:
+        whole = _as_mapping(value)
+        return whole.get("spec") if whole is not None else None
+    if tokens[0] != "spec":
+        return None
+    rest = tokens[1:]
+    if not rest:
+        return value
+    if rest[0] not in CONTAINER_KINDS:
+        return None
+    if len(rest) == 1:
+        return {rest[0]: value}
+    if len(rest) == 2:  # /spec/containers/0 or /spec/containers/-
+        return {rest[0]: [value]}
+    if len(rest) == 3 and rest[2] == "image":
+        return {rest[0]: [{"image": value}]}
+    return None
+
+
+def _json_patch_images(operations: list[Any], where: str) -> list[ImageEntry]:
+    """The images a JSON patch (RFC 6902) sets in the pod spec with ``add`` or ``replace``.
+
+    ``copy`` and ``move`` name a source path, not a value: what they write is not seen.
+    """
+    entries: list[ImageEntry] = []
+    for index, operation in enumerate(operations):
+        if _as_mapping(operation) is None:
+            raise InputError(f"{where}[{index}]: expected a JSON patch operation (an object), got {_type_name(operation)}")
+        if operation.get("op") not in ("add", "replace"):
+            continue
+        path = operation.get("path")
+        if type(path) is not str:
+            raise InputError(f"{where}[{index}].path: expected a string, got {_type_name(path)}")
+        fragment = _json_patch_spec(_json_pointer(path), operation.get("value"))
+        if fragment is None:
+            continue
+        located = f"{where}[{index}].value (written at {path}) as "
+        spec = _check_object({"spec": fragment}, located)
+        entries += _images(spec)
+    return entries
 
 
 def _controller_kind(request_object: Mapping[str, Any]) -> str | None:
@@ -342,7 +487,8 @@ def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     """
     if type(request_uri) is not str:
         return None
-    query = parse_qs(urlsplit(request_uri).query)
+    # Not urlsplit: it raises on text such as "//[" (an IPv6 host never closed).
+    query = parse_qs(request_uri.partition("?")[2].partition("#")[0])
     return {
         "command": query.get("command", []),
         "container": (query.get("container") or [None])[0],
@@ -364,17 +510,32 @@ def _build_document(
     timestamp: str | None,
     admission: AdmissionRequest | None = None,
     workload_kind: str | None = None,
+    object_field: str = "requestObject.",
+    old_object: Mapping[str, Any] | None = None,
+    object_checked: bool = False,
 ) -> dict[str, Any]:
     """The mapping itself: one block per group of DOCUMENT_FIELDS rows, in order.
 
-    Straight-line code rather than a loop over the table: this is the hot path.
+    ``event`` has passed check_audit_event (an audit log's) or was built by
+    audit_event_from_admission_request: the lookups below trust its types.
+    ``object_field`` names the requestObject in errors (``request.object.``
+    for a review); ``old_object`` (an UPDATE's) limits gatewatch.images to
+    what changed; ``object_checked``: check_audit_event has checked the
+    requestObject already. Straight-line code rather than a loop over the
+    table: this is the hot path.
     """
     raw_annotations = _as_mapping(event.get("annotations"))
     annotations = {key.replace(".", "_"): value for key, value in raw_annotations.items()} if raw_annotations else {}
     user = _as_mapping(event.get("user")) or _EMPTY
     object_ref = _as_mapping(event.get("objectRef")) or _EMPTY
-    request_object = _as_mapping(event.get("requestObject")) or _EMPTY
-    spec = _as_mapping(request_object.get("spec")) or _EMPTY
+    raw_request_object = event.get("requestObject")
+    request_object = _as_mapping(raw_request_object) or _EMPTY
+    if not request_object:
+        spec = _EMPTY
+    elif object_checked:
+        spec = request_object.get("spec") or _EMPTY
+    else:
+        spec = _check_object(request_object, object_field)
     document: dict[str, Any] = {}
 
     _put(document, "@timestamp", timestamp)
@@ -428,7 +589,18 @@ def _build_document(
     document["orchestrator"] = orchestrator
 
     gatewatch: dict[str, Any] = {"source": source}
-    _put(gatewatch, "images", _images(spec) if spec else None)
+    impersonated = _as_mapping(event.get("impersonatedUser"))
+    effective_user = (_str_or_none(impersonated.get("username")) if impersonated else None) or user_fields.get("name")
+    if effective_user is not None:
+        gatewatch["user"] = {"effective": effective_user}
+    if spec:
+        old_spec = _check_object(old_object, "request.oldObject.") if old_object is not None else None
+        images = _images(spec, old_spec=old_spec)
+    elif type(raw_request_object) is list:  # a JSON patch, as the audit log records it
+        images = _json_patch_images(raw_request_object, object_field.rstrip("."))
+    else:
+        images = None
+    _put(gatewatch, "images", images or None)
     if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
         _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
     if admission is not None:
@@ -446,34 +618,81 @@ def _check_type(value: Any, expected: type | tuple[type, ...], field: str, what:
         raise InputError(f"{field}: expected {what}, got {type(value).__name__}")
 
 
-def document_from_audit_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Map one audit.k8s.io/v1 (or v1beta1) Event onto the document.
+def check_audit_event(event: Any) -> None:
+    """Raise InputError exactly as document_from_audit_event would for ``event``, without building its document.
 
-    Raises InputError when ``event`` is not an audit event (wrong kind or
-    apiVersion, no verb, a field of the wrong type); the caller adds the
-    file and line.
+    Checks the event's own fields (kind, apiVersion, verb, the types of the
+    fields the mapping reads) and then the requestObject's. Replay calls it
+    for every line and builds documents only for events a rule can match, so
+    it is written for speed: ``type(...) is`` before the slower isinstance.
     """
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise InputError(f"an audit event must be a JSON object, got {type(event).__name__}")
-    kind = event.get("kind")
+    get = event.get
+    kind = get("kind")
     if kind is not None and kind != "Event":
         raise InputError(f"kind: expected Event, got {kind!r}: not an audit event")
-    api_version = event.get("apiVersion")
-    if api_version is not None and api_version not in AUDIT_API_VERSIONS:
+    api_version = get("apiVersion")
+    # The type first: a list or an object cannot be looked up in a set.
+    if api_version is not None and (type(api_version) is not str or api_version not in AUDIT_API_VERSIONS):
         raise InputError(f"apiVersion: expected one of {sorted(AUDIT_API_VERSIONS)}, got {api_version!r}")
-    verb = event.get("verb")
-    if not isinstance(verb, str) or not verb:
+    verb = get("verb")
+    if type(verb) is not str or not verb:
         raise InputError("verb: missing or not a string: not an audit event")
-    for field in ("user", "objectRef", "annotations", "requestObject"):
-        _check_type(event.get(field), Mapping, field, "an object")
-    _check_type(event.get("sourceIPs"), list, "sourceIPs", "a list")
-    timestamp = (
+    for field in ("user", "impersonatedUser", "objectRef", "annotations"):
+        value = get(field)
+        if value is not None and type(value) is not dict and not isinstance(value, Mapping):
+            raise InputError(f"{field}: expected an object, got {type(value).__name__}")
+    # A patch's requestObject is the patch body: a JSON patch is a list of operations.
+    request_object = get("requestObject")
+    if (request_object is not None and type(request_object) is not dict and not isinstance(request_object, Mapping)
+            and (verb != "patch" or type(request_object) is not list)):
+        what = "an object or a JSON patch" if verb == "patch" else "an object"
+        raise InputError(f"requestObject: expected {what}, got {type(request_object).__name__}")
+    source_ips = get("sourceIPs")
+    if source_ips is not None and type(source_ips) is not list:
+        raise InputError(f"sourceIPs: expected a list, got {type(source_ips).__name__}")
+    timestamp = get("stageTimestamp") or get("requestReceivedTimestamp") or get("timestamp")
+    if timestamp is not None and type(timestamp) is not str:
+        raise InputError(f"stageTimestamp: expected a string, got {type(timestamp).__name__}")
+    annotations = get("annotations")
+    if annotations:
+        # Either spelling becomes the key event.outcome is looked up with.
+        for key in _DECISION_KEYS:
+            decision = annotations.get(key)
+            if decision is not None and type(decision) is not str:
+                raise InputError(f"annotations[{key!r}]: expected a string, got {type(decision).__name__}")
+    object_ref = get("objectRef")
+    if object_ref:
+        subresource = object_ref.get("subresource")
+        if subresource is not None and type(subresource) is not str:
+            raise InputError(f"objectRef.subresource: expected a string, got {type(subresource).__name__}")
+    if type(request_object) is list:
+        _json_patch_images(request_object, "requestObject")
+    elif request_object:
+        _check_object(request_object, "requestObject.")
+
+
+def _audit_timestamp(event: Mapping[str, Any]) -> Any:
+    return (
         event.get("stageTimestamp")
         or event.get("requestReceivedTimestamp")
         or event.get("timestamp")  # audit.k8s.io/v1beta1
     )
-    _check_type(timestamp, str, "stageTimestamp", "a string")
-    return _build_document(event, source="audit", timestamp=timestamp)
+
+
+def document_from_audit_event(event: Mapping[str, Any], *, checked: bool = False) -> dict[str, Any]:
+    """Map one audit.k8s.io/v1 (or v1beta1) Event onto the document.
+
+    Raises InputError when ``event`` is not an audit event (wrong kind or
+    apiVersion, no verb, a field of the wrong type; see check_audit_event);
+    the caller adds the file and line. ``checked=True`` says the caller has
+    just called check_audit_event on this event (replay checks every line
+    first), so the checks are not repeated.
+    """
+    if not checked:
+        check_audit_event(event)
+    return _build_document(event, source="audit", timestamp=_audit_timestamp(event), object_checked=True)
 
 
 def document_from_audit_line(text: str | bytes, *, source: str | None = None, line: int | None = None) -> dict[str, Any]:
@@ -485,6 +704,8 @@ def document_from_audit_line(text: str | bytes, *, source: str | None = None, li
         event = json.loads(text)
     except ValueError as error:
         raise InputError(f"not valid JSON: {error}", source=source, line=line) from None
+    except RecursionError:
+        raise InputError("not valid JSON: nested too deeply", source=source, line=line) from None
     try:
         return document_from_audit_event(event)
     except InputError as error:
@@ -532,7 +753,7 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
         if kind is not None and kind != "AdmissionReview":
             raise InputError(f"kind: expected AdmissionReview, got {kind!r}")
         api_version = review.get("apiVersion")
-        if api_version is not None and api_version not in ADMISSION_API_VERSIONS:
+        if api_version is not None and (type(api_version) is not str or api_version not in ADMISSION_API_VERSIONS):
             raise InputError(
                 f"apiVersion: expected one of {sorted(ADMISSION_API_VERSIONS)}, got {api_version!r}"
             )
@@ -549,7 +770,7 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
     _require_group_version(request, "requestKind", "kind", prefix, required=False)
     _require_group_version(request, "requestResource", "resource", prefix, required=False)
     operation = request.get("operation")
-    if operation not in OPERATIONS:
+    if type(operation) is not str or operation not in OPERATIONS:
         raise InputError(f"{prefix}operation: expected one of {sorted(OPERATIONS)}, got {operation!r}")
     for key in ("subResource", "requestSubResource", "name", "namespace"):
         _require_str(request, key, prefix, required=False)
@@ -561,6 +782,12 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
     if operation != "DELETE" and not isinstance(obj, Mapping):
         raise InputError(f"{prefix}object: expected an object for {operation}, got {type(obj).__name__}")
     _check_type(obj, Mapping, f"{prefix}object", "an object")
+    # The options become the requestURI's query, keys sorted: only YAML can make a key that is no string.
+    options, options_field = (obj, "object") if operation == "CONNECT" else (request.get("options"), "options")
+    if options:
+        for key in options:
+            if type(key) is not str:
+                raise InputError(f"{prefix}{options_field}: keys must be strings, got {key!r}")
     return cast(AdmissionRequest, request)
 
 
@@ -630,7 +857,7 @@ def audit_event_from_admission_request(request: AdmissionRequest, *, timestamp: 
     obj = request.get("object")
     namespace = request.get("namespace") or ""
     metadata = _as_mapping(obj.get("metadata")) if obj is not None else None
-    name = request.get("name") or (metadata.get("name") if metadata else None) or ""
+    name = request.get("name") or (_str_or_none(metadata.get("name")) if metadata else None) or ""
     options = obj if request["operation"] == "CONNECT" else request.get("options")
 
     object_ref: ObjectReference = {"resource": gvr["resource"]}
@@ -697,12 +924,15 @@ def _document_from_request(
 ) -> dict[str, Any]:
     timestamp = format_timestamp(now)
     event = audit_event_from_admission_request(request, timestamp=timestamp)
+    old_object = request.get("oldObject") if request["operation"] == "UPDATE" else None
     return _build_document(
         event,
         source=source,
         timestamp=timestamp,
         admission=request if source == "admission" else None,
         workload_kind=workload_kind,
+        object_field="" if source == "manifest" else "request.object.",
+        old_object=old_object,
     )
 
 
@@ -736,13 +966,16 @@ def document_from_pod(
         raise InputError("metadata: expected an object")
     if not isinstance(pod.get("spec"), Mapping):
         raise InputError("spec: missing or not an object")
+    # They become objectRef.name / .namespace and part of the requestURI.
+    for key in ("name", "generateName", "namespace"):
+        _check_type(metadata.get(key), str, f"metadata.{key}", "a string")
     name = metadata.get("name") or metadata.get("generateName") or ""
     request: dict[str, Any] = {
         "uid": "",  # not an admission call: no uid, and gatewatch.admission stays absent
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
         "resource": {"group": "", "version": "v1", "resource": "pods"},
         "operation": "CREATE",
-        "name": name if isinstance(name, str) else "",
+        "name": name,
         "namespace": namespace or metadata.get("namespace") or DEFAULT_NAMESPACE,
         "object": pod,
         "dryRun": False,

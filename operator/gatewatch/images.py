@@ -27,6 +27,11 @@ when it contains ``.`` or ``:`` or is ``localhost``; otherwise the registry is
 ``index.docker.io`` and ``registry-1.docker.io`` are the same registry as
 ``docker.io``. The tag defaults to ``latest`` only when there is no digest.
 
+``short_name`` is the last path component of the repository (``busybox`` for
+``localhost:5000/busybox``, ``harbor.corp/dockerhub/busybox`` and
+``quay.io/prometheus/busybox`` alike): well-known images are mirrored under
+any registry and project path, so a rule about busybox matches on it.
+
 ``normalize_image`` never raises: a reference that does not follow the
 grammar keeps the raw string as its repository (registry, tag and digest
 None), so a rule can still match it literally.
@@ -84,6 +89,19 @@ class ImageReference:
     def name(self) -> str:
         """``registry/repository`` (the fully qualified name), or the raw reference."""
         return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+    @property
+    def short_name(self) -> str:
+        """The last path component of the repository: ``busybox`` for ``quay.io/prometheus/busybox``.
+
+        What rules about well-known images match on, whatever registry, mirror
+        or project path serves them. For a reference that does not parse, the
+        last ``/`` component of the raw string without tag or digest.
+        """
+        if self.registry is not None:
+            return self.repository.rpartition("/")[2]
+        last = self.repository.partition("@")[0].rpartition("/")[2]
+        return last.partition(":")[0]
 
     @property
     def canonical(self) -> str:

@@ -12,8 +12,9 @@ recursively, in sorted order, skipping hidden entries), reads multi-document YAM
 - an AdmissionReview, to be evaluated as the request it is;
 - anything else: skipped, with the reason (not an error);
 - an object that cannot be evaluated (a workload without a Pod template, a
-  document that is not a mapping): invalid, carrying its InputError, so the
-  rest of the file is still read.
+  document that is not a mapping, a document that contains itself through a
+  YAML alias inside its own anchor, ``&a [*a]``): invalid, carrying its
+  InputError, so the rest of the file is still read.
 
 A file that is not valid YAML/JSON, or cannot be read, raises InputError with
 the file and line. ``document_from_item`` turns a Pod or AdmissionReview item
@@ -155,19 +156,39 @@ def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise InputError(f"invalid JSON: {error.msg} (column {error.colno})", source=source, line=error.lineno) from None
+    except RecursionError:  # the YAML loader has its own limit and says so; json does not
+        raise InputError("invalid JSON: nested too deeply", source=source) from None
     yield 1, document, []
+
+
+@dataclass(frozen=True)
+class _RefusedDocument:
+    """A YAML document refused before it is built, and why."""
+
+    reason: str
 
 
 def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
     """(first line, document, first line of each List item) per YAML document.
 
-    Composes nodes first so every document and List item knows its line.
+    Composes nodes first so every document and List item knows its line. A
+    document that would contain itself comes as a _RefusedDocument instead.
     """
+    # An alias needs an anchor (&) and a reference (*): most files have neither.
+    may_loop = "&" in text and "*" in text
     loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
             line = node.start_mark.line + 1
+            looped = _node_inside_itself(node) if may_loop else None
+            if looped is not None:
+                reason = (
+                    f"a YAML alias inside its own anchor (anchored at line {looped.start_mark.line + 1})"
+                    " makes it contain itself, which no Kubernetes object can"
+                )
+                yield line, _RefusedDocument(reason), []
+                continue
             document = loader.construct_document(node)
             yield line, document, _list_item_lines(node)
     except yaml.YAMLError as error:
@@ -180,6 +201,37 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
         ) from None
     finally:
         loader.dispose()
+
+
+def _node_inside_itself(root: yaml.Node) -> yaml.Node | None:
+    """The first node found inside itself (``&a [*a]``), else None.
+
+    A depth-first walk of the composed nodes, where an alias is the node it
+    names: a node met again while it is still being walked contains itself.
+    An anchor used twice side by side is fine. Iterative: deep YAML must not
+    hit Python's recursion limit here either.
+    """
+    walking: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        if leaving:
+            walking.discard(key)
+            done.add(key)
+            continue
+        if key in done:
+            continue
+        if key in walking:
+            return node
+        walking.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, False) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((child, False) for pair in node.value for child in pair)
+    return None
 
 
 def _list_item_lines(node: yaml.Node) -> list[int]:
@@ -198,6 +250,10 @@ def _items_from_document(
     document: Any, *, source: str, line: int, document_index: int, item_lines: list[int]
 ) -> Iterator[InputItem]:
     if document is None:  # an empty document (a stray '---'): nothing to report
+        return
+    if isinstance(document, _RefusedDocument):
+        error = InputError(f"document {document_index + 1}: {document.reason}", source=source, line=line)
+        yield InputItem(source=source, line=line, document_index=document_index, category="invalid", error=error)
         return
     if not isinstance(document, Mapping):
         yield InputItem(
@@ -272,8 +328,10 @@ def pod_from_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
     The Pod gets the template's metadata (labels, annotations) and the
     workload's namespace; the spec is shared with the workload, not copied.
     """
+    if not isinstance(workload, Mapping):
+        raise InputError(f"a workload must be an object, got {type(workload).__name__}")
     kind = workload.get("kind")
-    path = POD_TEMPLATE_PATHS.get(kind)  # type: ignore[arg-type]
+    path = POD_TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
     if path is None:
         raise InputError(f"kind {kind!r} has no Pod template")
     template: Any = workload
@@ -300,6 +358,10 @@ def _check_pod(pod: Mapping[str, Any], *, field_prefix: str) -> None:
     metadata = pod.get("metadata")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise InputError(f"{field_prefix}metadata: expected an object")
+    for key in ("labels", "annotations"):
+        value = (metadata or {}).get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise InputError(f"{field_prefix}metadata.{key}: expected an object, got {type(value).__name__}")
     if not isinstance(spec.get("containers"), list) or not spec["containers"]:
         raise InputError(f"{field_prefix}spec.containers: missing or empty")
     for container_kind in ("containers", "initContainers", "ephemeralContainers"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TypedDict
 
+from gatewatch.documents import CONTAINER_KINDS, ImageEntry, image_entry
 from gatewatch.kube.namespaces import AsyncTtlCache, LookupFailed, read_object
 
 PodKey = tuple[str, str]  # (namespace, name)
@@ -22,7 +23,8 @@ class PodSummary(TypedDict):
     name: str
     namespace: str
     uid: str | None
-    images: list[str]
+    # The shape of gatewatch.images, so gatewatch.pod.images.name works as gatewatch.images.name does.
+    images: list[ImageEntry]
     labels: dict[str, str]
     service_account: str | None
     node_name: str | None
@@ -60,10 +62,14 @@ def summarize_pod(pod: Mapping[str, Any]) -> PodSummary:
     if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
         raise TypeError("metadata and spec must be objects")
     images = [
-        container.get("image")
-        for kind in ("initContainers", "containers", "ephemeralContainers")
+        image_entry(
+            container["image"],
+            container_kind=kind,
+            container_name=container.get("name") if isinstance(container.get("name"), str) else None,
+        )
+        for kind in CONTAINER_KINDS
         for container in spec.get(kind) or []
-        if isinstance(container, Mapping) and container.get("image")
+        if isinstance(container, Mapping) and isinstance(container.get("image"), str) and container["image"]
     ]
     return PodSummary(
         name=str(metadata.get("name", "")),

@@ -5,6 +5,8 @@ namespaceSelector, hard-codes timeoutSeconds 30 and empties the webhooks on
 every stop, which would drop enforcement during a rolling update.
 
 - ``build_webhook_configuration(...)``: the desired object (pure).
+- ``POD_IMAGES_CHANGED``: the CEL match condition that sends a pod UPDATE to
+  gatewatch only when it changes a container image.
 - ``diff_webhook_configuration(desired, live)``: what differs (pure).
 - ``WebhookConfigurationReconciler``: creates it, keeps it as desired, and
   restores it when someone else edits or deletes it, logging that drift as a
@@ -41,6 +43,51 @@ API_VERSION = "admissionregistration.k8s.io/v1"
 KIND = "ValidatingWebhookConfiguration"
 
 
+@dataclass(frozen=True)
+class MatchCondition:
+    """A webhook ``matchConditions`` entry: the API server calls the webhook only when ``expression`` is true.
+
+    CEL, GA in Kubernetes 1.30 (beta, on by default, since 1.28). When an
+    expression fails to evaluate, the webhook's failurePolicy decides: with
+    ``Ignore`` the request is not sent, so expressions guard every optional
+    field with ``has()``.
+    """
+
+    name: str
+    expression: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "expression": self.expression}
+
+
+# Container kinds whose images a pod UPDATE can change (spec.ephemeralContainers
+# only through pods/ephemeralcontainers; listed for completeness, it costs nothing).
+_POD_CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _images_cel(obj: str, container_kind: str) -> str:
+    # A list of images, one per container in order; [] when the list is absent;
+    # '' for a container without image (templates allow it; guarded so no error).
+    return (f"(has({obj}.spec.{container_kind}) ? {obj}.spec.{container_kind}"
+            f".map(c, has(c.image) ? c.image : '') : [])")
+
+
+def pod_images_changed_expression() -> str:
+    """CEL: true when any container kind's images differ between ``object`` and ``oldObject``.
+
+    A pod's containers cannot be added, removed or reordered by an update;
+    comparing the image lists in order therefore finds exactly the image
+    changes. Metadata-only updates (labels, annotations, finalizers, which
+    controllers write constantly) compare equal and never reach gatewatch.
+    """
+    return " || ".join(
+        f"{_images_cel('object', kind)} != {_images_cel('oldObject', kind)}" for kind in _POD_CONTAINER_KINDS
+    )
+
+
+POD_IMAGES_CHANGED = MatchCondition(name="pod-images-changed", expression=pod_images_changed_expression())
+
+
 class AdmissionHandler(Protocol):
     """One admission handler gatewatch serves (the controller's ``WebhookRoute`` is one)."""
 
@@ -59,6 +106,9 @@ class AdmissionHandler(Protocol):
     @property
     def operations(self) -> tuple[str, ...]: ...
 
+    @property
+    def match_conditions(self) -> tuple[MatchCondition, ...]: ...  # () for none
+
 
 @dataclass(frozen=True)
 class WebhookHandler:
@@ -69,6 +119,7 @@ class WebhookHandler:
     operations: tuple[str, ...]
     api_group: str = ""
     api_version: str = "v1"
+    match_conditions: tuple[MatchCondition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,15 +135,17 @@ def webhook_entry_name(handler_id: str) -> str:
     return f"{handler_id}.{WEBHOOK_NAME_SUFFIX}"
 
 
-def namespace_selector(*, own_namespace: str, exempt_namespaces: Sequence[str] = ()) -> dict[str, Any]:
-    """Never call gatewatch for kube-system, its own namespace, exempt ones, or ``gatewatch.io/ignore=true``."""
+def namespace_selector(
+    *, own_namespace: str, exempt_namespaces: Sequence[str] = (), ignore_label: bool = True
+) -> dict[str, Any]:
+    """Never call gatewatch for kube-system, its own namespace, exempt ones, or (``ignore_label``)
+    namespaces labelled ``gatewatch.io/ignore=true``."""
     excluded = sorted({"kube-system", own_namespace, *exempt_namespaces})
-    return {
-        "matchExpressions": [
-            {"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": excluded},
-            {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]},
-        ]
-    }
+    expressions: list[dict[str, Any]] = [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": excluded}]
+    if ignore_label:
+        # Whoever may label the namespace can opt it out: namespaces.ignoreLabel turns this off.
+        expressions.append({"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]})
+    return {"matchExpressions": expressions}
 
 
 def build_webhook_configuration(
@@ -107,6 +160,7 @@ def build_webhook_configuration(
     failure_policy: FailurePolicy = "Ignore",
     timeout_seconds: int = 5,
     exempt_namespaces: Sequence[str] = (),
+    ignore_label: bool = True,
 ) -> dict[str, Any]:
     """The desired ValidatingWebhookConfiguration: one webhook per handler at ``{path}/{handler_id}``.
 
@@ -125,7 +179,9 @@ def build_webhook_configuration(
     if not handlers:
         raise ConfigError("no admission handlers to register", source="webhook")
     prefix = "/" + path.strip("/") if path.strip("/") else ""
-    selector = namespace_selector(own_namespace=own_namespace, exempt_namespaces=exempt_namespaces)
+    selector = namespace_selector(
+        own_namespace=own_namespace, exempt_namespaces=exempt_namespaces, ignore_label=ignore_label
+    )
     encoded_bundle = base64.b64encode(ca_bundle).decode("ascii")
     webhooks = []
     for handler in handlers:
@@ -137,7 +193,7 @@ def build_webhook_configuration(
             }
         else:
             client_config["url"] = f"{url.rstrip('/')}{handler_path}"  # type: ignore[union-attr]
-        webhooks.append({
+        entry: dict[str, Any] = {
             "name": webhook_entry_name(handler.handler_id),
             "admissionReviewVersions": ["v1"],
             "clientConfig": client_config,
@@ -154,7 +210,12 @@ def build_webhook_configuration(
             "objectSelector": {},
             "sideEffects": "NoneOnDryRun",  # Events and alerts, none for dry-run requests
             "timeoutSeconds": timeout_seconds,
-        })
+        }
+        if handler.match_conditions:
+            # Only when there are any: the API server omits an empty list, so the live
+            # entry can be compared as is (and a matchConditions added by someone else is drift).
+            entry["matchConditions"] = [condition.as_dict() for condition in handler.match_conditions]
+        webhooks.append(entry)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -176,6 +237,7 @@ class WebhookRegistration:
     failure_policy: FailurePolicy = "Ignore"
     timeout_seconds: int = 5
     exempt_namespaces: tuple[str, ...] = ()
+    ignore_label: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any, *, handlers: Sequence[AdmissionHandler]) -> WebhookRegistration:
@@ -198,6 +260,7 @@ class WebhookRegistration:
             failure_policy=webhook.failure_policy,
             timeout_seconds=webhook.timeout_seconds,
             exempt_namespaces=tuple(settings.namespaces.exempt),
+            ignore_label=settings.namespaces.ignore_label,
         )
 
     def build(self, ca_bundle: bytes) -> dict[str, Any]:
@@ -205,6 +268,7 @@ class WebhookRegistration:
             name=self.name, handlers=self.handlers, ca_bundle=ca_bundle, own_namespace=self.own_namespace,
             service=self.service, url=self.url, path=self.path, failure_policy=self.failure_policy,
             timeout_seconds=self.timeout_seconds, exempt_namespaces=self.exempt_namespaces,
+            ignore_label=self.ignore_label,
         )
 
 
@@ -467,6 +531,8 @@ def _short(value: Any) -> Any:
 __all__ = [
     "AdmissionHandler",
     "Change",
+    "MatchCondition",
+    "POD_IMAGES_CHANGED",
     "ReconcileOutcome",
     "ReconcileResult",
     "ServiceTarget",
@@ -477,4 +543,5 @@ __all__ = [
     "delete_webhook_configuration",
     "diff_webhook_configuration",
     "namespace_selector",
+    "pod_images_changed_expression",
 ]
