@@ -200,3 +200,158 @@ def test_replay_skips_namespaces_the_webhook_never_sees() -> None:
     assert "kube-system" not in namespaces(default)
     assert "kube-system" in namespaces(everything)
     assert len(everything) > len(default)
+
+
+# --- inputs with fields of the wrong type: a message naming file, line and field, never a traceback ---
+
+POD = {
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+}
+
+
+def _pod(**changes) -> dict:
+    pod = json.loads(json.dumps(POD))
+    for path, value in changes.items():
+        target = pod
+        *parents, last = path.split("__")
+        for part in parents:
+            target = target[part] if not part.isdigit() else target[int(part)]
+        target[last] = value
+    return pod
+
+
+def _review(obj=None, **request_changes) -> dict:
+    review = json.loads((EXAMPLES / "reviews" / "busybox-create-review.json").read_text())
+    if obj is not None:
+        review["request"]["object"] = obj
+    review["request"].update(request_changes)
+    return review
+
+
+BAD_CHECK_INPUTS = [
+    ("containers-a-string", _pod(spec__containers="busybox"), "spec.containers"),
+    ("image-a-number", _pod(spec__containers=[{"name": "c", "image": 5}]), "spec.containers[0].image"),
+    ("labels-a-list", _pod(metadata__labels=[]), "metadata.labels"),
+    ("label-value-a-number", _pod(metadata__labels={"tier": 1}), "metadata.labels['tier']"),
+    ("name-a-number", _pod(metadata__name=5), "metadata.name"),
+    ("namespace-a-list", _pod(metadata__namespace=["a"]), "metadata.namespace"),
+    ("env-a-string", _pod(spec__containers=[{"name": "c", "image": "nginx", "env": "A=b"}]), "spec.containers[0].env"),
+    ("review-object-a-string", _review(obj="x"), "request.object"),
+    ("review-containers-a-string", _review(obj=_pod(spec__containers="busybox")), "request.object.spec.containers"),
+    ("review-image-a-number", _review(obj=_pod(spec__containers=[{"image": 5}])), "request.object.spec.containers[0].image"),
+    ("review-labels-a-list", _review(obj=_pod(metadata__labels=[])), "request.object.metadata.labels"),
+    ("review-namespace-a-number", _review(obj=_pod(metadata__namespace=5)), "request.object.metadata.namespace"),
+    ("review-operation-a-list", _review(operation=["CREATE"]), "request.operation"),
+    ("review-username-a-list", _review(userInfo={"username": ["alice"]}), "request.userInfo.username"),
+]
+
+
+@pytest.mark.parametrize(("manifest", "field"), [(m, f) for _, m, f in BAD_CHECK_INPUTS], ids=[i for i, _, _ in BAD_CHECK_INPUTS])
+@pytest.mark.parametrize("output_format", ["table", "json"])
+def test_check_reports_a_wrongly_typed_field_with_file_line_and_field(
+    tmp_path: Path, manifest: dict, field: str, output_format: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n---\n" + json.dumps(manifest) + "\n")
+    result = run("check", "--format", output_format, str(bad), str(EXAMPLES / "pods" / "netshoot.yaml"))
+    assert result.exit_code == 2, result.output
+    message = [line for line in result.stderr.splitlines() if f"{bad}:5:" in line]
+    assert message and field in message[0], result.stderr
+    assert "please report" not in result.stderr  # a reason, not our fallback for surprises
+    assert "T1610" in result.stdout  # the good file is still checked
+
+
+BAD_AUDIT_EVENTS = [
+    ("namespace-a-list", {"objectRef": {"resource": "pods", "namespace": ["payments"]}}, "objectRef.namespace"),
+    ("resource-a-number", {"objectRef": {"resource": 5}}, "objectRef.resource"),
+    ("subresource-a-list", {"objectRef": {"resource": "pods", "subresource": ["exec"]}}, "objectRef.subresource"),
+    ("username-a-list", {"user": {"username": ["alice"]}}, "user.username"),
+    ("decision-a-list", {"annotations": {"authorization.k8s.io/decision": []}}, "annotations['authorization.k8s.io/decision']"),
+    ("api-version-a-list", {"apiVersion": ["audit.k8s.io/v1"]}, "apiVersion"),
+    ("audit-id-a-number", {"auditID": 7}, "auditID"),
+    ("code-a-string", {"responseStatus": {"code": "201"}}, "responseStatus.code"),
+    ("pod-image-a-number", {"requestObject": {"kind": "Pod", "spec": {"containers": [{"image": 5}]}}},
+     "requestObject.spec.containers[0].image"),
+    ("pod-labels-a-list", {"requestObject": {"kind": "Pod", "metadata": {"labels": []}}}, "requestObject.metadata.labels"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), [(c, f) for _, c, f in BAD_AUDIT_EVENTS], ids=[i for i, _, _ in BAD_AUDIT_EVENTS])
+@pytest.mark.parametrize("output_format", ["table", "json"])
+def test_replay_counts_a_wrongly_typed_field_as_malformed(tmp_path: Path, change: dict, field: str, output_format: str) -> None:
+    lines = (EXAMPLES / "audit" / "audit.jsonl").read_text().splitlines()
+    bad = json.loads(lines[6])  # a busybox pod creation in namespace default
+    for key, value in change.items():
+        bad[key] = {**bad[key], **value} if isinstance(value, dict) and isinstance(bad.get(key), dict) else value
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join([*lines, json.dumps(bad)]) + "\n")
+    result = run("replay", "--format", output_format, "--all-namespaces", str(log))
+    assert result.exit_code == 0, result.output
+    assert f"{log}:{len(lines) + 1}: skipped malformed line: {field}" in result.stderr
+    assert "1 malformed line(s)" in result.stderr
+
+
+def test_check_reads_stdin_given_as_dash() -> None:
+    result = run("check", "-", stdin=(EXAMPLES / "pods" / "netshoot.yaml").read_text())
+    assert result.exit_code == 1, result.output
+    assert "Pod netshoot" in result.stdout and "T1610" in result.stdout
+
+
+def test_check_with_every_input_unreadable_claims_nothing_and_exits_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Pod\nmetadata: {name: x\n")
+    typed = tmp_path / "typed.json"
+    typed.write_text(json.dumps(_pod(spec__containers="busybox")))
+    result = run("check", str(broken), str(typed))
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "broken.yaml" in result.stderr and "typed.json" in result.stderr
+    assert "0 object(s) checked" in result.stderr
+
+
+def test_check_mode_off_lists_matches_with_no_effect_and_keeps_the_exit_status() -> None:
+    # The exit status comes from the rules' actions and --fail-on in every mode:
+    # simulating off must not switch a CI gate off.
+    netshoot = str(EXAMPLES / "pods" / "netshoot.yaml")
+    enforce, off = run("check", netshoot), run("check", "--mode", "off", netshoot)
+    assert enforce.exit_code == off.exit_code == 1
+    assert "DENY" in enforce.stdout
+    assert "NONE" in off.stdout and "DENY" not in off.stdout and "no rule matched" not in off.stdout
+    alerts = json_lines(run("check", "--mode", "off", "--format", "json", netshoot).stdout)
+    assert alerts and all("effect" not in a["gatewatch"] and a["gatewatch"]["mode"] == "off" for a in alerts)
+    assert run("check", "--mode", "off", "--fail-on", "deny", str(EXAMPLES / "pods" / "web-deployment.yaml")).exit_code == 0
+
+
+def test_check_reports_a_manifest_that_contains_itself(tmp_path: Path) -> None:
+    # A YAML alias inside its own anchor would build a list that contains itself: refused when read.
+    looped = tmp_path / "looped.yaml"
+    looped.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox\n"
+        "    env: &env\n    - {name: A, value: x, again: *env}\n"
+    )
+    result = run("check", "--format", "json", str(looped), str(EXAMPLES / "pods" / "netshoot.yaml"))
+    assert result.exit_code == 2
+    assert (
+        f"{looped}:1: document 1: a YAML alias inside its own anchor (anchored at line 8)"
+        " makes it contain itself, which no Kubernetes object can\n"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr and "gatewatch bug" not in result.stderr
+    assert json_lines(result.stdout)  # the other file is still checked
+
+
+def test_json_nested_deeper_than_python_recurses_is_bad_input_not_a_traceback(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    manifest = tmp_path / "deep.json"
+    manifest.write_text(deep)
+    result = run("check", str(manifest), str(EXAMPLES / "pods" / "netshoot.yaml"))
+    assert result.exit_code == 2
+    assert f"gatewatch: {manifest}: invalid JSON: nested too deeply\n" in result.stderr
+    assert "1 object(s) checked" in result.stderr  # the other file still is
+
+    log = tmp_path / "audit.jsonl"
+    log.write_text(deep + "\n" + (EXAMPLES / "audit" / "audit.jsonl").read_text())
+    result = run("replay", str(log))
+    assert result.exit_code == 0
+    assert f"{log}:1: skipped malformed line: not JSON: nested too deeply\n" in result.stderr
+    assert "1 malformed line(s)" in result.stderr

@@ -91,3 +91,61 @@ def test_unconstrained_rules_are_always_candidates() -> None:
     assert index.candidates({"kubernetes": {"audit": {"objectRef": {"resource": "secrets"}}}}) == ("free",)
     assert index.candidates({"kubernetes": {"audit": {"objectRef": {"resource": "pods"}}}}) == ("free", "pods-only")
     assert index.candidates({}) == ("free",)
+
+
+# --- the raw-event check replay uses before building a document -----------------
+
+# Shapes an objectRef.resource / verb can take in a log line, odd ones included:
+# absent, null, lists, numbers, and keys written with dots (which field paths
+# also resolve).
+RAW_VALUES = st.one_of(
+    st.none(),
+    st.sampled_from(["pods", "secrets", "configmaps", "create", "get", "list", "patch", "update", "", "Pods"]),
+    st.integers(0, 3),
+    st.lists(st.sampled_from(["pods", "get", "create"]), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    resource=RAW_VALUES,
+    verb=RAW_VALUES,
+    subresource=st.sampled_from([None, "exec", "attach", "ephemeralcontainers", "status"]),
+    dotted_resource=st.booleans(),
+    object_ref_absent=st.booleans(),
+)
+def test_raw_audit_event_gives_the_candidates_of_its_document(
+    resource, verb, subresource, dotted_resource, object_ref_absent
+) -> None:
+    # Default rules plus ones the index cannot narrow (no resource/verb constraint,
+    # a wildcard, a negation): those must stay candidates of every event.
+    rules = [*load_rules().rules]
+    nodes = [rule.matcher.node for rule in rules] + [
+        parse('user.name:"bob"'),
+        parse("kubernetes.audit.objectRef.resource:pod*"),
+        parse("not kubernetes.audit.verb:get"),
+        parse("kubernetes.audit.verb:(get or list) and kubernetes.audit.objectRef.resource:secrets"),
+    ]
+    index = RuleIndex(list(range(len(nodes))), nodes)
+    event: dict = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": verb, "stage": "ResponseComplete"}
+    if dotted_resource:
+        event["objectRef.resource"] = resource
+    if not object_ref_absent:
+        event["objectRef"] = {"resource": None if dotted_resource else resource, "subresource": subresource}
+    document = {"kubernetes": {"audit": event}, "event": {"dataset": "kubernetes.audit_logs"}}
+    assert index.candidates_for_audit_event(event) == index.candidates(document)
+    assert {len(rules), len(rules) + 1, len(rules) + 2} <= set(index.candidates_for_audit_event(event))
+
+
+def test_raw_audit_event_check_agrees_with_the_built_document_on_the_examples() -> None:
+    ruleset = load_rules()
+    engine = RuleEngine(ruleset)
+    lines = [line for line in (EXAMPLES / "audit" / "audit.jsonl").read_text().splitlines() if line.strip()]
+    skipped = 0
+    for line in lines:
+        event = json.loads(line)
+        document = document_from_audit_event(event)
+        if not engine.may_match_audit_event(event):
+            skipped += 1
+            assert naive_matches(ruleset, document) == []
+    assert skipped, "the example log holds reads no default rule can match"

@@ -3,17 +3,28 @@
 The same document comes out of ``gatewatch check --format json``,
 ``gatewatch replay --format json`` and the operator's alert sinks, so a SIEM
 ingests all three alike. docs/alerts.md shows a sample.
+
+Alerts leave the cluster, so the objects they carry are redacted
+(``redact_object``): container environment values, managedFields and the
+last-applied-configuration annotation never reach a SIEM. Rules match the
+document as it came in; only the alert's copy is redacted.
 """
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 from gatewatch.engine import Match
 
 ALERT_DATASET = "gatewatch.alerts"
+REDACTED = "[redacted]"
+# Repeats the whole object as last applied, env values included.
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+# Objects of the audit event that may hold a Pod (or a workload, or a patch of one).
+_REDACTED_AUDIT_FIELDS = ("requestObject", "responseObject")
 
 
 def build_alert(
@@ -57,7 +68,7 @@ def build_alert(
             "category": _value(rule.type),
         },
         "threat": _threat(rule),
-        "kubernetes": {"audit": dict(audit)},
+        "kubernetes": {"audit": _redacted_audit(audit)},
         "gatewatch": {
             "action": _value(rule.action),
             "effect": _value(effect) if effect is not None else None,
@@ -133,14 +144,65 @@ def _columns(items: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def _describe(document: Mapping[str, Any]) -> str:
-    audit = document.get("kubernetes", {}).get("audit", {})
-    ref = audit.get("objectRef", {}) or {}
-    user = (audit.get("user") or {}).get("username") or "unknown user"
-    resource = ref.get("resource", "?")
+    # Input is untrusted: any of these may be missing or of another type.
+    audit = _mapping(_mapping(document.get("kubernetes")).get("audit"))
+    ref = _mapping(audit.get("objectRef"))
+    user = _mapping(audit.get("user")).get("username") or "unknown user"
+    resource = str(ref.get("resource") or "?")
     if ref.get("subresource"):
-        resource += "/" + ref["subresource"]
-    target = "/".join(part for part in (ref.get("namespace"), ref.get("name")) if part)
+        resource += f"/{ref['subresource']}"
+    target = "/".join(str(part) for part in (ref.get("namespace"), ref.get("name")) if part)
     return f"{user} {audit.get('verb', '?')} {resource} {target}".strip()
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _redacted_audit(audit: Mapping[str, Any]) -> dict[str, Any]:
+    redacted = dict(audit)
+    for key in _REDACTED_AUDIT_FIELDS:
+        if key in redacted:
+            redacted[key] = redact_object(redacted[key])
+    return redacted
+
+
+def redact_object(value: Any) -> Any:
+    """A copy of a Kubernetes object (or patch) safe to ship in an alert.
+
+    Anywhere in it: every ``env`` entry's ``value`` becomes "[redacted]" (names
+    and ``valueFrom`` references stay), ``metadata.managedFields`` and the
+    last-applied-configuration annotation are dropped. A copy (mappings and
+    lists): ``value`` is shared with the document the rules matched, and
+    stays as it was.
+    """
+    if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
+        copied: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "env" and isinstance(item, list):
+                copied[key] = [_redacted_env_var(var) for var in item]
+            elif key == "metadata" and isinstance(item, Mapping):
+                copied[key] = _redacted_metadata(item)
+            else:
+                copied[key] = redact_object(item)
+        return copied
+    if isinstance(value, list):
+        return [redact_object(item) for item in value]
+    return value
+
+
+def _redacted_env_var(var: Any) -> Any:
+    if isinstance(var, Mapping) and var.get("value") is not None:
+        return {**redact_object(var), "value": REDACTED}
+    return redact_object(var)
+
+
+def _redacted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    copied = {key: redact_object(item) for key, item in metadata.items() if key != "managedFields"}
+    annotations = copied.get("annotations")
+    if isinstance(annotations, Mapping) and LAST_APPLIED_ANNOTATION in annotations:
+        copied["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}
+    return copied
 
 
 def _value(value: Any) -> Any:

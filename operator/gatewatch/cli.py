@@ -68,17 +68,28 @@ def load_ruleset_or_exit(rules_files: Sequence[Path]) -> RuleSet:
     type=_MODE_CHOICE,
     default="enforce",
     show_default=True,
-    help="Namespace mode to simulate for the decision column.",
+    help="Namespace mode to simulate for the effect column (off: every match listed with effect none). "
+    "It never changes the exit status.",
 )
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True, path_type=Path))
 def check(
     rules_files: tuple[Path, ...], output_format: str, fail_on: str, mode: str, paths: tuple[Path, ...]
 ) -> None:
     """Check manifests and AdmissionReview files against the rules (no cluster needed).
 
-    Workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)
-    count as the Pods their templates create. Every query match is reported,
-    new_terms rules included (marked: history is not consulted offline).
+    PATHS are files, directories (walked for .yaml, .yml, .json) or - for
+    stdin (read as YAML). Workloads (Deployment, StatefulSet, DaemonSet,
+    ReplicaSet, Job, CronJob) count as the Pods their templates create.
+    Every query match is reported, new_terms rules included (marked: history
+    is not consulted offline).
+
+    \b
+    Exit status, the same in every --mode (off included, so a CI gate
+    cannot be switched off by the mode it simulates):
+      0  no matching rule's action reaches --fail-on
+      1  one does
+      2  bad usage, or an input that could not be read or evaluated (named
+         on stderr with its file and line; the other inputs are still checked)
     """
     from gatewatch.offline import run_check
 
@@ -128,10 +139,26 @@ def replay(
 ) -> None:
     """Replay audit-log JSON lines (plain or .gz, or - for stdin) through the rules.
 
-    Answers "what would gatewatch in this mode have done?": events in exempt
-    namespaces are skipped as the webhook's namespaceSelector would skip
-    them; new_terms rules are applied in event-time order. Malformed lines
-    are counted and reported with their line numbers, never fatal.
+    Answers "what would gatewatch in this mode have done?", counting requests,
+    not audit events: the API server writes one event per stage of a request
+    (RequestReceived, ResponseStarted, ResponseComplete, Panic), all with the
+    same auditID, and they give one verdict, taken from ResponseComplete, else
+    from the latest stage seen (an event without auditID is a request of its
+    own). Only the auditIDs of requests that matched are kept in memory.
+
+    \b
+    Skipped, as the webhook would never see them:
+      - events in exempt namespaces (the webhook's namespaceSelector);
+      - events authorization refused (decision forbid): admission runs
+        after authorization.
+    A request the API server refused later (response code >= 400, e.g.
+    another admission plugin) is still evaluated; the summary says how many
+    of the requests this mode would have denied were refused anyway.
+
+    new_terms rules are applied in event-time order. Malformed lines
+    (not JSON, not an audit event, a field of the wrong type) are counted
+    and reported with their line numbers, never fatal. Exit status 0, or 2
+    when SOURCE cannot be read.
     """
     from gatewatch.offline import run_replay
 

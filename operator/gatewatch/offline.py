@@ -3,6 +3,10 @@
 Both go through the same path as the operator: input -> document -> engine ->
 decision -> ECS alert, so what they report is what the admission controller
 would have done.
+
+Input is untrusted: an object or line with a field of the wrong type is
+reported (file, line, field) and the run carries on; it never ends in a
+traceback.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ from typing import IO, Any, Iterator, Mapping, Sequence, TextIO
 import click
 
 from gatewatch.alerts import alert_line, build_alert
-from gatewatch.decision import Mode, decide
-from gatewatch.documents import document_from_audit_event
+from gatewatch.decision import Mode, decide, effect_of
+from gatewatch.documents import CONTAINER_KINDS, DECISION_ANNOTATION, check_audit_event, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
 from gatewatch.rules.model import Action, RuleSet
@@ -32,6 +36,119 @@ EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 _MALFORMED_LISTED = 20
 # Files larger than this get a progress bar (when asked for).
 _PROGRESS_MIN_BYTES = 1 << 20
+# What a bug of ours looks like on odd input; reported per object or line
+# (with the input's location) instead of ending the run in a traceback.
+# RecursionError: input nested deeper than Python recurses (reading refuses
+# objects that contain themselves, see workloads.py).
+_UNEXPECTED = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
+
+
+# --- input shape ---------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_mapping(value: Any) -> bool:
+    # dict first: JSON and YAML give dicts, and the ABC check costs more.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
+    """Why a Pod (or a Pod patch) has a field of the wrong type for evaluating it, else None.
+
+    Covers what the rules, the reports and the alerts read: names, labels and
+    annotations, owner references, containers (name, image, env). Absent
+    fields are fine; the API server would reject every case this reports.
+    """
+    metadata = pod.get("metadata")
+    if metadata is not None:
+        if not _is_mapping(metadata):
+            return f"{prefix}metadata: expected an object, got {_type_name(metadata)}"
+        for key in ("name", "generateName", "namespace"):
+            value = metadata.get(key)
+            if value is not None and type(value) is not str:
+                return f"{prefix}metadata.{key}: expected a string, got {_type_name(value)}"
+        for key in ("labels", "annotations"):
+            values = metadata.get(key)
+            if values is None:
+                continue
+            if not _is_mapping(values):
+                return f"{prefix}metadata.{key}: expected an object of strings, got {_type_name(values)}"
+            for name, value in values.items():
+                if type(value) is not str:
+                    return f"{prefix}metadata.{key}[{name!r}]: expected a string, got {_type_name(value)}"
+        owners = metadata.get("ownerReferences")
+        if owners is not None:
+            if type(owners) is not list:
+                return f"{prefix}metadata.ownerReferences: expected a list, got {_type_name(owners)}"
+            for index, owner in enumerate(owners):
+                if not _is_mapping(owner):
+                    return f"{prefix}metadata.ownerReferences[{index}]: expected an object, got {_type_name(owner)}"
+                if owner.get("kind") is not None and type(owner.get("kind")) is not str:
+                    return f"{prefix}metadata.ownerReferences[{index}].kind: expected a string, got {_type_name(owner['kind'])}"
+    spec = pod.get("spec")
+    if spec is None:
+        return None
+    if not _is_mapping(spec):
+        return f"{prefix}spec: expected an object, got {_type_name(spec)}"
+    for container_kind in CONTAINER_KINDS:
+        containers = spec.get(container_kind)
+        if containers is None:
+            continue
+        if type(containers) is not list:
+            return f"{prefix}spec.{container_kind}: expected a list, got {_type_name(containers)}"
+        for index, container in enumerate(containers):
+            where = f"{prefix}spec.{container_kind}[{index}]"
+            if not _is_mapping(container):
+                return f"{where}: expected an object, got {_type_name(container)}"
+            for key in ("name", "image"):
+                value = container.get(key)
+                if value is not None and type(value) is not str:
+                    return f"{where}.{key}: expected a string, got {_type_name(value)}"
+            env = container.get("env")
+            if env is not None and (type(env) is not list or not all(_is_mapping(var) for var in env)):
+                return f"{where}.env: expected a list of objects"
+    return None
+
+
+def _event_refusal(event: Mapping[str, Any]) -> str | None:
+    """Beyond documents.py: the event's fields replay reads (namespace, user, stage, response code)."""
+    for key in ("auditID", "stage"):
+        value = event.get(key)
+        if value is not None and type(value) is not str:
+            return f"{key}: expected a string, got {_type_name(value)}"
+    object_ref = event.get("objectRef") or {}
+    for key, value in object_ref.items():
+        if value is not None and type(value) is not str:
+            return f"objectRef.{key}: expected a string, got {_type_name(value)}"
+    user = event.get("user") or {}
+    for key in ("username", "uid"):
+        value = user.get(key)
+        if value is not None and type(value) is not str:
+            return f"user.{key}: expected a string, got {_type_name(value)}"
+    annotations = event.get("annotations") or {}
+    for key, value in annotations.items():
+        if type(value) is not str:
+            return f"annotations[{key!r}]: expected a string, got {_type_name(value)}"
+    status = event.get("responseStatus")
+    if status is not None:
+        if not _is_mapping(status):
+            return f"responseStatus: expected an object, got {_type_name(status)}"
+        code = status.get("code")
+        if code is not None and type(code) is not int:
+            return f"responseStatus.code: expected an integer, got {_type_name(code)}"
+    return None
+
+
+def _request_object_refusal(event: Mapping[str, Any]) -> str | None:
+    """Beyond documents.py: the Pod fields rules, reports and alerts read (after documents.py's own checks)."""
+    object_ref = event.get("objectRef") or _NOTHING
+    request_object = event.get("requestObject")
+    if _is_mapping(request_object) and object_ref.get("resource") == "pods" and not object_ref.get("subresource"):
+        return pod_problem(request_object, prefix="requestObject.")
+    return None
 
 
 # --- check -------------------------------------------------------------------
@@ -42,7 +159,7 @@ class CheckFinding:
     location: str
     subject: str
     match: Match
-    effect: Action
+    effect: Action | None  # None: the mode lets the rule do nothing (off)
     alert: dict[str, Any]
 
 
@@ -56,7 +173,12 @@ def run_check(
     out: TextIO,
     err: TextIO,
 ) -> int:
-    """Evaluate every Pod (and AdmissionReview) in ``paths``; returns the exit code."""
+    """Evaluate every Pod (and AdmissionReview) in ``paths``; returns the exit code.
+
+    The exit status depends on the matching rules' actions and ``fail_on``,
+    never on ``mode`` (which only sets each match's effect): 1 when a match
+    reaches ``fail_on``; 2 when any input could not be read or evaluated.
+    """
     from gatewatch.workloads import document_from_item, iter_input_files, read_input_file
 
     engine = RuleEngine(ruleset)
@@ -76,13 +198,19 @@ def run_check(
                     click.echo(f"gatewatch: {item.location}: skipped: {item.skip_reason}", err=True, file=err)
                     continue
                 try:
+                    _check_item_shape(item)
                     document = document_from_item(item)
+                    found = _check_document(engine, document, item, mode=mode)
                 except GatewatchError as error:
                     click.echo(f"gatewatch: {error}", err=True, file=err)
                     bad_input = True
                     continue
+                except _UNEXPECTED as error:
+                    click.echo(f"gatewatch: {item.location}: {_unexpected(error)}", err=True, file=err)
+                    bad_input = True
+                    continue
                 checked += 1
-                findings.extend(_check_document(engine, document, item, mode=mode))
+                findings.extend(found)
         except InputError as error:
             click.echo(f"gatewatch: {error}", err=True, file=err)
             bad_input = True
@@ -90,7 +218,7 @@ def run_check(
     if output_format == "json":
         for finding in findings:
             out.write(alert_line(finding.alert) + "\n")
-    else:
+    elif checked:  # nothing checked: no table, and no "no rule matched" to mislead
         _print_check_table(findings, mode, out)
     reached = [f for f in findings if f.match.rule.action >= fail_on]
     click.echo(
@@ -104,24 +232,62 @@ def run_check(
     return EXIT_FINDINGS if reached else EXIT_OK
 
 
+def _check_item_shape(item: Any) -> None:
+    """InputError (file, line, field) for a Pod or AdmissionReview with a field of the wrong type."""
+    problem = None
+    if item.category == "pod" and item.pod is not None:
+        problem = pod_problem(item.pod)
+    elif item.category == "admission_review" and _is_mapping(item.review):
+        problem = _review_problem(item.review)
+    if problem is not None:
+        raise InputError(f"{item.subject}: {problem}", source=item.source, line=item.line)
+
+
+def _review_problem(review: Mapping[str, Any]) -> str | None:
+    """What documents.parse_admission_request leaves unchecked: value types of the strings
+    it compares, the user, and the reviewed Pod."""
+    wrapped = "request" in review
+    request = review.get("request") if wrapped else review
+    prefix = "request." if wrapped else ""
+    if wrapped and type(review.get("apiVersion", "")) is not str:
+        return f"apiVersion: expected a string, got {_type_name(review['apiVersion'])}"
+    if not _is_mapping(request):
+        return None  # parse_admission_request says so
+    if type(request.get("operation", "")) is not str:
+        return f"{prefix}operation: expected a string, got {_type_name(request['operation'])}"
+    user = request.get("userInfo")
+    if _is_mapping(user):
+        for key in ("username", "uid"):
+            value = user.get(key)
+            if value is not None and type(value) is not str:
+                return f"{prefix}userInfo.{key}: expected a string, got {_type_name(value)}"
+        groups = user.get("groups")
+        if groups is not None and (type(groups) is not list or not all(type(g) is str for g in groups)):
+            return f"{prefix}userInfo.groups: expected a list of strings"
+    resource, obj = request.get("resource"), request.get("object")
+    if _is_mapping(resource) and resource.get("resource") == "pods" and not request.get("subResource") and _is_mapping(obj):
+        return pod_problem(obj, prefix=f"{prefix}object.")
+    return None
+
+
+def _unexpected(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "cannot evaluate this input: it is nested too deeply"
+    return f"cannot evaluate this input ({type(error).__name__}: {error}); please report it as a gatewatch bug"
+
+
 def _check_document(engine: RuleEngine, document: dict[str, Any], item: Any, *, mode: Mode) -> list[CheckFinding]:
     # Offline there is no history: every query match of a new_terms rule is
-    # reported, marked as such.
+    # reported, marked as such. Every match is listed, in every mode; in off
+    # mode its effect is none.
     matches = engine.evaluate(document, new_terms=False)
-    decision = decide(matches, mode=mode)
-    verdict = "allowed" if decision.allowed else "denied"
-    return [
-        CheckFinding(
-            location=item.location,
-            subject=item.subject,
-            match=outcome.match,
-            effect=outcome.effect,
-            alert=build_alert(
-                outcome.match, document, effect=outcome.effect, mode=mode, decision=verdict, file_path=str(item.source)
-            ),
-        )
-        for outcome in decision.outcomes
-    ]
+    verdict = "allowed" if decide(matches, mode=mode).allowed else "denied"
+    findings = []
+    for match in matches:
+        effect = effect_of(match.rule.action, mode)
+        alert = build_alert(match, document, effect=effect, mode=mode, decision=verdict, file_path=str(item.source))
+        findings.append(CheckFinding(location=item.location, subject=item.subject, match=match, effect=effect, alert=alert))
+    return findings
 
 
 def _print_check_table(findings: Sequence[CheckFinding], mode: Mode, out: TextIO) -> None:
@@ -134,18 +300,27 @@ def _print_check_table(findings: Sequence[CheckFinding], mode: Mode, out: TextIO
         by_object.setdefault((finding.location, finding.subject), []).append(finding)
     for (location, subject), group in by_object.items():
         out.write(f"{location}  {subject}\n")
-        for finding in sorted(group, key=lambda f: f.effect, reverse=True):
+        for finding in sorted(group, key=lambda f: f.match.rule.action if f.effect is None else f.effect, reverse=True):
             rule = finding.match.rule
             marker = " (new_terms: every match reported)" if finding.match.is_new_terms else ""
             techniques = ",".join(rule.technique_ids) or "-"
             out.write(
-                f"  {finding.effect.value.upper():<5}  [{techniques}] {rule.name}{marker}"
+                f"  {_effect_text(finding.effect).upper():<5}  [{techniques}] {rule.name}{marker}"
                 f"  severity={_text(rule.severity)} id={rule.id}\n"
             )
     out.write(f"(effects as in {mode.value} mode; a rule's action caps what it can do)\n")
 
 
+def _effect_text(effect: Action | None) -> str:
+    return "none" if effect is None else effect.value
+
+
 # --- replay ------------------------------------------------------------------
+
+# One request, several audit events (one per stage, same auditID): the verdict
+# comes from ResponseComplete, else from the latest stage in this order.
+_STAGE_RANK = {"RequestReceived": 0, "ResponseStarted": 1, "Panic": 2, "ResponseComplete": 3}
+_UNKNOWN_STAGE_RANK = -1
 
 
 @dataclass
@@ -155,8 +330,11 @@ class ReplayStats:
     malformed: list[tuple[int, str]] = field(default_factory=list)
     malformed_count: int = 0
     exempt: int = 0
+    refused_by_authorization: int = 0
     matches: int = 0
+    matched_requests: int = 0
     denied_requests: int = 0
+    denied_but_refused: int = 0
     by_rule: Counter = field(default_factory=Counter)
     by_namespace: Counter = field(default_factory=Counter)
     by_user: Counter = field(default_factory=Counter)
@@ -167,12 +345,25 @@ class ReplayStats:
             self.malformed.append((line_no, reason))
 
 
-@dataclass
-class _Pending:
-    at: datetime
+@dataclass(slots=True)
+class _Verdict:
+    """The event that decides a request's verdict, and its query matches (empty: none).
+
+    Keeps the event's JSON text (for JSON alerts only), not its document: a
+    str costs the garbage collector nothing, while tens of thousands of
+    retained documents made its full collections the largest cost of
+    replaying a big log. The document is rebuilt for the requests that
+    become JSON alerts.
+    """
+
+    rank: int
     line_no: int
-    document: dict[str, Any]
     matches: list[Match]
+    refused: bool  # the API server answered >= 400: refused whatever gatewatch did
+    at: datetime | None = None
+    raw: str | None = None
+    namespace: str = "-"
+    user: str = "-"
 
 
 def run_replay(
@@ -186,74 +377,90 @@ def run_replay(
     err: TextIO,
     exempt_namespaces: frozenset[str] = frozenset(),
 ) -> int:
-    """Replay audit-log lines; returns the exit code (2 only when the input cannot be read)."""
+    """Replay audit-log lines; returns the exit code (2 only when the input cannot be read).
+
+    Reports requests, not events: the events of one auditID give one verdict.
+    Only requests with a match are remembered (auditID, matches, JSON line), so
+    memory grows with matches, not with the log.
+    """
     engine = RuleEngine(ruleset)
     stats = ReplayStats()
-    pending: list[_Pending] = []
+    by_audit_id: dict[str, _Verdict] = {}
+    anonymous: list[_Verdict] = []  # events without an auditID: each its own request
     try:
         with _open_lines(source, progress=progress, err=err) as lines:
             for line_no, raw in lines:
                 stats.lines += 1
-                document = _audit_document(raw, line_no, stats)
-                if document is None:
+                event = _audit_event(raw, line_no, stats)
+                if event is None:
                     continue
+                # No document is built when no rule can match (most events are
+                # reads): _audit_event has already refused what building it would.
+                may_match = engine.may_match_audit_event(event)
+                document = None
+                if may_match:
+                    document = _document(event, line_no, stats)
+                    if document is None:
+                        continue
                 stats.events += 1
-                if exempt_namespaces and _namespace(document) in exempt_namespaces:
+                if exempt_namespaces and (event.get("objectRef") or _NOTHING).get("namespace") in exempt_namespaces:
                     stats.exempt += 1
                     continue
-                # First pass streams: query matching only. new_terms history
-                # needs event-time order, so matches wait for the sort below
-                # (memory grows with matches, not with the log).
-                matches = engine.evaluate(document, new_terms=False)
-                if matches:
-                    pending.append(_Pending(event_time(document), line_no, document, matches))
+                # Authorization refused it: the webhook never sees such a request.
+                if (event.get("annotations") or _NOTHING).get(DECISION_ANNOTATION) == "forbid":
+                    stats.refused_by_authorization += 1
+                    may_match = False
+                audit_id = event.get("auditID") or None
+                if not may_match and (audit_id is None or audit_id not in by_audit_id):
+                    continue  # nothing to record: no match, and no earlier stage that matched
+                # The JSON line is kept only to write alerts from it.
+                kept_line = raw if output_format == "json" else None
+                verdict = _verdict(engine, event, document if may_match else None, kept_line, line_no, stats)
+                if verdict is not None:
+                    _keep(verdict, audit_id, by_audit_id=by_audit_id, anonymous=anonymous)
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as error:
         click.echo(f"gatewatch: cannot read {source}: {error}", err=True, file=err)
         return EXIT_BAD_INPUT
 
-    pending.sort(key=lambda p: (p.at, p.line_no))
-    for item in pending:
-        matches = engine.apply_new_terms(item.matches, at=item.at)
-        if not matches:
-            continue
-        decision = decide(matches, mode=mode)
-        if not decision.allowed:
-            stats.denied_requests += 1
-        audit = item.document["kubernetes"]["audit"]
-        for outcome in decision.outcomes:
-            stats.matches += 1
-            rule = outcome.match.rule
-            stats.by_rule[(rule.id, rule.name, _text(outcome.effect))] += 1
-            stats.by_namespace[_namespace(item.document) or "-"] += 1
-            stats.by_user[(audit.get("user") or {}).get("username") or "-"] += 1
-            if output_format == "json":
-                alert = build_alert(
-                    outcome.match,
-                    item.document,
-                    effect=outcome.effect,
-                    mode=mode,
-                    decision="allowed" if decision.allowed else "denied",
-                    extra={"replay": {"line": item.line_no}},
-                )
-                out.write(alert_line(alert) + "\n")
+    # new_terms history needs event-time order: decided after the streaming pass.
+    requests = [v for v in (*by_audit_id.values(), *anonymous) if v.matches]
+    requests.sort(key=lambda v: (v.at, v.line_no))
+    for request in requests:
+        _report_request(engine, request, stats, mode=mode, output_format=output_format, out=out)
     if output_format == "table":
         _print_replay_summary(stats, mode, out)
     _print_malformed(stats, source, err)
+    refused_anyway = f" ({stats.denied_but_refused} refused by the API server anyway)" if stats.denied_but_refused else ""
     click.echo(
-        f"{stats.events} event(s) replayed, {stats.matches} match(es), "
-        f"{stats.denied_requests} request(s) {mode.value} mode would have denied, "
-        f"{stats.malformed_count} malformed line(s), {stats.exempt} event(s) in exempt namespaces skipped",
+        f"{stats.events} event(s) replayed, {stats.matches} match(es) in {stats.matched_requests} request(s), "
+        f"{stats.denied_requests} request(s) {mode.value} mode would have denied{refused_anyway}, "
+        f"{stats.malformed_count} malformed line(s), {stats.exempt} event(s) in exempt namespaces skipped, "
+        f"{stats.refused_by_authorization} event(s) refused by authorization skipped",
         err=True,
         file=err,
     )
     return EXIT_OK
 
 
-def _namespace(document: Mapping[str, Any]) -> str | None:
-    return (document["kubernetes"]["audit"].get("objectRef") or {}).get("namespace")
+_NOTHING: Mapping[str, Any] = {}
 
 
-def _audit_document(raw: str, line_no: int, stats: ReplayStats) -> dict[str, Any] | None:
+def _keep(verdict: _Verdict, audit_id: str | None, *, by_audit_id: dict[str, _Verdict], anonymous: list[_Verdict]) -> None:
+    """Remember ``verdict`` if it decides its request: a match, or a later stage of one that matched."""
+    if audit_id is None:
+        if verdict.matches:
+            anonymous.append(verdict)
+        return
+    previous = by_audit_id.get(audit_id)
+    if previous is None:
+        if verdict.matches:
+            by_audit_id[audit_id] = verdict
+    elif verdict.rank >= previous.rank:  # a tie: the later line
+        by_audit_id[audit_id] = verdict
+
+
+def _audit_event(raw: str, line_no: int, stats: ReplayStats) -> Mapping[str, Any] | None:
+    """The line's audit event, if it is JSON and passes every check building its document would make, and replay's."""
     if not raw.strip():
         return None
     try:
@@ -261,14 +468,98 @@ def _audit_document(raw: str, line_no: int, stats: ReplayStats) -> dict[str, Any
     except ValueError as error:
         stats.malformed_line(line_no, f"not JSON: {error}")
         return None
-    if not isinstance(event, Mapping):
-        stats.malformed_line(line_no, "not a JSON object")
+    except RecursionError:
+        stats.malformed_line(line_no, "not JSON: nested too deeply")
         return None
     try:
-        return document_from_audit_event(event)
+        check_audit_event(event)
     except InputError as error:
         stats.malformed_line(line_no, error.reason)
         return None
+    except _UNEXPECTED as error:
+        stats.malformed_line(line_no, _unexpected(error))
+        return None
+    problem = _event_refusal(event) or _request_object_refusal(event)
+    if problem is not None:
+        stats.malformed_line(line_no, problem)
+        return None
+    return event
+
+
+def _document(event: Mapping[str, Any], line_no: int, stats: ReplayStats) -> dict[str, Any] | None:
+    """The document of an event _audit_event accepted (so documents.py's checks are not repeated)."""
+    try:
+        return document_from_audit_event(event, checked=True)
+    except InputError as error:
+        stats.malformed_line(line_no, error.reason)
+    except _UNEXPECTED as error:
+        stats.malformed_line(line_no, _unexpected(error))
+    return None
+
+
+def _verdict(
+    engine: RuleEngine,
+    event: Mapping[str, Any],
+    document: dict[str, Any] | None,
+    raw: str | None,
+    line_no: int,
+    stats: ReplayStats,
+) -> _Verdict | None:
+    """The event's query matches (none without ``document``); None when evaluating it failed."""
+    code = (event.get("responseStatus") or _NOTHING).get("code")
+    verdict = _Verdict(
+        rank=_STAGE_RANK.get(event.get("stage"), _UNKNOWN_STAGE_RANK),
+        line_no=line_no,
+        matches=[],
+        refused=code is not None and code >= 400,
+    )
+    if document is None:
+        return verdict
+    try:
+        verdict.matches = engine.evaluate(document, new_terms=False)
+    except _UNEXPECTED as error:
+        stats.events -= 1  # counted before it turned out unusable
+        stats.malformed_line(line_no, _unexpected(error))
+        return None
+    if verdict.matches:
+        verdict.at, verdict.raw = event_time(document), raw
+        verdict.namespace = (event.get("objectRef") or _NOTHING).get("namespace") or "-"
+        verdict.user = (event.get("user") or _NOTHING).get("username") or "-"
+    return verdict
+
+
+def _report_request(
+    engine: RuleEngine, request: _Verdict, stats: ReplayStats, *, mode: Mode, output_format: str, out: TextIO
+) -> None:
+    assert request.at is not None
+    matches = engine.apply_new_terms(request.matches, at=request.at)
+    if not matches:
+        return
+    denied = not decide(matches, mode=mode).allowed
+    stats.matched_requests += 1
+    if denied:
+        stats.denied_requests += 1
+        stats.denied_but_refused += request.refused
+    document = document_from_audit_event(json.loads(request.raw)) if request.raw is not None else None
+    for match in matches:
+        effect = effect_of(match.rule.action, mode)
+        stats.matches += 1
+        stats.by_rule[(match.rule.id, match.rule.name, _effect_text(effect))] += 1
+        stats.by_namespace[request.namespace] += 1
+        stats.by_user[request.user] += 1
+        if document is not None:
+            replay: dict[str, Any] = {"line": request.line_no}
+            if request.refused:
+                replay["refused_by_api_server"] = True
+            alert = build_alert(
+                match,
+                document,
+                effect=effect,
+                mode=mode,
+                decision="denied" if denied else "allowed",
+                extra={"replay": replay},
+            )
+            out.write(alert_line(alert) + "\n")
 
 
 @contextmanager
@@ -325,7 +616,8 @@ def _print_malformed(stats: ReplayStats, source: str, err: TextIO) -> None:
         click.echo(f"{source}: ... and {hidden} more malformed line(s)", err=True, file=err)
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    rows = [[str(cell) for cell in row] for row in rows]
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row)]

@@ -1,15 +1,21 @@
-"""Which rules can match at all: an index on the resource and verb of a request.
+"""Which rules can match at all: an index on the resource, subresource and verb of a request.
 
 Nearly every Kubernetes rule requires `kubernetes.audit.objectRef.resource`
-and `kubernetes.audit.verb` to be one of a few values ("pods", "create"),
-while most audit events are reads of other resources. Looking those fields up
-once per event and evaluating only the rules that admit their values gives
-the same matches for a fraction of the work (replay reads every event of the
-cluster, not just Pod ones).
+and `kubernetes.audit.verb` to be one of a few values ("pods", "create"), and
+often `kubernetes.audit.objectRef.subresource` too ("exec"), while most audit
+events are reads of other resources. Looking those fields up once per event
+and evaluating only the rules that admit their values gives the same matches
+for a fraction of the work (replay reads every event of the cluster, not just
+Pod ones).
 
 A rule is constrained on a field only when its query *requires* the field to
 hold one of a set of plain strings (`field:value` or `field:(a or b)`, alone
 or inside a top-level `and`); on other fields it is unconstrained.
+
+Replay asks before it builds a document at all (``candidates_for_audit_event``):
+the document's ``kubernetes.audit`` is the audit event itself (only its
+annotations are rewritten), so ``objectRef.resource`` and the others read from
+the raw event resolve exactly as the index fields do on the document.
 """
 from __future__ import annotations
 
@@ -19,8 +25,14 @@ from typing import Any, Mapping, Sequence, TypeVar
 from gatewatch.kql import And, Node, Or, Term
 from gatewatch.kql.fields import compile_path
 
-INDEX_FIELDS = ("kubernetes.audit.objectRef.resource", "kubernetes.audit.verb")
-# Distinct (resource, verb) pairs remembered; a cluster has a few hundred.
+INDEX_FIELDS = (
+    "kubernetes.audit.objectRef.resource",
+    "kubernetes.audit.objectRef.subresource",
+    "kubernetes.audit.verb",
+)
+# Where the document keeps the audit event; the index fields all lie beneath it.
+AUDIT_EVENT_PREFIX = "kubernetes.audit."
+# Distinct (resource, subresource, verb) keys remembered; a cluster has a few hundred.
 _MAX_CACHED_KEYS = 4096
 
 # Resource names: plain lower-case words. Anything else (numbers, booleans,
@@ -60,10 +72,17 @@ class RuleIndex:
         self._rules = tuple(rules)
         self._requirements = [tuple(required_values(node, field) for field in INDEX_FIELDS) for node in nodes]
         self._resolvers = tuple(compile_path(field) for field in INDEX_FIELDS)
+        self._event_resolvers = tuple(compile_path(field.removeprefix(AUDIT_EVENT_PREFIX)) for field in INDEX_FIELDS)
         self._by_key: dict[tuple[object, ...], tuple[R, ...]] = {}
 
     def candidates(self, document: Mapping[str, Any]) -> tuple[R, ...]:
-        key = tuple(_single_string(resolve(document)) for resolve in self._resolvers)
+        return self._candidates_for_key(tuple(_single_string(resolve(document)) for resolve in self._resolvers))
+
+    def candidates_for_audit_event(self, event: Mapping[str, Any]) -> tuple[R, ...]:
+        """``candidates`` of the document this audit event becomes, without building it."""
+        return self._candidates_for_key(tuple(_single_string(resolve(event)) for resolve in self._event_resolvers))
+
+    def _candidates_for_key(self, key: tuple[object, ...]) -> tuple[R, ...]:
         found = self._by_key.get(key)
         if found is None:
             found = tuple(

@@ -1,0 +1,230 @@
+"""Replay skips building the document of events no rule can match; that must never change what it reports."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gatewatch.cli import main
+from gatewatch.documents import check_audit_event, document_from_audit_event
+from gatewatch.engine import RuleEngine
+from gatewatch.errors import InputError
+from gatewatch.rules.loader import default_rules_path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from engine_throughput import synthetic_audit_event  # noqa: E402  (the benchmark's own mix)
+
+# Rule files next to the defaults. Constrained ones keep the shortcut working
+# (most reads still skip); one the index cannot narrow makes every event a
+# candidate, reads included.
+CONSTRAINED_RULES = """version: 1
+ruleset: constrained
+rules:
+  - {id: secret-reads, name: Secret reads, description: d, severity: low, risk_score: 1, type: query, action: warn,
+     query: 'kubernetes.audit.objectRef.resource:secrets and kubernetes.audit.verb:(get or list) and user.name:bob'}
+"""
+UNCONSTRAINED_RULES = """version: 1
+ruleset: unconstrained
+rules:
+  - {id: any-bob, name: Anything by bob, description: d, severity: low, risk_score: 1, type: query, action: alert,
+     query: 'user.name:bob and event.dataset:"kubernetes.audit_logs"'}
+  - {id: not-a-read, name: Not a read, description: d, severity: low, risk_score: 1, type: query, action: alert,
+     query: 'not kubernetes.audit.verb:(get or list or watch) and kubernetes.audit.objectRef.resource:pod*'}
+"""
+
+
+def mixed_log(path: Path) -> Path:
+    """The benchmark's synthetic events, the example log, every stage of some requests, odd and broken lines."""
+    rng = random.Random(11)
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    lines = [json.dumps(synthetic_audit_event(rng, i, start)) for i in range(3000)]
+    lines += (REPO / "examples" / "audit" / "audit.jsonl").read_text().splitlines()
+    for i in range(0, 3000, 97):  # the same request again at its other stages
+        event = json.loads(lines[i])
+        for stage in ("RequestReceived", "ResponseStarted"):
+            lines.append(json.dumps({**event, "stage": stage}))
+        lines.append(json.dumps({**event, "annotations": {"authorization.k8s.io/decision": "forbid"}}))
+    lines += [
+        "{not json",
+        json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "get", "objectRef": "pods"}),
+        json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "get",
+                    "objectRef": {"resource": "secrets"}, "annotations": {"authorization.k8s.io/decision": []}}),
+        json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "list",
+                    "objectRef": {"resource": ["pods"]}, "user": {"username": "bob"}}),
+        json.dumps({"kind": "Event", "verb": "get", "objectRef.resource": "secrets", "user": {"username": "bob"}}),
+        # No rule can match a configmap creation, but documents.py refuses this one while building it.
+        json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create",
+                    "objectRef": {"resource": "configmaps"}, "requestObject": {"metadata": 5}}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_replay(log: Path, extra_rules: list[Path], *, with_defaults: bool = True) -> tuple[list[dict], str]:
+    rules = ["--rules", str(default_rules_path())] if with_defaults else []
+    for path in extra_rules:
+        rules += ["--rules", str(path)]
+    result = CliRunner().invoke(
+        main, ["replay", "--format", "json", "--all-namespaces", *rules, str(log)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    for alert in alerts:
+        del alert["@timestamp"]  # when the alert was made
+    return alerts, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected_rules"),
+    [
+        ({}, set()),
+        ({"constrained.yaml": CONSTRAINED_RULES}, {"secret-reads"}),
+        ({"constrained.yaml": CONSTRAINED_RULES, "unconstrained.yaml": UNCONSTRAINED_RULES},
+         {"secret-reads", "any-bob", "not-a-read"}),
+    ],
+    ids=["default-rules", "plus-constrained", "plus-unconstrained"],
+)
+def test_replay_reports_the_same_with_and_without_the_raw_event_shortcut(
+    tmp_path: Path, monkeypatch, extra: dict[str, str], expected_rules: set[str]
+) -> None:
+    log = mixed_log(tmp_path / "mixed.jsonl")
+    extra_rules = []
+    for name, text in extra.items():
+        extra_rules.append(tmp_path / name)
+        extra_rules[-1].write_text(text)
+
+    with_shortcut = run_replay(log, extra_rules)
+    monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
+    without_shortcut = run_replay(log, extra_rules)
+
+    assert with_shortcut == without_shortcut
+    alerts, summary = with_shortcut
+    found = {alert["rule"]["id"] for alert in alerts}
+    default_rules = {"gatewatch-debug-image-pod", "14de811c-d60f-11ec-9fd7-f661ea17fbce", "gatewatch-exec-attach-any-verb"}
+    assert default_rules | expected_rules <= found
+    assert "5 malformed line(s)" in summary
+    assert "0 event(s) refused by authorization" not in summary
+
+
+# Lines documents.document_from_audit_event refuses: replay must say exactly the
+# same about them whether or not it builds their document.
+REFUSED_EVENTS = [
+    [],
+    "text",
+    {"kind": "Pod", "verb": "get"},
+    {"apiVersion": "audit.k8s.io/v2", "verb": "get"},
+    {"apiVersion": 1, "verb": "get"},
+    {"kind": "Event"},
+    {"verb": ""},
+    {"verb": 5},
+    {"verb": "get", "user": "alice"},
+    {"verb": "get", "objectRef": ["pods"]},
+    {"verb": "get", "annotations": []},
+    {"verb": "get", "requestObject": "x"},
+    {"verb": "get", "sourceIPs": "10.0.0.1"},
+    {"verb": "get", "stageTimestamp": 5},
+    {"verb": "get", "requestReceivedTimestamp": {"t": 1}},
+    {"verb": "get", "timestamp": 1.5},
+    # Unhashable values where documents.py looks a value up in a set or dict.
+    {"apiVersion": [], "verb": "get"},
+    {"apiVersion": {"v": 1}, "verb": "get"},
+    {"verb": "get", "annotations": {"authorization.k8s.io/decision": []}},
+    {"verb": "get", "annotations": {"authorization_k8s_io/decision": {"a": 1}}},
+    {"verb": "create", "objectRef": {"resource": "pods", "subresource": []}},
+]
+
+
+def odd_events() -> list:
+    """REFUSED_EVENTS, and every field of every example event set to each odd value in turn."""
+    odd_values = [None, 5, 1.5, True, "x", "", [], ["x"], [{"a": 1}], {}, {"a": 5}]
+    events: list = list(REFUSED_EVENTS)
+
+    def variants(node, rebuild):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                for odd in odd_values:
+                    events.append(rebuild({**node, key: odd}))
+                variants(value, lambda new, key=key, node=node: rebuild({**node, key: new}))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                variants(value, lambda new, index=index, node=node: rebuild([*node[:index], new, *node[index + 1:]]))
+
+    for line in (REPO / "examples" / "audit" / "audit.jsonl").read_text().splitlines():
+        variants(json.loads(line), lambda new: new)
+    return events
+
+
+def documents_reason(event) -> str | None:
+    """What documents.py says of ``event`` when it builds its document: its refusal, None when it accepts it."""
+    try:
+        document_from_audit_event(event)
+    except InputError as error:
+        return error.reason
+    return None
+
+
+def checked_reason(event) -> str | None:
+    """What check_audit_event says of ``event``, without building its document."""
+    try:
+        check_audit_event(event)
+    except InputError as error:
+        return error.reason
+    return None
+
+
+def test_check_audit_event_refuses_exactly_what_building_the_document_refuses() -> None:
+    # Replay checks every line but builds the documents of few: the check
+    # alone must refuse what building would, in the same words, and crash on
+    # nothing (a TypeError here is an odd value used as a set or dict key).
+    events = odd_events()
+    assert len(events) > 2000
+    refused = 0
+    for event in events:
+        expected = documents_reason(event)
+        assert checked_reason(event) == expected, json.dumps(event)[:300]
+        refused += expected is not None
+    assert refused > 500, "the odd events exercise documents.py's refusals"
+
+
+@pytest.mark.parametrize(
+    ("rules_text", "with_defaults"),
+    # Secret reads only: the shortcut skips building almost every document,
+    # pod creations included. The defaults and more: it skips fewer.
+    [(CONSTRAINED_RULES, False), (UNCONSTRAINED_RULES, True)],
+    ids=["secret-reads-only", "defaults-plus-unconstrained"],
+)
+def test_replay_reports_the_same_malformed_lines_with_and_without_the_shortcut(
+    tmp_path: Path, monkeypatch, rules_text: str, with_defaults: bool
+) -> None:
+    events = odd_events()
+    log = tmp_path / "odd.jsonl"
+    log.write_text("".join(json.dumps(event) + "\n" for event in events))
+    # List every malformed line, not only the first few, so all are compared.
+    monkeypatch.setattr("gatewatch.offline._MALFORMED_LISTED", len(events))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules_text)
+
+    with_shortcut = run_replay(log, [rules], with_defaults=with_defaults)
+    monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
+    without_shortcut = run_replay(log, [rules], with_defaults=with_defaults)
+
+    assert with_shortcut == without_shortcut
+    stderr = with_shortcut[1]
+    for line_no, event in enumerate(events, start=1):
+        reason = documents_reason(event)
+        if reason is not None:  # in documents.py's words, shortcut or not
+            assert f"{log}:{line_no}: skipped malformed line: {reason}\n" in stderr
+
+
+@pytest.mark.parametrize("event", REFUSED_EVENTS, ids=lambda e: json.dumps(e)[:60])
+def test_replay_reports_a_malformed_event_in_the_words_documents_uses(tmp_path: Path, event) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_text(json.dumps(event) + "\n")
+    result = CliRunner().invoke(main, ["replay", str(log)], catch_exceptions=False)
+    assert f"{log}:1: skipped malformed line: {documents_reason(event)}\n" in result.stderr
