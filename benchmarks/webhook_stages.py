@@ -5,11 +5,13 @@
 The companion of webhook_throughput.py: the same three reviews (Pod CREATE
 busybox, Pod CREATE nginx, pods/exec CONNECT), the packaged default rules in
 warn mode, and the functions the controller calls for each review, timed one
-stage at a time, then the whole ``check_review`` + ``AdmissionReviewer.review``
-(microseconds per review, best of 3 passes). kopf, aiohttp, TLS and the
-queue workers (alert writes, Event POSTs) are not in these figures: compare
-them with the server CPU per review webhook_throughput.py prints for gatewatch
-and for the no-op baseline.
+stage at a time, then the whole review path as the webhook server runs it
+(``json.loads`` + ``check_review`` + ``AdmissionReviewer.review`` +
+``review_response`` + ``json.dumps``; microseconds per review, best of 3 passes).
+Stages marked "(worker)" run in the alert and Event workers, off the review
+path, but on the same CPUs. aiohttp, TLS and the Event API calls are not in
+these figures: compare them with the server CPU per review
+webhook_throughput.py prints for gatewatch and for the no-op baseline.
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from webhook_throughput import REVIEW_MIX, admission_review  # noqa: E402  (sibl
 
 import kubernetes.client  # noqa: E402
 
-from gatewatch.admission import AdmissionReviewer, check_review, event_target
+import json  # noqa: E402
+
+from gatewatch.admission import AdmissionReviewer, check_review, event_target, review_response
 from gatewatch.alert_sinks import AlertFanout, StdoutAlertSink
 from gatewatch.alerts import alert_line, build_alert
 from gatewatch.config import Settings
 from gatewatch.decision import Mode, decide
-from gatewatch.documents import document_from_admission_review
+from gatewatch.documents import document_from_admission_review, image_entry
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.events import EventRecorder, match_event
 from gatewatch.kube.namespaces import NamespaceModeResolver
@@ -79,14 +83,16 @@ def reviewer(engine: RuleEngine, metrics: Metrics) -> AdmissionReviewer:
 
 
 async def whole_review_cost(kind: str, *, reviewer: AdmissionReviewer, repeat: int) -> float:
-    """check_review + AdmissionReviewer.review, microseconds per review (best of 3)."""
-    review = admission_review(kind, index=1)  # type: ignore[arg-type]
+    """The review path of GuardedWebhookServer.answer, microseconds per review (best of 3)."""
+    body = json.dumps(admission_review(kind, index=1)).encode()  # type: ignore[arg-type]
     webhook = HANDLER_FOR[kind]
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
         for _ in range(repeat):
-            await reviewer.review(check_review(review, webhook=webhook))
+            review = json.loads(body)
+            decision = await reviewer.review(check_review(review, webhook=webhook))
+            json.dumps(review_response(review, decision)).encode()
         best = min(best, time.perf_counter() - started)
     return 1e6 * best / repeat
 
@@ -99,7 +105,9 @@ def stage_costs(kind: str, *, engine: RuleEngine, metrics: Metrics, repeat: int)
     document = document_from_admission_review(request, now=now)
     if kind == "exec":
         document.setdefault("gatewatch", {})["pod"] = {"name": "web", "namespace": "bench", "uid": "uid-web",
-                                                       "labels": {"app": "web"}, "images": ["nginx:1.27"]}
+                                                       "labels": {"app": "web"},
+                                                       "images": [image_entry("nginx:1.27", container_kind="containers",
+                                                                              container_name="web")]}
     engine.evaluate(document, now=now)  # the new_terms rule matches the first time only, as in a round
     matches = engine.evaluate(document, now=now)
     decision = decide(matches, mode=Mode.WARN)
@@ -120,22 +128,28 @@ def stage_costs(kind: str, *, engine: RuleEngine, metrics: Metrics, repeat: int)
                             mode=decision.mode, observed_at=now)
 
     def count_metrics() -> None:
-        metrics.reviews.labels(resource="pods", operation="CREATE", decision="warned").inc()
-        metrics.review_duration.labels(resource="pods").observe(0.001)
+        metrics.count_review(resource="pods", operation="CREATE", decision="warned", seconds=0.001)
         for outcome in decision.outcomes:
             rule = outcome.match.rule
-            metrics.matches.labels(rule_id=rule.id, rule_name=rule.name, action=str(rule.action.value),
-                                   effect=str(getattr(outcome.effect, "value", outcome.effect))).inc()
+            metrics.count_match(rule_id=rule.id, rule_name=rule.name, action=str(rule.action.value),
+                                effect=str(getattr(outcome.effect, "value", outcome.effect)))
+
+    body = json.dumps(review).encode()
+
+    def answer_json() -> None:
+        json.dumps(review_response(review, decision)).encode()
 
     return {
+        "json.loads (request body)": best_of(3, repeat, lambda: json.loads(body)),
         "check_review (parse + route checks)": best_of(3, repeat, lambda: check_review(review, webhook=webhook)),
         "document_from_admission_review": best_of(3, repeat, lambda: document_from_admission_review(request, now=now)),
         "engine.evaluate (all default rules)": best_of(3, repeat, lambda: engine.evaluate(document, now=now)),
         "decide": best_of(3, repeat, lambda: decide(matches, mode=Mode.WARN)),
-        "build_alert, per match": best_of(3, repeat, build_alerts),
-        "alert_line (JSON, in AlertSink.emit)": best_of(3, repeat, lambda: [alert_line(a) for a in alerts]),
-        "match_event, per match": best_of(3, repeat, build_events),
-        "metrics (prometheus_client)": best_of(3, repeat, count_metrics),
+        "review_response + json.dumps": best_of(3, repeat, answer_json),
+        "metrics (prometheus_client, cached)": best_of(3, repeat, count_metrics),
+        "build_alert, per match (worker)": best_of(3, repeat, build_alerts),
+        "alert_line, JSON (worker)": best_of(3, repeat, lambda: [alert_line(a) for a in alerts]),
+        "match_event, per match (worker)": best_of(3, repeat, build_events),
         f"[{len(decision.outcomes)} match(es)]": 0.0,
     }
 
@@ -167,7 +181,7 @@ def main() -> None:
     print(f"{'sum':<42}" + "".join(f"{totals[kind]:>13.1f}" for kind in REVIEW_MIX)
           + f"{sum(totals.values()) / len(totals):>11.1f}")
     print(f"{'':<42}" + "".join(f"{next(s for s in table[kind] if s.startswith('[')):>13.13}" for kind in REVIEW_MIX))
-    print(f"{'whole: check_review + AdmissionReviewer.review':<42}"
+    print(f"{'whole review path (answer; no workers)':<42}"
           + "".join(f"{whole_costs[kind]:>13.1f}" for kind in REVIEW_MIX)
           + f"{sum(whole_costs.values()) / len(whole_costs):>11.1f}")
 

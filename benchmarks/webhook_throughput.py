@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/webhook_throughput.py [--reviews 6000] [--warmup 1000] [--rounds 3]
                                                       [--concurrency 16] [--mode warn] [--mix matching]
+                                                      [--profile FILE]
 
 Issue item 12: reviews per second and p50/p99 latency over HTTPS keep-alive at
 concurrency 16 with all default rules, next to a no-op kopf validating handler.
@@ -428,6 +429,9 @@ def main() -> int:
     parser.add_argument("--mix", default="matching", choices=sorted(MIXES),
                         help="matching: busybox/nginx/exec in turn (2 of 3 match); clean: nginx only")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop measuring after this long")
+    parser.add_argument("--profile", type=Path,
+                        help="write cProfile stats of gatewatch's event loop (whole run) to this file; "
+                             "figures taken with it are slower and not comparable")
     args = parser.parse_args()
     if min(args.reviews, args.rounds, args.concurrency) < 1 or args.warmup < 0:
         parser.error("--reviews, --rounds and --concurrency must be >= 1, --warmup >= 0")
@@ -442,8 +446,9 @@ def main() -> int:
         try:
             api_url = f"http://127.0.0.1:{emulator.wait_ready(timeout=60)}"
             for name in ("baseline", "gatewatch"):
+                profile = ["--profile", str(args.profile.resolve())] if args.profile and name == "gatewatch" else []
                 servers[name] = ServerProcess(
-                    name, options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode],
+                    name, options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode, *profile],
                     lifetime=lifetime, log_dir=Path(tmp))
             for process in servers.values():
                 process.wait_ready(timeout=60)

@@ -25,6 +25,7 @@ import re
 import ssl
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import aiohttp
@@ -74,10 +75,14 @@ class ApiServerHarness:
         *,
         namespace_labels: Callable[[str], Mapping[str, str]],
         service_address: ServiceAddress | None = None,
+        client_certificate: tuple[Path, Path] | None = None,
     ) -> None:
+        """``client_certificate``: (cert file, key file) the API server presents to webhooks, as its
+        AdmissionConfiguration kubeconfig would name them; None: no client certificate (the default)."""
         self.configuration = configuration
         self._namespace_labels = namespace_labels
         self._service_address = service_address
+        self._client_certificate = client_certificate
 
     async def admit(self, request: ApiRequest) -> AdmissionResult:
         result = AdmissionResult(allowed=True)
@@ -139,6 +144,8 @@ class ApiServerHarness:
             # Only the registered caBundle is trusted, as by kube-apiserver; hostnames are checked.
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.load_verify_locations(cadata=base64.b64decode(client_config["caBundle"]).decode("ascii"))
+            if self._client_certificate is not None:
+                context.load_cert_chain(*(str(path) for path in self._client_certificate))
             timeout = aiohttp.ClientTimeout(total=float(webhook.get("timeoutSeconds", 10)))
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 async with session.post(

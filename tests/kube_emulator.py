@@ -24,7 +24,10 @@ What ``KubeEmulator`` adds to kmock 0.8's emulator (which is a dict store over H
 - lists carry ``kind``/``apiVersion`` and core discovery says ``groupVersion: v1``
   (kubectl needs both);
 - ``/api/v1/namespaces[/name[/status]]`` is the namespaces resource (kmock reads
-  ``namespaces/<name>`` as a namespace prefix and fails on the bare list/watch).
+  ``namespaces/<name>`` as a namespace prefix and fails on the bare list/watch);
+- a bounded request history: kmock keeps every request it served (and walks
+  that record), which grows without end in long tests and in the benchmark's
+  API process; only the last ``history_limit`` are kept.
 """
 from __future__ import annotations
 
@@ -80,6 +83,8 @@ def _conflict(message: str) -> kmock.KubernetesError:
 class KubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator with resourceVersions, PUT, generateName and the discovery fixes above."""
 
+    # Requests kept for assertions (iterating the emulator); the current one is always among them.
+    history_limit: int = 1000
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -92,6 +97,8 @@ class KubeEmulator(kmock.KubernetesEmulator):
         return str(next(self._versions))
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if len(self._requests) > 2 * self.history_limit:  # trimmed in bulk: amortized O(1) per request
+            del self._requests[: -self.history_limit]
         if request.resource is not None and isinstance(request.data, dict):
             if request.method == kmock.method.PUT and request.name is not None:
                 return await self._serve_replace(request)

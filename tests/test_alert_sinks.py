@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,3 +248,70 @@ async def test_fanout_gives_each_sink_every_alert(collector: Collector, running)
     running(fanout)
     await eventually(lambda: len(collector.accepted) == 2 and stdout_sink.delivered == 1)
     assert json.loads(stream.getvalue()) == alert(1)
+
+
+async def test_alerts_given_as_functions_are_built_once_by_the_workers(running) -> None:
+    built: list[int] = []
+
+    def build() -> dict:
+        built.append(1)
+        return alert(7)
+
+    first, second = io.StringIO(), io.StringIO()
+    sinks = [StdoutAlertSink(first), StdoutAlertSink(second)]
+    assert AlertFanout(sinks).emit(build)
+    assert built == []  # emitting only queued it
+    running(AlertFanout(sinks))
+    await eventually(lambda: all(sink.delivered == 1 for sink in sinks))
+    assert json.loads(first.getvalue()) == json.loads(second.getvalue()) == alert(7)
+    assert built == [1]
+
+
+async def test_an_alert_that_cannot_be_built_is_counted_and_the_rest_delivered(running) -> None:
+    metrics = Metrics()
+    stream = io.StringIO()
+    sink = StdoutAlertSink(stream, metrics=metrics)
+
+    def broken() -> dict:
+        raise KeyError("a bug")
+
+    sink.emit(broken)
+    sink.emit(alert(2))
+    running(sink)
+    await eventually(lambda: sink.delivered == 1)
+    assert json.loads(stream.getvalue()) == alert(2)
+    assert sink.dropped == 1 and dropped_metric(metrics, "alerts-stdout") == 1
+
+
+async def test_stdout_lines_handed_to_a_busy_thread_pool_survive_cancellation_and_drain() -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    release = threading.Event()
+    busy = loop.run_in_executor(None, release.wait, 10)  # the pool's only thread is taken
+    stream = io.StringIO()
+    sink = StdoutAlertSink(stream)
+    sink.emit(alert(1))
+    worker = asyncio.create_task(sink.run())
+    for _ in range(10):  # let run() take the alert and hand it to the (busy) pool
+        await asyncio.sleep(0)
+    worker.cancel()  # shutdown before any thread started the write
+    await asyncio.gather(worker, return_exceptions=True)
+    sink.emit(alert(2))
+    release.set()
+    await busy
+    await sink.drain(timeout=5)
+    assert [json.loads(line) for line in stream.getvalue().splitlines()] == [alert(1), alert(2)]
+    assert sink.dropped == 0
+
+
+async def test_a_batch_still_filling_at_shutdown_is_sent_by_drain(collector: Collector) -> None:
+    sink = HttpAlertSink(collector.url, batch_size=10, flush_interval=60)
+    sink.emit(alert(1))
+    worker = asyncio.create_task(sink.run())
+    for _ in range(10):  # run() takes the alert and waits for the batch to fill
+        await asyncio.sleep(0)
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+    sink.emit(alert(2))
+    await sink.drain(timeout=5)
+    assert collector.accepted == [alert(1), alert(2)] and sink.dropped == 0

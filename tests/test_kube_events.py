@@ -220,3 +220,78 @@ def test_rules_rejected_event_regards_the_configmap() -> None:
     request = rules_rejected_event(configmap=configmap, error=ValueError("rules.yaml:3: bad"))
     assert request.regarding == configmap and request.namespace == "gatewatch"
     assert request.reason == "RulesRejected" and "rules.yaml:3: bad" in request.note
+
+
+def create_warning(pod_name: str, *, user: str = "alice@example.com", second: int = 0) -> EventRequest:
+    return match_event(rule=exec_rule(), effect="warn", operation="create", namespace="shop",
+                       pod_name=pod_name, user=user, observed_at=T0 + timedelta(seconds=second))
+
+
+async def test_similar_matches_on_many_pods_are_combined_into_one_event_past_the_limit(
+    kube_emulator, kube_api_client, running
+) -> None:
+    recorder = EventRecorder(kube_api_client, aggregation_window=0.05, similar_limit=3)
+    for n in range(10):  # the same user creating 10 pods with a debug image, as a Deployment would
+        assert recorder.submit(create_warning(f"web-{n}", second=n))
+    running(recorder)
+
+    def combined() -> list[dict[str, Any]]:
+        return [e for e in stored_events(kube_emulator) if e["metadata"]["annotations"].get("gatewatch.io/combined")]
+
+    await eventually(lambda: len(combined()) == 1 and (combined()[0].get("series") or {}).get("count") == 7)
+    (event,) = combined()
+    assert event["note"].startswith("(combined from similar events): ")
+    assert "namespace shop" in event["note"] and "from web-3 on" in event["note"]
+    assert event["regarding"]["name"] == "web-3" and event["reason"] == "PodCreationWarned"
+    assert event["series"]["lastObservedTime"].startswith("2026-11-22T05:00:09")
+    own = sorted(e["regarding"]["name"] for e in stored_events(kube_emulator) if e not in combined())
+    assert own == ["web-0", "web-1", "web-2"]
+
+    # A repeat on a pod that has its own Event is counted there; another user is not similar.
+    recorder.submit(create_warning("web-0", second=20))
+    recorder.submit(create_warning("web-42", user="bob@example.com", second=21))
+    await eventually(lambda: len(stored_events(kube_emulator)) == 5)
+    (web_0,) = [e for e in stored_events(kube_emulator) if e["regarding"]["name"] == "web-0"]
+    await eventually(lambda: (read_event(kube_emulator, web_0["metadata"]["name"]).get("series") or {}).get("count") == 2)
+
+
+def read_event(k8s: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
+    (event,) = [e for e in stored_events(k8s) if e["metadata"]["name"] == name]
+    return event
+
+
+async def test_functions_submitted_are_built_by_the_worker(kube_emulator, kube_api_client, running) -> None:
+    recorder = EventRecorder(kube_api_client)
+    assert recorder.submit(lambda: exec_event(user="built-later@example.com"))
+    running(recorder)
+    await eventually(lambda: len(stored_events(kube_emulator)) == 1)
+    assert stored_events(kube_emulator)[0]["metadata"]["annotations"]["gatewatch.io/user"] == "built-later@example.com"
+
+
+async def test_a_write_under_way_when_the_worker_is_cancelled_is_finished_by_drain_and_counted_once(
+    kube_emulator, kube_api_client
+) -> None:
+    gate = asyncio.Event()
+
+    async def held_create() -> None:
+        await gate.wait()
+        return None  # then the emulator stores the Event as usual
+
+    kube_emulator["post", EVENTS] << held_create
+    recorder = EventRecorder(kube_api_client, aggregation_window=3600)
+    recorder.submit(exec_event())
+    worker = asyncio.create_task(recorder.run())
+    await eventually(lambda: any(r.method == "POST" for r in kube_emulator if r.resource == EVENTS))
+    worker.cancel()  # shutdown while the create is in flight
+    await asyncio.gather(worker, return_exceptions=True)
+    recorder.submit(exec_event(at=T0 + timedelta(seconds=1)))
+    gate.set()
+    await recorder.drain(timeout=10)
+    assert series_count(kube_emulator) == 2  # both occurrences, neither counted twice
+    assert len([r for r in kube_emulator if r.resource == EVENTS and r.method == "POST"]) == 1
+
+
+def test_a_pod_update_has_its_own_reasons() -> None:
+    request = match_event(rule=exec_rule(), effect="warn", operation="update", namespace="shop",
+                          pod_name="web-0", user="bob")
+    assert request.reason == "PodUpdateWarned" and "tried to update pod shop/web-0" in request.note

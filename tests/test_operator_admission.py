@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from apiserver_harness import AdmissionProxy, ApiRequest, ApiServerHarness, add_namespace, add_pod, namespace_labels
 from kube_emulator import VALIDATING_WEBHOOK_CONFIGURATIONS, KubeEmulator, api_client_for, read_object
+from gatewatch.admission import WEBHOOK_ROUTES
 from gatewatch.config import Settings, load_settings
 from gatewatch.controller import Operator
 from gatewatch.metrics import HealthServer, Metrics, Readiness
@@ -170,7 +171,7 @@ class Cluster:
     tls_dir: Path
     running: "OperatorThread"
 
-    def harness(self) -> ApiServerHarness:
+    def harness(self, *, client_certificate: tuple[Path, Path] | None = None) -> ApiServerHarness:
         configuration = read_object(self.k8s, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
         port = self.operator.webhook_port
 
@@ -179,7 +180,8 @@ class Cluster:
             return "127.0.0.1", port
 
         return ApiServerHarness(
-            configuration, namespace_labels=namespace_labels(self.k8s), service_address=service_address
+            configuration, namespace_labels=namespace_labels(self.k8s), service_address=service_address,
+            client_certificate=client_certificate,
         )
 
     def alert_lines(self) -> list[dict[str, Any]]:
@@ -213,6 +215,8 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
         },
         "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 5},
         "newTerms": {"configMapName": "gatewatch-new-terms"},
+        # A namespace label may only tighten the default (warn); a looser mode is the config's word.
+        "namespaces": {"modes": {"audit-ns": "audit"}},
     }
     config.update(overrides)
     path = tmp_path / "config.yaml"
@@ -221,8 +225,14 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
 
 
 @contextlib.asynccontextmanager
-async def running_cluster(tmp_path: Path, **overrides: Any) -> AsyncIterator[Cluster]:
-    """The API double with a few namespaces, and gatewatch serving against it."""
+async def running_cluster(
+    tmp_path: Path, *, drain_seconds: float = 0.0, max_review_bytes: int | None = None, **overrides: Any
+) -> AsyncIterator[Cluster]:
+    """The API double with a few namespaces, and gatewatch serving against it.
+
+    ``drain_seconds``: how long gatewatch keeps answering after stop (0: tests stop at once);
+    ``max_review_bytes``: the largest review body it reads (None: gatewatch's default).
+    """
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES)
     tls_dir = tmp_path / "tls"
@@ -239,7 +249,9 @@ async def running_cluster(tmp_path: Path, **overrides: Any) -> AsyncIterator[Clu
             api_client=api_client_for(k8s),
             alert_stream=alerts,
             shutdown_timeout=1.0,
+            drain_seconds=drain_seconds,
             certificate_check_interval=0.2,
+            **({} if max_review_bytes is None else {"max_review_bytes": max_review_bytes}),
         )
         async with operator_thread(operator) as running:
             await eventually(lambda: operator.readiness.ready or running.done(), timeout=20, what="readiness")
@@ -345,10 +357,10 @@ def exec_into(name: str, *, namespace: str, user: str = "alice@example.com") -> 
 async def test_registered_configuration_is_what_the_api_server_needs(cluster: Cluster):
     configuration = webhook_configuration(cluster)
     webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
-    assert set(webhooks) == {
-        "pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-        "pods-ephemeralcontainers.gatewatch.io",
-    }
+    # One webhook per route (a route added to the table is registered too), these four at least.
+    assert set(webhooks) == {f"{route.handler_id}.gatewatch.io" for route in WEBHOOK_ROUTES}
+    assert {"pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
+            "pods-ephemeralcontainers.gatewatch.io"} <= set(webhooks)
     exec_hook = webhooks["pods-exec.gatewatch.io"]
     assert exec_hook["rules"][0]["resources"] == ["pods/exec"]
     assert exec_hook["rules"][0]["operations"] == ["CONNECT"]
@@ -435,15 +447,66 @@ async def test_kube_system_gatewatch_and_ignored_namespaces_are_never_sent(clust
     assert reviews_answered(cluster) == 0  # not one review reached gatewatch
 
 
-async def test_dry_run_gets_the_same_answer_and_leaves_no_event_or_alert(cluster: Cluster):
+async def test_dry_run_gets_the_same_answer_and_no_event_and_its_alerts_say_dry_run(cluster: Cluster):
     harness = cluster.harness()
     add_pod(cluster.k8s, "enforce-ns", "web", images=["nginx:1.27"])
     warned = await harness.admit(create_pod("shell", "busybox", namespace="warn-ns", dry_run=True))
     assert warned.allowed and warned.warnings == ["gatewatch: [T1610] Pod Created From A Debug Image (low)"]
     denied = await harness.admit(ApiRequest(**{**exec_into("web", namespace="enforce-ns").__dict__, "dry_run": True}))
     assert not denied.allowed and denied.code == 403
+    # Events are side effects in the cluster: none. Alerts are gatewatch's own record: tagged.
+    await eventually(lambda: len(cluster.alert_lines()) == 2, what="alerts")
+    assert [alert["rule"]["id"] for alert in cluster.alert_lines()] == ["debug-image", "user-exec"]
+    assert all(alert["gatewatch"]["dry_run"] is True for alert in cluster.alert_lines())
     await asyncio.sleep(0.3)  # what a real review would have queued by now
-    assert cluster.events() == [] and cluster.alert_lines() == []
+    assert cluster.events() == []
+    # A real request afterwards: its alert has no dry_run tag, and its Event is written.
+    await harness.admit(create_pod("shell", "busybox", namespace="warn-ns"))
+    await eventually(lambda: len(cluster.alert_lines()) == 3 and cluster.events(), what="alert and Event")
+    assert "dry_run" not in cluster.alert_lines()[2]["gatewatch"]
+
+
+def big_pod(name: str, *, namespace: str, annotation_bytes: int) -> dict[str, Any]:
+    """A Pod with one large annotation (e.g. a tool's embedded config), over aiohttp's default 1 MiB."""
+    manifest = pod(name, "busybox:1.36", namespace=namespace)
+    manifest["metadata"]["annotations"] = {"example.com/config": "x" * annotation_bytes}
+    return manifest
+
+
+async def test_a_review_over_one_mib_is_evaluated(cluster: Cluster):
+    request = ApiRequest(operation="CREATE", resource="pods", namespace="warn-ns", name="big",
+                         object=big_pod("big", namespace="warn-ns", annotation_bytes=1_200_000))
+    result = await cluster.harness().admit(request)
+    assert not result.failures, result.failures
+    assert result.allowed and result.warnings == ["gatewatch: [T1610] Pod Created From A Debug Image (low)"]
+    assert sample(cluster, "gatewatch_admission_reviews_oversized_total") == 0
+
+
+async def test_a_review_over_the_limit_is_refused_and_counted_never_allowed(tmp_path: Path):
+    async with running_cluster(tmp_path, max_review_bytes=256 * 1024) as cluster:
+        request = ApiRequest(operation="CREATE", resource="pods", namespace="warn-ns", name="huge",
+                             object=big_pod("huge", namespace="warn-ns", annotation_bytes=300 * 1024))
+        result = await cluster.harness().admit(request)  # failurePolicy: Fail
+        assert not result.allowed and result.failures
+        assert sample(cluster, "gatewatch_admission_reviews_oversized_total") == 1
+        assert reviews_answered(cluster) == 0  # never evaluated
+
+
+async def test_on_stop_readiness_fails_first_while_reviews_are_still_answered(tmp_path: Path):
+    async with running_cluster(tmp_path, drain_seconds=3.0) as cluster:
+        harness = cluster.harness()
+        readyz = f"http://127.0.0.1:{cluster.operator.metrics_port}/readyz"
+        cluster.running.stop.set()  # as on SIGTERM
+        await eventually(lambda: not cluster.operator.readiness.ready, what="not ready")
+        async with aiohttp.ClientSession() as session, session.get(readyz) as ready:
+            assert ready.status == 503 and "shutting down" in await ready.text()
+        result = await harness.admit(create_pod("shell", "busybox", namespace="warn-ns"))
+        assert not result.failures, result.failures
+        assert result.allowed and result.warnings == ["gatewatch: [T1610] Pod Created From A Debug Image (low)"]
+        await cluster.running.join(timeout=20)
+        # The drained review's alert and Event still went out before gatewatch stopped.
+        assert [alert["rule"]["id"] for alert in cluster.alert_lines()] == ["debug-image"]
+        assert len(cluster.events()) == 1
 
 
 @pytest.mark.parametrize(
@@ -608,7 +671,7 @@ async def test_while_gatewatch_is_down_the_failure_policy_decides(cluster: Clust
     await cluster.running.join(timeout=20)
     # gatewatch leaves its configuration in place on shutdown: the next replica serves it.
     configuration = webhook_configuration(cluster)
-    assert len(configuration["webhooks"]) == 4
+    assert len(configuration["webhooks"]) == len(WEBHOOK_ROUTES)
     request = create_pod("shell", "busybox", namespace="warn-ns")
 
     failing = await cluster.harness().admit(request)  # failurePolicy: Fail

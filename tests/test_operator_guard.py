@@ -1,14 +1,21 @@
-"""The guard in front of kopf: what it refuses to let kopf answer, and why."""
+"""The guard: what the webhook server refuses to evaluate, and that nothing is allowed unevaluated."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp.web
 import pytest
 
-from gatewatch.admission import UnexpectedReview, UnknownWebhookPath, check_review
+from gatewatch.admission import AdmissionReviewer, UnexpectedReview, UnknownWebhookPath, check_review
+from gatewatch.config import Settings
 from gatewatch.controller import GuardedWebhookServer
+from gatewatch.decision import Mode
+from gatewatch.engine import RuleEngine
+from gatewatch.kube.namespaces import NamespaceModeResolver
+from gatewatch.kube.pods import PodLookup
 from gatewatch.metrics import Metrics
+from gatewatch.rules.model import Action, Rule, RuleSet, RuleType, Severity
 
 
 def review(*, resource: str = "pods", sub: str | None = None, operation: str = "CREATE") -> dict[str, Any]:
@@ -48,16 +55,57 @@ def test_unknown_paths_and_unreadable_reviews_are_refused():
         check_review(review()["request"], webhook="pods")
 
 
-async def test_kopf_answering_without_our_handler_becomes_an_error_not_an_allow():
+def failing_reviewer(metrics: Metrics) -> AdmissionReviewer:
+    """A real reviewer whose only rule's query raises: evaluation fails."""
+
+    def broken(document: Any) -> bool:
+        raise RuntimeError("the rule's matcher broke")
+
+    rule = Rule(id="broken", name="Broken Rule", description="raises", severity=Severity.LOW, risk_score=1,
+                type=RuleType.QUERY, query="*", matcher=broken, action=Action.DENY)
+    settings = Settings(mode=Mode.ENFORCE)
+
+    async def labels(namespace: str) -> dict[str, str]:
+        return {}
+
+    async def no_pod(key: Any) -> dict[str, Any]:
+        raise LookupError(key)
+
+    return AdmissionReviewer(
+        engine=RuleEngine(RuleSet(name="test", version=1, rules=(rule,))),
+        namespace_modes=NamespaceModeResolver(settings, fetch_labels=labels, cache_ttl=60),
+        pod_lookup=PodLookup(no_pod, cache_ttl=60),
+        metrics=metrics,
+    )
+
+
+async def test_a_failed_evaluation_is_an_error_status_never_an_allow():
     metrics = Metrics()
-    server = GuardedWebhookServer(metrics=metrics)
-
-    async def kopf_without_handlers(request: Any, **_: Any) -> dict[str, Any]:
-        # What kopf 1.45 answers when no handler matches: allowed, nothing evaluated.
-        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "response": {"uid": "u-1", "allowed": True}}
-
-    with pytest.raises(aiohttp.web.HTTPInternalServerError):
-        await server._guard(kopf_without_handlers, review(), webhook="pods")
+    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    with pytest.raises(aiohttp.web.HTTPInternalServerError, match="could not evaluate"):
+        await server.answer(json.dumps(review()).encode(), webhook="pods")
     assert metrics.registry.get_sample_value(
         "gatewatch_admission_reviews_total", {"resource": "pods", "operation": "CREATE", "decision": "error"}) == 1
+
+
+async def test_unreadable_bodies_and_unknown_paths_are_error_statuses():
+    metrics = Metrics()
+    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    with pytest.raises(aiohttp.web.HTTPBadRequest, match="not a readable AdmissionReview"):
+        await server.answer(b"{not json", webhook="pods")
+    with pytest.raises(aiohttp.web.HTTPNotFound):
+        await server.answer(json.dumps(review()).encode(), webhook="mutate")
+    assert metrics.registry.get_sample_value(
+        "gatewatch_admission_reviews_total", {"resource": "unknown", "operation": "", "decision": "error"}) == 1
+
+
+async def test_metric_labels_from_a_hostile_body_stay_bounded():
+    metrics = Metrics()
+    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    for n in range(3):
+        body = review(resource=f"made-up-{n}")
+        body["request"]["operation"] = ["not", "a", "string"] if n else f"VERB{n}"
+        with pytest.raises(aiohttp.web.HTTPBadRequest):
+            await server.answer(json.dumps(body).encode(), webhook="pods")
+    assert metrics.registry.get_sample_value(
+        "gatewatch_admission_reviews_total", {"resource": "other", "operation": "other", "decision": "error"}) == 3

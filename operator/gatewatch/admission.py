@@ -6,13 +6,16 @@
 unreadable body); :class:`AdmissionReviewer` turns the rest into a
 :class:`~gatewatch.decision.Decision`, the response's content (allowed,
 warnings, denial message). Alerts and Events are handed to non-blocking sinks
-(bounded queues), never sent on the review path.
+(bounded queues) as functions that build them: the review path only queues the
+match and its document; the sinks' workers build, encode and send.
 
-Nothing here knows kopf: ``gatewatch.controller`` wires this into kopf's
-webhook server and turns the decision into kopf's admission response.
+Nothing here knows kopf: ``gatewatch.controller``'s webhook server calls
+:func:`check_review`, :class:`AdmissionReviewer` and :func:`review_response`
+(the AdmissionReview response, in the shape kopf's own handlers gave).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,9 +26,10 @@ from gatewatch.decision import Decision, Mode, decide
 from gatewatch.documents import AdmissionRequest, document_from_admission_review, parse_admission_request
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
-from gatewatch.kube.events import EventRequest, Operation, match_event
+from gatewatch.kube.events import EventSource, Operation, match_event
 from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup, PodLookupResult
+from gatewatch.kube.webhook_configuration import POD_IMAGES_CHANGED, MatchCondition
 from gatewatch.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ class WebhookRoute:
     resource: str = "pods"
     api_group: str = ""
     api_version: str = "v1"
+    # CEL conditions the API server checks before calling (the webhook's matchConditions).
+    match_conditions: tuple[MatchCondition, ...] = ()
 
     @property
     def resource_path(self) -> str:
@@ -53,6 +59,8 @@ class WebhookRoute:
 
 WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods", None, ("CREATE",)),
+    # `kubectl set image pod/...`: only updates that change an image reach gatewatch.
+    WebhookRoute("pods-update", None, ("UPDATE",), match_conditions=(POD_IMAGES_CHANGED,)),
     WebhookRoute("pods-exec", "exec", ("CONNECT",)),
     WebhookRoute("pods-attach", "attach", ("CONNECT",)),
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
@@ -98,6 +106,8 @@ def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
         request = parse_admission_request(review)
     except InputError as error:
         raise UnexpectedReview(f"not a readable AdmissionReview: {error}") from None
+    except (TypeError, ValueError) as error:  # e.g. a JSON list where a string belongs: still a 400
+        raise UnexpectedReview(f"not a readable AdmissionReview: {type(error).__name__}: {error}") from None
     resource = request["resource"]
     got = (resource.get("group", ""), resource.get("resource"), request.get("subResource") or None)
     expected = (route.api_group, route.resource, route.subresource)
@@ -116,17 +126,37 @@ def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
 
 # --- the answer ------------------------------------------------------------------------------
 
+DENIAL_FALLBACK = "gatewatch denied this request"
+
+
+def review_response(review: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The AdmissionReview response for ``decision``, in the shape kopf's ``build_response`` gives:
+    the request's apiVersion/kind and uid, ``allowed``, ``warnings`` when there are any, and for a
+    denial ``status: {message, code: 403}``."""
+    request = review.get("request") or {}
+    payload: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": decision.allowed}
+    if decision.warnings:
+        payload["warnings"] = [str(warning) for warning in decision.warnings]
+    if not decision.allowed:
+        payload["status"] = {"message": decision.message or DENIAL_FALLBACK, "code": 403}
+    return {
+        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": review.get("kind", "AdmissionReview"),
+        "response": payload,
+    }
+
 
 class AlertSink(Protocol):
-    """Takes an alert without blocking (a bounded queue behind it)."""
+    """Takes an alert, or a function that builds it, without blocking (``alert_sinks``: a bounded queue)."""
 
-    def emit(self, alert: Mapping[str, Any]) -> bool: ...
+    def emit(self, alert: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> bool: ...
 
 
 class EventSink(Protocol):
-    """Takes a Kubernetes Event to post without blocking (``kube.events.EventRecorder``)."""
+    """Takes a Kubernetes Event to post, or a function that builds it, without blocking
+    (``kube.events.EventRecorder``)."""
 
-    def submit(self, request: EventRequest) -> bool: ...
+    def submit(self, request: EventSource) -> bool: ...
 
 
 class AdmissionReviewer:
@@ -170,9 +200,11 @@ class AdmissionReviewer:
         matches = self.engine.evaluate(document, now=now, record=not dry_run)
         decision = decide(matches, mode=mode)
         self._count_matches(decision)
-        if not dry_run and decision.outcomes:
-            # Dry-run requests get the same answer and leave no trace.
-            self._report(checked, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup, now=now)
+        if decision.outcomes:
+            # Dry-run requests get the same answer and no side effects in the cluster (no Event),
+            # but gatewatch's own record of the match: an alert tagged gatewatch.dry_run.
+            self._report(checked, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup,
+                         now=now, dry_run=dry_run)
         return decision
 
     async def _namespace_mode(self, request: AdmissionRequest) -> NamespaceMode | None:
@@ -199,9 +231,8 @@ class AdmissionReviewer:
     def _count_matches(self, decision: Decision) -> None:
         for outcome in decision.outcomes:
             rule = outcome.match.rule
-            self.metrics.matches.labels(
-                rule_id=rule.id, rule_name=rule.name, action=_value(rule.action), effect=_value(outcome.effect)
-            ).inc()
+            self.metrics.count_match(
+                rule_id=rule.id, rule_name=rule.name, action=_value(rule.action), effect=_value(outcome.effect))
 
     def _report(
         self,
@@ -212,22 +243,26 @@ class AdmissionReviewer:
         namespace_mode: NamespaceMode | None,
         pod_lookup: PodLookupResult | None,
         now: datetime,
+        dry_run: bool,
     ) -> None:
-        """One alert and one Event per outcome, handed to the sinks."""
-        target = event_target(checked.request, pod_lookup=pod_lookup)
+        """One alert and (unless dry-run) one Event per outcome, handed to the sinks as functions
+        that build them: the sinks' workers build them, off the review path."""
+        target = None if dry_run else event_target(checked.request, pod_lookup=pod_lookup)
         extra = _alert_context(namespace_mode=namespace_mode, pod_lookup=pod_lookup)
+        if dry_run:
+            extra["dry_run"] = True
         verdict = "allowed" if decision.allowed else "denied"
         for outcome in decision.outcomes:
-            alert = build_alert(
-                outcome.match, document, effect=outcome.effect, mode=decision.mode,
-                decision=verdict, now=now, extra=extra,
-            )
             # Queues never block; a failing sink must not fail the review.
             if self.alerts is not None:
+                alert = functools.partial(
+                    build_alert, outcome.match, document, effect=outcome.effect, mode=decision.mode,
+                    decision=verdict, now=now, extra=extra,
+                )
                 _safely(self.alerts.emit, alert, what="alert sink")
             if self.event_sink is not None and target is not None:
-                event = match_event(
-                    rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
+                event = functools.partial(
+                    match_event, rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
                     namespace=target.namespace, pod_name=target.pod_name, user=target.user,
                     pod_uid=target.pod_uid, mode=decision.mode, observed_at=now,
                 )
@@ -244,9 +279,7 @@ def _alert_context(
         if pod_lookup.pod is not None:
             extra["pod"] = dict(pod_lookup.pod)
     if namespace_mode is not None:
-        extra["mode_source"] = namespace_mode.source
-        if namespace_mode.labels_error:
-            extra["namespace_lookup"] = {"status": "failed", "reason": namespace_mode.labels_error}
+        extra.update(namespace_mode.alert_fields())
     return extra
 
 
@@ -269,10 +302,15 @@ def event_target(
     user = str((request.get("userInfo") or {}).get("username") or "unknown")
     subresource = request.get("subResource") or None
     metadata = (request.get("object") or {}).get("metadata") or {}
-    if subresource is None:
+    if subresource is None and request.get("operation") == "UPDATE":
+        # e.g. `kubectl set image pod/...`: the pod exists, with its uid.
+        name = request.get("name") or metadata.get("name")
+        operation: Operation = "update"
+        uid = metadata.get("uid")
+    elif subresource is None:
         # A pod being created may have only generateName (the API server names it later).
         name = request.get("name") or metadata.get("name") or metadata.get("generateName")
-        operation: Operation = "create"
+        operation = "create"
         uid = None
     else:
         name = request.get("name")
@@ -311,4 +349,5 @@ __all__ = [
     "WebhookRoute",
     "check_review",
     "event_target",
+    "review_response",
 ]

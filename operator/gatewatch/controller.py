@@ -1,24 +1,31 @@
-"""kopf wiring: the admission handlers, the webhook server, startup and shutdown.
+"""kopf wiring: the webhook server, startup and shutdown.
 
 A review's way through (the answer itself is ``gatewatch.admission``'s):
 
-    GuardedWebhookServer (admission.check_review: route / operation / parse checks)
-      -> kopf -> validating handler -> AdmissionReviewer.review -> Decision
-      -> kopf's response: the decision's warnings, or a 403 with its message.
+    GuardedWebhookServer: body (up to MAX_REVIEW_BYTES) -> JSON
+      -> admission.check_review (route / resource / operation / parse checks)
+      -> AdmissionReviewer.review -> Decision
+      -> admission.review_response: kopf's response format (the decision's
+         warnings, or a 403 status with its message).
 
-kopf 1.45 answers ``allowed: true`` for a path with no handler and never
-re-checks the operation at runtime; ``GuardedWebhookServer`` closes both holes,
-and it turns any failure during evaluation into an HTTP error, so the
-webhook's failurePolicy decides instead of a silent allow.
+kopf stays the framework: the server is a ``kopf.WebhookServer`` (TLS options,
+the client config it reports, its place in the operator's lifecycle), and kopf
+runs startup, cleanup and signals. But reviews no longer go through kopf's
+handler registry: kopf 1.45 answers ``allowed: true`` for a path with no
+handler and never re-checks the operation at runtime, and its per-review
+machinery (cause, memo, diff, handler selection) cost about as much CPU as
+gatewatch's whole evaluation. The server answers every review itself; anything
+it cannot evaluate gets an HTTP error status, so the webhook's failurePolicy
+decides instead of a silent allow.
 """
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import base64
+import json
 import logging
 import time
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TextIO
 
@@ -26,10 +33,9 @@ import aiohttp.web
 import kopf
 import kubernetes.client
 
-from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer, CheckedReview, RejectedReview, check_review
+from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer, RejectedReview, check_review, review_response
 from gatewatch.alert_sinks import AlertFanout, HttpAlertSink, StdoutAlertSink
 from gatewatch.config import Settings
-from gatewatch.decision import Decision
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.certificates import (
     CertificateManager,
@@ -51,90 +57,154 @@ from gatewatch.rules_reloader import RulesReloader
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class ReviewInFlight:
-    """One review on its way through kopf: what the guard checked, and what the handler made of it."""
-
-    checked: CheckedReview
-    decision: Decision | None = None
-    failure: BaseException | None = None
-
-
-# kopf runs async handlers in the task that called the webhook function, so the
-# guard hands the checked review to the handler through a context variable
-# (kopf's handler kwargs lack the request's uid, name, namespace and options).
-CURRENT_REVIEW: contextvars.ContextVar[ReviewInFlight] = contextvars.ContextVar("gatewatch_review")
+# The largest AdmissionReview body read. The API server stores objects up to ~1.5 MiB
+# (etcd's default request limit) and accepts requests up to 3 MiB; a review carries the
+# object (and for an UPDATE the old object too), JSON-escaped. aiohttp's default 1 MiB
+# would refuse a big Pod with a 413 before anything is evaluated.
+MAX_REVIEW_BYTES = 8 * 1024 * 1024
+# How long closing the listener waits for reviews still being answered.
+LISTENER_SHUTDOWN_SECONDS = 5.0
 
 
 class EvaluationFailed(Exception):
-    """The handler did not produce a decision; answered 500."""
+    """The reviewer did not produce a decision; answered 500."""
 
 
 ClientConfigCallback = Callable[[kopf.WebhookClientConfig], Awaitable[None]]
 
 
 class GuardedWebhookServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server with gatewatch's guard in front of kopf.
+    """kopf's HTTPS webhook server, answering gatewatch's reviews itself.
 
-    Every call passes ``check_review`` first; kopf only sees reviews for a
-    served path, resource and operation. An error status answers the rest
-    (aiohttp HTTP exceptions pass through kopf's own handling untouched).
-    ``on_serving`` is awaited once the server listens, with kopf's client
-    config: gatewatch then registers its ValidatingWebhookConfiguration.
+    Every call passes ``check_review`` first and is then answered by
+    ``reviewer``; nothing is ever allowed without evaluation. ``on_serving``
+    is awaited once the server listens, with kopf's client config (gatewatch
+    then registers its ValidatingWebhookConfiguration). On stop, ``on_draining``
+    is called and the server keeps answering for ``drain_seconds`` before the
+    listener closes.
     """
 
-    def __init__(self, *, metrics: Metrics, on_serving: ClientConfigCallback | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        reviewer: AdmissionReviewer,
+        metrics: Metrics,
+        on_serving: ClientConfigCallback | None = None,
+        on_draining: Callable[[], None] | None = None,
+        drain_seconds: float = 0.0,  # the operator passes ``server.drainSeconds``
+        max_review_bytes: int = MAX_REVIEW_BYTES,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self._reviewer = reviewer
         self._metrics = metrics
         self._on_serving = on_serving
+        self._on_draining = on_draining
+        self._drain_seconds = drain_seconds
+        self.max_review_bytes = max_review_bytes
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        async def guarded(review: Any, **kwargs: Any) -> Any:
-            return await self._guard(fn, review, **kwargs)
-
-        async for client_config in super().__call__(guarded):  # type: ignore[arg-type]
+        # ``fn`` is kopf's handler machinery: never called, gatewatch answers itself.
+        cadata, context = self._build_ssl()
+        path = self.path.rstrip("/") if self.path else ""
+        app = aiohttp.web.Application(client_max_size=self.max_review_bytes)
+        app.add_routes([aiohttp.web.post(f"{path}/{{id:.*}}", self._serve)])
+        runner = aiohttp.web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_SECONDS)
+        await runner.setup()
+        try:
+            addr = self.addr or None  # None is aiohttp's "any interface"
+            port = self.port or self._allocate_free_port()
+            site = aiohttp.web.TCPSite(runner, addr, port, ssl_context=context, reuse_port=True, reuse_address=True)
+            await site.start()
+            schema = "http" if context is None else "https"
+            host = self.host or self.DEFAULT_HOST or self._get_accessible_addr(self.addr)
+            client_config = kopf.WebhookClientConfig(url=self._build_url(schema, host, port, self.path or ""))
+            if cadata is not None:
+                client_config["caBundle"] = base64.b64encode(cadata).decode("ascii")
             if self._on_serving is not None:
                 await self._on_serving(client_config)
             yield client_config
+            try:
+                # Certificate renewals reload the SSLContext in place: the listener never restarts.
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await self._drain()
+                raise
+        finally:
+            await runner.cleanup()
 
-    async def _guard(self, fn: kopf.WebhookFn, review: Any, **kwargs: Any) -> Any:
+    async def _drain(self) -> None:
+        """Stopping: report not-ready, keep answering while the Service stops routing here."""
+        if self._on_draining is not None:
+            self._on_draining()
+        if self._drain_seconds > 0:
+            logger.info("stopping: not ready; answering reviews for %gs more before closing the listener",
+                        self._drain_seconds)
+            await asyncio.sleep(self._drain_seconds)
+
+    async def _serve(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        try:
+            body = await request.read()
+        except aiohttp.web.HTTPRequestEntityTooLarge:
+            self._metrics.oversized_reviews.inc()
+            logger.warning("refused a webhook call of %s bytes (more than %d): not evaluated",
+                           request.content_length, self.max_review_bytes)
+            raise
+        answer = await self.answer(body, webhook=request.match_info.get("id"))
+        return aiohttp.web.Response(body=answer, content_type="application/json")
+
+    async def answer(self, body: bytes, *, webhook: str | None) -> bytes:
+        """The encoded AdmissionReview response to one webhook call; an HTTP error for anything not evaluated."""
         started = time.perf_counter()
+        try:
+            review = json.loads(body)
+        except (ValueError, RecursionError):
+            review = None  # check_review refuses it: not a readable AdmissionReview
         request = review.get("request") if isinstance(review, Mapping) else None
         request = request if isinstance(request, Mapping) else {}
-        resource_label = _resource_label(request)
-        operation = str(request.get("operation") or "")
         outcome = "error"
         try:
-            in_flight = ReviewInFlight(check_review(review, webhook=kwargs.get("webhook")))
-            token = CURRENT_REVIEW.set(in_flight)
+            checked = check_review(review, webhook=webhook)
             try:
-                response = await fn(review, **kwargs)
-            finally:
-                CURRENT_REVIEW.reset(token)
-            if in_flight.failure is not None:
-                raise EvaluationFailed(f"gatewatch could not evaluate: {in_flight.failure!r}")
-            decision = in_flight.decision
-            if decision is None:
-                # kopf answered without running our handler: never let that through as an allow.
-                raise EvaluationFailed("gatewatch: no handler evaluated this review")
+                decision = await self._reviewer.review(checked)
+            except Exception as error:
+                logger.exception("evaluation failed for %s review %s", checked.route.resource_path,
+                                 checked.request["uid"])
+                raise EvaluationFailed(f"gatewatch could not evaluate: {error!r}") from None
             outcome = "denied" if not decision.allowed else "warned" if decision.warnings else "allowed"
-            return response
+            return json.dumps(review_response(review, decision)).encode()
         except RejectedReview as error:
             logger.warning("rejected webhook call: %s", error)
             raise _http_error(error.status, str(error)) from None
         except EvaluationFailed as error:
             raise _http_error(500, str(error)) from None
         finally:
-            self._metrics.reviews.labels(resource=resource_label, operation=operation, decision=outcome).inc()
-            self._metrics.review_duration.labels(resource=resource_label).observe(time.perf_counter() - started)
+            self._metrics.count_review(resource=_resource_label(request), operation=_operation_label(request),
+                                       decision=outcome, seconds=time.perf_counter() - started)
+
+
+# Metric labels come from the request body: anything but what gatewatch serves is "other",
+# so a caller cannot grow the label sets (and the cached children) without bound.
+_RESOURCE_LABELS = frozenset(route.resource_path for route in WEBHOOK_ROUTES)
+_OPERATION_LABELS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 
 
 def _resource_label(request: Mapping[str, Any]) -> str:
     resource = request.get("resource")
     name = resource.get("resource") if isinstance(resource, Mapping) else None
+    if not name:
+        return "unknown"
     sub = request.get("subResource")
-    return f"{name}/{sub}" if name and sub else str(name or "unknown")
+    label = f"{name}/{sub}" if sub else str(name)
+    return label if label in _RESOURCE_LABELS else "other"
+
+
+def _operation_label(request: Mapping[str, Any]) -> str:
+    operation = request.get("operation")
+    if not operation:
+        return ""
+    return operation if isinstance(operation, str) and operation in _OPERATION_LABELS else "other"
 
 
 def _http_error(status: int, message: str) -> aiohttp.web.HTTPException:
@@ -144,49 +214,6 @@ def _http_error(status: int, message: str) -> aiohttp.web.HTTPException:
     error_class = {404: aiohttp.web.HTTPNotFound, 400: aiohttp.web.HTTPBadRequest}.get(
         status, aiohttp.web.HTTPInternalServerError)
     return error_class(reason=reason, text=message)
-
-
-DENIAL_PREFIX = "gatewatch denied this request"
-
-
-class DenialLogFilter(logging.Filter):
-    """kopf logs each denial as a handler failing permanently (ERROR); a denial is
-    gatewatch working, reported by its alert and Event, so it is not logged again."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return DENIAL_PREFIX not in record.getMessage()
-
-
-def register_handlers(registry: kopf.OperatorRegistry, reviewer: AdmissionReviewer) -> None:
-    """One kopf validating handler per route, all answering through ``reviewer``."""
-
-    async def validate(warnings: list[str], **_: Any) -> None:
-        in_flight = CURRENT_REVIEW.get(None)
-        if in_flight is None:
-            raise kopf.AdmissionError("gatewatch: review arrived without the guard", code=500)
-        checked = in_flight.checked
-        try:
-            decision = await reviewer.review(checked)
-        except Exception as error:
-            in_flight.failure = error
-            logger.exception("evaluation failed for %s review %s", checked.route.resource_path,
-                             checked.request["uid"])
-            raise
-        in_flight.decision = decision
-        # The decision becomes kopf's response: warnings, or a denial with its message.
-        warnings.extend(decision.warnings)
-        if not decision.allowed:
-            raise kopf.AdmissionError(decision.message or DENIAL_PREFIX, code=403)
-
-    for route in WEBHOOK_ROUTES:
-        kopf.on.validate(
-            route.api_group or "", route.api_version, route.resource,
-            id=route.handler_id,
-            subresource=route.subresource,
-            operations=list(route.operations),
-            side_effects=True,  # Events and alerts, none on dry-run (sideEffects: NoneOnDryRun)
-            registry=registry,
-        )(validate)
 
 
 # --- startup and shutdown ------------------------------------------------------------------
@@ -254,6 +281,8 @@ class Operator:
         metrics: Metrics | None = None,
         alert_stream: TextIO | None = None,
         shutdown_timeout: float = 5.0,
+        drain_seconds: float | None = None,
+        max_review_bytes: int = MAX_REVIEW_BYTES,
         certificate_check_interval: float = CERTIFICATE_CHECK_SECONDS,
     ) -> None:
         self.settings = settings
@@ -262,6 +291,9 @@ class Operator:
         self.readiness = Readiness()
         self._alert_stream = alert_stream
         self._shutdown_timeout = shutdown_timeout
+        # None: ``server.drainSeconds`` from the settings (tests pass 0 to stop at once).
+        self._drain_seconds = settings.server.drain_seconds if drain_seconds is None else drain_seconds
+        self.max_review_bytes = max_review_bytes
         self._certificate_check_interval = certificate_check_interval
         # Set while running; exposed for diagnostics and tests.
         self.engine: RuleEngine | None = None
@@ -276,7 +308,6 @@ class Operator:
         for a setup that cannot work.
         """
         settings = self.settings
-        _install_once(logging.getLogger("kopf.objects"), DenialLogFilter())
         stopping = asyncio.Event()  # tells the kube/ workers to finish
 
         # Rules and new_terms history first: nothing is served without rules.
@@ -311,6 +342,7 @@ class Operator:
                 settings,
                 fetch_labels=namespace_labels_fetcher(core, timeout=lookup.timeout_seconds),
                 cache_ttl=lookup.cache_ttl_seconds,
+                on_ignored_label=lambda *_: self.metrics.namespace_labels_ignored.inc(),
             ),
             pod_lookup=PodLookup(pod_fetcher(core, timeout=lookup.timeout_seconds), cache_ttl=lookup.cache_ttl_seconds),
             metrics=self.metrics,
@@ -323,11 +355,14 @@ class Operator:
         certificates = self._certificate_source()
         files = await certificates.ensure()
         self._record_certificate_expiry(files)
-        tls_context = server_ssl_context(files)
+        tls_context = server_ssl_context(files, client_ca=settings.webhook.client_ca)
         reconciler = WebhookConfigurationReconciler(
             self.api_client,
             registration=WebhookRegistration.from_settings(settings, handlers=WEBHOOK_ROUTES),
             ca_bundle=files.ca_bundle,
+            # Another replica may have rotated the CA in the shared Secret first: adopt its
+            # bundle instead of "restoring" ours (two replicas would flip-flop, each calling it drift).
+            refresh_ca_bundle=certificates.read_ca_bundle if isinstance(certificates, CertificateManager) else None,
         )
 
         async def certificates_changed(new_files: ServingFiles) -> None:
@@ -346,16 +381,22 @@ class Operator:
             logger.info("webhook serving on port %s; ValidatingWebhookConfiguration %s registered",
                         self.webhook_port, reconciler.name)
 
+        def draining() -> None:
+            self.readiness.draining = True
+
         server = GuardedWebhookServer(
+            reviewer=reviewer,
             metrics=self.metrics,
             on_serving=serving,
+            on_draining=draining,
+            drain_seconds=self._drain_seconds,
+            max_review_bytes=self.max_review_bytes,
             addr=settings.server.host,
             port=settings.server.port or None,  # 0: kopf picks a free port
             path=settings.webhook.path,
             **kopf_server_tls_options(files, tls_context),
         )
-        registry = kopf.OperatorRegistry()
-        register_handlers(registry, reviewer)
+        registry = kopf.OperatorRegistry()  # no admission handlers: the server answers reviews itself
         configuration = self.api_client.configuration
 
         @kopf.on.login(registry=registry)
@@ -389,7 +430,7 @@ class Operator:
             stopped = True
             self.readiness.webhook_serving = False
             stopping.set()
-            await _started_queued_thread_jobs(timeout=self._shutdown_timeout)
+            # The sinks finish a write under way when cancelled; drain() then writes the rest.
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -429,7 +470,8 @@ class Operator:
         options = self.settings.alerts
         sinks: list[Any] = []
         if options.stdout:
-            sinks.append(StdoutAlertSink(self._alert_stream, buffer_size=options.http.buffer_size, metrics=self.metrics))
+            # Its own buffer (the sink's default): alerts.http.bufferSize sizes the HTTP sink only.
+            sinks.append(StdoutAlertSink(self._alert_stream, metrics=self.metrics))
         http = options.http
         http_options: dict[str, Any] = dict(
             batch_size=http.batch_size, flush_interval=http.flush_interval_seconds,
@@ -462,22 +504,3 @@ class Operator:
 
     def _record_certificate_expiry(self, files: ServingFiles) -> None:
         self.metrics.certificate_expiry.set(files.not_after.timestamp())
-
-
-async def _started_queued_thread_jobs(*, timeout: float) -> None:
-    """Wait until the thread pool has started every job handed to it so far.
-
-    Cancelling ``asyncio.to_thread`` cancels a job no thread has started yet:
-    a queue worker cancelled just after handing its alert lines or Event to the
-    pool would lose them. The pool starts jobs in order, so once this no-op
-    has run, the earlier jobs are running and finish despite the cancel.
-    """
-    try:
-        await asyncio.wait_for(asyncio.to_thread(lambda: None), timeout=timeout)
-    except asyncio.TimeoutError:
-        logger.warning("shutdown: the thread pool stayed busy for %gs; queued writes may be lost", timeout)
-
-
-def _install_once(target: logging.Logger, log_filter: logging.Filter) -> None:
-    if not any(isinstance(existing, type(log_filter)) for existing in target.filters):
-        target.addFilter(log_filter)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp.web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -60,6 +61,43 @@ class Metrics:
             "Namespace or pod lookups that failed or timed out (the review went on without them).",
             ["kind"], registry=r,
         )
+        self.oversized_reviews = Counter(
+            "gatewatch_admission_reviews_oversized",
+            "Webhook calls refused with 413 because the body exceeded the size gatewatch reads "
+            "(never evaluated: the failurePolicy decides).",
+            registry=r,
+        )
+        self.namespace_labels_ignored = Counter(
+            "gatewatch_namespace_mode_labels_ignored",
+            "Namespace label gatewatch.io/mode values ignored because they asked for a weaker mode "
+            "than the configuration gives (a label may only tighten); counted once per namespace and value.",
+            registry=r,
+        )
+        # ``.labels()`` hashes and locks on every call; the review path reuses the children.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
+        """One answered review: its outcome and how long it took."""
+        key = ("review", resource, operation, decision)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.reviews.labels(
+                resource=resource, operation=operation, decision=decision)
+        counter.inc()
+        key = ("duration", resource)
+        histogram = self._children.get(key)
+        if histogram is None:
+            histogram = self._children[key] = self.review_duration.labels(resource=resource)
+        histogram.observe(seconds)
+
+    def count_match(self, *, rule_id: str, rule_name: str, action: str, effect: str) -> None:
+        """One rule match at admission."""
+        key = ("match", rule_id, rule_name, action, effect)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.matches.labels(
+                rule_id=rule_id, rule_name=rule_name, action=action, effect=effect)
+        counter.inc()
 
     def queue_dropped(self, queue: str, count: int = 1) -> None:
         """Callback for the Event and alert queues: ``count`` items of ``queue`` were lost."""
@@ -71,14 +109,19 @@ class Metrics:
 
 @dataclass
 class Readiness:
-    """Ready only once the rules are loaded and the webhook server listens."""
+    """Ready only once the rules are loaded and the webhook server listens, and until shutdown starts.
+
+    ``draining``: stopping was requested; the webhook still answers reviews for a
+    short while, but the Service should stop sending new ones here.
+    """
 
     rules_loaded: bool = False
     webhook_serving: bool = False
+    draining: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.rules_loaded and self.webhook_serving
+        return self.rules_loaded and self.webhook_serving and not self.draining
 
     def describe(self) -> str:
         missing = []
@@ -86,6 +129,8 @@ class Readiness:
             missing.append("rules not loaded")
         if not self.webhook_serving:
             missing.append("webhook server not listening")
+        if self.draining:
+            missing.append("shutting down (draining reviews in flight)")
         return "ok" if not missing else "not ready: " + ", ".join(missing)
 
 

@@ -5,13 +5,28 @@ event in a bounded queue and returns at once (False, counted as a drop, when the
 queue is full). :meth:`EventRecorder.run` is the worker that talks to the API;
 a slow or failing API server slows or fails only the worker, never a review.
 
-Events are ``events.k8s.io/v1`` Events. Repeats are not a storm: every
-occurrence with the same *series key* (namespace, pod, rule, effect, operation,
-user) is one Event with a deterministic name, ``<pod>.<hash of the key>``. The
-first occurrence creates it; later ones are counted in memory and written as one
-PATCH of ``series.count`` / ``series.lastObservedTime`` per aggregation window
-(events.k8s.io semantics). Because the name is deterministic, a restarted or
-second replica finds the Event (409 on create) and continues its series.
+Events are ``events.k8s.io/v1`` Events. Repeats are not a storm:
+
+- *the same*: every occurrence with the same *series key* (namespace, pod, rule,
+  effect, operation, user) is one Event with a deterministic name,
+  ``<pod>.<hash of the key>``. The first occurrence creates it; later ones are
+  counted in memory and written as one PATCH of ``series.count`` /
+  ``series.lastObservedTime`` per aggregation window (events.k8s.io semantics).
+  Because the name is deterministic, a restarted or second replica finds the
+  Event (409 on create) and continues its series.
+- *similar*: occurrences that differ only in the pod (same namespace, rule,
+  effect, operation, user), as client-go's EventAggregator does for events that
+  differ only in their message: once more than ``SIMILAR_EVENTS_LIMIT`` pods had
+  their own Event within ``SIMILAR_EVENTS_WINDOW`` seconds of the previous
+  similar one, further pods are counted in one Event, "(combined from similar
+  events)", regarding the first pod past the limit and annotated
+  ``gatewatch.io/combined: "true"``. A Deployment of 500 pods running a debug
+  image is then 11 Events, not 500. Each match still has its own alert line.
+
+``submit`` also takes a function that builds the Event: the review path only
+queues it, and the worker builds it. The worker writes one Event at a time; a
+write under way when the worker is cancelled finishes, and ``drain`` waits for
+it before it writes what is left.
 """
 from __future__ import annotations
 
@@ -24,9 +39,9 @@ import re
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union
 
 import kubernetes.client
 
@@ -45,13 +60,20 @@ METRICS_QUEUE = "events"
 # events.k8s.io/v1 validation: note is at most 1 kB, names are DNS subdomains (253).
 MAX_NOTE_BYTES = 1024
 MAX_NAME_LENGTH = 253
+# client-go's EventAggregator (tools/record/events_cache.go: defaultAggregateMaxEvents,
+# defaultAggregateIntervalInSeconds): more than 10 similar events within 10 minutes are combined.
+SIMILAR_EVENTS_LIMIT = 10
+SIMILAR_EVENTS_WINDOW = 600.0
+COMBINED_PREFIX = "(combined from similar events): "
 
 EventType = Literal["Normal", "Warning"]
-Operation = Literal["create", "exec", "attach", "ephemeralcontainers"]
+Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers"]
 
 _REASONS: dict[tuple[str, str], str] = {
     ("create", "deny"): "PodCreationDenied",
     ("create", "warn"): "PodCreationWarned",
+    ("update", "deny"): "PodUpdateDenied",
+    ("update", "warn"): "PodUpdateWarned",
     ("exec", "deny"): "ExecDenied",
     ("exec", "warn"): "ExecWarned",
     ("attach", "deny"): "AttachDenied",
@@ -65,6 +87,7 @@ REASON_RULES_REJECTED = "RulesRejected"
 
 _OPERATION_WORDS: dict[str, str] = {
     "create": "create pod",
+    "update": "update pod",
     "exec": "exec into pod",
     "attach": "attach to pod",
     "ephemeralcontainers": "add an ephemeral container to pod",
@@ -91,6 +114,15 @@ class ObjectRef:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SimilarEvents:
+    """How an occurrence is combined with similar ones on other objects (see the module docstring)."""
+
+    key: str  # the series key without the regarding object
+    note: str  # the combined Event's note, after COMBINED_PREFIX
+    name_base: str  # the combined Event's name is ``<name_base>.<hash of key>``
+
+
+@dataclass(frozen=True, kw_only=True)
 class EventRequest:
     """One occurrence to record. Occurrences with the same ``series_key`` are one Event."""
 
@@ -102,6 +134,8 @@ class EventRequest:
     type: EventType = "Warning"
     annotations: Mapping[str, str] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    similar: SimilarEvents | None = None  # None: never combined with other objects' Events
+    name_base: str | None = None  # default: the regarding object's name
 
     @property
     def namespace(self) -> str:
@@ -111,7 +145,23 @@ class EventRequest:
 
     @property
     def name(self) -> str:
-        return event_name(self.regarding.name, self.series_key)
+        return event_name(self.name_base or self.regarding.name, self.series_key)
+
+    def combined(self) -> EventRequest:
+        """The Event that counts this occurrence with its similar ones (requires ``similar``)."""
+        assert self.similar is not None
+        return replace(
+            self,
+            note=COMBINED_PREFIX + self.similar.note,
+            series_key=self.similar.key,
+            annotations={**self.annotations, ANNOTATION_PREFIX + "combined": "true"},
+            similar=None,
+            name_base=self.similar.name_base,
+        )
+
+
+# What EventRecorder.submit takes: the Event, or a function that builds it (called by the worker).
+EventSource = Union[EventRequest, Callable[[], EventRequest]]
 
 
 def event_name(object_name: str, series_key: str) -> str:
@@ -158,9 +208,16 @@ def match_event(
             "alert": "gatewatch allowed the request and raised an alert",
         }.get(effect_name, f"gatewatch: {effect_name}")
     mode_text = f", mode {getattr(mode, 'value', mode)}" if mode is not None else ""
-    note = (
-        f"{head}. Rule {rule.name!r} ({rule.id}, ATT&CK {technique_text}, "
-        f"severity {severity}) matched: {what}; action {effect_name}{mode_text}."
+    rule_text = f"Rule {rule.name!r} ({rule.id}, ATT&CK {technique_text}, severity {severity}) matched"
+    note = f"{head}. {rule_text}: {what}; action {effect_name}{mode_text}."
+    similar_what = (
+        f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)}s in namespace {namespace}: "
+        f"more than {SIMILAR_EVENTS_LIMIT} different pods, counted together from {pod_name} on"
+    )
+    similar = SimilarEvents(
+        key="\x1f".join((namespace, rule.id, effect_name, operation, user, "similar")),
+        note=f"{rule_text}: {similar_what}; action {effect_name}{mode_text}; series.count counts them all.",
+        name_base=f"gatewatch-{operation}",
     )
     annotations = {
         ANNOTATION_PREFIX + "rule-id": rule.id,
@@ -181,6 +238,7 @@ def match_event(
         series_key="\x1f".join(key_parts),
         annotations=annotations,
         observed_at=observed_at or datetime.now(timezone.utc),
+        similar=similar,
     )
 
 
@@ -199,6 +257,14 @@ def rules_rejected_event(
         annotations={ANNOTATION_PREFIX + "action": "reject"},
         observed_at=observed_at or datetime.now(timezone.utc),
     )
+
+
+@dataclass
+class _SimilarRun:
+    """The pods that had their own Event for one similar-events key, in the current run of them."""
+
+    last_seen: float  # monotonic
+    own_events: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -232,20 +298,27 @@ class EventRecorder:
         aggregation_window: float = 10.0,
         request_timeout: float = 5.0,
         max_tracked_series: int = 10_000,
+        similar_limit: int = SIMILAR_EVENTS_LIMIT,
+        similar_window: float = SIMILAR_EVENTS_WINDOW,
         metrics: Metrics | None = None,
     ) -> None:
         if queue_size < 1:
             raise GatewatchError(f"events: queue size must be at least 1, not {queue_size}")
         self._api = kubernetes.client.EventsV1Api(api_client)
-        self._queue: asyncio.Queue[EventRequest] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[EventSource] = asyncio.Queue(maxsize=queue_size)
         self.reporting_controller = reporting_controller
         # In a Pod, HOSTNAME is the pod name (the downward API can set it explicitly).
         self.reporting_instance = reporting_instance or os.environ.get("HOSTNAME") or socket.gethostname()
         self._window = aggregation_window
         self._timeout = request_timeout
         self._max_tracked = max_tracked_series
+        self._similar_limit = similar_limit
+        self._similar_window = similar_window
         self._metrics = metrics
         self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
+        self._similar: OrderedDict[str, _SimilarRun] = OrderedDict()
+        # The API write under way: it outlives a cancelled run(), and drain() waits for it.
+        self._writing: asyncio.Task[None] | None = None
         # Series with occurrences not yet written: what a flush looks at.
         self._dirty: set[tuple[str, str]] = set()
         self._api_failing = False
@@ -255,8 +328,8 @@ class EventRecorder:
 
     # -- the review path ---------------------------------------------------
 
-    def submit(self, request: EventRequest) -> bool:
-        """Queue ``request``; never blocks. False (and counted) when the queue is full."""
+    def submit(self, request: EventSource) -> bool:
+        """Queue ``request`` (or a function building it); never blocks. False (and counted) when the queue is full."""
         try:
             self._queue.put_nowait(request)
         except asyncio.QueueFull:
@@ -283,7 +356,7 @@ class EventRecorder:
                 request = None
             try:
                 if request is not None:
-                    await self._observe(request)
+                    await self._observe(_built(request))
                 await self._flush(force=False)
             except Exception:  # a bug here must not end Event recording for good
                 logger.exception("unexpected error while writing Events; continuing")
@@ -292,8 +365,13 @@ class EventRecorder:
         """On shutdown: write what is queued and every pending series count, within ``timeout``."""
 
         async def everything() -> None:
+            if self._writing is not None:  # the write run() was cancelled in (its errors are logged there)
+                await asyncio.gather(self._writing, return_exceptions=True)
             while not self._queue.empty():
-                await self._observe(self._queue.get_nowait())
+                try:
+                    await self._observe(_built(self._queue.get_nowait()))
+                except Exception:  # a bug in one Event must not cost the others
+                    logger.exception("unexpected error while writing Events on shutdown; continuing")
             await self._flush(force=True)
 
         try:
@@ -310,6 +388,10 @@ class EventRecorder:
     async def _observe(self, request: EventRequest) -> None:
         key = (request.namespace, request.name)
         series = self._series.get(key)
+        if series is None and request.similar is not None and self._too_many_similar(request.similar.key, key):
+            request = request.combined()
+            key = (request.namespace, request.name)
+            series = self._series.get(key)
         if series is not None:
             series.count += 1
             series.last_observed = max(series.last_observed, request.observed_at)
@@ -324,6 +406,21 @@ class EventRecorder:
             self._dirty.discard(forgotten)
         await self._write(key, series)
 
+    def _too_many_similar(self, similar_key: str, own_key: tuple[str, str]) -> bool:
+        """Whether an occurrence on a new object goes to the combined Event rather than one of its own."""
+        now = time.monotonic()
+        run = self._similar.get(similar_key)
+        if run is None or now - run.last_seen > self._similar_window:
+            run = self._similar[similar_key] = _SimilarRun(last_seen=now)
+            while len(self._similar) > self._max_tracked:
+                self._similar.popitem(last=False)
+        run.last_seen = now
+        self._similar.move_to_end(similar_key)
+        if len(run.own_events) < self._similar_limit or own_key in run.own_events:
+            run.own_events.add(own_key)
+            return False
+        return True
+
     async def _flush(self, *, force: bool) -> None:
         now = time.monotonic()
         for key in list(self._dirty):
@@ -334,6 +431,11 @@ class EventRecorder:
                 await self._write(key, series)
 
     async def _write(self, key: tuple[str, str], series: _Series) -> None:
+        # Shielded: cancelling the worker must not cut a write (and its bookkeeping) in half.
+        self._writing = asyncio.ensure_future(self._write_now(key, series))
+        await asyncio.shield(self._writing)
+
+    async def _write_now(self, key: tuple[str, str], series: _Series) -> None:
         series.next_write = time.monotonic() + self._window
         namespace, name = key
         target_count = series.count
@@ -351,7 +453,7 @@ class EventRecorder:
             if error.status == 404 and series.exists:
                 # Expired (the API server keeps Events ~1h): start over with a new Event.
                 series.exists = False
-                await self._write(key, series)
+                await self._write_now(key, series)
                 return
             self._failed(key, series, f"HTTP {error.status} {error.reason}")
             return
@@ -374,7 +476,7 @@ class EventRecorder:
         series.count += earlier
         series.written_count = earlier
         series.exists = True
-        await self._write(key, series)
+        await self._write_now(key, series)
 
     def _failed(self, key: tuple[str, str], series: _Series, why: str) -> None:
         lost = series.count - series.written_count
@@ -431,6 +533,10 @@ class EventRecorder:
     @staticmethod
     def _series_patch(series: _Series) -> dict[str, Any]:
         return {"series": {"count": series.count, "lastObservedTime": _micro_time(series.last_observed)}}
+
+
+def _built(source: EventSource) -> EventRequest:
+    return source() if callable(source) else source
 
 
 def _micro_time(when: datetime) -> datetime:
