@@ -9,6 +9,8 @@
 # tests/test_dockerfile.py keeps the ports, paths and user in step with
 # charts/gatewatch.
 
+# The chart's preStop hook runs /bin/sleep (coreutils): keep a base that has it
+# (a distroless image would need the native sleep action, Kubernetes 1.34+).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder

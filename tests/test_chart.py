@@ -7,6 +7,7 @@ administrator relies on are asserted on the rendered objects.
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 
 from gatewatch.config import load_settings
 from gatewatch.decision import Mode
+from gatewatch.errors import ConfigError
 from gatewatch.rules import load_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +34,7 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas available.
-KUBERNETES_VERSIONS = ("1.25", kubernetes_validate.utils.latest_version())
+KUBERNETES_VERSIONS = ("1.28", kubernetes_validate.utils.latest_version())
 
 
 def _load_script():
@@ -121,6 +123,10 @@ def test_namespaced_objects_carry_the_release_namespace(default_objects, product
         ({"mode": False}, "/mode", ""),  # `mode: off` unquoted in a values file is YAML false
         ({"webhook": {"timeoutSeconds": 31}}, "/webhook/timeoutSeconds", "maximum"),
         ({"webhook": {"timeoutSeconds": 0}}, "/webhook/timeoutSeconds", "minimum"),
+        ({"webhook": {"timeoutSeconds": 2}}, "/webhook/timeoutSeconds", "minimum"),
+        ({"webhook": {"clientCAFrom": {"secretName": "Bad_Name"}}}, "/webhook/clientCAFrom/secretName", "pattern"),
+        ({"namespaces": {"ignoreLabel": "no"}}, "/namespaces/ignoreLabel", ""),
+        ({"preStopSleepSeconds": -1}, "/preStopSleepSeconds", "minimum"),
         ({"webhook": {"failurePolicy": "ignore"}}, "/webhook/failurePolicy", "must be one of"),
         ({"webhook": {"path": "validate"}}, "/webhook/path", "pattern"),
         ({"replicaCount": 3}, "", "replicaCount"),
@@ -423,7 +429,8 @@ def test_rendered_config_carries_the_production_values(production_objects, tmp_p
     assert settings.namespaces.modes == {"payments": Mode.ENFORCE}
     assert settings.namespaces.selectors[0].match_labels == {"env": "prod"}
     assert settings.namespaces.selectors[1].match_expressions[0].values == ("staging", "preprod")
-    assert set(settings.namespaces.exempt) == set(values["namespaces"]["exempt"])
+    # cert-manager mode: cert-manager's namespace is exempted without being listed.
+    assert set(settings.namespaces.exempt) == set(values["namespaces"]["exempt"]) | {"cert-manager"}
     assert (settings.webhook.failure_policy, settings.webhook.timeout_seconds) == ("Fail", 3)
     assert settings.alerts.http.batch_size == 200
 
@@ -576,3 +583,223 @@ def test_notes_tell_the_user_how_to_see_it_work():
     assert "--image=busybox" in notes and "Warning:" in notes
     assert f"kubectl -n gatewatch-demo get events" in notes
     assert f"rollout status deployment/gatewatch" in notes and f"-n {NAMESPACE}" in notes
+
+
+# --- values the schema cannot check alone, aligned with gatewatch's Settings ----------------
+
+
+def _chart_refuses(values: dict[str, Any]) -> str | None:
+    """Helm's refusal (schema or a template check), or None when the chart renders."""
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        try:
+            chart.render(values, name="gatewatch", namespace=NAMESPACE)
+        except (helm_python.HelmValuesError, helm_python.HelmRenderError) as error:
+            return str(error)
+    return None
+
+
+def _settings_refuse(values: dict[str, Any]) -> str | None:
+    try:
+        load_settings(environ={}, overrides={
+            "webhook.timeoutSeconds": values["webhook"]["timeoutSeconds"],
+            "podLookup.timeoutSeconds": values["podLookup"]["timeoutSeconds"],
+        })
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("timeout", "lookup"),
+    [(1, 0.2), (2, 0.5), (3, 1), (3, 1.5), (3, 1.4), (4, 2), (5, 1), (30, 14.9), (30, 15), (31, 1)],
+)
+def test_the_chart_refuses_exactly_the_timeouts_gatewatch_refuses(timeout, lookup):
+    values = {"webhook": {"timeoutSeconds": timeout}, "podLookup": {"timeoutSeconds": lookup},
+              "terminationGracePeriodSeconds": 60}
+    chart_refusal, settings_refusal = _chart_refuses(values), _settings_refuse(values)
+    assert (chart_refusal is None) == (settings_refusal is None), (chart_refusal, settings_refusal)
+    if settings_refusal is not None:
+        assert "timeoutSeconds" in chart_refusal
+
+
+# --- rolling updates -------------------------------------------------------------------------
+
+
+def test_a_terminating_pod_keeps_serving_before_sigterm_within_its_grace_period(default_objects):
+    pod_spec = only(default_objects, "Deployment")["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    # exec sleep, not the native sleep action (GA only in Kubernetes 1.34).
+    assert container["lifecycle"]["preStop"] == {"exec": {"command": ["/bin/sleep", "5"]}}
+    # The grace period covers the sleep plus the longest review in flight.
+    config = config_of(default_objects)
+    assert pod_spec["terminationGracePeriodSeconds"] >= (
+        5 + config["server"]["drainSeconds"] + config["webhook"]["timeoutSeconds"])
+
+
+def test_a_grace_period_too_short_for_the_sleep_the_drain_and_a_review_is_refused():
+    # 10 s preStop + 5 s drain (default) + 5 s timeout (default) = 20 s
+    refusal = _chart_refuses({"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 19})
+    assert refusal is not None and "terminationGracePeriodSeconds (19) must cover" in refusal
+    assert _chart_refuses({"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 20}) is None
+    assert _chart_refuses({"preStopSleepSeconds": 10, "terminationGracePeriodSeconds": 15,
+                           "server": {"drainSeconds": 0}}) is None
+
+
+def test_no_pre_stop_hook_when_the_sleep_is_zero():
+    container = only(render({"preStopSleepSeconds": 0}), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "lifecycle" not in container
+
+
+# --- namespaces: the ignore label, cert-manager, label guard ----------------------------------
+
+
+def test_the_ignore_label_exclusion_can_be_turned_off(default_objects, tmp_path):
+    assert _settings_from(default_objects, tmp_path).namespaces.ignore_label is True
+    assert _settings_from(render({"namespaces": {"ignoreLabel": False}}), tmp_path).namespaces.ignore_label is False
+
+
+def test_cert_manager_mode_exempts_cert_managers_namespace(default_objects, tmp_path):
+    # With failurePolicy Fail, cert-manager must be able to start while gatewatch is down.
+    objects = render({"certificates": {"mode": "cert-manager"}, "webhook": {"failurePolicy": "Fail"}})
+    assert "cert-manager" in _settings_from(objects, tmp_path).excluded_namespaces
+    custom = render({"certificates": {"mode": "cert-manager", "certManager": {"namespace": "security-certs"}},
+                     "namespaces": {"exempt": ["monitoring"]}})
+    assert set(_settings_from(custom, tmp_path).namespaces.exempt) == {"monitoring", "security-certs"}
+    # Self-managed certificates depend on no other namespace.
+    assert "cert-manager" not in _settings_from(default_objects, tmp_path).excluded_namespaces
+
+
+def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects
+            if o["apiVersion"] == "admissionregistration.k8s.io/v1" and o["kind"].startswith("ValidatingAdmissionPolicy")}
+
+
+def test_admission_policies_are_off_by_default(default_objects, production_objects):
+    assert _policies(default_objects) == {} and _policies(production_objects) == {}
+
+
+def test_the_namespace_label_guard_lets_only_the_listed_subjects_set_gatewatch_labels():
+    objects = render({"namespaces": {"guardLabels": {
+        "enabled": True, "allowedGroups": ["platform-admins"],
+        "allowedUsers": ["system:serviceaccount:argocd:argocd-application-controller"]}}})
+    policy = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert "namespaces" in rule["resources"] and set(rule["operations"]) == {"CREATE", "UPDATE"}
+    (condition,) = policy["spec"]["matchConditions"]
+    assert '["platform-admins"]' in condition["expression"]
+    assert '["system:serviceaccount:argocd:argocd-application-controller"]' in condition["expression"]
+    assert all("gatewatch.io/" in variable["expression"] for variable in policy["spec"]["variables"])
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    for obj in (policy, binding):  # ValidatingAdmissionPolicy v1 is Kubernetes 1.30+
+        kubernetes_validate.validate(obj, kubernetes_validate.utils.latest_version(), strict=True)
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+def test_the_webhook_configuration_guard_names_gatewatchs_service_account_and_configuration():
+    objects = render({"webhook": {"guardConfiguration": True, "configurationName": "gw-edge"}}, release="edge")
+    policy = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")
+    binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
+    service_account = only(objects, "ServiceAccount")["metadata"]["name"]
+    service = only(objects, "Service")["metadata"]["name"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f"system:serviceaccount:{NAMESPACE}:{service_account}" in condition["expression"]
+    name_check, target_check = (v["expression"] for v in policy["spec"]["validations"])
+    assert "request.name == 'gw-edge'" in name_check
+    assert f"service.name == '{service}'" in target_check and f"service.namespace == '{NAMESPACE}'" in target_check
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    for obj in (policy, binding):
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+# --- webhook client authentication ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["secretName", "configMapName"])
+def test_a_client_ca_is_mounted_where_the_config_says(source, tmp_path):
+    objects = render({"webhook": {"clientCAFrom": {source: "apiserver-client-ca", "key": "bundle.pem"}}})
+    settings = _settings_from(objects, tmp_path)
+    pod_spec = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "client-ca")
+    mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == "client-ca")
+    kind = "secret" if source == "secretName" else "configMap"
+    assert volume[kind][source if kind == "secret" else "name"] == "apiserver-client-ca"
+    assert volume[kind]["items"] == [{"key": "bundle.pem", "path": "bundle.pem"}]
+    assert mount["readOnly"] is True
+    assert str(settings.webhook.client_ca) == f"{mount['mountPath']}/bundle.pem"
+
+
+def test_without_a_client_ca_nothing_is_mounted_and_any_client_is_served(default_objects, tmp_path):
+    assert _settings_from(default_objects, tmp_path).webhook.client_ca is None
+    pod_spec = only(default_objects, "Deployment")["spec"]["template"]["spec"]
+    assert "client-ca" not in {v["name"] for v in pod_spec["volumes"]}
+
+
+def test_a_client_ca_from_both_a_secret_and_a_configmap_is_refused():
+    refusal = _chart_refuses({"webhook": {"clientCAFrom": {"secretName": "a", "configMapName": "b"}}})
+    assert refusal is not None and "not both" in refusal
+
+
+# --- Helm 3 compatibility ----------------------------------------------------------------------
+
+# Functions every Helm 3.8+ release knows: Go's text/template built-ins, Sprig v3.2 (Helm >= 3.5)
+# and Helm's own. A function outside this list may exist in Helm 4 only: check before adding it.
+HELM3_TEMPLATE_FUNCTIONS = {
+    "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "index", "print", "printf", "println",
+    "include", "tpl", "required", "fail", "lookup", "toYaml", "fromYaml", "fromYamlArray", "toJson", "fromJson",
+    "fromJsonArray", "toToml", "nindent", "indent", "quote", "squote", "default", "empty", "coalesce", "ternary",
+    "trunc", "trimSuffix", "trimPrefix", "trim", "lower", "upper", "replace", "contains", "hasPrefix", "hasSuffix",
+    "int", "int64", "float64", "toString", "add", "sub", "mul", "div", "mod", "max", "min", "addf", "subf", "mulf",
+    "divf", "sha256sum", "b64enc", "b64dec", "dict", "list", "append", "set", "unset", "hasKey", "keys", "get",
+    "uniq", "has", "without", "concat", "first", "last", "join", "split", "splitList", "toStrings", "kindIs",
+    "typeIs", "semverCompare", "regexMatch", "now",
+}
+GO_TEMPLATE_KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+                        "nil", "true", "false"}
+
+
+def _template_functions(text: str) -> set[str]:
+    functions: set[str] = set()
+    for action in re.findall(r"\{\{-?(.*?)-?\}\}", text, flags=re.S):
+        action = re.sub(r"/\*.*?\*/", "", action, flags=re.S)  # comments
+        action = re.sub(r'"(?:\\.|[^"\\])*"|`[^`]*`', "", action)  # string literals
+        functions |= set(re.findall(r"(?<![.$\w])([A-Za-z_]\w*)", action)) - GO_TEMPLATE_KEYWORDS
+    return functions
+
+
+def test_the_chart_uses_only_what_helm_3_supports():
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"  # Helm 3 and 4; v3 charts would be Helm 4 only
+    assert chart["kubeVersion"] == ">=1.28.0-0"
+    used: set[str] = set()
+    for path in (CHART_DIR / "templates").iterdir():
+        used |= _template_functions(path.read_text())
+    assert used - HELM3_TEMPLATE_FUNCTIONS == set()
+    assert {"include", "toYaml", "fail", "fromJsonArray"} <= used  # the scan sees functions at all
+
+
+def _notes(values: dict[str, Any] | None) -> str:
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        rendered = chart.render(values, name="gatewatch", namespace=NAMESPACE, is_install=True)
+    return next(text for name, text in rendered.items() if name.endswith("NOTES.txt"))
+
+
+@pytest.mark.parametrize(
+    ("values", "warned"),
+    [
+        (None, True),
+        ({"namespaces": {"guardLabels": {"enabled": True}}}, False),
+        ({"namespaces": {"ignoreLabel": False}}, False),
+    ],
+)
+def test_notes_warn_that_anyone_who_labels_namespaces_can_opt_out(values, warned):
+    assert ("WARNING: namespaces labelled gatewatch.io/ignore=true" in _notes(values)) is warned
+    assert "A namespace label can only tighten the mode" in _notes(values)
+
+
+def test_notes_point_at_client_authentication_until_it_is_set():
+    assert "set webhook.clientCAFrom" in _notes(None)
+    assert "set webhook.clientCAFrom" not in _notes({"webhook": {"clientCAFrom": {"secretName": "apiserver-ca"}}})

@@ -210,3 +210,15 @@ def test_everything_the_wheel_build_needs_is_copied_and_not_ignored(stages):
         assert not _ignored(path, patterns), f"{path} is excluded by .dockerignore"
     assert _ignored("operator/gatewatch/__pycache__/cli.cpython-311.pyc", patterns)
     assert _ignored(".venv/bin/python", patterns)
+
+
+# Base images known to ship /bin/sleep (coreutils or busybox); distroless and scratch do not.
+IMAGES_WITH_SLEEP = ("python:", "debian:", "ubuntu:", "alpine:")
+
+
+def test_the_final_image_has_the_sleep_the_charts_pre_stop_hook_runs(final, deployment):
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "/bin/sleep"
+    # python:<version>-slim is Debian with coreutils: /bin/sleep is there.
+    assert final.base.startswith(IMAGES_WITH_SLEEP), f"{final.base}: does it have {command[0]}?"

@@ -12,7 +12,10 @@ import kmock
 import kopf
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kube_emulator import (  # noqa: F401  (fixtures)
     SECRETS,
     VALIDATING_WEBHOOK_CONFIGURATIONS,
@@ -26,6 +29,7 @@ from gatewatch.errors import CertificateError, KubernetesApiError
 from gatewatch.kube.certificates import (
     CertificateManager,
     FileCertificateSource,
+    KeyPair,
     RenewalPolicy,
     ServingFiles,
     generate_ca,
@@ -323,6 +327,96 @@ async def test_user_files_that_do_not_belong_together_are_an_error_naming_them(t
     with pytest.raises(CertificateError, match="missing.crt"):
         await FileCertificateSource(cert_file=directory / "missing.crt", key_file=directory / "tls.key",
                                     ca_file=directory / "ca.crt").ensure()
+
+
+# --- client authentication (webhook.clientCA) ---------------------------------------------------
+
+
+def issue_client_certificate(*, ca: KeyPair, common_name: str, now: dt.datetime) -> KeyPair:
+    """What an AdmissionConfiguration kubeconfig names as the API server's webhook client certificate."""
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return KeyPair(cert_pem=certificate.public_bytes(serialization.Encoding.PEM), key_pem=key_pem)
+
+
+def client_context(files: ServingFiles, tmp_path, client: KeyPair | None) -> ssl.SSLContext:
+    """A TLS client trusting the webhook's CA bundle, presenting ``client`` if given."""
+    context = ssl.create_default_context(cadata=files.ca_bundle.decode())
+    if client is not None:
+        cert_file, key_file = tmp_path / "client.crt", tmp_path / "client.key"
+        cert_file.write_bytes(client.cert_pem)
+        key_file.write_bytes(client.key_pem)
+        context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
+async def post_review(port: int, context: ssl.SSLContext) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"https://127.0.0.1:{port}/validate/pods", json=REVIEW,
+                                ssl=context, server_hostname=SERVICE_HOST) as response:
+            return response.status
+
+
+async def test_with_a_client_ca_only_clients_with_a_certificate_it_signed_are_served(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)  # OpenSSL checks validity against the real clock
+    write_user_files(tmp_path / "tls", now=now)
+    files = await FileCertificateSource(cert_file=tmp_path / "tls" / "tls.crt", key_file=tmp_path / "tls" / "tls.key",
+                                        ca_file=tmp_path / "tls" / "ca.crt").ensure()
+    client_ca = generate_ca(now=now, common_name="apiserver webhook clients")
+    (tmp_path / "client-ca.crt").write_bytes(client_ca.cert_pem)
+    apiserver = issue_client_certificate(ca=client_ca, common_name="kube-apiserver", now=now)
+    # Signed by another CA (here the webhook's own serving CA): not the API server.
+    impostor = issue_client_certificate(ca=generate_ca(now=now), common_name="kube-apiserver", now=now)
+
+    context = server_ssl_context(files, client_ca=tmp_path / "client-ca.crt")
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    async with running_kopf_server(files, context) as port:
+        assert await post_review(port, client_context(files, tmp_path, apiserver)) == 200
+        for client in (None, impostor):
+            with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+                await post_review(port, client_context(files, tmp_path, client))
+        # A renewal reloads the serving certificate and keeps requiring client certificates.
+        reload_server_ssl_context(context, files)
+        with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+            await post_review(port, client_context(files, tmp_path, None))
+        assert await post_review(port, client_context(files, tmp_path, apiserver)) == 200
+
+
+async def test_without_a_client_ca_any_tls_client_is_served(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    write_user_files(tmp_path / "tls", now=now)
+    files = await FileCertificateSource(cert_file=tmp_path / "tls" / "tls.crt", key_file=tmp_path / "tls" / "tls.key",
+                                        ca_file=tmp_path / "tls" / "ca.crt").ensure()
+    context = server_ssl_context(files)
+    assert context.verify_mode == ssl.CERT_NONE
+    async with running_kopf_server(files, context) as port:
+        assert await post_review(port, client_context(files, tmp_path, None)) == 200
+
+
+@pytest.mark.parametrize(("content", "reason"), [(None, "cannot read"), (b"not a certificate", "not a PEM CA bundle")])
+async def test_an_unusable_client_ca_is_an_error_naming_the_file(tmp_path, content, reason):
+    write_user_files(tmp_path / "tls")
+    files = await FileCertificateSource(cert_file=tmp_path / "tls" / "tls.crt", key_file=tmp_path / "tls" / "tls.key",
+                                        ca_file=tmp_path / "tls" / "ca.crt").ensure()
+    path = tmp_path / "client-ca.crt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CertificateError, match=f"client-ca.crt.*{reason}"):
+        server_ssl_context(files, client_ca=path)
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_objects_are_ordered_so_references_exist_before_use():
     assert kinds.index("ClusterRole") < kinds.index("ClusterRoleBinding")
 
 
-@pytest.mark.parametrize("kubernetes_version", ["1.25", kubernetes_validate.utils.latest_version()])
+@pytest.mark.parametrize("kubernetes_version", ["1.28", kubernetes_validate.utils.latest_version()])  # Chart.yaml kubeVersion
 def test_every_manifest_is_valid_for_the_kubernetes_api(kubernetes_version):
     for obj in manifest_objects():
         try:

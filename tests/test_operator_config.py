@@ -27,6 +27,8 @@ def test_defaults_match_the_documented_contract():
     assert settings.excluded_namespaces == ("gatewatch", "kube-system")
     assert settings.rules.config_map_name == "gatewatch-rules"
     assert settings.new_terms.config_map_name == "gatewatch-new-terms"
+    assert settings.namespaces.ignore_label is True  # the issue asks for the opt-out label
+    assert settings.webhook.client_ca is None  # any TLS client is served until a client CA is set
 
 
 def test_file_values_with_camel_case_keys_as_in_the_helm_values(tmp_path):
@@ -96,4 +98,23 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 def test_lookup_timeouts_must_fit_in_the_webhook_timeout():
     with pytest.raises(ConfigError, match="podLookup.timeoutSeconds .* less than half of webhook.timeoutSeconds"):
-        load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": "2"}, overrides={"podLookup.timeoutSeconds": 1})
+        load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": "3"}, overrides={"podLookup.timeoutSeconds": 1.5})
+    assert load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": "3"}).webhook.timeout_seconds == 3
+
+
+@pytest.mark.parametrize("timeout", ["1", "2", "31"])
+def test_webhook_timeouts_outside_3_to_30_seconds_are_refused(timeout):
+    with pytest.raises(ConfigError, match="webhook.timeoutSeconds"):
+        load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": timeout}, overrides={"podLookup.timeoutSeconds": 0.1})
+
+
+def test_client_ca_and_the_ignore_label_switch_are_read_as_the_chart_writes_them(tmp_path):
+    path = write(tmp_path, """
+webhook: {clientCA: /etc/gatewatch/client-ca/ca.crt}
+namespaces: {ignoreLabel: false}
+""")
+    settings = load_settings(config_file=path, environ={})
+    assert settings.webhook.client_ca == Path("/etc/gatewatch/client-ca/ca.crt")
+    assert settings.namespaces.ignore_label is False
+    from_environment = load_settings(environ={"GATEWATCH_WEBHOOK_CLIENT_CA": "/ca.pem"})
+    assert from_environment.webhook.client_ca == Path("/ca.pem")

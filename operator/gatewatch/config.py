@@ -61,9 +61,13 @@ class NamespaceSelectorMode(_Section):
 
 
 class NamespacesSettings(_Section):
+    # The platform team's explicit word per namespace: may loosen or tighten.
     modes: dict[str, ModeField] = Field(default_factory=dict)
     selectors: tuple[NamespaceSelectorMode, ...] = ()
     exempt: tuple[str, ...] = ()
+    # True: namespaces labelled gatewatch.io/ignore=true are left out of the webhook.
+    # Whoever may label a namespace can then opt it out (docs/install.md: guard the label).
+    ignore_label: bool = True
 
 
 class RulesSettings(_Section):
@@ -87,19 +91,33 @@ def _url_path(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+# The API server allows 1..30 s. Below 3 s a review that waits for its two lookups
+# (namespace labels, target pod; podLookup.timeoutSeconds each, 1 s by default)
+# plus the call's own TLS and network time would hit the API server's timeout,
+# and failurePolicy would decide instead of gatewatch.
+MIN_WEBHOOK_TIMEOUT_SECONDS = 3
+MAX_WEBHOOK_TIMEOUT_SECONDS = 30
+
+
 class WebhookSettings(_Section):
     configuration_name: str = "gatewatch"
     failure_policy: Literal["Ignore", "Fail"] = "Ignore"
-    timeout_seconds: int = Field(default=5, ge=1, le=30)
+    timeout_seconds: int = Field(default=5, ge=MIN_WEBHOOK_TIMEOUT_SECONDS, le=MAX_WEBHOOK_TIMEOUT_SECONDS)
     service: ServiceReference = Field(default_factory=ServiceReference)
     url: str | None = None
     path: Annotated[str, AfterValidator(_url_path)] = "/validate"
+    # A PEM CA bundle: when set, only TLS clients with a certificate it signed are
+    # served (the kube-apiserver's webhook client certificate; docs/install.md).
+    client_ca: Path | None = Field(default=None, alias="clientCA")  # spelled like caBundle, not clientCa
 
 
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=8443, ge=0, le=65535)  # 0: any free port (tests)
     metrics_port: int = Field(default=8080, ge=0, le=65535)  # 0: no metrics/health server
+    # On SIGTERM: report not-ready and keep answering this long before closing the listener,
+    # while the API server's endpoints catch up (the chart's preStop sleep covers the rest).
+    drain_seconds: float = Field(default=5.0, ge=0, le=60)
 
 
 class CertificatesSettings(_Section):
@@ -186,6 +204,7 @@ ENVIRONMENT_KEYS: dict[str, str] = {
     "GATEWATCH_SERVICE_NAMESPACE": "webhook.service.namespace",
     "GATEWATCH_SERVICE_PORT": "webhook.service.port",
     "GATEWATCH_WEBHOOK_URL": "webhook.url",
+    "GATEWATCH_WEBHOOK_CLIENT_CA": "webhook.clientCA",
     "GATEWATCH_SERVER_HOST": "server.host",
     "GATEWATCH_SERVER_PORT": "server.port",
     "GATEWATCH_METRICS_PORT": "server.metricsPort",

@@ -60,6 +60,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "gatewatch.rulesDir" -}}/etc/gatewatch/rules{{- end }}
 {{- define "gatewatch.tlsDir" -}}/etc/gatewatch/tls{{- end }}
 {{- define "gatewatch.alertsDir" -}}/etc/gatewatch/alerts{{- end }}
+{{- define "gatewatch.clientCADir" -}}/etc/gatewatch/client-ca{{- end }}
+
+{{/* "true" when webhook.clientCAFrom names a Secret or a ConfigMap, else empty. */}}
+{{- define "gatewatch.clientCAEnabled" -}}
+{{- if or .Values.webhook.clientCAFrom.secretName .Values.webhook.clientCAFrom.configMapName }}true{{ end }}
+{{- end }}
+
+{{/*
+Checks values.schema.json cannot express (they compare two values); each
+mirrors a rule of gatewatch's own Settings, so `helm install` refuses what
+gatewatch would refuse at startup.
+*/}}
+{{- define "gatewatch.validate" -}}
+{{- if le (.Values.webhook.timeoutSeconds | float64) (mulf 2 .Values.podLookup.timeoutSeconds) -}}
+{{- fail (printf "podLookup.timeoutSeconds (%v) must be less than half of webhook.timeoutSeconds (%v): a review may do two lookups" .Values.podLookup.timeoutSeconds .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add .Values.preStopSleepSeconds .Values.server.drainSeconds .Values.webhook.timeoutSeconds | int) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must cover preStopSleepSeconds (%v) plus server.drainSeconds (%v) plus webhook.timeoutSeconds (%v): reviews in flight would be cut off" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.server.drainSeconds .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
+{{- if and .Values.webhook.clientCAFrom.secretName .Values.webhook.clientCAFrom.configMapName -}}
+{{- fail "webhook.clientCAFrom: set secretName or configMapName, not both" -}}
+{{- end -}}
+{{- end }}
+
+{{/* Namespaces the webhook never sees besides kube-system and the release namespace. */}}
+{{- define "gatewatch.exemptNamespaces" -}}
+{{- $exempt := .Values.namespaces.exempt | default list -}}
+{{- if eq .Values.certificates.mode "cert-manager" -}}
+{{- $exempt = append $exempt .Values.certificates.certManager.namespace -}}
+{{- end -}}
+{{- toJson ($exempt | uniq) -}}
+{{- end }}
 
 {{/* Restricted Pod Security, shared by the operator and the uninstall Job. */}}
 {{- define "gatewatch.podSecurityContext" -}}
@@ -109,6 +141,18 @@ serialized once so every key is spelled exactly like gatewatch reads it.
 {{- else if .Values.alerts.http.url -}}
 {{- $_ := set $http "url" .Values.alerts.http.url -}}
 {{- end -}}
+{{- $webhook := dict
+      "configurationName" .Values.webhook.configurationName
+      "failurePolicy" .Values.webhook.failurePolicy
+      "timeoutSeconds" .Values.webhook.timeoutSeconds
+      "path" .Values.webhook.path
+      "service" (dict
+          "name" (include "gatewatch.fullname" .)
+          "namespace" .Release.Namespace
+          "port" .Values.webhook.service.port) -}}
+{{- if include "gatewatch.clientCAEnabled" . -}}
+{{- $_ := set $webhook "clientCA" (printf "%s/%s" (include "gatewatch.clientCADir" .) .Values.webhook.clientCAFrom.key) -}}
+{{- end -}}
 {{- $certificates := dict "secretName" .Values.certificates.secretName "workDir" "/tmp/gatewatch" -}}
 {{- if eq .Values.certificates.mode "cert-manager" -}}
 {{- $tls := include "gatewatch.tlsDir" . -}}
@@ -125,25 +169,19 @@ serialized once so every key is spelled exactly like gatewatch reads it.
       "namespaces" (dict
           "modes" .Values.namespaces.modes
           "selectors" .Values.namespaces.selectors
-          "exempt" .Values.namespaces.exempt)
+          "exempt" (include "gatewatch.exemptNamespaces" . | fromJsonArray)
+          "ignoreLabel" .Values.namespaces.ignoreLabel)
       "rules" (dict
           "packaged" false
           "files" $ruleFiles
           "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds
           "configMapName" (include "gatewatch.rulesConfigMapName" .))
-      "webhook" (dict
-          "configurationName" .Values.webhook.configurationName
-          "failurePolicy" .Values.webhook.failurePolicy
-          "timeoutSeconds" .Values.webhook.timeoutSeconds
-          "path" .Values.webhook.path
-          "service" (dict
-              "name" (include "gatewatch.fullname" .)
-              "namespace" .Release.Namespace
-              "port" .Values.webhook.service.port))
+      "webhook" $webhook
       "server" (dict
           "host" "0.0.0.0"
           "port" .Values.server.port
-          "metricsPort" .Values.server.metricsPort)
+          "metricsPort" .Values.server.metricsPort
+          "drainSeconds" .Values.server.drainSeconds)
       "certificates" $certificates
       "alerts" (dict "stdout" .Values.alerts.stdout "http" $http)
       "events" (dict "queueSize" .Values.events.queueSize)

@@ -29,6 +29,10 @@ on renewal: ``SSLContext.load_cert_chain`` on the same context object, which
 asyncio uses for every new TLS connection (established connections keep their
 certificate). kopf's own file polling is turned off by a long
 ``file_check_interval`` so it never restarts the listener.
+
+Client authentication (``webhook.clientCA``): the same context may require a
+client certificate signed by a given CA, the one the kube-apiserver presents
+when its AdmissionConfiguration names a kubeconfig for webhooks.
 """
 from __future__ import annotations
 
@@ -458,10 +462,36 @@ def build_secret(
 # --- the server side ----------------------------------------------------------------------------
 
 
-def server_ssl_context(files: ServingFiles) -> ssl.SSLContext:
-    """A server-side SSLContext loaded with ``files``; reload it in place with ``reload_server_ssl_context``."""
-    context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+def server_ssl_context(files: ServingFiles, *, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A server-side SSLContext loaded with ``files``; reload it in place with ``reload_server_ssl_context``.
+
+    ``client_ca`` (``webhook.clientCA``): a PEM CA bundle; the server then requires a
+    client certificate it signed (the kube-apiserver's webhook client certificate),
+    so a forged AdmissionReview from anything else that reaches the port is refused
+    during the handshake. Only this bundle is trusted for clients, never the system
+    CAs. Read once: a changed bundle takes effect on restart.
+    """
+    if client_ca is None:
+        context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+    else:
+        context = _client_verifying_context(client_ca)
     reload_server_ssl_context(context, files)
+    return context
+
+
+def _client_verifying_context(client_ca: Path) -> ssl.SSLContext:
+    try:
+        pem = Path(client_ca).read_bytes()
+    except OSError as error:
+        raise CertificateError(f"cannot read the client CA bundle: {error.strerror or error}",
+                               source=str(client_ca)) from None
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as error:
+        raise CertificateError(f"not a PEM CA bundle: {error}", source=str(client_ca)) from None
+    # cadata, not the default verify paths: a certificate from a public CA must not pass.
+    context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH, cadata=pem.decode("ascii", "replace"))
+    context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 

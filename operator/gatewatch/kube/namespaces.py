@@ -1,15 +1,24 @@
 """Which mode applies to a namespace.
 
-Precedence, strongest first (docs/configuration.md):
+The platform team's configuration decides; a namespace label may only tighten
+(docs/configuration.md):
 
-1. ``namespaces.modes[<namespace>]`` in the config;
-2. the namespace label ``gatewatch.io/mode`` (the Pod Security Admission convention);
-3. the first matching entry of ``namespaces.selectors``;
-4. ``mode``, the default.
+1. ``namespaces.modes[<namespace>]`` in the config, if present: the platform
+   team's explicit word for that namespace, looser or stricter than the rest;
+2. otherwise the stronger of the namespace label ``gatewatch.io/mode`` (the Pod
+   Security Admission convention) and the baseline: the first matching entry of
+   ``namespaces.selectors``, else ``mode``, the default.
+
+Whoever may label a namespace (often its tenant) can so raise its mode but
+never lower it: a label asking for less than the baseline is ignored, logged
+once (logger ``gatewatch.security``) and named in the result, so the alert
+says why the label did not count.
 
 Namespace labels come from the API with a short timeout and are cached for a
-while, so a review costs at most one short lookup per namespace per TTL. If
-the labels cannot be read, steps 2 and 3 are skipped and the result says why.
+while, so a review costs at most one short lookup per namespace per TTL. When
+a refresh fails, the last labels read are used (stale) and the mode is the
+stronger of what they give and the default; with no labels ever read, the
+default. The result says why either way.
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ from gatewatch.decision import Mode
 from gatewatch.errors import GatewatchError
 
 logger = logging.getLogger(__name__)
+# Label attempts to loosen the mode are security-relevant, like webhook-configuration drift.
+security_logger = logging.getLogger("gatewatch.security")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -154,6 +165,7 @@ def namespace_labels_fetcher(core_v1_api: Any, *, timeout: float) -> LabelsFetch
 
 
 ModeSource = Literal["config", "label", "selector", "default", "excluded"]
+IgnoredLabelCallback = Callable[[str, Mode, "NamespaceMode"], None]
 
 
 @dataclass(frozen=True)
@@ -161,20 +173,57 @@ class NamespaceMode:
     namespace: str
     mode: Mode
     source: ModeSource
-    # Why the labels could not be read (steps 2 and 3 skipped), else None.
+    # Why the labels could not be read now, else None.
     labels_error: str | None = None
+    # The labels used were the last ones read, before ``labels_error``.
+    labels_stale: bool = False
+    # A ``gatewatch.io/mode`` label asking for a weaker mode than ``source`` gives: ignored.
+    ignored_label: Mode | None = None
+
+    def alert_fields(self) -> dict[str, Any]:
+        """The alert's ``gatewatch`` extras: where the mode came from and why (docs/alerts.md)."""
+        fields: dict[str, Any] = {"mode_source": self.source}
+        if self.ignored_label is not None:
+            fields["mode_label_ignored"] = {
+                "label": f"{MODE_LABEL}={self.ignored_label.value}",
+                "reason": f"a namespace label may only tighten the mode; the {self.source} gives {self.mode.value}",
+            }
+        if self.labels_error is not None:
+            fields["namespace_lookup"] = {
+                "status": "failed",
+                "reason": self.labels_error,
+                "labels": "stale" if self.labels_stale else "none",
+            }
+        return fields
 
 
 class NamespaceModeResolver:
-    """Resolves a namespace's mode by the documented precedence."""
+    """Resolves a namespace's mode: explicit config, else the stronger of label and baseline.
 
-    def __init__(self, settings: Settings, *, fetch_labels: LabelsFetcher, cache_ttl: float) -> None:
+    ``on_ignored_label(namespace, asked_mode, result)`` is called once per namespace
+    and label value when a label asks for a weaker mode (e.g. to count it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fetch_labels: LabelsFetcher,
+        cache_ttl: float,
+        on_ignored_label: IgnoredLabelCallback | None = None,
+        max_stale_entries: int = 10_000,
+    ) -> None:
         self._default = settings.mode
         self._explicit = dict(settings.namespaces.modes)
         self._selectors = tuple(settings.namespaces.selectors)
         self._excluded = frozenset(settings.excluded_namespaces)
         self._labels = AsyncTtlCache(fetch_labels, ttl=cache_ttl)
+        self._on_ignored_label = on_ignored_label
+        # The last labels read per namespace, for when a refresh fails.
+        self._last_labels: dict[str, Mapping[str, str]] = {}
+        self._max_stale_entries = max_stale_entries
         self._reported_bad_labels: set[tuple[str, str]] = set()
+        self._reported_weaker_labels: set[tuple[str, Mode]] = set()
 
     async def resolve(self, namespace: str) -> NamespaceMode:
         if namespace in self._excluded:
@@ -187,26 +236,77 @@ class NamespaceModeResolver:
         try:
             labels = await self._labels.get(namespace)
         except LookupFailed as error:
-            return NamespaceMode(namespace, self._default, "default", labels_error=str(error))
+            return self._without_fresh_labels(namespace, str(error))
+        self._remember(namespace, labels)
         return self.resolve_with_labels(namespace, labels)
 
     def resolve_with_labels(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
-        """Steps 2-4, given the namespace's labels (no API call)."""
-        value = labels.get(MODE_LABEL)
-        if value is not None:
-            try:
-                return NamespaceMode(namespace, Mode.parse(value), "label")
-            except GatewatchError:
-                if (namespace, value) not in self._reported_bad_labels:
-                    self._reported_bad_labels.add((namespace, value))
-                    logger.warning(
-                        "namespace %r: label %s=%r is not a mode (off, audit, warn, enforce); ignored",
-                        namespace, MODE_LABEL, value,
-                    )
+        """The mode from the namespace's labels (no API call; ``namespaces.modes`` not consulted)."""
+        baseline = self._baseline(namespace, labels)
+        asked = self._label_mode(namespace, labels)
+        if asked is None:
+            return baseline
+        if asked > baseline.mode:
+            return NamespaceMode(namespace, asked, "label")
+        if asked < baseline.mode:
+            result = NamespaceMode(namespace, baseline.mode, baseline.source, ignored_label=asked)
+            self._report_weaker_label(namespace, asked, result)
+            return result
+        return baseline  # the label asks for what the platform gives anyway
+
+    def _baseline(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
         for entry in self._selectors:
             if selector_matches(entry, labels):
                 return NamespaceMode(namespace, entry.mode, "selector")
         return NamespaceMode(namespace, self._default, "default")
+
+    def _label_mode(self, namespace: str, labels: Mapping[str, str]) -> Mode | None:
+        value = labels.get(MODE_LABEL)
+        if value is None:
+            return None
+        try:
+            return Mode.parse(value)
+        except GatewatchError:
+            if (namespace, value) not in self._reported_bad_labels:
+                self._reported_bad_labels.add((namespace, value))
+                logger.warning(
+                    "namespace %r: label %s=%r is not a mode (off, audit, warn, enforce); ignored",
+                    namespace, MODE_LABEL, value,
+                )
+            return None
+
+    def _without_fresh_labels(self, namespace: str, error: str) -> NamespaceMode:
+        # Fail towards the stronger: stale labels may only raise the mode above the default.
+        stale = self._last_labels.get(namespace)
+        if stale is None:
+            return NamespaceMode(namespace, self._default, "default", labels_error=error)
+        result = self.resolve_with_labels(namespace, stale)
+        if result.mode < self._default:
+            return NamespaceMode(namespace, self._default, "default", labels_error=error, labels_stale=True)
+        return NamespaceMode(
+            namespace, result.mode, result.source, labels_error=error, labels_stale=True,
+            ignored_label=result.ignored_label,
+        )
+
+    def _remember(self, namespace: str, labels: Mapping[str, str]) -> None:
+        if namespace not in self._last_labels and len(self._last_labels) >= self._max_stale_entries:
+            del self._last_labels[next(iter(self._last_labels))]  # the oldest inserted
+        self._last_labels[namespace] = labels
+
+    def _report_weaker_label(self, namespace: str, asked: Mode, result: NamespaceMode) -> None:
+        if (namespace, asked) in self._reported_weaker_labels:
+            return
+        self._reported_weaker_labels.add((namespace, asked))
+        security_logger.warning(
+            "namespace %r: label %s=%s asks for a weaker mode than the %s gives (%s); ignored: "
+            "a namespace label may only tighten the mode (set namespaces.modes to loosen it)",
+            namespace, MODE_LABEL, asked.value, result.source, result.mode.value,
+        )
+        if self._on_ignored_label is not None:
+            try:
+                self._on_ignored_label(namespace, asked, result)
+            except Exception:
+                logger.exception("ignored-label callback failed")
 
 
 def selector_matches(selector: NamespaceSelectorMode, labels: Mapping[str, str]) -> bool:
