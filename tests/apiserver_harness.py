@@ -5,7 +5,9 @@ webhooks the way kube-apiserver does (k8s.io/apiserver/pkg/admission/plugin/webh
 
 - which webhooks apply: ``rules`` (apiGroups, apiVersions, resources with
   ``resource/subresource``, operations, scope) and ``namespaceSelector`` /
-  ``objectSelector`` against the namespace's and the object's labels;
+  ``objectSelector`` against the namespace's and the object's labels, then
+  ``matchConditions`` (CEL, evaluated with cel-python: all true, or the webhook
+  is skipped; an evaluation error is decided by ``failurePolicy``);
 - the call: HTTPS to ``clientConfig.url`` or the Service (here resolved to a
   local address, the certificate verified for ``<name>.<namespace>.svc`` against
   ``caBundle``), at ``path``, with ``timeoutSeconds``;
@@ -88,6 +90,16 @@ class ApiServerHarness:
         result = AdmissionResult(allowed=True)
         for webhook in self.configuration.get("webhooks") or []:
             if not self._applies(webhook, request):
+                continue
+            try:
+                if not _match_conditions_hold(webhook, request):
+                    continue
+            except Exception as error:  # an expression that fails to evaluate
+                if webhook.get("failurePolicy", "Fail") == "Fail":
+                    return AdmissionResult(
+                        allowed=False, code=500, called=result.called,
+                        message=f"failed to evaluate matchConditions of {webhook['name']!r}: {error}",
+                    )
                 continue
             if request.dry_run and webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
                 return AdmissionResult(
@@ -202,6 +214,28 @@ class ApiServerHarness:
         if request.namespace:
             payload["namespace"] = request.namespace
         return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": payload}
+
+
+def _match_conditions_hold(webhook: Mapping[str, Any], request: ApiRequest) -> bool:
+    """Every matchCondition true, as kube-apiserver's CEL would say (core CEL, via cel-python)."""
+    conditions = webhook.get("matchConditions") or []
+    if not conditions:
+        return True
+    import celpy  # the test extra; only needed for webhooks that have conditions
+
+    environment = celpy.Environment()
+    activation = {
+        "object": celpy.json_to_cel(request.object),
+        "oldObject": celpy.json_to_cel(request.old_object),
+        "request": celpy.json_to_cel({"operation": request.operation, "userInfo": dict(request.user)}),
+    }
+    for condition in conditions:
+        value = environment.program(environment.compile(condition["expression"])).evaluate(activation)
+        if isinstance(value, celpy.CELEvalError):
+            raise ValueError(f"{condition['name']}: {value}")
+        if not bool(value):
+            return False
+    return True
 
 
 def _rule_matches(rule: Mapping[str, Any], request: ApiRequest) -> bool:

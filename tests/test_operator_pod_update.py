@@ -1,13 +1,14 @@
 """`kubectl set image pod/...` end to end: a pod UPDATE that swaps in a debug image.
 
 gatewatch runs with the default rules (rules.yaml) against kmock; the harness
-calls its webhooks as kube-apiserver would. The harness does not evaluate CEL,
-so it sends every pod update: what the API server would filter out with the
-webhook's matchConditions is checked in test_kube_webhook_configuration.py,
-and here gatewatch's own answer to an update that changes no image.
+calls its webhooks as kube-apiserver would, matchConditions included (CEL,
+evaluated with cel-python). An API server that ignores matchConditions would
+send every pod update: gatewatch's own answer to an update that changes no
+image is checked too.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -70,13 +71,27 @@ async def test_set_image_from_a_mirror_in_an_enforce_namespace_is_denied(cluster
     assert DEBUG_IMAGE_COMPANION in result.message
 
 
-async def test_update_of_a_busybox_pod_that_changes_no_image_gets_no_warning(cluster: Cluster):
-    # With matchConditions the API server would not even call; called anyway, gatewatch
-    # reports only images an update adds or changes.
-    pod = add_pod(cluster.k8s, "warn-ns", "legacy", images=["busybox:1.36"])
+def relabel(pod: dict[str, Any]) -> ApiRequest:
     relabelled = {**pod, "metadata": {**pod["metadata"], "labels": {"team": "payments"}}}
-    result = await cluster.harness().admit(ApiRequest(
-        operation="UPDATE", resource="pods", namespace="warn-ns", name="legacy",
+    return ApiRequest(
+        operation="UPDATE", resource="pods", namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"],
         object=relabelled, old_object=pod, options={"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
-    ))
+    )
+
+
+async def test_an_update_that_changes_no_image_never_reaches_gatewatch(cluster: Cluster):
+    # Controllers relabel and annotate pods all the time: the matchConditions keep them away.
+    pod = add_pod(cluster.k8s, "warn-ns", "legacy", images=["busybox:1.36"])
+    result = await cluster.harness().admit(relabel(pod))
+    assert result.allowed and result.warnings == [] and result.called == []
+
+
+async def test_called_anyway_gatewatch_reports_only_images_an_update_adds_or_changes(cluster: Cluster):
+    # An API server that ignores matchConditions (older than 1.28, or the feature off) calls for every update.
+    pod = add_pod(cluster.k8s, "warn-ns", "legacy", images=["busybox:1.36"])
+    harness = cluster.harness()
+    harness.configuration = copy.deepcopy(harness.configuration)  # the registered one stays as it is
+    for webhook in harness.configuration["webhooks"]:
+        webhook.pop("matchConditions", None)
+    result = await harness.admit(relabel(pod))
     assert result.allowed and result.warnings == [] and result.called == ["pods-update.gatewatch.io"]
