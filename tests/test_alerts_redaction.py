@@ -116,3 +116,54 @@ def test_building_an_alert_leaves_the_matched_document_as_it_was() -> None:
     for match in matches:
         assert SECRET not in json.dumps(build_alert(match, document))
     assert document == before
+
+
+def test_json_patch_operations_on_env_have_their_values_redacted() -> None:
+    from gatewatch.alerts import redact_object
+
+    patch = [
+        {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "DB_PASSWORD", "value": SECRET}},
+        {"op": "replace", "path": "/spec/containers/0/env/0/value", "value": SECRET},
+        {"op": "add", "path": "/spec/containers/1/env", "value": [{"name": "TOKEN", "value": SECRET}]},
+        {"op": "replace", "path": "/spec/containers/0/image", "value": "busybox:1.36"},
+    ]
+    redacted = redact_object(patch)
+    assert SECRET not in json.dumps(redacted)
+    assert redacted[0]["value"] == {"name": "DB_PASSWORD", "value": "[redacted]"}
+    assert redacted[2]["value"] == [{"name": "TOKEN", "value": "[redacted]"}]
+    assert redacted[3] == patch[3]  # what the rule matched on stays readable
+    assert patch[1]["value"] == SECRET  # a copy: the document the rules saw is untouched
+
+
+def test_secret_data_is_redacted_keys_kept_in_objects_lists_and_patches(tmp_path: Path) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "payments"},
+              "data": {"password": "aHVudGVyMg=="}, "stringData": {"token": SECRET}}
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nruleset: t\nrules:\n  - id: secret-write\n    name: Secret written\n    description: d\n"
+        "    severity: low\n    risk_score: 1\n    type: query\n    action: alert\n"
+        "    query: 'kubernetes.audit.objectRef.resource:secrets and kubernetes.audit.verb:(create or patch)'\n"
+    )
+    def audit_event(audit_id: str, verb: str, request_object) -> dict:
+        return {
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": audit_id,
+            "stage": "ResponseComplete", "requestURI": "/api/v1/namespaces/payments/secrets", "verb": verb,
+            "user": {"username": "alice"}, "responseStatus": {"code": 201}, "requestObject": request_object,
+            "objectRef": {"resource": "secrets", "namespace": "payments", "name": "db", "apiVersion": "v1"},
+            "requestReceivedTimestamp": "2026-11-01T12:00:00.000000Z",
+            "stageTimestamp": "2026-11-01T12:00:00.000000Z",
+            "annotations": {"authorization.k8s.io/decision": "allow"},
+        }
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in (
+        audit_event("s-1", "create", secret),
+        audit_event("s-2", "patch", {"stringData": {"token": SECRET}}),  # merge patch: no kind
+        audit_event("s-3", "patch", [{"op": "replace", "path": "/data/password", "value": SECRET}]),
+    )))
+    result = CliRunner().invoke(main, ["replay", "--format", "json", "--rules", str(rules), str(log)],
+                                catch_exceptions=False)
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(alerts) == 3
+    assert all(SECRET not in json.dumps(alert) and "aHVudGVyMg==" not in json.dumps(alert) for alert in alerts)
+    created = alerts[0]["kubernetes"]["audit"]["requestObject"]
+    assert created["data"] == {"password": "[redacted]"} and created["metadata"]["name"] == "db"

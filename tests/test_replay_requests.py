@@ -147,3 +147,29 @@ def test_mode_off_lists_matches_with_no_effect_and_denies_nothing(tmp_path: Path
         (EXEC_RULE, None, "allowed")
     ]
     assert "1 match(es) in 1 request(s), 0 request(s) off mode would have denied" in summary
+
+
+def test_response_complete_decides_even_when_an_earlier_stage_comes_later_in_the_file(tmp_path: Path) -> None:
+    # Rotated logs concatenated newest first put a request's ResponseComplete before its earlier stages.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nruleset: t\nrules:\n  - id: started\n    name: Stage started\n    description: d\n"
+        "    severity: low\n    risk_score: 1\n    type: query\n    action: deny\n"
+        "    query: 'kubernetes.audit.stage:ResponseStarted and not kubernetes.audit.requestObject.kind:Pod'\n"
+    )
+    alerts, summary = replay(tmp_path, [
+        event("create-1", "ResponseComplete", subresource=None, code=201, image="nginx:1.27"),
+        event("create-1", "ResponseStarted", subresource=None, code=201),
+    ], "--rules", str(rules))
+    assert alerts == []
+    assert "0 match(es) in 0 request(s), 0 request(s) enforce mode would have denied" in summary
+
+
+def test_a_patch_that_removes_a_label_and_swaps_in_a_debug_image_is_evaluated(tmp_path: Path) -> None:
+    # `kubectl label pod web canary-` deletes with null (merge patch); the same patch sets busybox.
+    patch = event("patch-1", "ResponseComplete", verb="patch", subresource=None, code=200)
+    patch["requestObject"] = {"metadata": {"labels": {"canary": None}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+    alerts, summary = replay(tmp_path, [patch])
+    assert rule_lines(alerts) == [(DEBUG_IMAGE_RULE, 1)]
+    assert "0 malformed line(s)" in summary

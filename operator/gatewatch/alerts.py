@@ -161,34 +161,79 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _redacted_audit(audit: Mapping[str, Any]) -> dict[str, Any]:
     redacted = dict(audit)
+    # A patch or an item of a list carries no kind: objectRef says they are Secrets.
+    secrets = _mapping(audit.get("objectRef")).get("resource") == "secrets"
     for key in _REDACTED_AUDIT_FIELDS:
         if key in redacted:
-            redacted[key] = redact_object(redacted[key])
+            redacted[key] = redact_object(redacted[key], secret=secrets)
     return redacted
 
 
-def redact_object(value: Any) -> Any:
+def redact_object(value: Any, *, secret: bool = False) -> Any:
     """A copy of a Kubernetes object (or patch) safe to ship in an alert.
 
     Anywhere in it: every ``env`` entry's ``value`` becomes "[redacted]" (names
     and ``valueFrom`` references stay), ``metadata.managedFields`` and the
-    last-applied-configuration annotation are dropped. A copy (mappings and
-    lists): ``value`` is shared with the document the rules matched, and
-    stays as it was.
+    last-applied-configuration annotation are dropped. The values of a
+    Secret's ``data`` and ``stringData`` (``kind: Secret``, or ``secret``: the
+    request is about secrets) become "[redacted]", keys kept. In a JSON patch
+    (a list of operations), the ``value`` of an operation on an env entry or
+    on Secret data is redacted the same way. A copy (mappings and lists):
+    ``value`` is shared with the document the rules matched, and stays as it was.
     """
     if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
+        is_secret = secret or value.get("kind") == "Secret"
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if key == "env" and isinstance(item, list):
                 copied[key] = [_redacted_env_var(var) for var in item]
             elif key == "metadata" and isinstance(item, Mapping):
                 copied[key] = _redacted_metadata(item)
+            elif is_secret and key in _SECRET_DATA_FIELDS and isinstance(item, Mapping):
+                copied[key] = {name: REDACTED for name in item}
+            elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
+                copied[key] = [redact_object(entry, secret=is_secret or value.get("kind") == "SecretList")
+                               for entry in item]
             else:
                 copied[key] = redact_object(item)
         return copied
     if isinstance(value, list):
+        if value and all(_is_patch_operation(item) for item in value):
+            return [_redacted_patch_operation(item, secret=secret) for item in value]
         return [redact_object(item) for item in value]
     return value
+
+
+_SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
+
+
+def _is_patch_operation(item: Any) -> bool:
+    return isinstance(item, Mapping) and isinstance(item.get("op"), str) and isinstance(item.get("path"), str)
+
+
+def _redacted_patch_operation(operation: Mapping[str, Any], *, secret: bool) -> dict[str, Any]:
+    """A JSON patch operation (RFC 6902): its ``value`` redacted where it is an env entry or Secret data."""
+    copied = dict(operation)
+    if "value" not in copied:
+        return copied
+    segments = operation["path"].split("/")
+    value = copied["value"]
+    if "env" in segments:
+        after_env = segments[segments.index("env") + 1:]
+        if not after_env:  # the whole env list
+            copied["value"] = [_redacted_env_var(var) for var in value] if isinstance(value, list) else REDACTED
+        elif len(after_env) == 1:  # one entry (index or "-")
+            copied["value"] = _redacted_env_var(value) if isinstance(value, Mapping) else REDACTED
+        elif after_env[1] == "value":
+            copied["value"] = REDACTED
+        else:
+            copied["value"] = redact_object(value)
+    elif secret and len(segments) > 1 and segments[1] in _SECRET_DATA_FIELDS:
+        copied["value"] = {name: REDACTED for name in value} if isinstance(value, Mapping) else REDACTED
+    else:
+        # Path "" replaces the whole object: a Secret's data is then at the value's top.
+        copied["value"] = redact_object(value, secret=secret and operation["path"] == "")
+    return copied
 
 
 def _redacted_env_var(var: Any) -> Any:

@@ -60,7 +60,9 @@ def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
 
     Covers what the rules, the reports and the alerts read: names, labels and
     annotations, owner references, containers (name, image, env). Absent
-    fields are fine; the API server would reject every case this reports.
+    fields are fine, and so is null, which is how a merge patch deletes a field
+    (`kubectl label pod web canary-` sends ``{"metadata": {"labels": {"canary": null}}}``);
+    the API server would reject every case this reports.
     """
     metadata = pod.get("metadata")
     if metadata is not None:
@@ -77,7 +79,7 @@ def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
             if not _is_mapping(values):
                 return f"{prefix}metadata.{key}: expected an object of strings, got {_type_name(values)}"
             for name, value in values.items():
-                if type(value) is not str:
+                if value is not None and type(value) is not str:
                     return f"{prefix}metadata.{key}[{name!r}]: expected a string, got {_type_name(value)}"
         owners = metadata.get("ownerReferences")
         if owners is not None:
@@ -446,16 +448,22 @@ _NOTHING: Mapping[str, Any] = {}
 
 
 def _keep(verdict: _Verdict, audit_id: str | None, *, by_audit_id: dict[str, _Verdict], anonymous: list[_Verdict]) -> None:
-    """Remember ``verdict`` if it decides its request: a match, or a later stage of one that matched."""
+    """Remember ``verdict`` if it may decide its request: the latest stage seen of a request a rule could match.
+
+    Called for every event a rule could match (and for later stages of those
+    requests). A stage without a match is remembered too, without its line, so
+    that whatever the line order (rotated logs concatenated newest first), the
+    highest stage decides: memory grows with the requests a rule could match
+    (pod creations, execs), not with the log.
+    """
+    if not verdict.matches:
+        verdict.raw = None  # never becomes an alert
     if audit_id is None:
         if verdict.matches:
             anonymous.append(verdict)
         return
     previous = by_audit_id.get(audit_id)
-    if previous is None:
-        if verdict.matches:
-            by_audit_id[audit_id] = verdict
-    elif verdict.rank >= previous.rank:  # a tie: the later line
+    if previous is None or verdict.rank >= previous.rank:  # a tie: the later line
         by_audit_id[audit_id] = verdict
 
 
