@@ -144,7 +144,8 @@ def replay(
     (RequestReceived, ResponseStarted, ResponseComplete, Panic), all with the
     same auditID, and they give one verdict, taken from ResponseComplete, else
     from the latest stage seen (an event without auditID is a request of its
-    own). Only the auditIDs of requests that matched are kept in memory.
+    own). Memory grows with the requests a rule could match (their auditID and
+    stage), not with the log.
 
     \b
     Skipped, as the webhook would never see them:

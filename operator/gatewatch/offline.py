@@ -387,7 +387,8 @@ def run_replay(
     """
     engine = RuleEngine(ruleset)
     stats = ReplayStats()
-    by_audit_id: dict[str, _Verdict] = {}
+    by_audit_id: dict[str, _Verdict] = {}  # requests whose highest stage so far matched
+    settled: dict[str, int] = {}  # requests whose highest stage so far did not: that stage's rank
     anonymous: list[_Verdict] = []  # events without an auditID: each its own request
     try:
         with _open_lines(source, progress=progress, err=err) as lines:
@@ -413,19 +414,19 @@ def run_replay(
                     stats.refused_by_authorization += 1
                     may_match = False
                 audit_id = event.get("auditID") or None
-                if not may_match and (audit_id is None or audit_id not in by_audit_id):
+                if not may_match and (audit_id is None or (audit_id not in by_audit_id and audit_id not in settled)):
                     continue  # nothing to record: no match, and no earlier stage that matched
                 # The JSON line is kept only to write alerts from it.
                 kept_line = raw if output_format == "json" else None
                 verdict = _verdict(engine, event, document if may_match else None, kept_line, line_no, stats)
                 if verdict is not None:
-                    _keep(verdict, audit_id, by_audit_id=by_audit_id, anonymous=anonymous)
+                    _keep(verdict, audit_id, by_audit_id=by_audit_id, settled=settled, anonymous=anonymous)
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as error:
         click.echo(f"gatewatch: cannot read {source}: {error}", err=True, file=err)
         return EXIT_BAD_INPUT
 
     # new_terms history needs event-time order: decided after the streaming pass.
-    requests = [v for v in (*by_audit_id.values(), *anonymous) if v.matches]
+    requests = [*by_audit_id.values(), *anonymous]
     requests.sort(key=lambda v: (v.at, v.line_no))
     for request in requests:
         _report_request(engine, request, stats, mode=mode, output_format=output_format, out=out)
@@ -447,24 +448,39 @@ def run_replay(
 _NOTHING: Mapping[str, Any] = {}
 
 
-def _keep(verdict: _Verdict, audit_id: str | None, *, by_audit_id: dict[str, _Verdict], anonymous: list[_Verdict]) -> None:
-    """Remember ``verdict`` if it may decide its request: the latest stage seen of a request a rule could match.
+def _keep(
+    verdict: _Verdict,
+    audit_id: str | None,
+    *,
+    by_audit_id: dict[str, _Verdict],
+    settled: dict[str, int],
+    anonymous: list[_Verdict],
+) -> None:
+    """Record ``verdict`` so that each request's highest stage decides, whatever the line order.
 
-    Called for every event a rule could match (and for later stages of those
-    requests). A stage without a match is remembered too, without its line, so
-    that whatever the line order (rotated logs concatenated newest first), the
-    highest stage decides: memory grows with the requests a rule could match
-    (pod creations, execs), not with the log.
+    Called for every event a rule could match, and for later stages of those
+    requests. A matching stage is kept whole (it may become an alert); a stage
+    without a match only as its rank in ``settled`` (the auditID and a number),
+    so a ResponseComplete without a match read before an earlier stage that
+    matched (rotated logs concatenated newest first) still decides. Memory grows
+    with matching requests and, by about a hundred bytes each, with the requests
+    a rule could match (the prefilter leaves out reads and other resources), not
+    with the log.
     """
-    if not verdict.matches:
-        verdict.raw = None  # never becomes an alert
     if audit_id is None:
         if verdict.matches:
             anonymous.append(verdict)
         return
     previous = by_audit_id.get(audit_id)
-    if previous is None or verdict.rank >= previous.rank:  # a tie: the later line
-        by_audit_id[audit_id] = verdict
+    highest = max(previous.rank if previous is not None else -1, settled.get(audit_id, -1))
+    if verdict.rank < highest:
+        return  # an earlier stage, read after a later one
+    if verdict.matches:
+        by_audit_id[audit_id] = verdict  # a tie: the later line
+        settled.pop(audit_id, None)
+    else:
+        by_audit_id.pop(audit_id, None)
+        settled[audit_id] = verdict.rank
 
 
 def _audit_event(raw: str, line_no: int, stats: ReplayStats) -> Mapping[str, Any] | None:

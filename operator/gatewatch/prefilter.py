@@ -10,7 +10,8 @@ Pod ones).
 
 A rule is constrained on a field only when its query *requires* the field to
 hold one of a set of plain strings (`field:value` or `field:(a or b)`, alone
-or inside a top-level `and`); on other fields it is unconstrained.
+or inside a top-level `and`), or to be absent (`not field:*`, as in "a Pod
+itself, not one of its subresources"); on other fields it is unconstrained.
 
 Replay asks before it builds a document at all (``candidates_for_audit_event``):
 the document's ``kubernetes.audit`` is the audit event itself (only its
@@ -22,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence, TypeVar
 
-from gatewatch.kql import And, Node, Or, Term
+from gatewatch.kql import And, Exists, Node, Not, Or, Term
 from gatewatch.kql.fields import compile_path
 
 INDEX_FIELDS = (
@@ -44,11 +45,13 @@ R = TypeVar("R")
 
 
 def required_values(node: Node | None, field: str) -> frozenset[str] | None:
-    """The values ``field`` must hold for ``node`` to match; None when unconstrained."""
+    """The values ``field`` must hold for ``node`` to match (``ABSENT``: none); None when unconstrained."""
     if isinstance(node, Term):
         if node.field == field and not node.case_insensitive and _is_plain(node.value):
             return frozenset({node.value})
         return None
+    if isinstance(node, Not) and isinstance(node.item, Exists) and node.item.field == field:
+        return frozenset({ABSENT})  # `not field:*`: only an event without the field
     if isinstance(node, Or):
         union: set[str] = set()
         for item in node.items:
@@ -97,13 +100,13 @@ class RuleIndex:
 
 # An absent field rules out every rule that requires a value of it; several
 # values or a non-string one rule out nothing (they stay with _ANY).
-_ABSENT = object()
+ABSENT = object()
 _ANY = object()
 
 
 def _single_string(values: list[Any]) -> object:
     if not values:
-        return _ABSENT
+        return ABSENT
     return values[0] if len(values) == 1 and isinstance(values[0], str) else _ANY
 
 
