@@ -333,6 +333,23 @@ def test_document_that_contains_itself_is_refused_naming_file_and_document(
     assert (before.manifest_name, later.manifest_name) == ("before", "after")
 
 
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    # Seven levels of ten aliases: a few hundred bytes that would expand to 10^7 list items.
+    levels = ['  l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [f"  l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    text = "kind: Pod\nmetadata: {name: bomb}\nx:\n" + "\n".join(levels) + "\nspec: {containers: [{name: a, image: nginx}]}\n"
+    (item,) = items_of(write(tmp_path, "bomb.yaml", text))
+    assert item.category == "invalid" and "excessive YAML aliasing" in str(item.error)
+
+
+def test_a_moderately_aliased_manifest_is_read(tmp_path: Path) -> None:
+    levels = ['  l0: &l0 ["a","b","c","d","e","f","g","h","i","j"]']
+    levels += [f"  l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 4)]  # 11,111 items
+    text = "kind: Pod\nmetadata: {name: ok}\nx:\n" + "\n".join(levels) + "\nspec: {containers: [{name: a, image: nginx}]}\n"
+    (item,) = items_of(write(tmp_path, "aliases.yaml", text))
+    assert item.category == "pod"
+
+
 def test_an_anchor_used_twice_side_by_side_is_not_a_loop(tmp_path: Path) -> None:
     path = write(tmp_path, "shared.yaml", (
         "kind: Pod\nmetadata: {name: p, labels: &l {app: web}, annotations: *l}\n"

@@ -189,6 +189,14 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
                 )
                 yield line, _RefusedDocument(reason), []
                 continue
+            expanded = _expanded_size(node) if may_loop else 0
+            if expanded > MAX_EXPANDED_NODES:
+                reason = (
+                    f"excessive YAML aliasing: its aliases expand it to more than {MAX_EXPANDED_NODES:,} nodes"
+                    " (an alias bomb; kubectl refuses these too)"
+                )
+                yield line, _RefusedDocument(reason), []
+                continue
             document = loader.construct_document(node)
             yield line, document, _list_item_lines(node)
     except yaml.YAMLError as error:
@@ -201,6 +209,42 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
         ) from None
     finally:
         loader.dispose()
+
+
+# Aliases share a node, but everything downstream (rules, alerts, redaction copies)
+# walks the document expanded: a few hundred bytes of nested aliases ("billion
+# laughs") would expand to billions of nodes. Real manifests have thousands.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes ``root`` has once every alias is expanded (``root`` contains no loop).
+
+    Counted per distinct node and memoized, so it costs the composed size, not
+    the expanded one. Iterative, as _node_inside_itself.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = _children(node)
+        if children_done:
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
 
 
 def _node_inside_itself(root: yaml.Node) -> yaml.Node | None:
