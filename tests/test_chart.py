@@ -754,7 +754,7 @@ HELM3_TEMPLATE_FUNCTIONS = {
     "trunc", "trimSuffix", "trimPrefix", "trim", "lower", "upper", "replace", "contains", "hasPrefix", "hasSuffix",
     "int", "int64", "float64", "toString", "add", "sub", "mul", "div", "mod", "max", "min", "addf", "subf", "mulf",
     "divf", "sha256sum", "b64enc", "b64dec", "dict", "list", "append", "set", "unset", "hasKey", "keys", "get",
-    "uniq", "has", "without", "concat", "first", "last", "join", "split", "splitList", "toStrings", "kindIs",
+    "uniq", "sortAlpha", "has", "without", "concat", "first", "last", "join", "split", "splitList", "toStrings", "kindIs",
     "typeIs", "semverCompare", "regexMatch", "now",
 }
 GO_TEMPLATE_KEYWORDS = {"if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",

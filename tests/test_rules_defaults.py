@@ -239,6 +239,7 @@ def test_kubectl_debug_fires_the_ephemeral_rule_once(ruleset):
         (["praqma/network-multitool"], [], {DEBUG_IMAGE_COMPANION}),
         (["curlimages/curl:8.5.0"], [], {DEBUG_IMAGE_SEED, DEBUG_IMAGE_COMPANION}),
         (["alpine/socat"], [], {DEBUG_IMAGE_SEED, DEBUG_IMAGE_COMPANION}),  # Docker Hub's alpine/* tools
+        (["harbor.corp/dockerhub/alpine/git:2.45"], [], {DEBUG_IMAGE_COMPANION}),  # ... through a mirror
         # Decided: the name must be exactly the debug image's; a different image that
         # merely starts with or contains it is not that image.
         (["mycorp/busybox-exporter:1.0"], [], set()),

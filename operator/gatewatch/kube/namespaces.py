@@ -267,8 +267,7 @@ class NamespaceModeResolver:
         try:
             return Mode.parse(value)
         except GatewatchError:
-            if (namespace, value) not in self._reported_bad_labels:
-                self._reported_bad_labels.add((namespace, value))
+            if _first_time(self._reported_bad_labels, (namespace, value), limit=self._max_stale_entries):
                 logger.warning(
                     "namespace %r: label %s=%r is not a mode (off, audit, warn, enforce); ignored",
                     namespace, MODE_LABEL, value,
@@ -294,9 +293,8 @@ class NamespaceModeResolver:
         self._last_labels[namespace] = labels
 
     def _report_weaker_label(self, namespace: str, asked: Mode, result: NamespaceMode) -> None:
-        if (namespace, asked) in self._reported_weaker_labels:
+        if not _first_time(self._reported_weaker_labels, (namespace, asked), limit=self._max_stale_entries):
             return
-        self._reported_weaker_labels.add((namespace, asked))
         security_logger.warning(
             "namespace %r: label %s=%s asks for a weaker mode than the %s gives (%s); ignored: "
             "a namespace label may only tighten the mode (set namespaces.modes to loosen it)",
@@ -326,3 +324,15 @@ def _requirement_holds(requirement: LabelSelectorRequirement, labels: Mapping[st
         return present and labels[requirement.key] in requirement.values
     # NotIn: Kubernetes counts an absent key as "not in".
     return not present or labels[requirement.key] not in requirement.values
+
+
+def _first_time(seen: set[Any], key: Any, *, limit: int) -> bool:
+    """Whether ``key`` is new to ``seen`` (then added). Bounded: past ``limit`` keys
+    it starts over, so a namespace churning label values cannot grow it for ever
+    (at worst a message is logged again)."""
+    if key in seen:
+        return False
+    if len(seen) >= limit:
+        seen.clear()
+    seen.add(key)
+    return True
