@@ -174,9 +174,11 @@ class AdmissionReviewer:
         metrics: Metrics,
         alerts: AlertSink | None = None,
         event_sink: EventSink | None = None,
+        alert_dry_runs: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
         self.engine = engine
+        self._alert_dry_runs = alert_dry_runs
         self.namespace_modes = namespace_modes
         self.pod_lookup = pod_lookup
         self.metrics = metrics
@@ -200,9 +202,13 @@ class AdmissionReviewer:
         matches = self.engine.evaluate(document, now=now, record=not dry_run)
         decision = decide(matches, mode=mode)
         self._count_matches(decision)
-        if decision.outcomes:
-            # Dry-run requests get the same answer and no side effects in the cluster (no Event),
-            # but gatewatch's own record of the match: an alert tagged gatewatch.dry_run.
+        if decision.outcomes and dry_run and not self._alert_dry_runs:
+            # The same answer, no side effects (sideEffects: NoneOnDryRun): only gatewatch's own log says it.
+            logger.info("dry-run %s review %s matched %s: no Event, no alert (alerts.dryRun is false)",
+                        checked.route.resource_path, request.get("uid"),
+                        ", ".join(outcome.match.rule.id for outcome in decision.outcomes))
+        elif decision.outcomes:
+            # A dry run reported here (alerts.dryRun) gets an alert tagged gatewatch.dry_run and no Event.
             self._report(checked, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup,
                          now=now, dry_run=dry_run)
         return decision

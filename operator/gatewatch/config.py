@@ -106,6 +106,9 @@ class WebhookSettings(_Section):
     service: ServiceReference = Field(default_factory=ServiceReference)
     url: str | None = None
     path: Annotated[str, AfterValidator(_url_path)] = "/validate"
+    # Orders gatewatch versions in a rolling upgrade (the chart sets the release revision):
+    # the reconciler stands back for a configuration written by a higher generation.
+    generation: int = Field(default=0, ge=0)
     # A PEM CA bundle: when set, only TLS clients with a certificate it signed are
     # served (the kube-apiserver's webhook client certificate; docs/install.md).
     client_ca: Path | None = Field(default=None, alias="clientCA")  # spelled like caBundle, not clientCa
@@ -144,6 +147,9 @@ class HttpAlertsSettings(_Section):
 class AlertsSettings(_Section):
     stdout: bool = True
     http: HttpAlertsSettings = Field(default_factory=HttpAlertsSettings)
+    # Dry-run requests have no side effects (sideEffects: NoneOnDryRun): no Event and, unless
+    # this is true, no alert either; true: an alert tagged gatewatch.dry_run (a rehearsal leaves a trace).
+    dry_run: bool = False
 
 
 class EventsSettings(_Section):

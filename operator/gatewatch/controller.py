@@ -348,6 +348,7 @@ class Operator:
             metrics=self.metrics,
             alerts=alerts,
             event_sink=events,
+            alert_dry_runs=settings.alerts.dry_run,
         )
 
         # TLS and the webhook configuration: renewals reload the server's SSLContext in
@@ -363,6 +364,10 @@ class Operator:
             # Another replica may have rotated the CA in the shared Secret first: adopt its
             # bundle instead of "restoring" ours (two replicas would flip-flop, each calling it drift).
             refresh_ca_bundle=certificates.read_ca_bundle if isinstance(certificates, CertificateManager) else None,
+            # Mounted Secrets (cert-manager) change on each node at its own time: keep the CAs
+            # other replicas serve with while a CA rotation reaches every replica.
+            ca_bundle_union=isinstance(certificates, FileCertificateSource),
+            generation=settings.webhook.generation,
         )
 
         async def certificates_changed(new_files: ServingFiles) -> None:

@@ -146,6 +146,7 @@ serialized once so every key is spelled exactly like gatewatch reads it.
       "failurePolicy" .Values.webhook.failurePolicy
       "timeoutSeconds" .Values.webhook.timeoutSeconds
       "path" .Values.webhook.path
+      "generation" (.Values.webhook.generation | default .Release.Revision | int)
       "service" (dict
           "name" (include "gatewatch.fullname" .)
           "namespace" .Release.Namespace
@@ -183,7 +184,7 @@ serialized once so every key is spelled exactly like gatewatch reads it.
           "metricsPort" .Values.server.metricsPort
           "drainSeconds" .Values.server.drainSeconds)
       "certificates" $certificates
-      "alerts" (dict "stdout" .Values.alerts.stdout "http" $http)
+      "alerts" (dict "stdout" .Values.alerts.stdout "dryRun" .Values.alerts.dryRun "http" $http)
       "events" (dict "queueSize" .Values.events.queueSize)
       "newTerms" (dict "configMapName" .Values.newTerms.configMapName)
       "podLookup" (dict
