@@ -12,21 +12,29 @@ every stop, which would drop enforcement during a rolling update.
   restores it when someone else edits or deletes it, logging that drift as a
   security event (logger ``gatewatch.security``). It never deletes it: on
   shutdown the configuration stays, so the next replica finds it in place.
+  During a rolling upgrade old and new replicas want different configurations:
+  the configuration carries the writer's generation (``gatewatch.io/generation``,
+  the Helm release revision) and an older replica stands back for a newer one,
+  for at most ``STAND_BACK_SECONDS``.
 - ``delete_webhook_configuration(...)``: ``gatewatch uninstall-webhook``.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
+import re
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import kubernetes.client
+from cryptography import x509
 
 from gatewatch.errors import ConfigError, GatewatchError, KubernetesApiError
 from gatewatch.kube.client import api_error
@@ -41,6 +49,14 @@ WEBHOOK_NAME_SUFFIX = "gatewatch.io"  # webhook entry names must be qualified: p
 MANAGED_BY_LABEL = {"app.kubernetes.io/managed-by": "gatewatch"}
 API_VERSION = "admissionregistration.k8s.io/v1"
 KIND = "ValidatingWebhookConfiguration"
+GENERATION_ANNOTATION = "gatewatch.io/generation"
+# A rolling upgrade replaces every old replica well within this; an attacker who raises
+# the generation annotation to switch restoring off buys at most this long.
+STAND_BACK_SECONDS = 600.0
+# files mode: how long a CA in the live caBundle that this replica does not serve with is
+# kept (another replica's kubelet already mounted a rotated Secret: minutes, not more).
+FOREIGN_CA_GRACE_SECONDS = 300.0
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -322,6 +338,7 @@ class ReconcileOutcome(str, Enum):
     CREATED = "created"  # first registration
     UPDATED = "updated"  # our own desired state changed (config, caBundle)
     RESTORED = "restored"  # someone else changed or deleted it: drift, logged as a security event
+    STOOD_BACK = "stood_back"  # a newer generation of gatewatch manages it (rolling upgrade)
     IN_SYNC = "in_sync"
 
 
@@ -344,6 +361,14 @@ class WebhookConfigurationReconciler:
     ``refresh_ca_bundle`` (if given) is asked for the current bundle: another
     replica may have rotated the certificate and updated the caBundle first.
     ``on_drift`` (if given) is called with the changes after each restore.
+
+    ``generation`` orders the gatewatch versions of a rolling upgrade: a live
+    configuration stamped with a higher one is left alone (not drift) for up to
+    ``stand_back_seconds`` per continuous episode, then restored as drift; a
+    lower or missing one is updated. ``ca_bundle_union`` (files mode, where each
+    replica's mounted Secret changes at its own time during a CA rotation):
+    live CAs this replica lacks are kept for ``foreign_ca_grace_seconds`` and
+    never count as a difference; a CA of ours the live bundle lacks is added.
     """
 
     def __init__(
@@ -354,14 +379,29 @@ class WebhookConfigurationReconciler:
         ca_bundle: bytes,
         refresh_ca_bundle: CaBundleRefresher | None = None,
         on_drift: DriftCallback | None = None,
+        generation: int = 0,
+        stand_back_seconds: float = STAND_BACK_SECONDS,
+        ca_bundle_union: bool = False,
+        foreign_ca_grace_seconds: float = FOREIGN_CA_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self._api = kubernetes.client.AdmissionregistrationV1Api(api_client)
         self._on_drift = on_drift
         self.registration = registration
+        self.generation = generation
         self._ca_bundle = ca_bundle
         self._refresh_ca_bundle = refresh_ca_bundle
         self._last_applied: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
+        self._stand_back_seconds = stand_back_seconds
+        self._clock = clock
+        self._now = now
+        self._standing_back_since: float | None = None  # start of the current episode
+        self._stood_back_for: int | None = None  # the newest generation seen in it
+        self._ca_bundle_union = ca_bundle_union
+        self._foreign_ca_grace_seconds = foreign_ca_grace_seconds
+        self._foreign_ca_first_seen: dict[bytes, float] = {}
 
     @property
     def name(self) -> str:
@@ -371,8 +411,12 @@ class WebhookConfigurationReconciler:
         """The bundle to register from now on; applied by the next ``reconcile_once``."""
         self._ca_bundle = ca_bundle
 
-    def desired(self) -> dict[str, Any]:
-        return self.registration.build(self._ca_bundle)
+    def desired(self, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What to register given the ``live`` configuration (which matters only with ``ca_bundle_union``)."""
+        bundle = self._united_ca_bundle(live) if self._ca_bundle_union and live is not None else self._ca_bundle
+        configuration = self.registration.build(bundle)
+        configuration["metadata"]["annotations"] = {GENERATION_ANNOTATION: str(self.generation)}
+        return configuration
 
     async def reconcile_once(self) -> ReconcileResult:
         """Create, update or restore the configuration once. Raises KubernetesApiError."""
@@ -396,23 +440,41 @@ class WebhookConfigurationReconciler:
         # Each round: read, compare, write with the read resourceVersion as precondition;
         # a 409 means someone wrote in between: look again.
         for _ in range(attempts):
-            desired = self.desired()
             live = await self._read()
+            desired = self.desired(live)
             changes = diff_webhook_configuration(desired, live)
-            if changes and self._refresh_ca_bundle is not None and self._last_applied is not None:
+            # Also on the first round: a replica that just started must not revert a
+            # bundle another replica rotated meanwhile (that replica would call it drift).
+            if changes and self._refresh_ca_bundle is not None:
                 bundle = await self._refresh_ca_bundle()
                 if bundle != self._ca_bundle:
                     self._ca_bundle = bundle
-                    desired = self.desired()
+                    desired = self.desired(live)
                     changes = diff_webhook_configuration(desired, live)
+            live_generation = _generation(live)
+            if live_generation is not None and live_generation > self.generation:
+                if not changes:  # the newer generation wants what we want: nothing to fight over, nothing to log
+                    self._standing_back_since = self._stood_back_for = None
+                    self._last_applied = desired
+                    return ReconcileResult(ReconcileOutcome.IN_SYNC)
+                if self._standing_back(live_generation, changes, live=live):
+                    return ReconcileResult(ReconcileOutcome.STOOD_BACK, tuple(changes))
+                written = await self._replace(desired, resource_version=_resource_version(live))
+                if written:
+                    return self._restored_after_standing_back(desired, live=live, changes=changes)
+                continue
+            self._standing_back_since = self._stood_back_for = None
+            if live is not None and (live_generation is None or live_generation < self.generation):
+                # Stamp it even when the webhooks are equal: older replicas must see that we manage it.
+                changes.append(Change(webhook=None, field=f"annotations[{GENERATION_ANNOTATION}]",
+                                      expected=str(self.generation), found=_annotation(live)))
             if not changes:
                 self._last_applied = desired
                 return ReconcileResult(ReconcileOutcome.IN_SYNC)
             if live is None:
                 written = await self._create(desired)
             else:
-                version = (live.get("metadata") or {}).get("resourceVersion")
-                written = await self._replace(desired, resource_version=version)
+                written = await self._replace(desired, resource_version=_resource_version(live))
             if written:
                 return self._applied(desired, live=live, changes=changes)
         raise KubernetesApiError("kept conflicting with other writers", operation="update",
@@ -434,23 +496,82 @@ class WebhookConfigurationReconciler:
                     ", ".join(sorted({_where(change) for change in changes})))
         return ReconcileResult(ReconcileOutcome.UPDATED, tuple(changes))
 
-    def _log_drift(self, drift: Sequence[Change], *, deleted: bool) -> None:
-        record = {
-            "event": "webhook_configuration_drift",
-            "configuration": self.name,
-            "kind": KIND,
-            "action": "restored",
-            "deleted": deleted,
-            "changes": [change.as_dict() for change in drift],
-        }
-        # One JSON line: the message itself is the structured record; also attached for handlers.
-        security_logger.warning(json.dumps(record, sort_keys=True, default=str),
-                                extra={"gatewatch_security": record})
+    def _standing_back(self, live_generation: int, changes: Sequence[Change], *,
+                       live: Mapping[str, Any]) -> bool:
+        """True while this replica may leave a newer generation's configuration alone."""
+        now = self._clock()
+        if self._standing_back_since is None:
+            self._standing_back_since = now
+        if self._stood_back_for != live_generation:
+            # First sight of this generation: normal in an upgrade, but also what an attacker
+            # who raises the annotation to stop the restoring would cause: leave a record.
+            self._stood_back_for = live_generation
+            logger.info("ValidatingWebhookConfiguration %s: standing back for generation %d (mine: %d)",
+                        self.name, live_generation, self.generation)
+            annotation = Change(webhook=None, field=f"annotations[{GENERATION_ANNOTATION}]",
+                                expected=str(self.generation), found=_annotation(live))
+            self._log_security("webhook_configuration_newer_generation", action="stood_back",
+                               changes=[annotation, *changes], live_generation=live_generation,
+                               generation=self.generation, stand_back_seconds=self._stand_back_seconds)
+        return now - self._standing_back_since < self._stand_back_seconds
+
+    def _restored_after_standing_back(self, desired: dict[str, Any], *, live: Mapping[str, Any],
+                                      changes: Sequence[Change]) -> ReconcileResult:
+        # No newer replica took over in time: whoever set that generation, it is drift now.
+        self._last_applied = desired
+        self._standing_back_since = self._stood_back_for = None
+        self._log_drift(changes, deleted=False, live_generation=_generation(live))
+        return ReconcileResult(ReconcileOutcome.RESTORED, tuple(changes))
+
+    def _log_drift(self, drift: Sequence[Change], *, deleted: bool, **details: Any) -> None:
+        self._log_security("webhook_configuration_drift", action="restored", changes=drift,
+                           deleted=deleted, **details)
         if self._on_drift is not None:
             try:
                 self._on_drift(drift)
             except Exception:
                 logger.exception("drift callback failed")
+
+    def _log_security(self, event: str, *, action: str, changes: Sequence[Change],
+                      level: int = logging.WARNING, **details: Any) -> None:
+        record = {
+            "event": event,
+            "configuration": self.name,
+            "kind": KIND,
+            "action": action,
+            **details,
+            "changes": [change.as_dict() for change in changes],
+        }
+        # One JSON line: the message itself is the structured record; also attached for handlers.
+        security_logger.log(level, json.dumps(record, sort_keys=True, default=str),
+                            extra={"gatewatch_security": record})
+
+    def _united_ca_bundle(self, live: Mapping[str, Any]) -> bytes:
+        """Ours plus the live CAs another replica may still serve with (files mode).
+
+        In the live bundle's order, so a live bundle that already holds all of ours
+        compares equal. A live CA we lack is kept for ``foreign_ca_grace_seconds``
+        from when this replica first saw it (our mounted Secret catches up by then,
+        or nobody serves with it any more: a rotated-out CA, or one an attacker
+        added), and dropped at once when it has expired.
+        """
+        ours = _pem_certificates(self._ca_bundle)
+        if not ours:  # not PEM (never from a mounted Secret): register it as is, keep nothing
+            return self._ca_bundle
+        live_certificates = _pem_certificates(b"".join(_live_ca_bundles(live)))
+        now, wall_now = self._clock(), self._now()
+        foreign = [pem for pem in live_certificates if pem not in ours]
+        self._foreign_ca_first_seen = {pem: self._foreign_ca_first_seen.get(pem, now) for pem in foreign}
+        kept = {pem for pem in foreign
+                if now - self._foreign_ca_first_seen[pem] < self._foreign_ca_grace_seconds
+                and not _expired(pem, wall_now)}
+        if len(kept) < len(foreign):
+            dropped = [_fingerprint(pem) for pem in foreign if pem not in kept]
+            self._log_security("webhook_configuration_ca_trimmed", action="trimmed", changes=(),
+                               level=logging.INFO, certificates=dropped)
+        united = [pem for pem in live_certificates if pem in ours or pem in kept]
+        united += [pem for pem in ours if pem not in live_certificates]
+        return b"".join(united)
 
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
@@ -515,6 +636,50 @@ async def delete_webhook_configuration(api_client: kubernetes.client.ApiClient, 
     return deleted
 
 
+def _resource_version(live: Mapping[str, Any] | None) -> str | None:
+    return ((live or {}).get("metadata") or {}).get("resourceVersion")
+
+
+def _annotation(live: Mapping[str, Any] | None) -> str | None:
+    return (((live or {}).get("metadata") or {}).get("annotations") or {}).get(GENERATION_ANNOTATION)
+
+
+def _generation(live: Mapping[str, Any] | None) -> int | None:
+    """The live configuration's generation; None when absent or not a number (written before generations)."""
+    value = _annotation(live)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _live_ca_bundles(live: Mapping[str, Any]) -> list[bytes]:
+    bundles = []
+    for entry in live.get("webhooks") or []:
+        encoded = ((entry or {}).get("clientConfig") or {}).get("caBundle") if isinstance(entry, Mapping) else None
+        try:
+            bundles.append(base64.b64decode(encoded or "", validate=True) + b"\n")
+        except ValueError:
+            continue  # not base64: nothing to keep from it
+    return bundles
+
+
+def _pem_certificates(bundle: bytes) -> list[bytes]:
+    """The PEM certificates of a bundle, each normalized to end in one newline, without duplicates."""
+    return list(dict.fromkeys(match.group(0) + b"\n" for match in _PEM_CERTIFICATE.finditer(bundle)))
+
+
+def _expired(pem: bytes, now: dt.datetime) -> bool:
+    try:
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc <= now
+    except ValueError:
+        return True  # not a certificate: nothing a replica serves with
+
+
+def _fingerprint(pem: bytes) -> str:
+    return f"sha256:{hashlib.sha256(pem).hexdigest()[:16]}"
+
+
 def _where(change: Change) -> str:
     return change.field if change.webhook is None else f"{change.webhook}.{change.field}"
 
@@ -531,6 +696,7 @@ def _short(value: Any) -> Any:
 __all__ = [
     "AdmissionHandler",
     "Change",
+    "GENERATION_ANNOTATION",
     "MatchCondition",
     "POD_IMAGES_CHANGED",
     "ReconcileOutcome",
