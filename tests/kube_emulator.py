@@ -21,6 +21,9 @@ What ``KubeEmulator`` adds to kmock 0.8's emulator (which is a dict store over H
   and PATCH, as the API server does;
 - PUT (replace): kmock only knows PATCH (a recursive merge); PUT replaces the object;
 - ``metadata.generateName`` on create;
+- a Namespace written by a client (e.g. ``kubectl apply``) gets the
+  ``kubernetes.io/metadata.name`` label, as the API server sets it (webhook
+  ``namespaceSelector``s rely on it);
 - lists carry ``kind``/``apiVersion`` and core discovery says ``groupVersion: v1``
   (kubectl needs both);
 - ``/api/v1/namespaces[/name[/status]]`` is the namespaces resource (kmock reads
@@ -100,6 +103,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if len(self._requests) > 2 * self.history_limit:  # trimmed in bulk: amortized O(1) per request
             del self._requests[: -self.history_limit]
         if request.resource is not None and isinstance(request.data, dict):
+            writes = request.action in (kmock.action.CREATE, kmock.action.UPDATE) or request.method == kmock.method.PUT
+            if writes and request.resource.plural == "namespaces" and not request.resource.group:
+                _label_namespace_name(request.data, request.name)
             if request.method == kmock.method.PUT and request.name is not None:
                 return await self._serve_replace(request)
             if request.action == kmock.action.CREATE:
@@ -165,6 +171,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
         if isinstance(payload, dict) and str(payload.get("groupVersion", "")).startswith("/"):
             payload["groupVersion"] = payload["groupVersion"][1:]
         return payload
+
+
+def _label_namespace_name(body: dict[str, Any], name: str | None) -> None:
+    # Creates and replaces carry the name in the body; a PATCH may not, the URL has it.
+    name = (body.get("metadata") or {}).get("name") or name
+    if name:
+        metadata = body.setdefault("metadata", {})
+        metadata["labels"] = {**(metadata.get("labels") or {}), "kubernetes.io/metadata.name": name}
 
 
 def _now() -> str:
