@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from gatewatch.cli import main
@@ -82,19 +83,23 @@ def test_without_response_complete_the_latest_stage_decides_whatever_the_line_or
     assert "1 request(s) enforce mode would have denied" in summary
 
 
-def test_response_complete_without_a_match_overrides_an_earlier_stage_that_matched(tmp_path: Path) -> None:
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_response_complete_without_a_match_overrides_an_earlier_stage_that_matched(
+        tmp_path: Path, newest_first: bool) -> None:
     # Creating a Pod: only ResponseComplete carries the Pod (requestObject), and it is
-    # a harmless image; a stage that matched a rule on its own must not count.
+    # a harmless image; a stage that matched a rule on its own must not count. Rotated
+    # logs concatenated newest first put ResponseComplete before the earlier stage.
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "version: 1\nruleset: t\nrules:\n  - id: started\n    name: Stage started\n    description: d\n"
         "    severity: low\n    risk_score: 1\n    type: query\n    action: deny\n"
         "    query: 'kubernetes.audit.stage:ResponseStarted and not kubernetes.audit.requestObject.kind:Pod'\n"
     )
-    alerts, summary = replay(tmp_path, [
+    stages = [
         event("create-1", "ResponseStarted", subresource=None, code=201),
         event("create-1", "ResponseComplete", subresource=None, code=201, image="nginx:1.27"),
-    ], "--rules", str(rules))
+    ]
+    alerts, summary = replay(tmp_path, stages[::-1] if newest_first else stages, "--rules", str(rules))
     assert alerts == []
     assert "0 match(es) in 0 request(s), 0 request(s) enforce mode would have denied" in summary
 
@@ -147,22 +152,6 @@ def test_mode_off_lists_matches_with_no_effect_and_denies_nothing(tmp_path: Path
         (EXEC_RULE, None, "allowed")
     ]
     assert "1 match(es) in 1 request(s), 0 request(s) off mode would have denied" in summary
-
-
-def test_response_complete_decides_even_when_an_earlier_stage_comes_later_in_the_file(tmp_path: Path) -> None:
-    # Rotated logs concatenated newest first put a request's ResponseComplete before its earlier stages.
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "version: 1\nruleset: t\nrules:\n  - id: started\n    name: Stage started\n    description: d\n"
-        "    severity: low\n    risk_score: 1\n    type: query\n    action: deny\n"
-        "    query: 'kubernetes.audit.stage:ResponseStarted and not kubernetes.audit.requestObject.kind:Pod'\n"
-    )
-    alerts, summary = replay(tmp_path, [
-        event("create-1", "ResponseComplete", subresource=None, code=201, image="nginx:1.27"),
-        event("create-1", "ResponseStarted", subresource=None, code=201),
-    ], "--rules", str(rules))
-    assert alerts == []
-    assert "0 match(es) in 0 request(s), 0 request(s) enforce mode would have denied" in summary
 
 
 def test_a_patch_that_removes_a_label_and_swaps_in_a_debug_image_is_evaluated(tmp_path: Path) -> None:
