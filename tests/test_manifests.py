@@ -149,3 +149,13 @@ def test_attack_doc_lists_every_default_rule_with_its_techniques():
 def test_check_mode_exits_non_zero_only_when_stale(capsys):
     assert render_manifests.main(["--check"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_manifests_carry_a_webhook_generation_that_rises_with_the_chart_version():
+    # kubectl apply has no release revision: without a rising generation, old and new
+    # replicas of an upgrade would undo each other's webhook configuration.
+    (deployment_config,) = [o for o in manifest_objects() if o["kind"] == "ConfigMap" and "config.yaml" in o["data"]]
+    version = yaml.safe_load((REPO_ROOT / "charts" / "gatewatch" / "Chart.yaml").read_text())["version"]
+    major, minor, patch = (int(part) for part in version.split("-")[0].split("."))
+    generation = yaml.safe_load(deployment_config["data"]["config.yaml"])["webhook"]["generation"]
+    assert generation == major * 1_000_000 + minor * 1_000 + patch >= 1
