@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Collection, Literal, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import kubernetes.client
@@ -51,10 +51,12 @@ API_VERSION = "admissionregistration.k8s.io/v1"
 KIND = "ValidatingWebhookConfiguration"
 GENERATION_ANNOTATION = "gatewatch.io/generation"
 # A rolling upgrade replaces every old replica well within this; an attacker who raises
-# the generation annotation to switch restoring off buys at most this long.
-STAND_BACK_SECONDS = 600.0
-# files mode: how long a CA in the live caBundle that this replica does not serve with is
-# kept (another replica's kubelet already mounted a rotated Secret: minutes, not more).
+# the generation annotation to switch restoring off buys at most this long. Well below
+# the self-managed CA publish delay (600 s, kube/certificates.py): a new CA must be
+# registered before it signs anything, even by a replica that stood back.
+STAND_BACK_SECONDS = 300.0
+# files mode: how long a live CA older than this replica's own (rotated out, or added by
+# someone) is kept; newer ones are kept while valid (another replica is ahead in a rotation).
 FOREIGN_CA_GRACE_SECONDS = 300.0
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -331,6 +333,67 @@ def diff_webhook_configuration(desired: Mapping[str, Any], live: Mapping[str, An
     return changes
 
 
+# --- files mode: the CAs of replicas whose mounted Secrets differ ----------------------------------
+
+
+@dataclass(frozen=True)
+class UnitedCaBundle:
+    """What ``unite_ca_bundles`` decided."""
+
+    bundle: bytes  # to register in every webhook entry
+    accepted: tuple[bytes, ...]  # foreign CAs registered along with ours
+    trimmed: tuple[bytes, ...]  # foreign CAs left out: expired, or older than ours and past the grace
+
+
+def unite_ca_bundles(
+    *,
+    own: Sequence[bytes],
+    live_bundles: Sequence[Sequence[bytes]],
+    accepted_before: Mapping[bytes, float],
+    dropped_before: Collection[bytes],
+    clock_now: float,
+    now: dt.datetime,
+    grace_seconds: float,
+) -> UnitedCaBundle:
+    """The caBundle to register: our CAs (PEM) plus the live foreign ones another replica may serve with.
+
+    ``live_bundles``: the PEM certificates of each webhook entry. ``accepted_before``:
+    foreign CAs accepted earlier, with when (``clock_now``'s clock). ``dropped_before``:
+    foreign CAs this replica trimmed (and wrote) earlier. Pure.
+
+    - A new foreign CA is accepted only when every entry carries it: gatewatch writes
+      one bundle everywhere, so a CA in some entries only is drift, restored without it.
+      An accepted one stays while any entry carries it.
+    - Expired: trimmed at once.
+    - Newer than our newest (later notBefore): kept while valid; that replica is ahead in
+      a rotation and our mount catches up later.
+    - Otherwise (rotated out, or added by someone): kept for ``grace_seconds`` after it
+      was accepted, then trimmed; but one we trimmed that came back was put back by a
+      replica still serving with it: kept until it expires or disappears.
+
+    In the live bundle's order, so a live bundle that already holds all of it compares equal.
+    """
+    live_order = list(dict.fromkeys(pem for bundle in live_bundles for pem in bundle))
+    in_every_entry = set(live_bundles[0]).intersection(*live_bundles[1:]) if live_bundles else set()
+    own_not_before = [moment for moment in map(_not_before, own) if moment is not None]
+    newest_own = max(own_not_before, default=None)
+    accepted: list[bytes] = []
+    trimmed: list[bytes] = []
+    for pem in live_order:
+        if pem in own or (pem not in accepted_before and pem not in in_every_entry):
+            continue
+        if _expired(pem, now):
+            trimmed.append(pem)
+            continue
+        not_before = _not_before(pem)
+        ahead_of_us = newest_own is not None and not_before is not None and not_before > newest_own
+        within_grace = clock_now - accepted_before.get(pem, clock_now) < grace_seconds
+        (accepted if ahead_of_us or within_grace or pem in dropped_before else trimmed).append(pem)
+    kept = {*own, *accepted}
+    united = [pem for pem in live_order if pem in kept] + [pem for pem in own if pem not in live_order]
+    return UnitedCaBundle(bundle=b"".join(united), accepted=tuple(accepted), trimmed=tuple(trimmed))
+
+
 # --- the reconciler ------------------------------------------------------------------------------
 
 
@@ -366,9 +429,11 @@ class WebhookConfigurationReconciler:
     configuration stamped with a higher one is left alone (not drift) for up to
     ``stand_back_seconds`` per continuous episode, then restored as drift; a
     lower or missing one is updated. ``ca_bundle_union`` (files mode, where each
-    replica's mounted Secret changes at its own time during a CA rotation):
-    live CAs this replica lacks are kept for ``foreign_ca_grace_seconds`` and
-    never count as a difference; a CA of ours the live bundle lacks is added.
+    replica's mounted Secret changes at its own time during a CA rotation): the
+    registered bundle is ours plus the foreign CAs ``unite_ca_bundles`` keeps
+    (accepted only from every webhook entry, logged as a WARNING when first
+    accepted); a CA of ours the live bundle lacks is added, even while standing
+    back for a newer generation.
     """
 
     def __init__(
@@ -401,7 +466,10 @@ class WebhookConfigurationReconciler:
         self._stood_back_for: int | None = None  # the newest generation seen in it
         self._ca_bundle_union = ca_bundle_union
         self._foreign_ca_grace_seconds = foreign_ca_grace_seconds
-        self._foreign_ca_first_seen: dict[bytes, float] = {}
+        self._foreign_ca_first_seen: dict[bytes, float] = {}  # accepted foreign CAs still in the live bundle
+        self._foreign_cas_dropped: set[bytes] = set()  # trimmed by us: if one comes back, someone serves with it
+        self._pending_trim: tuple[bytes, ...] = ()  # trimmed by the last desired(), logged once written
+        self._cas_served_with: set[bytes] = set()  # ours, now or before a rotation: nothing to warn about
 
     @property
     def name(self) -> str:
@@ -412,7 +480,12 @@ class WebhookConfigurationReconciler:
         self._ca_bundle = ca_bundle
 
     def desired(self, live: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """What to register given the ``live`` configuration (which matters only with ``ca_bundle_union``)."""
+        """What to register given the ``live`` configuration (which matters only with ``ca_bundle_union``).
+
+        With ``ca_bundle_union`` this also updates what the reconciler remembers of foreign CAs
+        (and logs a newly accepted one): call it once per read of the live configuration.
+        """
+        self._pending_trim = ()
         bundle = self._united_ca_bundle(live) if self._ca_bundle_union and live is not None else self._ca_bundle
         configuration = self.registration.build(bundle)
         configuration["metadata"]["annotations"] = {GENERATION_ANNOTATION: str(self.generation)}
@@ -457,10 +530,19 @@ class WebhookConfigurationReconciler:
                     self._standing_back_since = self._stood_back_for = None
                     self._last_applied = desired
                     return ReconcileResult(ReconcileOutcome.IN_SYNC)
+                with_own_cas = self._with_own_cas(live)
+                if with_own_cas is not None:
+                    # Our mount has a CA the bundle lacks: register it now, leave the rest to the newer generation.
+                    if await self._replace(with_own_cas, resource_version=_resource_version(live)):
+                        logger.info("ValidatingWebhookConfiguration %s: added this replica's CA to the caBundle "
+                                    "of generation %d", self.name, live_generation)
+                        return ReconcileResult(ReconcileOutcome.UPDATED, tuple(changes))
+                    continue
                 if self._standing_back(live_generation, changes, live=live):
                     return ReconcileResult(ReconcileOutcome.STOOD_BACK, tuple(changes))
                 written = await self._replace(desired, resource_version=_resource_version(live))
                 if written:
+                    self._trim_written()
                     return self._restored_after_standing_back(desired, live=live, changes=changes)
                 continue
             self._standing_back_since = self._stood_back_for = None
@@ -476,6 +558,7 @@ class WebhookConfigurationReconciler:
             else:
                 written = await self._replace(desired, resource_version=_resource_version(live))
             if written:
+                self._trim_written()
                 return self._applied(desired, live=live, changes=changes)
         raise KubernetesApiError("kept conflicting with other writers", operation="update",
                                  kind="validatingwebhookconfiguration", name=self.name, status=409)
@@ -547,31 +630,67 @@ class WebhookConfigurationReconciler:
                             extra={"gatewatch_security": record})
 
     def _united_ca_bundle(self, live: Mapping[str, Any]) -> bytes:
-        """Ours plus the live CAs another replica may still serve with (files mode).
-
-        In the live bundle's order, so a live bundle that already holds all of ours
-        compares equal. A live CA we lack is kept for ``foreign_ca_grace_seconds``
-        from when this replica first saw it (our mounted Secret catches up by then,
-        or nobody serves with it any more: a rotated-out CA, or one an attacker
-        added), and dropped at once when it has expired.
-        """
-        ours = _pem_certificates(self._ca_bundle)
-        if not ours:  # not PEM (never from a mounted Secret): register it as is, keep nothing
+        """Ours plus the foreign CAs ``unite_ca_bundles`` keeps; updates what this replica remembers of them."""
+        own = _pem_certificates(self._ca_bundle)
+        if not own:  # not PEM (never from a mounted Secret): register it as is, keep nothing
+            self._pending_trim = ()
             return self._ca_bundle
-        live_certificates = _pem_certificates(b"".join(_live_ca_bundles(live)))
-        now, wall_now = self._clock(), self._now()
-        foreign = [pem for pem in live_certificates if pem not in ours]
-        self._foreign_ca_first_seen = {pem: self._foreign_ca_first_seen.get(pem, now) for pem in foreign}
-        kept = {pem for pem in foreign
-                if now - self._foreign_ca_first_seen[pem] < self._foreign_ca_grace_seconds
-                and not _expired(pem, wall_now)}
-        if len(kept) < len(foreign):
-            dropped = [_fingerprint(pem) for pem in foreign if pem not in kept]
-            self._log_security("webhook_configuration_ca_trimmed", action="trimmed", changes=(),
-                               level=logging.INFO, certificates=dropped)
-        united = [pem for pem in live_certificates if pem in ours or pem in kept]
-        united += [pem for pem in ours if pem not in live_certificates]
-        return b"".join(united)
+        clock_now, wall_now = self._clock(), self._now()
+        self._foreign_cas_dropped = {pem for pem in self._foreign_cas_dropped if not _expired(pem, wall_now)}
+        united = unite_ca_bundles(
+            own=own, live_bundles=[_pem_certificates(bundle) for bundle in _live_ca_bundles(live)],
+            accepted_before=self._foreign_ca_first_seen, dropped_before=self._foreign_cas_dropped,
+            clock_now=clock_now, now=wall_now, grace_seconds=self._foreign_ca_grace_seconds,
+        )
+        for pem in united.accepted:
+            if pem not in self._foreign_ca_first_seen and pem not in self._cas_served_with:
+                self._log_foreign_ca(pem, readmitted=pem in self._foreign_cas_dropped)
+        self._cas_served_with = {pem for pem in {*self._cas_served_with, *own} if not _expired(pem, wall_now)}
+        self._foreign_ca_first_seen = {pem: self._foreign_ca_first_seen.get(pem, clock_now)
+                                       for pem in (*united.accepted, *united.trimmed)}
+        self._pending_trim = united.trimmed
+        return united.bundle
+
+    def _log_foreign_ca(self, pem: bytes, *, readmitted: bool) -> None:
+        # Another replica ahead in a rotation looks exactly like this, and so does someone adding a CA.
+        certificate = _load_certificate(pem)
+        self._log_security(
+            "webhook_configuration_foreign_ca", action="accepted", changes=(), fingerprint=_fingerprint(pem),
+            readmitted=readmitted,
+            subject=certificate.subject.rfc4514_string() if certificate else None,
+            not_before=certificate.not_valid_before_utc.isoformat() if certificate else None,
+            not_after=certificate.not_valid_after_utc.isoformat() if certificate else None,
+        )
+
+    def _trim_written(self) -> None:
+        # Only now trimmed: from here on, a trimmed CA that comes back was put back by a replica serving with it.
+        if not self._pending_trim:
+            return
+        self._log_security("webhook_configuration_ca_trimmed", action="trimmed", changes=(), level=logging.INFO,
+                           certificates=[_fingerprint(pem) for pem in self._pending_trim])
+        for pem in self._pending_trim:
+            self._foreign_ca_first_seen.pop(pem, None)
+            self._foreign_cas_dropped.add(pem)
+        self._pending_trim = ()
+
+    def _with_own_cas(self, live: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live configuration with our CAs added to every entry that lacks one; None if none does (files mode)."""
+        own = _pem_certificates(self._ca_bundle)
+        if not self._ca_bundle_union or not own:
+            return None
+        configuration = json.loads(json.dumps(live))
+        added = False
+        entries = configuration.get("webhooks") or []
+        for entry, bundle in zip(entries, _live_ca_bundles(configuration)):
+            client_config = entry.get("clientConfig") if isinstance(entry, dict) else None
+            if not isinstance(client_config, dict):
+                continue
+            present = _pem_certificates(bundle)
+            missing = [pem for pem in own if pem not in present]
+            if missing:
+                client_config["caBundle"] = base64.b64encode(b"".join(present + missing)).decode("ascii")
+                added = True
+        return configuration if added else None
 
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
@@ -654,13 +773,14 @@ def _generation(live: Mapping[str, Any] | None) -> int | None:
 
 
 def _live_ca_bundles(live: Mapping[str, Any]) -> list[bytes]:
+    """Each webhook entry's decoded caBundle, in entry order; empty when missing or not base64."""
     bundles = []
     for entry in live.get("webhooks") or []:
         encoded = ((entry or {}).get("clientConfig") or {}).get("caBundle") if isinstance(entry, Mapping) else None
         try:
             bundles.append(base64.b64decode(encoded or "", validate=True) + b"\n")
-        except ValueError:
-            continue  # not base64: nothing to keep from it
+        except (ValueError, TypeError):
+            bundles.append(b"")  # nothing to keep from it
     return bundles
 
 
@@ -669,11 +789,21 @@ def _pem_certificates(bundle: bytes) -> list[bytes]:
     return list(dict.fromkeys(match.group(0) + b"\n" for match in _PEM_CERTIFICATE.finditer(bundle)))
 
 
-def _expired(pem: bytes, now: dt.datetime) -> bool:
+def _load_certificate(pem: bytes) -> x509.Certificate | None:
     try:
-        return x509.load_pem_x509_certificate(pem).not_valid_after_utc <= now
+        return x509.load_pem_x509_certificate(pem)
     except ValueError:
-        return True  # not a certificate: nothing a replica serves with
+        return None
+
+
+def _expired(pem: bytes, now: dt.datetime) -> bool:
+    certificate = _load_certificate(pem)
+    return certificate is None or certificate.not_valid_after_utc <= now  # not a certificate: nobody serves with it
+
+
+def _not_before(pem: bytes) -> dt.datetime | None:
+    certificate = _load_certificate(pem)
+    return certificate.not_valid_before_utc if certificate is not None else None
 
 
 def _fingerprint(pem: bytes) -> str:
@@ -705,9 +835,11 @@ __all__ = [
     "WebhookConfigurationReconciler",
     "WebhookHandler",
     "WebhookRegistration",
+    "UnitedCaBundle",
     "build_webhook_configuration",
     "delete_webhook_configuration",
     "diff_webhook_configuration",
     "namespace_selector",
     "pod_images_changed_expression",
+    "unite_ca_bundles",
 ]
