@@ -22,6 +22,7 @@ from kube_emulator import (  # noqa: F401  (fixtures)
     read_object,
 )
 
+from gatewatch.kube.ca_bundles import unite_ca_bundles
 from gatewatch.kube.certificates import RenewalPolicy, generate_ca
 from gatewatch.kube.webhook_configuration import (
     GENERATION_ANNOTATION,
@@ -32,7 +33,6 @@ from gatewatch.kube.webhook_configuration import (
     WebhookConfigurationReconciler,
     WebhookHandler,
     WebhookRegistration,
-    unite_ca_bundles,
 )
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)

@@ -26,17 +26,23 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Awaitable, Callable, Collection, Literal, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import kubernetes.client
-from cryptography import x509
 
 from gatewatch.errors import ConfigError, GatewatchError, KubernetesApiError
+from gatewatch.kube.ca_bundles import (
+    FOREIGN_CA_GRACE_SECONDS,
+    certificate_fingerprint,
+    is_expired,
+    load_certificate,
+    pem_certificates,
+    unite_ca_bundles,
+)
 from gatewatch.kube.client import api_error
 
 logger = logging.getLogger(__name__)
@@ -55,10 +61,6 @@ GENERATION_ANNOTATION = "gatewatch.io/generation"
 # the self-managed CA publish delay (600 s, kube/certificates.py): a new CA must be
 # registered before it signs anything, even by a replica that stood back.
 STAND_BACK_SECONDS = 300.0
-# files mode: how long a live CA older than this replica's own (rotated out, or added by
-# someone) is kept; newer ones are kept while valid (another replica is ahead in a rotation).
-FOREIGN_CA_GRACE_SECONDS = 300.0
-_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -333,67 +335,6 @@ def diff_webhook_configuration(desired: Mapping[str, Any], live: Mapping[str, An
     return changes
 
 
-# --- files mode: the CAs of replicas whose mounted Secrets differ ----------------------------------
-
-
-@dataclass(frozen=True)
-class UnitedCaBundle:
-    """What ``unite_ca_bundles`` decided."""
-
-    bundle: bytes  # to register in every webhook entry
-    accepted: tuple[bytes, ...]  # foreign CAs registered along with ours
-    trimmed: tuple[bytes, ...]  # foreign CAs left out: expired, or older than ours and past the grace
-
-
-def unite_ca_bundles(
-    *,
-    own: Sequence[bytes],
-    live_bundles: Sequence[Sequence[bytes]],
-    accepted_before: Mapping[bytes, float],
-    dropped_before: Collection[bytes],
-    clock_now: float,
-    now: dt.datetime,
-    grace_seconds: float,
-) -> UnitedCaBundle:
-    """The caBundle to register: our CAs (PEM) plus the live foreign ones another replica may serve with.
-
-    ``live_bundles``: the PEM certificates of each webhook entry. ``accepted_before``:
-    foreign CAs accepted earlier, with when (``clock_now``'s clock). ``dropped_before``:
-    foreign CAs this replica trimmed (and wrote) earlier. Pure.
-
-    - A new foreign CA is accepted only when every entry carries it: gatewatch writes
-      one bundle everywhere, so a CA in some entries only is drift, restored without it.
-      An accepted one stays while any entry carries it.
-    - Expired: trimmed at once.
-    - Newer than our newest (later notBefore): kept while valid; that replica is ahead in
-      a rotation and our mount catches up later.
-    - Otherwise (rotated out, or added by someone): kept for ``grace_seconds`` after it
-      was accepted, then trimmed; but one we trimmed that came back was put back by a
-      replica still serving with it: kept until it expires or disappears.
-
-    In the live bundle's order, so a live bundle that already holds all of it compares equal.
-    """
-    live_order = list(dict.fromkeys(pem for bundle in live_bundles for pem in bundle))
-    in_every_entry = set(live_bundles[0]).intersection(*live_bundles[1:]) if live_bundles else set()
-    own_not_before = [moment for moment in map(_not_before, own) if moment is not None]
-    newest_own = max(own_not_before, default=None)
-    accepted: list[bytes] = []
-    trimmed: list[bytes] = []
-    for pem in live_order:
-        if pem in own or (pem not in accepted_before and pem not in in_every_entry):
-            continue
-        if _expired(pem, now):
-            trimmed.append(pem)
-            continue
-        not_before = _not_before(pem)
-        ahead_of_us = newest_own is not None and not_before is not None and not_before > newest_own
-        within_grace = clock_now - accepted_before.get(pem, clock_now) < grace_seconds
-        (accepted if ahead_of_us or within_grace or pem in dropped_before else trimmed).append(pem)
-    kept = {*own, *accepted}
-    united = [pem for pem in live_order if pem in kept] + [pem for pem in own if pem not in live_order]
-    return UnitedCaBundle(bundle=b"".join(united), accepted=tuple(accepted), trimmed=tuple(trimmed))
-
-
 # --- the reconciler ------------------------------------------------------------------------------
 
 
@@ -631,21 +572,21 @@ class WebhookConfigurationReconciler:
 
     def _united_ca_bundle(self, live: Mapping[str, Any]) -> bytes:
         """Ours plus the foreign CAs ``unite_ca_bundles`` keeps; updates what this replica remembers of them."""
-        own = _pem_certificates(self._ca_bundle)
+        own = pem_certificates(self._ca_bundle)
         if not own:  # not PEM (never from a mounted Secret): register it as is, keep nothing
             self._pending_trim = ()
             return self._ca_bundle
         clock_now, wall_now = self._clock(), self._now()
-        self._foreign_cas_dropped = {pem for pem in self._foreign_cas_dropped if not _expired(pem, wall_now)}
+        self._foreign_cas_dropped = {pem for pem in self._foreign_cas_dropped if not is_expired(pem, wall_now)}
         united = unite_ca_bundles(
-            own=own, live_bundles=[_pem_certificates(bundle) for bundle in _live_ca_bundles(live)],
+            own=own, live_bundles=[pem_certificates(bundle) for bundle in _live_ca_bundles(live)],
             accepted_before=self._foreign_ca_first_seen, dropped_before=self._foreign_cas_dropped,
             clock_now=clock_now, now=wall_now, grace_seconds=self._foreign_ca_grace_seconds,
         )
         for pem in united.accepted:
             if pem not in self._foreign_ca_first_seen and pem not in self._cas_served_with:
                 self._log_foreign_ca(pem, readmitted=pem in self._foreign_cas_dropped)
-        self._cas_served_with = {pem for pem in {*self._cas_served_with, *own} if not _expired(pem, wall_now)}
+        self._cas_served_with = {pem for pem in {*self._cas_served_with, *own} if not is_expired(pem, wall_now)}
         self._foreign_ca_first_seen = {pem: self._foreign_ca_first_seen.get(pem, clock_now)
                                        for pem in (*united.accepted, *united.trimmed)}
         self._pending_trim = united.trimmed
@@ -653,9 +594,9 @@ class WebhookConfigurationReconciler:
 
     def _log_foreign_ca(self, pem: bytes, *, readmitted: bool) -> None:
         # Another replica ahead in a rotation looks exactly like this, and so does someone adding a CA.
-        certificate = _load_certificate(pem)
+        certificate = load_certificate(pem)
         self._log_security(
-            "webhook_configuration_foreign_ca", action="accepted", changes=(), fingerprint=_fingerprint(pem),
+            "webhook_configuration_foreign_ca", action="accepted", changes=(), fingerprint=certificate_fingerprint(pem),
             readmitted=readmitted,
             subject=certificate.subject.rfc4514_string() if certificate else None,
             not_before=certificate.not_valid_before_utc.isoformat() if certificate else None,
@@ -667,7 +608,7 @@ class WebhookConfigurationReconciler:
         if not self._pending_trim:
             return
         self._log_security("webhook_configuration_ca_trimmed", action="trimmed", changes=(), level=logging.INFO,
-                           certificates=[_fingerprint(pem) for pem in self._pending_trim])
+                           certificates=[certificate_fingerprint(pem) for pem in self._pending_trim])
         for pem in self._pending_trim:
             self._foreign_ca_first_seen.pop(pem, None)
             self._foreign_cas_dropped.add(pem)
@@ -675,7 +616,7 @@ class WebhookConfigurationReconciler:
 
     def _with_own_cas(self, live: Mapping[str, Any]) -> dict[str, Any] | None:
         """The live configuration with our CAs added to every entry that lacks one; None if none does (files mode)."""
-        own = _pem_certificates(self._ca_bundle)
+        own = pem_certificates(self._ca_bundle)
         if not self._ca_bundle_union or not own:
             return None
         configuration = json.loads(json.dumps(live))
@@ -685,7 +626,7 @@ class WebhookConfigurationReconciler:
             client_config = entry.get("clientConfig") if isinstance(entry, dict) else None
             if not isinstance(client_config, dict):
                 continue
-            present = _pem_certificates(bundle)
+            present = pem_certificates(bundle)
             missing = [pem for pem in own if pem not in present]
             if missing:
                 client_config["caBundle"] = base64.b64encode(b"".join(present + missing)).decode("ascii")
@@ -784,32 +725,6 @@ def _live_ca_bundles(live: Mapping[str, Any]) -> list[bytes]:
     return bundles
 
 
-def _pem_certificates(bundle: bytes) -> list[bytes]:
-    """The PEM certificates of a bundle, each normalized to end in one newline, without duplicates."""
-    return list(dict.fromkeys(match.group(0) + b"\n" for match in _PEM_CERTIFICATE.finditer(bundle)))
-
-
-def _load_certificate(pem: bytes) -> x509.Certificate | None:
-    try:
-        return x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-
-
-def _expired(pem: bytes, now: dt.datetime) -> bool:
-    certificate = _load_certificate(pem)
-    return certificate is None or certificate.not_valid_after_utc <= now  # not a certificate: nobody serves with it
-
-
-def _not_before(pem: bytes) -> dt.datetime | None:
-    certificate = _load_certificate(pem)
-    return certificate.not_valid_before_utc if certificate is not None else None
-
-
-def _fingerprint(pem: bytes) -> str:
-    return f"sha256:{hashlib.sha256(pem).hexdigest()[:16]}"
-
-
 def _where(change: Change) -> str:
     return change.field if change.webhook is None else f"{change.webhook}.{change.field}"
 
@@ -835,11 +750,9 @@ __all__ = [
     "WebhookConfigurationReconciler",
     "WebhookHandler",
     "WebhookRegistration",
-    "UnitedCaBundle",
     "build_webhook_configuration",
     "delete_webhook_configuration",
     "diff_webhook_configuration",
     "namespace_selector",
     "pod_images_changed_expression",
-    "unite_ca_bundles",
 ]
