@@ -36,7 +36,7 @@ from gatewatch.alert_sinks import AlertFanout, StdoutAlertSink
 from gatewatch.alerts import alert_line, build_alert
 from gatewatch.config import Settings
 from gatewatch.decision import Mode, decide
-from gatewatch.documents import document_from_admission_review, image_entry
+from gatewatch.documents import document_from_admission_request, image_entry
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.events import EventRecorder, match_event
 from gatewatch.kube.namespaces import NamespaceModeResolver
@@ -102,7 +102,7 @@ def stage_costs(kind: str, *, engine: RuleEngine, metrics: Metrics, repeat: int)
     webhook = HANDLER_FOR[kind]
     request = review["request"]
     now = datetime.now(timezone.utc)
-    document = document_from_admission_review(request, now=now)
+    document = document_from_admission_request(request, now=now)
     if kind == "exec":
         document.setdefault("gatewatch", {})["pod"] = {"name": "web", "namespace": "bench", "uid": "uid-web",
                                                        "labels": {"app": "web"},
@@ -142,7 +142,7 @@ def stage_costs(kind: str, *, engine: RuleEngine, metrics: Metrics, repeat: int)
     return {
         "json.loads (request body)": best_of(3, repeat, lambda: json.loads(body)),
         "check_review (parse + route checks)": best_of(3, repeat, lambda: check_review(review, webhook=webhook)),
-        "document_from_admission_review": best_of(3, repeat, lambda: document_from_admission_review(request, now=now)),
+        "document_from_admission_request": best_of(3, repeat, lambda: document_from_admission_request(request, now=now)),
         "engine.evaluate (all default rules)": best_of(3, repeat, lambda: engine.evaluate(document, now=now)),
         "decide": best_of(3, repeat, lambda: decide(matches, mode=Mode.WARN)),
         "review_response + json.dumps": best_of(3, repeat, answer_json),

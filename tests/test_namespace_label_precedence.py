@@ -11,7 +11,7 @@ import kubernetes.client
 import pytest
 
 from apiserver_harness import add_namespace
-from kube_emulator import KubeEmulator, kube_api_client, kube_emulator  # noqa: F401  (fixtures)
+from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (fixtures)
 from gatewatch.admission import AdmissionReviewer, check_review
 from gatewatch.config import load_settings
 from gatewatch.engine import RuleEngine

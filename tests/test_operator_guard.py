@@ -79,9 +79,14 @@ def failing_reviewer(metrics: Metrics) -> AdmissionReviewer:
     )
 
 
-async def test_a_failed_evaluation_is_an_error_status_never_an_allow():
+def failing_server() -> tuple[GuardedWebhookServer, Metrics]:
+    """The webhook server in front of a reviewer whose evaluation always fails, and its metrics."""
     metrics = Metrics()
-    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    return GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics), metrics
+
+
+async def test_a_failed_evaluation_is_an_error_status_never_an_allow():
+    server, metrics = failing_server()
     with pytest.raises(aiohttp.web.HTTPInternalServerError, match="could not evaluate"):
         await server.answer(json.dumps(review()).encode(), webhook="pods")
     assert metrics.registry.get_sample_value(
@@ -89,8 +94,7 @@ async def test_a_failed_evaluation_is_an_error_status_never_an_allow():
 
 
 async def test_unreadable_bodies_and_unknown_paths_are_error_statuses():
-    metrics = Metrics()
-    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    server, metrics = failing_server()
     with pytest.raises(aiohttp.web.HTTPBadRequest, match="not a readable AdmissionReview"):
         await server.answer(b"{not json", webhook="pods")
     with pytest.raises(aiohttp.web.HTTPNotFound):
@@ -100,8 +104,7 @@ async def test_unreadable_bodies_and_unknown_paths_are_error_statuses():
 
 
 async def test_metric_labels_from_a_hostile_body_stay_bounded():
-    metrics = Metrics()
-    server = GuardedWebhookServer(reviewer=failing_reviewer(metrics), metrics=metrics)
+    server, metrics = failing_server()
     for n in range(3):
         body = review(resource=f"made-up-{n}")
         body["request"]["operation"] = ["not", "a", "string"] if n else f"VERB{n}"

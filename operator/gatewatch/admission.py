@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from gatewatch.alerts import build_alert
 from gatewatch.decision import Decision, Mode, decide
-from gatewatch.documents import AdmissionRequest, document_from_admission_review, parse_admission_request
+from gatewatch.documents import AdmissionRequest, document_from_admission_request, parse_admission_request
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
 from gatewatch.kube.events import EventSource, Operation, match_event
@@ -197,7 +197,7 @@ class AdmissionReviewer:
 
         now = self._clock()
         dry_run = bool(request.get("dryRun"))
-        document = document_from_admission_review(request, now=now)
+        document = document_from_admission_request(request, now=now)
         pod_lookup = await self._add_target_pod(checked, document)
         matches = self.engine.evaluate(document, now=now, record=not dry_run)
         decision = decide(matches, mode=mode)

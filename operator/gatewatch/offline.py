@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence, TextIO
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence, TextIO
 
 import click
 
@@ -68,10 +68,9 @@ def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
     if metadata is not None:
         if not _is_mapping(metadata):
             return f"{prefix}metadata: expected an object, got {_type_name(metadata)}"
-        for key in ("name", "generateName", "namespace"):
-            value = metadata.get(key)
-            if value is not None and type(value) is not str:
-                return f"{prefix}metadata.{key}: expected a string, got {_type_name(value)}"
+        problem = _non_string(metadata, ("name", "generateName", "namespace"), prefix + "metadata.{}")
+        if problem is not None:
+            return problem
         for key in ("labels", "annotations"):
             values = metadata.get(key)
             if values is None:
@@ -105,10 +104,9 @@ def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
             where = f"{prefix}spec.{container_kind}[{index}]"
             if not _is_mapping(container):
                 return f"{where}: expected an object, got {_type_name(container)}"
-            for key in ("name", "image"):
-                value = container.get(key)
-                if value is not None and type(value) is not str:
-                    return f"{where}.{key}: expected a string, got {_type_name(value)}"
+            problem = _non_string(container, ("name", "image"), where + ".{}")
+            if problem is not None:
+                return problem
             env = container.get("env")
             if env is not None and (type(env) is not list or not all(_is_mapping(var) for var in env)):
                 return f"{where}.env: expected a list of objects"
@@ -117,19 +115,14 @@ def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
 
 def _event_refusal(event: Mapping[str, Any]) -> str | None:
     """Beyond documents.py: the event's fields replay reads (namespace, user, stage, response code)."""
-    for key in ("auditID", "stage"):
-        value = event.get(key)
-        if value is not None and type(value) is not str:
-            return f"{key}: expected a string, got {_type_name(value)}"
     object_ref = event.get("objectRef") or {}
-    for key, value in object_ref.items():
-        if value is not None and type(value) is not str:
-            return f"objectRef.{key}: expected a string, got {_type_name(value)}"
-    user = event.get("user") or {}
-    for key in ("username", "uid"):
-        value = user.get(key)
-        if value is not None and type(value) is not str:
-            return f"user.{key}: expected a string, got {_type_name(value)}"
+    problem = (
+        _non_string(event, ("auditID", "stage"), "{}")
+        or _non_string(object_ref, object_ref.keys(), "objectRef.{}")
+        or _non_string(event.get("user") or {}, ("username", "uid"), "user.{}")
+    )
+    if problem is not None:
+        return problem
     annotations = event.get("annotations") or {}
     for key, value in annotations.items():
         if type(value) is not str:
@@ -141,6 +134,15 @@ def _event_refusal(event: Mapping[str, Any]) -> str | None:
         code = status.get("code")
         if code is not None and type(code) is not int:
             return f"responseStatus.code: expected an integer, got {_type_name(code)}"
+    return None
+
+
+def _non_string(values: Mapping[str, Any], keys: Iterable[str], field: str) -> str | None:
+    """Why the first of ``keys`` present in ``values`` but not a string is refused (``field`` names it)."""
+    for key in keys:
+        value = values.get(key)
+        if value is not None and type(value) is not str:
+            return f"{field.format(key)}: expected a string, got {_type_name(value)}"
     return None
 
 
