@@ -110,6 +110,7 @@ async def test_a_match_becomes_a_warning_event_regarding_the_pod(
         "gatewatch.io/mitre-tactics": "TA0002",
         "gatewatch.io/mitre-techniques": "T1609",
         "gatewatch.io/action": "deny",
+        "gatewatch.io/effect": "deny",
         "gatewatch.io/operation": "exec",
         "gatewatch.io/user": "alice@example.com",
     }
@@ -209,6 +210,16 @@ def test_reasons_follow_the_operation_and_effect() -> None:
     assert reason("exec", "alert") == "RuleMatched"
 
 
+def test_annotations_name_the_rules_action_and_the_effect_apart_as_the_alert_does() -> None:
+    # The rule may deny; in a warn namespace the match only warned.
+    request = match_event(rule=exec_rule(), effect=Action.WARN, operation="exec", namespace="shop",
+                          pod_name="web-0", user="alice", mode="warn")
+    assert request.annotations["gatewatch.io/action"] == "deny"
+    assert request.annotations["gatewatch.io/effect"] == "warn"
+    assert request.reason == "ExecWarned" and request.action == "Warn"
+    assert "effect warn (rule action deny), mode warn" in request.note
+
+
 def test_event_names_are_valid_and_bounded() -> None:
     name = event_name("X" * 300, "key")
     assert len(name) <= 253 and name == name.lower()
@@ -220,6 +231,7 @@ def test_rules_rejected_event_regards_the_configmap() -> None:
     request = rules_rejected_event(configmap=configmap, error=ValueError("rules.yaml:3: bad"))
     assert request.regarding == configmap and request.namespace == "gatewatch"
     assert request.reason == "RulesRejected" and "rules.yaml:3: bad" in request.note
+    assert request.annotations == {"gatewatch.io/effect": "reject"}
 
 
 def create_warning(pod_name: str, *, user: str = "alice@example.com", second: int = 0) -> EventRequest:

@@ -84,6 +84,25 @@ _REASONS: dict[tuple[str, str], str] = {
 # An alert-only match: nothing was refused or shown to the user.
 REASON_ALERT = "RuleMatched"
 REASON_RULES_REJECTED = "RulesRejected"
+# Every reason gatewatch gives its Events (docs/operations.md lists them all; a test keeps them equal).
+EVENT_REASONS: frozenset[str] = frozenset({*_REASONS.values(), REASON_ALERT, REASON_RULES_REJECTED})
+
+# Every annotation key gatewatch puts on its Events, and what it holds. The names
+# agree with the alert's fields: ``action`` is the rule's action, ``effect`` what
+# this occurrence caused (docs/operations.md lists them all; a test keeps them equal).
+EVENT_ANNOTATIONS: dict[str, str] = {
+    ANNOTATION_PREFIX + "rule-id": "the rule's id",
+    ANNOTATION_PREFIX + "rule-name": "the rule's name",
+    ANNOTATION_PREFIX + "severity": "the rule's severity",
+    ANNOTATION_PREFIX + "risk-score": "the rule's risk score",
+    ANNOTATION_PREFIX + "mitre-tactics": "the rule's ATT&CK tactic ids, comma-separated",
+    ANNOTATION_PREFIX + "mitre-techniques": "the rule's ATT&CK technique ids, comma-separated",
+    ANNOTATION_PREFIX + "action": "the rule's action, the strongest response it may cause (alert, warn, deny)",
+    ANNOTATION_PREFIX + "effect": "what gatewatch did, given the mode (alert, warn, deny; reject on RulesRejected)",
+    ANNOTATION_PREFIX + "operation": "create, update, exec, attach or ephemeralcontainers",
+    ANNOTATION_PREFIX + "user": "the requesting user",
+    ANNOTATION_PREFIX + "combined": '"true" on an Event counting similar matches on more than one pod',
+}
 
 _OPERATION_WORDS: dict[str, str] = {
     "create": "create pod",
@@ -207,16 +226,18 @@ def match_event(
             "warn": "gatewatch allowed the request with a warning",
             "alert": "gatewatch allowed the request and raised an alert",
         }.get(effect_name, f"gatewatch: {effect_name}")
+    action_name = str(getattr(rule.action, "value", rule.action)).lower()
     mode_text = f", mode {getattr(mode, 'value', mode)}" if mode is not None else ""
     rule_text = f"Rule {rule.name!r} ({rule.id}, ATT&CK {technique_text}, severity {severity}) matched"
-    note = f"{head}. {rule_text}: {what}; action {effect_name}{mode_text}."
+    outcome_text = f"effect {effect_name} (rule action {action_name}){mode_text}"
+    note = f"{head}. {rule_text}: {what}; {outcome_text}."
     similar_what = (
         f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)}s in namespace {namespace}: "
         f"more than {SIMILAR_EVENTS_LIMIT} different pods, counted together from {pod_name} on"
     )
     similar = SimilarEvents(
         key="\x1f".join((namespace, rule.id, effect_name, operation, user, "similar")),
-        note=f"{rule_text}: {similar_what}; action {effect_name}{mode_text}; series.count counts them all.",
+        note=f"{rule_text}: {similar_what}; {outcome_text}; series.count counts them all.",
         name_base=f"gatewatch-{operation}",
     )
     annotations = {
@@ -226,7 +247,8 @@ def match_event(
         ANNOTATION_PREFIX + "risk-score": str(rule.risk_score),
         ANNOTATION_PREFIX + "mitre-tactics": ",".join(tactics),
         ANNOTATION_PREFIX + "mitre-techniques": ",".join(techniques),
-        ANNOTATION_PREFIX + "action": effect_name,
+        ANNOTATION_PREFIX + "action": action_name,
+        ANNOTATION_PREFIX + "effect": effect_name,
         ANNOTATION_PREFIX + "operation": operation,
         ANNOTATION_PREFIX + "user": user,
     }
@@ -254,7 +276,7 @@ def rules_rejected_event(
         note=f"gatewatch kept its previous rules; the update is invalid: {message}",
         # One series per distinct error: the same broken file is counted, not repeated.
         series_key="\x1f".join((configmap.namespace or "", configmap.name, "rules", message)),
-        annotations={ANNOTATION_PREFIX + "action": "reject"},
+        annotations={ANNOTATION_PREFIX + "effect": "reject"},
         observed_at=observed_at or datetime.now(timezone.utc),
     )
 
