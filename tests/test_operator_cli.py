@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -14,6 +15,8 @@ from click.testing import CliRunner
 
 from apiserver_harness import ApiRequest, ApiServerHarness, add_namespace, namespace_labels
 from gatewatch.cli import main
+from gatewatch.config import load_settings
+from gatewatch.errors import ConfigError
 from kube_emulator import (  # noqa: F401  (fixtures)
     VALIDATING_WEBHOOK_CONFIGURATIONS,
     KubeEmulator,
@@ -67,6 +70,28 @@ def test_run_help_lists_the_documented_flags():
     for flag in ("--config", "--kubeconfig", "--mode", "--failure-policy", "--timeout-seconds", "--webhook-url",
                  "--metrics-port", "--rules"):
         assert flag in result.output
+
+
+def test_the_timeout_range_run_help_advertises_is_the_one_gatewatch_and_the_chart_accept(tmp_path: Path):
+    help_text = " ".join(CliRunner().invoke(main, ["run", "--help"]).output.split())
+    low, high = map(int, re.search(r"--timeout-seconds INTEGER RANGE .*?\[(\d+)<=x<=(\d+)\]", help_text).groups())
+    for value, accepted in ((low - 1, False), (low, True), (high, True), (high + 1, False)):
+        # Past the flag's check, load_settings validates the same key from the config file.
+        config = tmp_path / "config.yaml"
+        config.write_text(f"webhook: {{timeoutSeconds: {value}}}\n")
+        try:
+            load_settings(config_file=config)
+        except ConfigError:
+            assert not accepted, value
+        else:
+            assert accepted, value
+        result = CliRunner().invoke(main, ["run", "--timeout-seconds", str(value), "--kubeconfig",
+                                           str(tmp_path / "missing")])
+        assert result.exit_code == 2
+        assert ("--timeout-seconds" in result.output) is not accepted, result.output
+    schema = json.loads((Path(__file__).parents[1] / "charts/gatewatch/values.schema.json").read_text())
+    timeout = schema["properties"]["webhook"]["properties"]["timeoutSeconds"]
+    assert (timeout["minimum"], timeout["maximum"]) == (low, high)
 
 
 async def test_uninstall_webhook_deletes_the_configuration(kube_emulator: KubeEmulator, tmp_path: Path):

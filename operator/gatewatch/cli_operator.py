@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gatewatch.errors import GatewatchError
+from gatewatch.limits import MAX_WEBHOOK_TIMEOUT_SECONDS, MIN_WEBHOOK_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:
     from gatewatch.config import Settings
@@ -42,7 +43,8 @@ _context_option = click.option("--context", help="kubeconfig context (default: t
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Rule file appended to rules.files; repeat for more.")
 @click.option("--failure-policy", type=click.Choice(["Ignore", "Fail"]), help="The webhook's failurePolicy.")
-@click.option("--timeout-seconds", type=click.IntRange(1, 30), help="The webhook's timeoutSeconds.")
+@click.option("--timeout-seconds", type=click.IntRange(MIN_WEBHOOK_TIMEOUT_SECONDS, MAX_WEBHOOK_TIMEOUT_SECONDS),
+              help="The webhook's timeoutSeconds.")
 @click.option("--webhook-url", help="Local development: register clientConfig.url (scheme://host:port) "
                                     "instead of the Service.")
 @click.option("--host", help="Listen address of the webhook and metrics servers.")

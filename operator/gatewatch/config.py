@@ -17,6 +17,7 @@ from pydantic.alias_generators import to_camel
 
 from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError
+from gatewatch.limits import MAX_WEBHOOK_TIMEOUT_SECONDS, MIN_WEBHOOK_TIMEOUT_SECONDS
 
 MODE_LABEL = "gatewatch.io/mode"
 IGNORE_LABEL = "gatewatch.io/ignore"
@@ -89,14 +90,6 @@ def _url_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("must start with '/'")
     return value.rstrip("/") or "/"
-
-
-# The API server allows 1..30 s. Below 3 s a review that waits for its two lookups
-# (namespace labels, target pod; podLookup.timeoutSeconds each, 1 s by default)
-# plus the call's own TLS and network time would hit the API server's timeout,
-# and failurePolicy would decide instead of gatewatch.
-MIN_WEBHOOK_TIMEOUT_SECONDS = 3
-MAX_WEBHOOK_TIMEOUT_SECONDS = 30
 
 
 class WebhookSettings(_Section):
