@@ -806,3 +806,34 @@ def test_notes_warn_that_anyone_who_labels_namespaces_can_opt_out(values, warned
 def test_notes_point_at_client_authentication_until_it_is_set():
     assert "set webhook.clientCAFrom" in _notes(None)
     assert "set webhook.clientCAFrom" not in _notes({"webhook": {"clientCAFrom": {"secretName": "apiserver-ca"}}})
+
+
+def _mode_lines(notes: str) -> dict[str, str]:
+    """NOTES' "<mode>: <where>" lines, by mode."""
+    return dict(re.findall(r"^  (enforce|warn|audit|off): (.*)$", notes, flags=re.M))
+
+
+def test_notes_name_the_namespaces_that_now_deny():
+    notes = _notes({"namespaces": {"modes": {"prod": "enforce", "sandbox": "off"},
+                                   "selectors": [{"matchLabels": {"env": "prod"}, "mode": "enforce"}]}})
+    lines = _mode_lines(notes)
+    assert lines["enforce"] == 'namespace prod; namespaces matching {"matchLabels":{"env":"prod"}}'
+    assert lines["warn"] == "every other namespace (the default mode)"
+    assert lines["off"] == "namespace sandbox"
+    assert "audit" not in lines
+    assert "DENIES (403) requests matching a rule whose action is deny" in notes
+    assert "(default mode: warn)" not in notes
+
+
+def test_notes_say_every_namespace_denies_when_enforce_is_the_default():
+    notes = _notes({"mode": "enforce", "namespaces": {"exempt": ["monitoring"]}})
+    assert _mode_lines(notes) == {"enforce": "every namespace (the default mode)"}
+    assert "never sent to gatewatch: kube-system, security, monitoring" in notes
+    # The demo shows the denial, not a warning-only run.
+    assert 'denied the request' in notes and "pod/demo created" not in notes
+
+
+def test_notes_in_the_default_mode_deny_nowhere():
+    notes = _notes(None)
+    assert _mode_lines(notes) == {"warn": "every namespace (the default mode)"}
+    assert "DENIES" not in notes
