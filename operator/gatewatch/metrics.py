@@ -18,6 +18,18 @@ logger = logging.getLogger(__name__)
 REVIEW_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# The labels whose values are a fixed set, and those values (the other labels carry rule
+# ids and names, resources, operations). docs/operations.md names them; tests/test_docs_names.py
+# checks the docs against this table and the emitters (Event queue, alert sinks) against it.
+LABEL_VALUES: dict[str, frozenset[str]] = {
+    "queue": frozenset({"events", "alerts-stdout", "alerts-http"}),
+    "kind": frozenset({"namespace", "pod"}),
+    "decision": frozenset({"allowed", "warned", "denied", "error"}),
+    "action": frozenset({"alert", "warn", "deny"}),
+    "effect": frozenset({"alert", "warn", "deny"}),
+}
+
+
 class Metrics:
     """Every gatewatch metric; one instance per operator."""
 
@@ -75,6 +87,11 @@ class Metrics:
         )
         # ``.labels()`` hashes and locks on every call; the review path reuses the children.
         self._children: dict[tuple[Any, ...], Any] = {}
+        # Every queue and lookup kind exported at 0 from the start: increase() sees the first loss.
+        for queue in sorted(LABEL_VALUES["queue"]):
+            self.queue_drops.labels(queue=queue)
+        for kind in sorted(LABEL_VALUES["kind"]):
+            self.lookup_failures.labels(kind=kind)
 
     def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
         """One answered review: its outcome and how long it took."""
