@@ -240,7 +240,7 @@ def test_reasons_follow_the_operation_and_effect() -> None:
 def test_annotations_name_the_rules_action_and_the_effect_apart_as_the_alert_does() -> None:
     # The rule may deny; in a warn namespace the match only warned.
     request = match_event(rule=exec_rule(), effect=Action.WARN, operation="exec", namespace="shop",
-                          pod_name="web-0", user="alice", mode="warn")
+                          pod_name="web-0", user="alice", mode="warn", observed_at=T0)
     assert request.annotations["gatewatch.io/action"] == "deny"
     assert request.annotations["gatewatch.io/effect"] == "warn"
     assert request.reason == "ExecWarned" and request.action == "Warn"
