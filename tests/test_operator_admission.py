@@ -254,7 +254,7 @@ async def running_cluster(
             **({} if max_review_bytes is None else {"max_review_bytes": max_review_bytes}),
         )
         async with operator_thread(operator) as running:
-            await eventually(lambda: operator.readiness.ready or running.done(), timeout=20, what="readiness")
+            await eventually(lambda: operator.readiness.ready or running.done(), timeout=60, what="readiness")
             running.raise_startup_error()
             yield Cluster(k8s=k8s, operator=operator, alerts=alerts, rules_file=rules_file, tls_dir=tls_dir,
                           running=running)
