@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,9 @@ def _rule() -> Rule:
                 type=RuleType.QUERY, query="x:1", matcher=lambda document: True, action=Action.DENY)
 
 
+_AT = datetime(2026, 11, 22, tzinfo=timezone.utc)  # when the sample Events happened: any time will do
+
+
 def emitted_event_reasons_and_annotations() -> tuple[set[str], set[str]]:
     """Reasons and annotation keys of the Events gatewatch really builds, for every operation and effect."""
     reasons: set[str] = set()
@@ -110,12 +114,12 @@ def emitted_event_reasons_and_annotations() -> tuple[set[str], set[str]]:
     for operation in operations:
         for effect in Action:
             request = match_event(rule=_rule(), effect=effect, operation=operation, namespace="n",
-                                  pod_name="p", user="u")
+                                  pod_name="p", user="u", observed_at=_AT)
             for event in (request, request.combined()):
                 reasons.add(event.reason)
                 annotations |= set(event.annotations)
     rejected = rules_rejected_event(configmap=ObjectRef(kind="ConfigMap", api_version="v1", name="r", namespace="n"),
-                                    error=ValueError("bad"))
+                                    error=ValueError("bad"), observed_at=_AT)
     reasons.add(rejected.reason)
     annotations |= set(rejected.annotations)
     return reasons, annotations

@@ -168,22 +168,27 @@ def test_rules_lint_broken_file_names_file_rule_and_position(tmp_path: Path) -> 
     assert "bad.yaml" in result.stderr and "broken" in result.stderr and "^" in result.stderr
 
 
+# Subprocesses here are bounded by pytest-timeout (pyproject.toml), not by subprocess's
+# ``timeout=``: Popen.wait(timeout) polls with time.sleep, which raises OSError (EINVAL)
+# under the date check (README, "Dates"): libfaketime 0.9.10 with
+# FAKETIME_DONT_FAKE_MONOTONIC breaks Python >= 3.11's clock_nanosleep(TIMER_ABSTIME)
+# (wolfcw/libfaketime#426).
+
+
 def test_console_script_is_installed() -> None:
     exe = shutil.which("gatewatch", path=str(Path(sys.executable).parent))
     assert exe, "pip install puts `gatewatch` next to the interpreter"
-    done = subprocess.run(
-        [exe, "check", str(EXAMPLES / "reviews" / "exec-review.json")], capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([exe, "check", str(EXAMPLES / "reviews" / "exec-review.json")],
+                          capture_output=True, text=True)
     assert done.returncode == 1
     assert "T1609" in done.stdout
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_wheel_ships_the_default_rules(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        check=True, timeout=300,
-    )
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                   check=True)
     (wheel,) = tmp_path.glob("gatewatch-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packaged = archive.read("gatewatch/data/rules.yaml")

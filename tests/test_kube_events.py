@@ -26,6 +26,16 @@ EVENTS = kmock.resource("events.k8s.io", "v1", "events")
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
 
 
+class FakeClock:
+    """The recorder's monotonic clock, moved by hand: windows pass when the test says so."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
 def exec_rule() -> Rule:
     return Rule(
         id="a9cb3641-ff4b-4cdc-a063-b4b8d02a67c7",
@@ -118,17 +128,34 @@ async def test_a_match_becomes_a_warning_event_regarding_the_pod(
 
 
 async def test_repeats_are_one_event_with_a_series_count(kube_emulator, kube_api_client, running) -> None:
-    recorder = EventRecorder(kube_api_client, aggregation_window=0.05)
-    for minute in range(5):
-        assert recorder.submit(exec_event(at=T0 + timedelta(minutes=minute)))
-    running(recorder)
-    await eventually(lambda: series_count(kube_emulator) == 5)
+    clock = FakeClock()
+    recorder = EventRecorder(kube_api_client, aggregation_window=0.05, clock=clock)
+    built: list[int] = []
 
-    event = stored_events(kube_emulator)[0]
-    assert event["series"]["lastObservedTime"].startswith("2026-11-22T05:04:00")
-    # Writes are aggregated: one create, then patches at most once per window.
-    event_writes = [r for r in kube_emulator if r.resource == EVENTS and r.method in ("POST", "PATCH")]
-    assert 2 <= len(event_writes) < 5
+    def occurrence(minute: int) -> Callable[[], EventRequest]:
+        def build() -> EventRequest:  # the worker builds it just before it counts it
+            built.append(minute)
+            return exec_event(at=T0 + timedelta(minutes=minute))
+        return build
+
+    for minute in range(5):
+        assert recorder.submit(occurrence(minute))
+    running(recorder)
+    await eventually(lambda: len(built) == 5)
+
+    def event_writes() -> list[str]:
+        return [r.method for r in kube_emulator if r.resource == EVENTS and r.method in ("POST", "PATCH")]
+
+    # Within the window (the clock stands still, however slow the machine): the first occurrence
+    # created the Event, the other four are counted in memory.
+    assert event_writes() == ["POST"]
+    assert "series" not in stored_events(kube_emulator)[0]
+    assert recorder.pending == 4
+    # Once the window has passed, one PATCH carries all four.
+    clock.seconds += 0.05
+    await eventually(lambda: series_count(kube_emulator) == 5)
+    assert event_writes() == ["POST", "PATCH"]
+    assert stored_events(kube_emulator)[0]["series"]["lastObservedTime"].startswith("2026-11-22T05:04:00")
 
     # Someone else doing the same is a different Event.
     recorder.submit(exec_event(user="mallory@example.com"))
@@ -191,7 +218,7 @@ async def test_drain_writes_pending_events_on_shutdown(kube_emulator, kube_api_c
 
 def test_a_denied_pod_creation_names_the_pod_that_was_not_created() -> None:
     request = match_event(rule=exec_rule(), effect="deny", operation="create", namespace="shop",
-                          pod_name="web-7d9f-", user="bob")
+                          pod_name="web-7d9f-", user="bob", observed_at=T0)
     assert request.reason == "PodCreationDenied"
     assert request.note.startswith("Pod shop/web-7d9f- was not created")
     assert request.regarding == ObjectRef(kind="Pod", api_version="v1", name="web-7d9f-", namespace="shop")
@@ -202,7 +229,7 @@ def test_a_denied_pod_creation_names_the_pod_that_was_not_created() -> None:
 def test_reasons_follow_the_operation_and_effect() -> None:
     def reason(operation: str, effect: str) -> str:
         return match_event(rule=exec_rule(), effect=effect, operation=operation, namespace="n",
-                           pod_name="p", user="u").reason
+                           pod_name="p", user="u", observed_at=T0).reason
 
     assert reason("create", "warn") == "PodCreationWarned"
     assert reason("attach", "deny") == "AttachDenied"
@@ -213,7 +240,7 @@ def test_reasons_follow_the_operation_and_effect() -> None:
 def test_annotations_name_the_rules_action_and_the_effect_apart_as_the_alert_does() -> None:
     # The rule may deny; in a warn namespace the match only warned.
     request = match_event(rule=exec_rule(), effect=Action.WARN, operation="exec", namespace="shop",
-                          pod_name="web-0", user="alice", mode="warn")
+                          pod_name="web-0", user="alice", mode="warn", observed_at=T0)
     assert request.annotations["gatewatch.io/action"] == "deny"
     assert request.annotations["gatewatch.io/effect"] == "warn"
     assert request.reason == "ExecWarned" and request.action == "Warn"
@@ -228,7 +255,7 @@ def test_event_names_are_valid_and_bounded() -> None:
 
 def test_rules_rejected_event_regards_the_configmap() -> None:
     configmap = ObjectRef(kind="ConfigMap", api_version="v1", name="gatewatch-rules", namespace="gatewatch")
-    request = rules_rejected_event(configmap=configmap, error=ValueError("rules.yaml:3: bad"))
+    request = rules_rejected_event(configmap=configmap, error=ValueError("rules.yaml:3: bad"), observed_at=T0)
     assert request.regarding == configmap and request.namespace == "gatewatch"
     assert request.reason == "RulesRejected" and "rules.yaml:3: bad" in request.note
     assert request.annotations == {"gatewatch.io/effect": "reject"}
@@ -265,6 +292,33 @@ async def test_similar_matches_on_many_pods_are_combined_into_one_event_past_the
     await eventually(lambda: len(stored_events(kube_emulator)) == 5)
     (web_0,) = [e for e in stored_events(kube_emulator) if e["regarding"]["name"] == "web-0"]
     await eventually(lambda: (read_event(kube_emulator, web_0["metadata"]["name"]).get("series") or {}).get("count") == 2)
+
+
+async def test_similar_matches_get_their_own_events_again_once_the_similar_window_has_passed(
+    kube_emulator, kube_api_client, running
+) -> None:
+    clock = FakeClock()
+    recorder = EventRecorder(kube_api_client, similar_limit=2, similar_window=600, clock=clock)
+    running(recorder)
+
+    def regarding() -> list[str]:
+        return sorted(e["regarding"]["name"] for e in stored_events(kube_emulator))
+
+    for n in range(3):
+        recorder.submit(create_warning(f"web-{n}", second=n))
+    await eventually(lambda: len(stored_events(kube_emulator)) == 3)
+    assert regarding() == ["web-0", "web-1", "web-2"]  # web-2's is the combined Event
+    combined_name = next(e["metadata"]["name"] for e in stored_events(kube_emulator)
+                         if e["metadata"]["annotations"].get("gatewatch.io/combined"))
+
+    clock.seconds += 599  # still within the window of the previous similar one: counted together
+    recorder.submit(create_warning("web-3", second=3))
+    await eventually(lambda: (read_event(kube_emulator, combined_name).get("series") or {}).get("count") == 2)
+
+    clock.seconds += 601  # quiet for longer than the window: a new run, the pod has its own Event
+    recorder.submit(create_warning("web-4", second=4))
+    await eventually(lambda: len(stored_events(kube_emulator)) == 4)
+    assert regarding() == ["web-0", "web-1", "web-2", "web-4"]
 
 
 def read_event(k8s: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
@@ -305,5 +359,5 @@ async def test_a_write_under_way_when_the_worker_is_cancelled_is_finished_by_dra
 
 def test_a_pod_update_has_its_own_reasons() -> None:
     request = match_event(rule=exec_rule(), effect="warn", operation="update", namespace="shop",
-                          pod_name="web-0", user="bob")
+                          pod_name="web-0", user="bob", observed_at=T0)
     assert request.reason == "PodUpdateWarned" and "tried to update pod shop/web-0" in request.note

@@ -20,6 +20,10 @@ from gatewatch.kube.pods import PodLookup
 from gatewatch.metrics import Metrics
 from gatewatch.rules import load_rules
 
+# The API double answers in the same process as the test: a timeout where an answer is
+# expected only catches a hang, so it is generous (a loaded machine must not fail the test).
+ANSWER_TIMEOUT = 30.0
+
 
 def busybox_pod_review(namespace: str) -> dict[str, Any]:
     return {
@@ -44,7 +48,8 @@ def reviewer(kube_api_client: kubernetes.client.ApiClient, **config: Any) -> Adm
     return AdmissionReviewer(
         engine=RuleEngine(load_rules()),
         namespace_modes=NamespaceModeResolver(
-            settings, fetch_labels=namespace_labels_fetcher(kubernetes.client.CoreV1Api(kube_api_client), timeout=1.0),
+            settings,
+            fetch_labels=namespace_labels_fetcher(kubernetes.client.CoreV1Api(kube_api_client), timeout=ANSWER_TIMEOUT),
             cache_ttl=30.0,
         ),
         pod_lookup=PodLookup(no_pod, cache_ttl=30.0),

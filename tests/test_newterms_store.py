@@ -24,6 +24,8 @@ NAMESPACE = "gatewatch"
 NAME = "gatewatch-new-terms"
 WINDOW = timedelta(days=7)
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
+# The stores' clock (what a flush prunes against): a day after T0, whatever today's date is.
+FLUSHED_AT = T0 + timedelta(days=1)
 
 
 class InterleavingEmulator(KubeEmulator):
@@ -58,6 +60,7 @@ def api_client(emulator: InterleavingEmulator) -> Iterator[kubernetes.client.Api
 
 
 def new_store(api_client: kubernetes.client.ApiClient, **options: Any) -> ConfigMapNewTermsStore:
+    options.setdefault("clock", lambda: FLUSHED_AT)
     return ConfigMapNewTermsStore(api_client, namespace=NAMESPACE, name=NAME, **options)
 
 
@@ -207,7 +210,8 @@ async def test_dry_run_leaves_no_trace(api_client) -> None:
 
 async def test_run_keeps_flushing_when_the_api_fails(unused_tcp_port: int, caplog: pytest.LogCaptureFixture) -> None:
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"http://127.0.0.1:{unused_tcp_port}"))
-    store = ConfigMapNewTermsStore(client, namespace=NAMESPACE, flush_interval=0.01, request_timeout=1.0)
+    store = ConfigMapNewTermsStore(client, namespace=NAMESPACE, flush_interval=0.01, request_timeout=1.0,
+                                   clock=lambda: FLUSHED_AT)
     store.is_new("rule-1", ("alice",), at=T0, window=WINDOW)
     task = asyncio.create_task(store.run())
     try:

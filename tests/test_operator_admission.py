@@ -194,12 +194,15 @@ class Cluster:
         ]
 
 
-async def eventually(condition: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> None:
+async def eventually(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+WEBHOOK_TIMEOUT_SECONDS = 30
 
 
 def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: Any) -> Settings:
@@ -213,7 +216,10 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
             "mode": "files", "certFile": str(tls_dir / "tls.crt"), "keyFile": str(tls_dir / "tls.key"),
             "caFile": str(tls_dir / "ca.crt"),
         },
-        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 5},
+        # The longest wait the API server allows, and pod lookups to match: here only a hang may
+        # fail a review, never a loaded machine (the suite runs beside others on shared cores).
+        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS},
+        "podLookup": {"timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS / 3},
         "newTerms": {"configMapName": "gatewatch-new-terms"},
         # A namespace label may only tighten the default (warn); a looser mode is the config's word.
         "namespaces": {"modes": {"audit-ns": "audit"}},
@@ -254,7 +260,7 @@ async def running_cluster(
             **({} if max_review_bytes is None else {"max_review_bytes": max_review_bytes}),
         )
         async with operator_thread(operator) as running:
-            await eventually(lambda: operator.readiness.ready or running.done(), timeout=20, what="readiness")
+            await eventually(lambda: operator.readiness.ready or running.done(), timeout=60, what="readiness")
             running.raise_startup_error()
             yield Cluster(k8s=k8s, operator=operator, alerts=alerts, rules_file=rules_file, tls_dir=tls_dir,
                           running=running)
@@ -367,7 +373,7 @@ async def test_registered_configuration_is_what_the_api_server_needs(cluster: Cl
     assert exec_hook["clientConfig"]["service"] == {
         "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec"}
     assert base64.b64decode(exec_hook["clientConfig"]["caBundle"]) == (cluster.tls_dir / "ca.crt").read_bytes()
-    assert exec_hook["timeoutSeconds"] == 5 and exec_hook["failurePolicy"] == "Fail"
+    assert exec_hook["timeoutSeconds"] == WEBHOOK_TIMEOUT_SECONDS and exec_hook["failurePolicy"] == "Fail"
     assert exec_hook["sideEffects"] == "NoneOnDryRun"
 
 

@@ -8,9 +8,12 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-
+import aiohttp.web
+import kmock
+import pytest
 from click.testing import CliRunner
 
 from apiserver_harness import ApiRequest, ApiServerHarness, add_namespace, namespace_labels
@@ -132,6 +135,7 @@ def free_port() -> int:
 
 async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator: KubeEmulator, tmp_path: Path):
     """`gatewatch run` as a process, with clientConfig.url (no Service), as docs/operations.md shows."""
+    add_namespace(kube_emulator, "gatewatch")
     add_namespace(kube_emulator, "dev", {"gatewatch.io/mode": "warn"})
     port, metrics_port = free_port(), free_port()
     rules = tmp_path / "rules.yaml"
@@ -151,7 +155,9 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
     )
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
+            # Generous: starting a process is slow on a loaded machine; only a hang should fail here.
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
                 try:
                     async with session.get(f"http://127.0.0.1:{metrics_port}/readyz") as response:
                         if response.status == 200:
@@ -159,9 +165,8 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
                 except aiohttp.ClientConnectionError:
                     pass
                 assert process.returncode is None, (await process.stderr.read()).decode()
+                assert asyncio.get_running_loop().time() < deadline, "gatewatch run never became ready"
                 await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("gatewatch run never became ready")
         configuration = read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
         assert configuration["webhooks"][0]["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate/pods"
         harness = ApiServerHarness(configuration, namespace_labels=namespace_labels(kube_emulator))
@@ -183,3 +188,104 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
     (line,) = lines
     alert = json.loads(line)
     assert alert["rule"]["id"] == "debug-image" and alert["orchestrator"]["namespace"] == "dev"
+
+
+# --- start-up errors: exit status 2 and one line naming the problem (docs/operations.md) ------------
+
+
+class AuthenticatingEmulator(KubeEmulator):
+    """kube-apiserver's authentication and authorization in front of the emulator.
+
+    ``users`` maps bearer tokens to user names: any other token gets 401 on every
+    request. ``forbidden`` holds the (user, resource) pairs RBAC does not allow: 403.
+    The bodies are the API server's Status objects.
+    """
+
+    users: dict[str, str]
+    forbidden: set[tuple[str, str]]
+
+    async def _handle(self, request: Any) -> Any:
+        authorization = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
+        user = self.users.get(authorization.removeprefix("Bearer "))
+        if user is None:
+            return api_status(401, "Unauthorized", "Unauthorized")
+        plural = request.resource.plural if request.resource is not None else ""
+        if (user, plural) in self.forbidden:
+            verb = "get" if request.method == kmock.method.GET else str(request.method).lower()
+            return api_status(403, "Forbidden", f'{plural} "{request.name}" is forbidden: User "{user}" cannot '
+                                                f'{verb} resource "{plural}" in API group "" in the namespace '
+                                                f'"{request.name}"')
+        return await super()._handle(request)
+
+
+def api_status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": message, "reason": reason, "code": code}, status=code)
+
+
+async def gatewatch_run(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
+    """`gatewatch run` as a process: exit status, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "gatewatch"), "run", "--kubeconfig", str(kubeconfig),
+        "--namespace", "gatewatch", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def the_one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("gatewatch: ")
+    return lines[0]
+
+
+async def test_run_against_an_unreachable_api_server_is_one_line_and_exit_2(tmp_path: Path):
+    closed = free_port()  # bound and released: nothing listens there
+    status, stdout, stderr = await gatewatch_run(kubeconfig_for(f"http://127.0.0.1:{closed}", tmp_path))
+    assert status == 2 and stdout == ""
+    line = the_one_line(stderr)
+    assert f"cannot reach the API server at http://127.0.0.1:{closed}" in line
+    assert "Connection refused" in line
+
+
+@pytest.mark.parametrize(("users", "forbidden", "expected"), [
+    pytest.param({"an0ther": "alice"}, set(), ["401 Unauthorized", "rejected gatewatch's credentials (token or client certificate"],
+                 id="token rejected"),
+    pytest.param({"t0ken": "system:serviceaccount:gatewatch:gatewatch"},
+                 {("system:serviceaccount:gatewatch:gatewatch", "namespaces")},
+                 ["403 Forbidden", 'User "system:serviceaccount:gatewatch:gatewatch" cannot get resource '
+                                   '"namespaces"', "gatewatch's RBAC must allow it"],
+                 id="RBAC forbids it"),
+])
+async def test_run_with_credentials_the_api_server_refuses_is_one_line_and_exit_2(
+        tmp_path: Path, users: dict[str, str], forbidden: set[tuple[str, str]], expected: list[str]):
+    async with AuthenticatingEmulator() as k8s, kmock.Server(k8s):
+        k8s.users, k8s.forbidden = users, forbidden
+        add_namespace(k8s, "gatewatch")
+        status, stdout, stderr = await gatewatch_run(kubeconfig_for(str(k8s.url).rstrip("/"), tmp_path))
+        writes = [r for r in k8s if r.method != kmock.method.GET]
+    assert status == 2 and stdout == ""
+    line = the_one_line(stderr)
+    assert line.startswith("gatewatch: get namespace gatewatch: ")
+    for words in expected:
+        assert words in line
+    assert writes == []  # stopped before touching anything
+
+
+async def test_run_in_a_namespace_that_does_not_exist_is_one_line_and_exit_2(
+        kube_emulator: KubeEmulator, tmp_path: Path):
+    add_namespace(kube_emulator, "elsewhere")
+    status, stdout, stderr = await gatewatch_run(kubeconfig_for(str(kube_emulator.url).rstrip("/"), tmp_path))
+    assert status == 2 and stdout == ""
+    line = the_one_line(stderr)
+    assert line.startswith("gatewatch: get namespace gatewatch: 404 ")
+    assert "there is no namespace gatewatch at http://127.0.0.1:" in line
+    assert "(gatewatch's own namespace: namespace, --namespace, GATEWATCH_NAMESPACE)" in line
+    assert read_object(kube_emulator, "v1/secrets", "gatewatch", "gatewatch-tls") is None  # nothing written

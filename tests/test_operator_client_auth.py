@@ -10,7 +10,7 @@ import datetime as dt
 from pathlib import Path
 
 from test_kube_certificates import issue_client_certificate
-from test_operator_admission import create_pod, eventually, running_cluster
+from test_operator_admission import WEBHOOK_TIMEOUT_SECONDS, create_pod, eventually, running_cluster
 from gatewatch.kube.certificates import generate_ca
 
 
@@ -31,7 +31,7 @@ async def test_with_a_client_ca_only_the_api_server_holding_its_certificate_is_a
     client_ca, apiserver_certificate = client_files(tmp_path, ca_name="webhook-clients")
     _, stranger_certificate = client_files(tmp_path, ca_name="someone-else")
     busybox = create_pod("shell", "busybox:1.36", namespace="warn-ns")
-    async with running_cluster(tmp_path, webhook={"failurePolicy": "Fail", "timeoutSeconds": 5,
+    async with running_cluster(tmp_path, webhook={"failurePolicy": "Fail", "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS,
                                                   "clientCA": str(client_ca)}) as cluster:
         answered = await cluster.harness(client_certificate=apiserver_certificate).admit(busybox)
         assert answered.allowed and answered.warnings == ["gatewatch: [T1610] Pod Created From A Debug Image (low)"]

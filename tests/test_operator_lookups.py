@@ -19,6 +19,10 @@ from gatewatch.kube.namespaces import AsyncTtlCache, LookupFailed, NamespaceMode
 from gatewatch.kql import compile_query
 from gatewatch.kube.pods import PodLookup, pod_fetcher
 
+# The API double answers in the same process as the test: a timeout where an answer is
+# expected only catches a hang, so it is generous (a loaded machine must not fail the test).
+ANSWER_TIMEOUT = 30.0
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -35,7 +39,7 @@ def core_api(kube_api_client: kubernetes.client.ApiClient) -> kubernetes.client.
 def resolver(core_api: Any, **config: Any) -> NamespaceModeResolver:
     settings = load_settings(environ={}, overrides=config)
     return NamespaceModeResolver(
-        settings, fetch_labels=namespace_labels_fetcher(core_api, timeout=1.0), cache_ttl=30.0
+        settings, fetch_labels=namespace_labels_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0
     )
 
 
@@ -93,7 +97,7 @@ async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, core_api
         load_settings(environ={}, overrides={
             "mode": "warn", "namespaces": {"selectors": [{"matchLabels": {"env": "prod"}, "mode": "enforce"}]},
         }),
-        fetch_labels=namespace_labels_fetcher(core_api, timeout=1.0), cache_ttl=0.0,  # re-read every time
+        fetch_labels=namespace_labels_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=0.0,  # re-read every time
         on_ignored_label=lambda namespace, asked, result: ignored.append((namespace, asked)),
     )
     with caplog.at_level("WARNING", logger="gatewatch.security"):
@@ -222,7 +226,7 @@ async def test_a_hung_api_server_costs_one_short_timeout():
 async def test_target_pod_summary_goes_into_the_document_fields(emulator, core_api):
     add_pod(emulator, "shop", "web", images=["nginx:1.27", "busybox:1.36"], labels={"app": "web"},
             service_account="web-sa")
-    lookup = PodLookup(pod_fetcher(core_api, timeout=1.0), cache_ttl=30.0)
+    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="web")
     assert result.error is None
     assert [(image["reference"], image["name"], image["container_name"]) for image in result.pod["images"]] == [
@@ -242,7 +246,8 @@ async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, co
     pod["spec"]["initContainers"] = [{"name": "fetch", "image": f"docker.io/library/alpine@sha256:{'a' * 64}"}]
     pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "nicolaka/netshoot"}]
     put_object(emulator, PODS, "shop", pod)
-    result = await PodLookup(pod_fetcher(core_api, timeout=1.0), cache_ttl=30.0).lookup(namespace="shop", name="web")
+    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
+    result = await lookup.lookup(namespace="shop", name="web")
 
     assert result.pod["images"] == document_from_pod(pod)["gatewatch"]["images"]
     document = document_from_admission_review(json.loads((EXAMPLES / "reviews" / "exec-review.json").read_text()))
@@ -259,7 +264,7 @@ async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, co
 
 
 async def test_missing_pod_is_a_failed_lookup_not_an_error(emulator, core_api):
-    lookup = PodLookup(pod_fetcher(core_api, timeout=1.0), cache_ttl=30.0)
+    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="ghost")
     assert result.pod is None and "404" in result.error
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -167,8 +168,9 @@ async def test_an_invalid_update_is_recorded_as_an_event_on_the_configmap(
 ) -> None:
     recorder = EventRecorder(kube_api_client)
     configmap = ObjectRef(kind="ConfigMap", api_version="v1", name="gatewatch-rules", namespace="gatewatch")
+    rejected_at = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
     reloader = RulesReloader([mount.path], interval=1, on_change=lambda ruleset: None,
-                             event_recorder=recorder, configmap=configmap)
+                             event_recorder=recorder, configmap=configmap, clock=lambda: rejected_at)
     reloader.load_initial()
     mount.write(rules_file(BROKEN_RULE))
     reloader.check()
@@ -180,3 +182,4 @@ async def test_an_invalid_update_is_recorded_as_an_event_on_the_configmap(
     assert event["regarding"]["kind"] == "ConfigMap" and event["regarding"]["name"] == "gatewatch-rules"
     assert event["metadata"]["namespace"] == "gatewatch"
     assert event["reason"] == "RulesRejected" and "field 'severity'" in event["note"]
+    assert event["eventTime"].startswith("2026-11-22T05:00:00.")  # the reloader's clock

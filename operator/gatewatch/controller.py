@@ -46,6 +46,7 @@ from gatewatch.kube.certificates import (
     server_ssl_context,
     serving_names,
 )
+from gatewatch.kube.client import check_api_server
 from gatewatch.kube.events import EventRecorder, ObjectRef
 from gatewatch.kube.namespaces import NamespaceModeResolver, namespace_labels_fetcher
 from gatewatch.kube.newterms_store import ConfigMapNewTermsStore
@@ -323,6 +324,9 @@ class Operator:
                                 namespace=settings.namespace),
         )
         ruleset = reloader.load_initial()
+        # Then the API server, once: unreachable, credentials refused or no namespace is one clear
+        # error at start, not urllib3's retries and a traceback from whichever call comes first.
+        await asyncio.to_thread(check_api_server, self.api_client, namespace=settings.namespace)
         new_terms = ConfigMapNewTermsStore(
             self.api_client, namespace=settings.namespace, name=settings.new_terms.config_map_name,
         )

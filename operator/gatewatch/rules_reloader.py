@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -56,7 +57,9 @@ class RulesReloader:
         metrics: Metrics | None = None,
         event_recorder: EventRecorder | None = None,
         configmap: ObjectRef | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ) -> None:
+        """``clock``: when a rejected update was seen (its Event's time)."""
         self.paths = [Path(path) for path in paths]
         self.interval = interval
         self._on_change = on_change
@@ -64,6 +67,7 @@ class RulesReloader:
         self._metrics = metrics
         self._recorder = event_recorder
         self._configmap = configmap
+        self._clock = clock
         self._fingerprint: Fingerprint | None = None
         self.ruleset: RuleSet | None = None  # the set in use (the last good one)
         self.last_error: GatewatchError | None = None  # of the files on disk now, if they are invalid
@@ -136,7 +140,8 @@ class RulesReloader:
         if self._metrics is not None:
             self._metrics.rules_reload_failures.inc()
         if self._recorder is not None and self._configmap is not None:
-            self._recorder.submit(rules_rejected_event(configmap=self._configmap, error=error))
+            self._recorder.submit(rules_rejected_event(configmap=self._configmap, error=error,
+                                                       observed_at=self._clock()))
 
     def _set_loaded_gauge(self, ruleset: Any) -> None:
         if self._metrics is not None:

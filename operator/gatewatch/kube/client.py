@@ -6,16 +6,22 @@ service account is used; otherwise a kubeconfig: ``kubeconfig`` if given, else
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 from pathlib import Path
 
 import kubernetes.client
 import kubernetes.config
+import urllib3
 
 from gatewatch.errors import ConfigError, KubernetesApiError
 
 IN_CLUSTER_VARIABLE = "KUBERNETES_SERVICE_HOST"
+# How long the start-up check waits for the API server (a dropped connection, not a refused one).
+STARTUP_CHECK_TIMEOUT = 10.0
+_CONNECTION_REPR = re.compile(r"^\w*Connection(?:Pool)?\(host=[^)]*\): ")
 
 
 def build_api_client(
@@ -52,6 +58,59 @@ def build_api_client(
         where = f" (context {context!r})" if context else ""
         raise ConfigError(f"cannot load the kubeconfig{where}: {error}", source=source) from None
     return kubernetes.client.ApiClient(configuration)
+
+
+def check_api_server(
+    api_client: kubernetes.client.ApiClient, *, namespace: str, timeout: float = STARTUP_CHECK_TIMEOUT
+) -> None:
+    """At start: the API server answers, accepts gatewatch's credentials, and its namespace exists.
+
+    One GET of the namespace (the chart's ClusterRole allows it), without urllib3's
+    retries, each of which would log a warning and a traceback; one answer is
+    enough to know. Raises ``KubernetesApiError`` whose message is one line
+    naming the problem and the server. Blocking: call it in a thread.
+    """
+    configuration = copy.copy(api_client.configuration)  # shallow: the shared one keeps its retries
+    configuration.retries = False
+    host = configuration.host
+
+    def failed(reason: str, status: int | None = None) -> KubernetesApiError:
+        return KubernetesApiError(reason, operation="get", kind="namespace", name=namespace, status=status)
+
+    try:
+        with kubernetes.client.ApiClient(configuration) as probe:
+            kubernetes.client.CoreV1Api(probe).read_namespace(namespace, _request_timeout=timeout,
+                                                              _preload_content=False)
+    except kubernetes.client.ApiException as error:
+        if not error.status:  # the client's wrapping of a TLS failure: no HTTP answer at all
+            raise failed(f"cannot reach the API server at {host}: {_one_line(error.reason)}") from None
+        if error.status == 401:
+            reason = (f"Unauthorized: the API server at {host} rejected gatewatch's credentials "
+                      "(token or client certificate: expired, revoked, or for another cluster)")
+        elif error.status == 404:
+            reason = (f"Not Found: there is no namespace {namespace} at {host} (gatewatch's own namespace: "
+                      "namespace, --namespace, GATEWATCH_NAMESPACE)")
+        else:
+            reason = api_error(error, operation="get", kind="namespace", name=namespace).reason
+            if error.status == 403:
+                reason += "; gatewatch's RBAC must allow it (the chart's ClusterRole does)"
+        raise failed(_one_line(reason), error.status) from None
+    except urllib3.exceptions.HTTPError as error:  # refused, unresolvable, timed out
+        raise failed(f"cannot reach the API server at {host}: {_connection_problem(error)}") from None
+
+
+def _connection_problem(error: BaseException) -> str:
+    """What went wrong (refused, not resolved, timed out, TLS), without urllib3's connection repr."""
+    reason = getattr(error, "reason", None)  # MaxRetryError wraps the error that counts
+    if isinstance(reason, BaseException):
+        error = reason
+    # "HTTPSConnection(host='h', port=1): Failed to establish a new connection: [Errno 111] ..."
+    text = _CONNECTION_REPR.sub("", str(error)).removeprefix("Failed to establish a new connection: ")
+    return _one_line(text or type(error).__name__)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def api_error(

@@ -150,9 +150,9 @@ class EventRequest:
     action: str
     note: str
     series_key: str
+    observed_at: datetime  # from the caller's clock (the review's ``now``)
     type: EventType = "Warning"
     annotations: Mapping[str, str] = field(default_factory=dict)
-    observed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     similar: SimilarEvents | None = None  # None: never combined with other objects' Events
     name_base: str | None = None  # default: the regarding object's name
 
@@ -200,9 +200,9 @@ def match_event(
     namespace: str,
     pod_name: str,
     user: str,
+    observed_at: datetime,
     pod_uid: str | None = None,
     mode: Any = None,
-    observed_at: datetime | None = None,
 ) -> EventRequest:
     """The Event for one rule match on a Pod request.
 
@@ -259,14 +259,12 @@ def match_event(
         note=note,
         series_key="\x1f".join(key_parts),
         annotations=annotations,
-        observed_at=observed_at or datetime.now(timezone.utc),
+        observed_at=observed_at,
         similar=similar,
     )
 
 
-def rules_rejected_event(
-    *, configmap: ObjectRef, error: Exception, observed_at: datetime | None = None
-) -> EventRequest:
+def rules_rejected_event(*, configmap: ObjectRef, error: Exception, observed_at: datetime) -> EventRequest:
     """The Event on the rules ConfigMap when an update is invalid and the old rules stay."""
     message = str(error)
     return EventRequest(
@@ -277,7 +275,7 @@ def rules_rejected_event(
         # One series per distinct error: the same broken file is counted, not repeated.
         series_key="\x1f".join((configmap.namespace or "", configmap.name, "rules", message)),
         annotations={ANNOTATION_PREFIX + "effect": "reject"},
-        observed_at=observed_at or datetime.now(timezone.utc),
+        observed_at=observed_at,
     )
 
 
@@ -285,7 +283,7 @@ def rules_rejected_event(
 class _SimilarRun:
     """The pods that had their own Event for one similar-events key, in the current run of them."""
 
-    last_seen: float  # monotonic
+    last_seen: float  # the recorder's clock
     own_events: set[tuple[str, str]] = field(default_factory=set)
 
 
@@ -298,7 +296,7 @@ class _Series:
     written_count: int  # the count the API server has
     last_observed: datetime
     exists: bool = False  # created (or found) on the server
-    next_write: float = 0.0  # monotonic time when a PATCH may go out
+    next_write: float = 0.0  # when a PATCH may go out (the recorder's clock)
 
 
 class EventRecorder:
@@ -323,7 +321,9 @@ class EventRecorder:
         similar_limit: int = SIMILAR_EVENTS_LIMIT,
         similar_window: float = SIMILAR_EVENTS_WINDOW,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (seconds, monotonic) times the aggregation and similar-events windows."""
         if queue_size < 1:
             raise GatewatchError(f"events: queue size must be at least 1, not {queue_size}")
         self._api = kubernetes.client.EventsV1Api(api_client)
@@ -337,6 +337,7 @@ class EventRecorder:
         self._similar_limit = similar_limit
         self._similar_window = similar_window
         self._metrics = metrics
+        self._clock = clock
         self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
         self._similar: OrderedDict[str, _SimilarRun] = OrderedDict()
         # The API write under way: it outlives a cancelled run(), and drain() waits for it.
@@ -405,7 +406,7 @@ class EventRecorder:
         due = [self._series[key].next_write for key in self._dirty]
         if not due:
             return None
-        return max(0.0, min(due) - time.monotonic())
+        return max(0.0, min(due) - self._clock())
 
     async def _observe(self, request: EventRequest) -> None:
         key = (request.namespace, request.name)
@@ -430,7 +431,7 @@ class EventRecorder:
 
     def _too_many_similar(self, similar_key: str, own_key: tuple[str, str]) -> bool:
         """Whether an occurrence on a new object goes to the combined Event rather than one of its own."""
-        now = time.monotonic()
+        now = self._clock()
         run = self._similar.get(similar_key)
         if run is None or now - run.last_seen > self._similar_window:
             run = self._similar[similar_key] = _SimilarRun(last_seen=now)
@@ -444,7 +445,7 @@ class EventRecorder:
         return True
 
     async def _flush(self, *, force: bool) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for key in list(self._dirty):
             series = self._series.get(key)
             if series is None:
@@ -458,7 +459,7 @@ class EventRecorder:
         await asyncio.shield(self._writing)
 
     async def _write_now(self, key: tuple[str, str], series: _Series) -> None:
-        series.next_write = time.monotonic() + self._window
+        series.next_write = self._clock() + self._window
         namespace, name = key
         target_count = series.count
         try:
