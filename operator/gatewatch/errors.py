@@ -5,6 +5,42 @@ can report bad input clearly and carry on with the rest.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+# Input quoted in an error message is cut here: a message must never carry (or
+# build) a whole value from the input, which may be megabytes, or billions of
+# nodes once YAML aliases are expanded.
+MAX_QUOTED_CHARS = 80
+# A whole message (reason and location) is cut here, as a last guard.
+MAX_MESSAGE_CHARS = 2_000
+
+
+def quoted(value: Any, *, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr`` of a value from the input, bounded: strings are cut to ``limit``
+    characters, containers are named, never rendered (their ``repr`` would walk
+    them whole)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if -10**limit < value < 10**limit else "a very large integer"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+def bounded(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
+
 
 class GatewatchError(Exception):
     """Base of every error gatewatch reports to a user."""
