@@ -71,7 +71,7 @@ def generate_rules(count: int) -> str:
         rule["id"] = f"{rule['id']}-{index:05d}"
         rule["name"] = f"{rule['name']} #{index}"
         rules.append(rule)
-    return yaml.safe_dump({"version": 1, "ruleset": "benchmark", "rules": rules}, sort_keys=False, width=100)
+    return yaml.dump({"version": 1, "ruleset": "benchmark", "rules": rules}, Dumper=yaml.CSafeDumper, sort_keys=False, width=100)
 
 
 def ready_in_fresh_interpreter(path: Path, *, trace: bool) -> dict:

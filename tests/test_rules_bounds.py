@@ -191,3 +191,55 @@ def test_whatever_the_load_raises_is_a_counted_failure(tmp_path: Path) -> None:
     result = reloader.check()
     assert not result.applied and "RecursionError" in str(result.error) and reloader.ruleset is good
     assert metrics.registry.get_sample_value(FAILURES) == 1
+
+
+def many_rules(count: int) -> str:
+    """``count`` rules: the shipped ones repeated, each copy with a distinct id."""
+    import yaml
+
+    from gatewatch.rules import default_rules_path
+
+    shipped = yaml.safe_load(default_rules_path().read_text(encoding="utf-8"))["rules"]
+    rules = [{**shipped[index % len(shipped)], "id": f"{shipped[index % len(shipped)]['id']}-{index}"}
+             for index in range(count)]
+    return yaml.dump({"version": 1, "ruleset": "many", "rules": rules}, Dumper=yaml.CSafeDumper, sort_keys=False)
+
+
+async def test_a_reload_does_not_stall_the_event_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules_file())
+    update = many_rules(1_000)
+    applied: list = []
+    reloader = RulesReloader([path], interval=0.01, on_change=applied.append)
+    reloader.load_initial()
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:  # what a review waits for: a turn of the loop
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.002)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    beating = asyncio.create_task(heartbeat())
+    reloading = asyncio.create_task(reloader.run())
+    try:
+        await asyncio.sleep(0.05)
+        gaps.clear()
+        started = loop.time()
+        path.write_text(update)
+        while not applied:
+            await asyncio.sleep(0.005)
+        reload_took = loop.time() - started
+    finally:
+        for task in (beating, reloading):
+            task.cancel()
+        await asyncio.gather(beating, reloading, return_exceptions=True)
+    assert len(applied[-1].rules) == 1_000
+    # Loading 1,000 rules takes a good part of a second; the loop kept turning meanwhile.
+    print(f"longest loop turn {max(gaps) * 1000:.1f} ms while the reload took {reload_took * 1000:.0f} ms")
+    assert max(gaps) < reload_took / 3, (max(gaps), reload_took)
