@@ -7,7 +7,8 @@ each copy with a distinct id, so it needs no outside data. Figures:
 
 1. ready to serve: a fresh interpreter imports gatewatch, loads the file
    (``load_rules``) and builds the engine (``RuleEngine``: the rule index),
-   as ``gatewatch run`` does before it serves; wall time from process start.
+   as ``gatewatch run`` does before it serves; wall time from process start,
+   and the CPU time the process used up to then.
    Goal (issue 12): <= 2 s with 1,000 rules.
 2. the YAML parse alone, libyaml (``rules.yamlsource``, what gatewatch uses)
    against its peer in the same run, PyYAML's pure-Python ``SafeLoader``.
@@ -53,7 +54,7 @@ loaded = time.perf_counter()
 engine = RuleEngine(ruleset)
 ready = time.perf_counter()
 result = {"import_s": imported - started, "load_s": loaded - imported, "index_s": ready - loaded,
-          "ready_s": ready - started, "rules": len(ruleset.rules),
+          "ready_s": ready - started, "ready_cpu_s": time.process_time(), "rules": len(ruleset.rules),
           "rss_before": rss_before, "rss_after": status("VmRSS"), "rss_peak": status("VmHWM")}
 if trace:
     current, peak = tracemalloc.get_traced_memory()
@@ -112,10 +113,13 @@ def main() -> None:
 
         runs = [ready_in_fresh_interpreter(path, trace=False) for _ in range(args.runs)]
         median = {key: statistics.median(run[key] for run in runs)
-                  for key in ("process_s", "import_s", "load_s", "index_s", "rss_before", "rss_after", "rss_peak")}
+                  for key in ("process_s", "ready_cpu_s", "import_s", "load_s", "index_s",
+                              "rss_before", "rss_after", "rss_peak")}
         print(f"ready to serve (median of {args.runs} fresh interpreters): {median['process_s']:.2f} s from process "
               f"start (imports {median['import_s']:.2f} s, load_rules {median['load_s']:.2f} s, "
               f"rule index {median['index_s']:.3f} s); goal <= 2 s")
+        print(f"  CPU time of that process up to ready: {median['ready_cpu_s']:.2f} s "
+              "(the figure to read when the machine is shared: wall time then includes waiting for a core)")
         print(f"RSS: {mib(median['rss_before'])} before the load, {mib(median['rss_after'])} with the engine built; "
               f"high-water mark {mib(median['rss_peak'])}")
         traced = ready_in_fresh_interpreter(path, trace=True)
