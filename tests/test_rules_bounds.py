@@ -243,3 +243,9 @@ async def test_a_reload_does_not_stall_the_event_loop(tmp_path: Path) -> None:
     # Loading 1,000 rules takes a good part of a second; the loop kept turning meanwhile.
     print(f"longest loop turn {max(gaps) * 1000:.1f} ms while the reload took {reload_took * 1000:.0f} ms")
     assert max(gaps) < reload_took / 3, (max(gaps), reload_took)
+
+
+@pytest.mark.parametrize("value", ["1" * 5_000, "2026-13-45", "0x_"])
+def test_a_scalar_its_tag_cannot_read_is_a_located_rule_error(value: str) -> None:
+    error, _ = bounded_load_error(rules_file(name=value))
+    assert str(error).startswith("rules.yaml:5: invalid YAML value: ") and len(str(error)) < 300

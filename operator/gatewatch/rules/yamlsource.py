@@ -77,6 +77,13 @@ class _LocatingLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         super().__init__(stream)
         self.file = file
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as error:  # a scalar its tag cannot read: 2026-13-45, 0x_, 5,000 digits
+            raise RuleError(f"invalid YAML value: {bounded(str(error), limit=200)}",
+                            file=self.file, line=node.start_mark.line + 1) from None
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> LocatedMapping:  # type: ignore[override]
         self.flatten_mapping(node)
         mapping = LocatedMapping()
