@@ -249,3 +249,20 @@ async def test_a_reload_does_not_stall_the_event_loop(tmp_path: Path) -> None:
 def test_a_scalar_its_tag_cannot_read_is_a_located_rule_error(value: str) -> None:
     error, _ = bounded_load_error(rules_file(name=value))
     assert str(error).startswith("rules.yaml:5: invalid YAML value: ") and len(str(error)) < 300
+
+
+@pytest.mark.parametrize("command", [["rules", "lint"], ["check", "--rules"], ["replay", "--rules"]])
+def test_the_commands_refuse_an_empty_rule_set_unless_told(tmp_path: Path, command: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from gatewatch.cli import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("version: 1\nruleset: t\nrules: []\n")
+    log = tmp_path / "audit.jsonl"
+    log.write_text("")
+    target = [] if command[0] == "rules" else [str(log)]
+    refused = CliRunner().invoke(main, [*command, str(empty), *target])
+    assert refused.exit_code == 2 and "no rules: nothing would be evaluated" in refused.stderr
+    allowed = CliRunner().invoke(main, [*command, str(empty), "--allow-empty-rules", *target])
+    assert allowed.exit_code == 0, allowed.output
