@@ -58,6 +58,9 @@ def api_client(emulator: InterleavingEmulator) -> Iterator[kubernetes.client.Api
 
 
 def new_store(api_client: kubernetes.client.ApiClient, **options: Any) -> ConfigMapNewTermsStore:
+    # The sightings here are around T0: a flush prunes what is older than its window at the
+    # store's clock, so the default clock (today's date) would prune them all once T0 is a week past.
+    options.setdefault("clock", lambda: T0 + timedelta(days=1))
     return ConfigMapNewTermsStore(api_client, namespace=NAMESPACE, name=NAME, **options)
 
 
