@@ -837,3 +837,10 @@ def test_notes_in_the_default_mode_deny_nowhere():
     notes = _notes(None)
     assert _mode_lines(notes) == {"warn": "every namespace (the default mode)"}
     assert "DENIES" not in notes
+
+
+def test_an_empty_rule_set_is_refused_unless_the_chart_allows_it(default_objects, tmp_path):
+    assert _settings_from(default_objects, tmp_path).rules.allow_empty is False
+    allowed = render({"rules": {"allowEmpty": True}})
+    (tmp_path / "allowed").mkdir()
+    assert _settings_from(allowed, tmp_path / "allowed").rules.allow_empty is True

@@ -118,3 +118,12 @@ namespaces: {ignoreLabel: false}
     assert settings.namespaces.ignore_label is False
     from_environment = load_settings(environ={"GATEWATCH_WEBHOOK_CLIENT_CA": "/ca.pem"})
     assert from_environment.webhook.client_ca == Path("/ca.pem")
+
+
+def test_an_empty_rule_set_is_refused_by_default_and_allowed_by_setting(tmp_path) -> None:
+    from gatewatch.config import load_settings as _load
+
+    config = tmp_path / "config.yaml"
+    config.write_text("rules:\n  allowEmpty: true\n")
+    assert _load(environ={}).rules.allow_empty is False
+    assert _load(config_file=config, environ={}).rules.allow_empty is True

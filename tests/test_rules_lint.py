@@ -118,3 +118,28 @@ def test_format_findings_names_file_line_level_and_rule():
     assert format_findings(findings) == (
         "team.yaml:4: warning: rule 'r1': no ATT&CK mapping (threat): add its tactic and technique [attack-mapping]"
     )
+
+
+def test_wildcard_field_names_and_free_text_are_flagged_as_expensive():
+    findings = findings_for(rule_yaml(
+        query="kubernetes.audit.objectRef.subresource:exec and kubernetes.audit.requestObject.metadata.labels.*a*a*b:x",
+        extra="    exceptions: ['nc']\n",
+    ))
+    found = messages(findings, "expensive-query")
+    assert len(found) == 2
+    assert found[0].startswith("warning: query has a wildcard field name "
+                               "'kubernetes.audit.requestObject.metadata.labels.*a*a*b'")
+    assert "walks every field of the document" in found[0]
+    assert found[1].startswith("warning: exception 1 has a free-text term 'nc' (no field)")
+
+
+def test_named_fields_are_not_expensive():
+    findings = findings_for(rule_yaml(query='kubernetes.audit.objectRef.subresource:exec and container.image.name:*nc*'))
+    assert messages(findings, "expensive-query") == []
+
+
+def test_reachability_reads_wildcards_as_the_compiler_does():
+    assert messages(findings_for(rule_yaml(query="event.dataset:*u*e*audit*")), "admission-reachability") == []
+    findings = findings_for(rule_yaml(query="event.dataset:*a*a*a*b"))
+    (message,) = messages(findings, "admission-reachability")
+    assert message.startswith("error:") and "can never match" in message

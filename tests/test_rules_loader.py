@@ -201,9 +201,36 @@ def test_a_missing_file_is_a_rule_error(tmp_path):
 
 
 def test_disabled_rules_are_loaded_and_marked():
-    ruleset = load_rules_text(rules_text(MINIMAL + "enabled: false\n"))
+    ruleset = load_rules_text(rules_text(MINIMAL + "enabled: false\n"), allow_empty=True)
     assert len(ruleset.rules) == 1 and not ruleset.rules[0].enabled
     assert ruleset.enabled_rules == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("version: 1\nruleset: t\nrules: []\n", "no rules"),
+        ("version: 1\nruleset: t\nrules:\n", "no rules"),
+        (rules_text(MINIMAL + "enabled: false\n"), "all 1 rule(s) are disabled"),
+    ],
+)
+def test_a_rule_set_that_evaluates_nothing_is_refused_unless_allowed(text: str, what: str):
+    # An update to `rules: []` would silently turn protection off.
+    error = load_error(text)
+    assert str(error).startswith(f"rules.yaml:3: {what}: nothing would be evaluated")
+    assert "rules.allowEmpty" in str(error)
+    assert load_rules_text(text, allow_empty=True).enabled_rules == ()
+
+
+def test_an_empty_file_beside_rules_is_fine(tmp_path):
+    empty, team = tmp_path / "empty.yaml", tmp_path / "team.yaml"
+    empty.write_text("version: 1\nruleset: e\nrules: []\n")
+    team.write_text(rules_text(MINIMAL))
+    assert [rule.id for rule in load_rules([empty, team]).rules] == ["r1"]
+    empty_too = tmp_path / "empty2.yaml"
+    empty_too.write_text("version: 1\nruleset: e2\nrules: []\n")
+    with pytest.raises(RuleError, match=f"^{empty}, {empty_too}: no rules"):
+        load_rules([empty, empty_too])
 
 
 def test_enabled_must_be_a_boolean():

@@ -6,8 +6,12 @@ ingests all three alike. docs/alerts.md shows a sample.
 
 Alerts leave the cluster, so the objects they carry are redacted
 (``redact_object``): container environment values, managedFields and the
-last-applied-configuration annotation never reach a SIEM. Rules match the
-document as it came in; only the alert's copy is redacted.
+last-applied-configuration annotation never reach a SIEM, and credentials in
+commands and args (exec commands, a container's command and args, the
+requestURI of an exec) are replaced by "[redacted]" (gatewatch.credentials).
+Rules match the document as it came in; only the alert's copy is redacted.
+Objects nested deeper than ``MAX_ALERT_DEPTH`` are cut there, so any review
+gives an alert.
 """
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, quote, urlencode
 
+from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
 
 ALERT_DATASET = "gatewatch.alerts"
@@ -25,6 +31,12 @@ REDACTED = "[redacted]"
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 # Objects of the audit event that may hold a Pod (or a workload, or a patch of one).
 _REDACTED_AUDIT_FIELDS = ("requestObject", "responseObject")
+# Keys whose value is an argument vector: a container's command and args, a probe's or a
+# lifecycle hook's exec.command, PodExecOptions.command.
+_ARGV_KEYS = frozenset({"command", "args"})
+# A Pod is about 12 levels deep; anything deeper in an alert is cut (and says so).
+MAX_ALERT_DEPTH = 40
+TRUNCATED = f"[truncated: nested deeper than {MAX_ALERT_DEPTH} levels]"
 
 
 def build_alert(
@@ -160,16 +172,31 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _redacted_audit(audit: Mapping[str, Any]) -> dict[str, Any]:
-    redacted = dict(audit)
     # A patch or an item of a list carries no kind: objectRef says they are Secrets.
     secrets = _mapping(audit.get("objectRef")).get("resource") == "secrets"
-    for key in _REDACTED_AUDIT_FIELDS:
-        if key in redacted:
-            redacted[key] = redact_object(redacted[key], secret=secrets)
+    redacted: dict[str, Any] = {}
+    for key, value in audit.items():
+        if key == "requestURI" and isinstance(value, str):
+            redacted[key] = _redacted_request_uri(value)
+        else:  # every part copied depth-bounded; the objects also redacted
+            redacted[key] = redact_object(value, secret=secrets and key in _REDACTED_AUDIT_FIELDS, depth=1)
     return redacted
 
 
-def redact_object(value: Any, *, secret: bool = False) -> Any:
+def _redacted_request_uri(uri: str) -> str:
+    """An exec's requestURI carries its command in the query (``?command=curl&command=-H&...``)."""
+    path, question, query = uri.partition("?")
+    if not question or "command=" not in query:
+        return uri
+    pairs = parse_qsl(query, keep_blank_values=True)
+    redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
+    new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
+    if new_pairs == pairs:
+        return uri  # nothing to hide: the URI as the API server wrote it
+    return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
+
+
+def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
     """A copy of a Kubernetes object (or patch) safe to ship in an alert.
 
     Anywhere in it: every ``env`` entry's ``value`` becomes "[redacted]" (names
@@ -178,30 +205,52 @@ def redact_object(value: Any, *, secret: bool = False) -> Any:
     Secret's ``data`` and ``stringData`` (``kind: Secret``, or ``secret``: the
     request is about secrets) become "[redacted]", keys kept. In a JSON patch
     (a list of operations), the ``value`` of an operation on an env entry or
-    on Secret data is redacted the same way. A copy (mappings and lists):
-    ``value`` is shared with the document the rules matched, and stays as it was.
+    on Secret data is redacted the same way. Credentials in every ``command``
+    and ``args`` (and patch operations on them) become "[redacted]"
+    (``gatewatch.credentials``). A copy (mappings and lists): ``value`` is
+    shared with the document the rules matched, and stays as it was. Below
+    ``MAX_ALERT_DEPTH`` (``depth`` counts from the alert's top), a mapping or
+    list is replaced by a note that it was cut.
     """
+    if depth >= MAX_ALERT_DEPTH and isinstance(value, (Mapping, list)):
+        return TRUNCATED
+    below = depth + 1
     if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
         is_secret = secret or value.get("kind") == "Secret"
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if key == "env" and isinstance(item, list):
-                copied[key] = [_redacted_env_var(var) for var in item]
+                copied[key] = [_redacted_env_var(var, depth=below) for var in item]
+            elif key in _ARGV_KEYS and isinstance(item, (list, str)):
+                copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
             elif key == "metadata" and isinstance(item, Mapping):
-                copied[key] = _redacted_metadata(item)
+                copied[key] = _redacted_metadata(item, depth=below)
             elif is_secret and key in _SECRET_DATA_FIELDS and isinstance(item, Mapping):
                 copied[key] = {name: REDACTED for name in item}
             elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
-                copied[key] = [redact_object(entry, secret=is_secret or value.get("kind") == "SecretList")
+                copied[key] = [redact_object(entry, secret=is_secret or value.get("kind") == "SecretList", depth=below)
                                for entry in item]
             else:
-                copied[key] = redact_object(item)
+                copied[key] = redact_object(item, depth=below)
         return copied
     if isinstance(value, list):
         if value and all(_is_patch_operation(item) for item in value):
-            return [_redacted_patch_operation(item, secret=secret) for item in value]
-        return [redact_object(item) for item in value]
+            return [_redacted_patch_operation(item, secret=secret, depth=below) for item in value]
+        return [redact_object(item, depth=below) for item in value]
     return value
+
+
+def _redacted_argv(argv: list[Any] | str, *, depth: int, program: str | None = None) -> list[Any] | str:
+    if isinstance(argv, str):
+        return redact_text(argv)
+    return [item if isinstance(item, str) else redact_object(item, depth=depth + 1)
+            for item in redact_argv(argv, program=program)]
+
+
+def _program(container: Mapping[str, Any]) -> str | None:
+    """The program a container's ``args`` are given to: its ``command``'s first element, if set."""
+    command = container.get("command")
+    return command[0] if isinstance(command, list) and command and isinstance(command[0], str) else None
 
 
 _SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
@@ -211,39 +260,45 @@ def _is_patch_operation(item: Any) -> bool:
     return isinstance(item, Mapping) and isinstance(item.get("op"), str) and isinstance(item.get("path"), str)
 
 
-def _redacted_patch_operation(operation: Mapping[str, Any], *, secret: bool) -> dict[str, Any]:
-    """A JSON patch operation (RFC 6902): its ``value`` redacted where it is an env entry or Secret data."""
-    copied = dict(operation)
-    if "value" not in copied:
+def _redacted_patch_operation(operation: Mapping[str, Any], *, secret: bool, depth: int) -> dict[str, Any]:
+    """A JSON patch operation (RFC 6902): its ``value`` redacted where it is an env entry, Secret data,
+    or a command or args (whole, or one argument)."""
+    copied = {key: redact_object(item, depth=depth + 1) for key, item in operation.items() if key != "value"}
+    if "value" not in operation:
         return copied
     segments = operation["path"].split("/")
-    value = copied["value"]
+    value = operation["value"]
+    below = depth + 1
+    argv_at = next((index for index, segment in enumerate(segments) if segment in _ARGV_KEYS), None)
     if "env" in segments:
         after_env = segments[segments.index("env") + 1:]
         if not after_env:  # the whole env list
-            copied["value"] = [_redacted_env_var(var) for var in value] if isinstance(value, list) else REDACTED
+            copied["value"] = ([_redacted_env_var(var, depth=below) for var in value] if isinstance(value, list)
+                               else REDACTED)
         elif len(after_env) == 1:  # one entry (index or "-")
-            copied["value"] = _redacted_env_var(value) if isinstance(value, Mapping) else REDACTED
+            copied["value"] = _redacted_env_var(value, depth=below) if isinstance(value, Mapping) else REDACTED
         elif after_env[1] == "value":
             copied["value"] = REDACTED
         else:
-            copied["value"] = redact_object(value)
+            copied["value"] = redact_object(value, depth=below)
+    elif argv_at is not None and len(segments) - argv_at <= 2 and isinstance(value, (list, str)):
+        copied["value"] = _redacted_argv(value, depth=below)  # the whole command, or one argument
     elif secret and len(segments) > 1 and segments[1] in _SECRET_DATA_FIELDS:
         copied["value"] = {name: REDACTED for name in value} if isinstance(value, Mapping) else REDACTED
     else:
         # Path "" replaces the whole object: a Secret's data is then at the value's top.
-        copied["value"] = redact_object(value, secret=secret and operation["path"] == "")
+        copied["value"] = redact_object(value, secret=secret and operation["path"] == "", depth=below)
     return copied
 
 
-def _redacted_env_var(var: Any) -> Any:
+def _redacted_env_var(var: Any, *, depth: int) -> Any:
     if isinstance(var, Mapping) and var.get("value") is not None:
-        return {**redact_object(var), "value": REDACTED}
-    return redact_object(var)
+        return {**redact_object(var, depth=depth), "value": REDACTED}
+    return redact_object(var, depth=depth)
 
 
-def _redacted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    copied = {key: redact_object(item) for key, item in metadata.items() if key != "managedFields"}
+def _redacted_metadata(metadata: Mapping[str, Any], *, depth: int) -> dict[str, Any]:
+    copied = {key: redact_object(item, depth=depth + 1) for key, item in metadata.items() if key != "managedFields"}
     annotations = copied.get("annotations")
     if isinstance(annotations, Mapping) and LAST_APPLIED_ANNOTATION in annotations:
         copied["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}

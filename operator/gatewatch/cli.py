@@ -40,14 +40,22 @@ def _rules_option(func):  # type: ignore[no-untyped-def]
         multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Rule file(s); repeat to add more. Default: the rules.yaml shipped with gatewatch.",
+    )(_allow_empty_option(func))
+
+
+def _allow_empty_option(func):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--allow-empty-rules",
+        is_flag=True,
+        help="Accept rule files without an enabled rule (refused by default: nothing would be evaluated).",
     )(func)
 
 
-def load_ruleset_or_exit(rules_files: Sequence[Path]) -> RuleSet:
+def load_ruleset_or_exit(rules_files: Sequence[Path], *, allow_empty: bool = False) -> RuleSet:
     from gatewatch.rules import load_rules
 
     try:
-        return load_rules(list(rules_files) or None)
+        return load_rules(list(rules_files) or None, allow_empty=allow_empty)
     except (GatewatchError, OSError) as error:
         click.echo(f"gatewatch: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -73,7 +81,12 @@ def load_ruleset_or_exit(rules_files: Sequence[Path]) -> RuleSet:
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True, path_type=Path))
 def check(
-    rules_files: tuple[Path, ...], output_format: str, fail_on: str, mode: str, paths: tuple[Path, ...]
+    rules_files: tuple[Path, ...],
+    allow_empty_rules: bool,
+    output_format: str,
+    fail_on: str,
+    mode: str,
+    paths: tuple[Path, ...],
 ) -> None:
     """Check manifests and AdmissionReview files against the rules (no cluster needed).
 
@@ -93,7 +106,7 @@ def check(
     """
     from gatewatch.offline import run_check
 
-    ruleset = load_ruleset_or_exit(rules_files)
+    ruleset = load_ruleset_or_exit(rules_files, allow_empty=allow_empty_rules)
     sys.exit(
         run_check(
             ruleset,
@@ -130,6 +143,7 @@ def check(
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
 def replay(
     rules_files: tuple[Path, ...],
+    allow_empty_rules: bool,
     output_format: str,
     mode: str,
     exempt_namespaces: tuple[str, ...],
@@ -163,7 +177,7 @@ def replay(
     """
     from gatewatch.offline import run_replay
 
-    ruleset = load_ruleset_or_exit(rules_files)
+    ruleset = load_ruleset_or_exit(rules_files, allow_empty=allow_empty_rules)
     if progress is None:
         progress = sys.stderr.isatty()
     sys.exit(
@@ -186,8 +200,9 @@ def rules() -> None:
 
 
 @rules.command("lint")
+@_allow_empty_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def rules_lint(files: tuple[Path, ...]) -> None:
+def rules_lint(allow_empty_rules: bool, files: tuple[Path, ...]) -> None:
     """Load and lint rule files (default: the shipped rules.yaml).
 
     Says which fields a rule cannot use at admission (admission requests carry
@@ -195,7 +210,7 @@ def rules_lint(files: tuple[Path, ...]) -> None:
     """
     from gatewatch.rules.lint import format_findings, has_errors, lint_ruleset
 
-    ruleset = load_ruleset_or_exit(files)
+    ruleset = load_ruleset_or_exit(files, allow_empty=allow_empty_rules)
     findings = lint_ruleset(ruleset)
     click.echo(format_findings(findings))
     click.echo(f"{len(ruleset.rules)} rule(s) loaded, {len(findings)} finding(s)", err=True)

@@ -78,6 +78,9 @@ class RulesSettings(_Section):
     reload_interval_seconds: float = Field(default=10.0, gt=0)
     # The ConfigMap (in `namespace`) the files are mounted from: a rejected update is an Event on it.
     config_map_name: str = "gatewatch-rules"
+    # False: files without an enabled rule are refused, at start and on reload (they would turn
+    # protection off); true: accepted, and gatewatch then evaluates nothing.
+    allow_empty: bool = False
 
 
 class ServiceReference(_Section):

@@ -317,6 +317,7 @@ class Operator:
             rule_paths(settings),
             interval=settings.rules.reload_interval_seconds,
             on_change=self._rules_changed,
+            allow_empty=settings.rules.allow_empty,
             metrics=self.metrics,
             event_recorder=events,
             # Where the files come from (the chart's rules ConfigMap): a rejected update is an Event on it.

@@ -5,6 +5,42 @@ can report bad input clearly and carry on with the rest.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+# Input quoted in an error message is cut here: a message must never carry (or
+# build) a whole value from the input, which may be megabytes, or billions of
+# nodes once YAML aliases are expanded.
+MAX_QUOTED_CHARS = 80
+# A whole message (reason and location) is cut here, as a last guard.
+MAX_MESSAGE_CHARS = 2_000
+
+
+def quoted(value: Any, *, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr`` of a value from the input, bounded: strings are cut to ``limit``
+    characters, containers are named, never rendered (their ``repr`` would walk
+    them whole)."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if -10**limit < value < 10**limit else "a very large integer"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+def bounded(text: str, *, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit:,} more characters]"
+
 
 class GatewatchError(Exception):
     """Base of every error gatewatch reports to a user."""
@@ -18,17 +54,28 @@ class KqlSyntaxError(GatewatchError):
     """
 
     def __init__(self, reason: str, *, query: str, offset: int) -> None:
-        self.reason = reason
+        self.reason = bounded(reason, limit=300)
         self.query = query
         self.offset = max(0, min(offset, len(query)))
         before = query[: self.offset]
         self.line = before.count("\n") + 1
-        self.column = self.offset - (before.rfind("\n") + 1) + 1
-        query_line = query.split("\n")[self.line - 1]
-        caret = " " * (self.column - 1) + "^"
+        line_start = before.rfind("\n") + 1
+        self.column = self.offset - line_start + 1
+        line_end = query.find("\n", self.offset)
+        # The query line, or the part of it around the column when it is long.
+        self.excerpt, self.caret = excerpt(query[line_start: len(query) if line_end < 0 else line_end], self.column)
         super().__init__(
-            f"{reason} at line {self.line}, column {self.column}\n    {query_line}\n    {caret}"
+            f"{self.reason} at line {self.line}, column {self.column}\n    {self.excerpt}\n    {self.caret}"
         )
+
+
+def excerpt(line: str, column: int, *, width: int = 120) -> tuple[str, str]:
+    """``line`` (or ``width`` characters of it around the 1-based ``column``) and a caret line under the column."""
+    if len(line) <= width:
+        return line, " " * (column - 1) + "^"
+    start = max(0, min(column - 1 - width // 2, len(line) - width))
+    shown = ("..." if start else "") + line[start: start + width] + ("..." if start + width < len(line) else "")
+    return shown, " " * (column - 1 - start + (3 if start else 0)) + "^"
 
 
 class KqlRenderError(GatewatchError):
@@ -52,20 +99,21 @@ class RuleError(GatewatchError):
         rule_id: str | None = None,
         field: str | None = None,
     ) -> None:
-        self.reason = reason
+        self.reason = bounded(reason)
         self.file = file
         self.line = line
         self.rule_id = rule_id
         self.field = field
         where = file or "<rules>"
+        # Every part is bounded: a key or a field name may come from the input.
         if line is not None:
             where += f":{line}"
         parts = [where]
         if rule_id is not None:
-            parts.append(f"rule {rule_id!r}")
+            parts.append(f"rule {quoted(rule_id, limit=MAX_QUOTED_CHARS * 4)}")
         if field is not None:
-            parts.append(f"field {field!r}")
-        super().__init__(", ".join(parts) + ": " + reason)
+            parts.append(f"field {quoted(field, limit=MAX_QUOTED_CHARS * 2)}")
+        super().__init__(", ".join(parts) + ": " + self.reason)
 
 
 class InputError(GatewatchError):

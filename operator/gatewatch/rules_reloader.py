@@ -8,7 +8,8 @@ the new ``RuleSet`` to ``on_change`` (e.g. ``RuleEngine.replace_rules``, which
 swaps atomically).
 
 An invalid update never replaces a working rule set: the last good set stays
-in use, and the error (with its file, line and rule) is logged, counted in
+in use, and the error (a rule error, a file beyond the loader's bounds, a set
+without an enabled rule unless allowed, or anything the load raised) (with its file, line and rule) is logged, counted in
 ``gatewatch_rules_reload_failures`` and, if a recorder is given, recorded as an
 Event on the rules ConfigMap. The same broken content is reported once, not on
 every poll.
@@ -16,6 +17,7 @@ every poll.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from gatewatch.errors import GatewatchError, RuleError
+from gatewatch.errors import GatewatchError, RuleError, bounded
 from gatewatch.kube.events import EventRecorder, ObjectRef, rules_rejected_event
 from gatewatch.rules import RuleSet, load_rules
 
@@ -54,6 +56,7 @@ class RulesReloader:
         interval: float,
         on_change: Callable[[RuleSet], None],
         load: RulesLoader | None = None,
+        allow_empty: bool = False,
         metrics: Metrics | None = None,
         event_recorder: EventRecorder | None = None,
         configmap: ObjectRef | None = None,
@@ -63,7 +66,8 @@ class RulesReloader:
         self.paths = [Path(path) for path in paths]
         self.interval = interval
         self._on_change = on_change
-        self._load: RulesLoader = load or load_rules
+        # allow_empty: accept files without an enabled rule (refused by default: protection would be off).
+        self._load: RulesLoader = load or functools.partial(load_rules, allow_empty=allow_empty)
         self._metrics = metrics
         self._recorder = event_recorder
         self._configmap = configmap
@@ -122,6 +126,11 @@ class RulesReloader:
             return self._load(list(self.paths))
         except GatewatchError as error:
             return error
+        except Exception as error:
+            # The loader's bounds should leave nothing here (RecursionError, MemoryError...); whatever
+            # does is still a rejected update, counted and reported like any other, never a silent stop.
+            return RuleError(f"cannot load the rules: {type(error).__name__}: {bounded(str(error))}",
+                             file=", ".join(map(str, self.paths)))
 
     def _apply(self, result: RuleSet | GatewatchError) -> None:
         if isinstance(result, GatewatchError):

@@ -35,6 +35,7 @@ import yaml
 
 from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.errors import InputError
+from gatewatch.yamlbounds import expanded_size, node_inside_itself
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 STDIN = "-"
@@ -181,7 +182,7 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
         while loader.check_node():
             node = loader.get_node()
             line = node.start_mark.line + 1
-            looped = _node_inside_itself(node) if may_loop else None
+            looped = node_inside_itself(node) if may_loop else None
             if looped is not None:
                 reason = (
                     f"a YAML alias inside its own anchor (anchored at line {looped.start_mark.line + 1})"
@@ -189,7 +190,7 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
                 )
                 yield line, _RefusedDocument(reason), []
                 continue
-            expanded = _expanded_size(node) if may_loop else 0
+            expanded = expanded_size(node).nodes if may_loop else 0
             if expanded > MAX_EXPANDED_NODES:
                 reason = (
                     f"excessive YAML aliasing: its aliases expand it to more than {MAX_EXPANDED_NODES:,} nodes"
@@ -215,67 +216,6 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
 # walks the document expanded: a few hundred bytes of nested aliases ("billion
 # laughs") would expand to billions of nodes. Real manifests have thousands.
 MAX_EXPANDED_NODES = 1_000_000
-
-
-def _expanded_size(root: yaml.Node) -> int:
-    """How many nodes ``root`` has once every alias is expanded (``root`` contains no loop).
-
-    Counted per distinct node and memoized, so it costs the composed size, not
-    the expanded one. Iterative, as _node_inside_itself.
-    """
-    sizes: dict[int, int] = {}
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if key in sizes:
-            continue
-        children = _children(node)
-        if children_done:
-            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
-            continue
-        stack.append((node, True))
-        stack.extend((child, False) for child in children if id(child) not in sizes)
-    return sizes[id(root)]
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [child for pair in node.value for child in pair]
-    return []
-
-
-def _node_inside_itself(root: yaml.Node) -> yaml.Node | None:
-    """The first node found inside itself (``&a [*a]``), else None.
-
-    A depth-first walk of the composed nodes, where an alias is the node it
-    names: a node met again while it is still being walked contains itself.
-    An anchor used twice side by side is fine. Iterative: deep YAML must not
-    hit Python's recursion limit here either.
-    """
-    walking: set[int] = set()
-    done: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, leaving = stack.pop()
-        key = id(node)
-        if leaving:
-            walking.discard(key)
-            done.add(key)
-            continue
-        if key in done:
-            continue
-        if key in walking:
-            return node
-        walking.add(key)
-        stack.append((node, True))
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend((child, False) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            stack.extend((child, False) for pair in node.value for child in pair)
-    return None
 
 
 def _list_item_lines(node: yaml.Node) -> list[int]:

@@ -176,6 +176,7 @@ serialized once so every key is spelled exactly like gatewatch reads it.
           "packaged" false
           "files" $ruleFiles
           "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds
+          "allowEmpty" .Values.rules.allowEmpty
           "configMapName" (include "gatewatch.rulesConfigMapName" .))
       "webhook" $webhook
       "server" (dict

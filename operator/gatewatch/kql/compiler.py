@@ -3,7 +3,7 @@
 Everything that can be decided once is decided at compile time: field paths are
 split, each value becomes the cheapest test for it (a string compare or set
 lookup for literals, ``startswith``/``endswith``/``in`` or a linear-time glob
-for wildcards, a parsed number / IP network / date for the rest), and matches on
+for wildcards (``kql.glob``), a parsed number / IP network / date for the rest), and matches on
 one field inside an ``or`` share a single lookup. Evaluating a document only
 calls closures; nothing walks the tree.
 
@@ -24,7 +24,8 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 
 from gatewatch.kql.ast import And, Exists, MatchAll, Nested, Node, Not, Or, Range, Term, Wildcard
-from gatewatch.kql.fields import Resolver, compile_path, flattened_fields, leaf_values
+from gatewatch.kql.fields import Resolver, compile_path, compile_wildcard_path, leaf_values
+from gatewatch.kql.glob import glob_matcher
 from gatewatch.errors import KqlRenderError
 from gatewatch.kql.parser import parse, to_kql
 
@@ -171,9 +172,7 @@ def _resolver(field: str | None) -> Resolver:
     if field is None:
         return leaf_values
     if "*" in field:
-        # Wildcard field names match flattened paths, `*` spanning dots too.
-        path_matches = re.compile(".*".join(map(re.escape, field.split("*"))), re.DOTALL).fullmatch
-        return lambda document: [value for path, value in flattened_fields(document) if path_matches(path)]
+        return compile_wildcard_path(field)
     return compile_path(field)
 
 
@@ -316,7 +315,7 @@ def _wildcards_test(patterns: list[tuple[str, ...]]) -> ValueTest:
     infixes = tuple(parts[1] for parts in patterns if len(parts) == 3 and not parts[0] and not parts[2])
     shaped = {("", suffix) for suffix in suffixes} | {(prefix, "") for prefix in prefixes}
     shaped |= {("", infix, "") for infix in infixes}
-    globs = tuple(_glob(parts) for parts in patterns if parts not in shaped)
+    globs = tuple(glob_matcher(parts) for parts in patterns if parts not in shaped)
 
     def text_test(text: str) -> bool:
         if prefixes and text.startswith(prefixes):
@@ -335,45 +334,7 @@ def _wildcards_test(patterns: list[tuple[str, ...]]) -> ValueTest:
 
 
 def _wildcard_test(parts: tuple[str, ...], *, case_insensitive: bool) -> ValueTest:
-    if case_insensitive:
-        glob = _glob(tuple(part.casefold() for part in parts))
-        return _on_text(lambda text: glob(text.casefold()))
-    return _on_text(_glob(parts))
-
-
-def _glob(parts: tuple[str, ...]) -> Callable[[str], bool]:
-    """A test for ``"*".join(parts)`` (``*`` matches any text, newlines included).
-
-    The common shapes are one string method; the general case finds the middle
-    parts left to right, which is linear in the text (a regex of ``.*`` can
-    backtrack for a long time on long values).
-    """
-    if len(parts) == 1:
-        (whole,) = parts
-        return lambda text: text == whole
-    first, *middle, last = parts
-    if not middle:
-        if not last:
-            return lambda text: text.startswith(first)
-        if not first:
-            return lambda text: text.endswith(last)
-    elif len(middle) == 1 and not first and not last:
-        (infix,) = middle
-        return lambda text: infix in text
-    shortest = sum(map(len, parts))
-
-    def glob(text: str) -> bool:
-        if len(text) < shortest or not text.startswith(first) or not text.endswith(last):
-            return False
-        position, end = len(first), len(text) - len(last)
-        for part in middle:
-            found = text.find(part, position, end)
-            if found < 0:
-                return False
-            position = found + len(part)
-        return True
-
-    return glob
+    return _on_text(glob_matcher(parts, case_insensitive=case_insensitive))
 
 
 def _on_text(text_test: Callable[[str], bool]) -> ValueTest:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, TypeAlias
 
+from gatewatch.kql.glob import glob_matcher, split_pattern
+
 Resolver: TypeAlias = Callable[[Any], list[Any]]
 
 _MISSING = object()
@@ -93,20 +95,20 @@ def field_values(document: Mapping[str, Any], path: str) -> list[Any]:
 
 
 def leaf_values(document: Any) -> list[Any]:
-    """Every scalar value anywhere in the document (for free-text queries)."""
-    found: list[Any] = []
+    """Every scalar value anywhere in the document (for free-text queries), in document order.
 
-    def walk(node: Any) -> None:
+    Iterative, as ``flattened_fields``.
+    """
+    found: list[Any] = []
+    stack: list[Any] = [document]
+    while stack:
+        node = stack.pop()
         if isinstance(node, Mapping):
-            for value in node.values():
-                walk(value)
+            stack.extend(reversed(list(node.values())))
         elif isinstance(node, (list, tuple)):
-            for item in node:
-                walk(item)
+            stack.extend(reversed(node))
         elif node is not None:
             found.append(node)
-
-    walk(document)
     return found
 
 
@@ -114,12 +116,21 @@ def flattened_fields(document: Any, prefix: str = "") -> Iterator[tuple[str, Any
     """``(dotted path, scalar value)`` for every leaf, lists flattened (no index in the path).
 
     This is how Elasticsearch names fields, so wildcard field names match against it.
+    In document order; iterative, so a deeply nested document cannot exhaust the stack.
     """
-    if isinstance(document, Mapping):
-        for key, value in document.items():
-            yield from flattened_fields(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(document, (list, tuple)):
-        for item in document:
-            yield from flattened_fields(item, prefix)
-    elif document is not None and prefix:
-        yield prefix, document
+    stack: list[tuple[str, Any]] = [(prefix, document)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, Mapping):
+            stack.extend(reversed([(f"{path}.{key}" if path else str(key), value) for key, value in node.items()]))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(reversed([(path, item) for item in node]))
+        elif node is not None and path:
+            yield path, node
+
+
+def compile_wildcard_path(pattern: str) -> Resolver:
+    """``document -> values`` of every flattened field whose name matches ``pattern``
+    (``labels.*``, ``*.name``: ``*`` spans dots too), in linear time per name (``kql.glob``)."""
+    name_matches = glob_matcher(split_pattern(pattern))
+    return lambda document: [value for path, value in flattened_fields(document) if name_matches(path)]

@@ -11,12 +11,13 @@ Levels: ``error`` the rule can never match any gatewatch document;
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gatewatch.kql.ast import And, Exists, Node, Or, Term, Wildcard
+from gatewatch.kql.ast import And, Exists, Nested, Node, Not, Or, Range, Term, Wildcard
+from gatewatch.errors import quoted
+from gatewatch.kql.glob import glob_matcher
 from gatewatch.rules.model import Action, Origin, Rule, RuleSet, RuleType, Severity, is_admission_unavailable
 
 Level = Literal["error", "warning", "info"]
@@ -70,11 +71,9 @@ def required_matches(node: Node) -> dict[str, list[list[Term | Wildcard]]]:
 
 
 def _accepts(match: Term | Wildcard, value: str) -> bool:
-    flags = re.IGNORECASE if match.case_insensitive else 0
-    if isinstance(match, Term):
-        return re.fullmatch(re.escape(match.value), value, flags) is not None
-    pattern = ".*".join(re.escape(part) for part in match.parts)
-    return re.fullmatch(pattern, value, flags | re.DOTALL) is not None
+    # The linear-time matcher the compiler uses: a regex of the pattern could backtrack for long.
+    parts = (match.value,) if isinstance(match, Term) else match.parts
+    return glob_matcher(parts, case_insensitive=match.case_insensitive)(value)
 
 
 def _shown(matches: Sequence[Term | Wildcard]) -> str:
@@ -171,7 +170,7 @@ class AdmissionReachability:
                 if not any(_accepts(m, "kubernetes.audit_logs") for m in constraint):
                     yield _finding(
                         rule, "error",
-                        f"requires {field} {_shown(constraint)!r}, but every gatewatch document has "
+                        f"requires {field} {quoted(_shown(constraint))}, but every gatewatch document has "
                         "kubernetes.audit_logs: the rule can never match",
                         self.name,
                     )
@@ -180,7 +179,7 @@ class AdmissionReachability:
                 if not any(_accepts(m, v) for m in constraint for v in values):
                     yield _finding(
                         rule, "warning",
-                        f"requires {field} {_shown(constraint)!r}, which never occurs at admission ({why}); "
+                        f"requires {field} {quoted(_shown(constraint))}, which never occurs at admission ({why}); "
                         "the rule only matches audit logs (replay)",
                         self.name,
                     )
@@ -229,12 +228,55 @@ class DisabledRule:
             yield _finding(rule, "info", "disabled (enabled: false): loaded but not evaluated", self.name)
 
 
+def _costly_parts(node: Node, prefix: str = "") -> Iterable[str]:
+    """What in a query makes every evaluation walk the whole document."""
+    if isinstance(node, (And, Or)):
+        for item in node.items:
+            yield from _costly_parts(item, prefix)
+    elif isinstance(node, Not):
+        yield from _costly_parts(node.item, prefix)
+    elif isinstance(node, Nested):
+        if "*" in node.field:
+            yield f"wildcard field name {quoted(prefix + node.field)}"
+        yield from _costly_parts(node.query, f"{prefix}{node.field}.")
+    elif isinstance(node, (Term, Wildcard)) and node.field is None:
+        yield f"free-text term {quoted(node.value if isinstance(node, Term) else '*'.join(node.parts))} (no field)"
+    elif isinstance(node, (Term, Wildcard, Exists, Range)) and node.field is not None and "*" in node.field:
+        yield f"wildcard field name {quoted(prefix + node.field)}"
+
+
+class ExpensiveQuery:
+    """Queries whose cost grows with the whole document, on every evaluation.
+
+    Matching is linear in time (no wildcard backtracks), but a wildcard field
+    name (``labels.*``) or a free-text term must visit every field of the
+    review, for this rule alone: a large Pod makes every review pay for it.
+    """
+
+    name = "expensive-query"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        queries = [("query", _query_node(rule))]
+        queries += [(f"exception {index + 1}", getattr(m, "node", None)) for index, m in enumerate(rule.exception_matchers)]
+        for where, node in queries:
+            if node is None:
+                continue
+            for part in dict.fromkeys(_costly_parts(node)):
+                yield _finding(
+                    rule, "warning",
+                    f"{where} has a {part}: every evaluation walks every field of the document, "
+                    "so its cost grows with the size of each review; name the field instead",
+                    self.name,
+                )
+
+
 DEFAULT_VALIDATORS: tuple[RuleValidator, ...] = (
     AdmissionReachability(),
     AdmissionUnavailableFields(),
     AttackMapping(),
     DenyOnLowSeverity(),
     DisabledRule(),
+    ExpensiveQuery(),
 )
 
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gatewatch.errors import GatewatchError, KqlSyntaxError, RuleError
+from gatewatch.errors import GatewatchError, KqlSyntaxError, RuleError, quoted
 from gatewatch.kql import compile_query
 from gatewatch.rules.attack import AttackEntry, attack_data
 from gatewatch.rules.eql import eql_to_ast
@@ -36,7 +36,7 @@ from gatewatch.rules.model import (
     Technique,
     Threat,
 )
-from gatewatch.rules.yamlsource import LocatedList, LocatedMapping, load_located_yaml
+from gatewatch.rules.yamlsource import MAX_FILE_BYTES, LocatedList, LocatedMapping, load_located_yaml
 
 PathLike = str | Path
 E = TypeVar("E", bound=Enum)
@@ -57,6 +57,10 @@ DEFAULT_HISTORY_WINDOW = "7d"
 # "7d", "12h", and Elastic's history_window_start spelling "now-7d".
 _DURATION = re.compile(r"^(?:now-)?(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Three times the longest of Elastic's 729 public KQL queries (9,863 characters).
+MAX_QUERY_CHARS = 32_768
+# Ids name rules in alerts, Events and metric labels: as long as a Kubernetes name at most.
+MAX_RULE_ID_CHARS = 253
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 _TACTIC_ID = re.compile(r"^TA\d{4}$")
 _TECHNIQUE_ID = re.compile(r"^T\d{4}$")
@@ -68,10 +72,12 @@ def default_rules_path() -> Path:
     return Path(str(resources.files("gatewatch").joinpath("data/rules.yaml")))
 
 
-def load_rules(paths: PathLike | Sequence[PathLike] | None = None) -> RuleSet:
+def load_rules(paths: PathLike | Sequence[PathLike] | None = None, *, allow_empty: bool = False) -> RuleSet:
     """Load one or more rule files into one set (None: the packaged default).
 
     Rule ids must be unique across all files; a duplicate names both places.
+    A set without an enabled rule evaluates nothing, which turns protection
+    off: it is refused unless ``allow_empty``.
     """
     if paths is None:
         paths = [default_rules_path()]
@@ -82,19 +88,27 @@ def load_rules(paths: PathLike | Sequence[PathLike] | None = None) -> RuleSet:
     parsed: list[_ParsedFile] = []
     for path in paths:
         file = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise RuleError(f"cannot read rule file: {error.strerror or error}", file=file) from None
-        except UnicodeDecodeError as error:
-            raise RuleError(f"not UTF-8 text: {error.reason} at byte {error.start}", file=file) from None
-        parsed.append(_parse_file(text, file=file))
-    return _merge(parsed)
+        parsed.append(_parse_file(_read_text(Path(path), file=file), file=file))
+    return _merge(parsed, allow_empty=allow_empty)
 
 
-def load_rules_text(text: str, *, file: str = "<string>") -> RuleSet:
+def load_rules_text(text: str, *, file: str = "<string>", allow_empty: bool = False) -> RuleSet:
     """Load rules from YAML text; ``file`` names it in errors."""
-    return _merge([_parse_file(text, file=file)])
+    return _merge([_parse_file(text, file=file)], allow_empty=allow_empty)
+
+
+def _read_text(path: Path, *, file: str) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)  # never more than the bound into memory
+    except OSError as error:
+        raise RuleError(f"cannot read rule file: {error.strerror or error}", file=file) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise RuleError(f"the file is larger than {MAX_FILE_BYTES:,} bytes", file=file)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RuleError(f"not UTF-8 text: {error.reason} at byte {error.start}", file=file) from None
 
 
 # --- files and sets -------------------------------------------------------------
@@ -106,9 +120,10 @@ class _ParsedFile:
     name: str
     version: int
     rules: tuple[Rule, ...]
+    rules_line: int  # of the 'rules' key
 
 
-def _merge(files: list[_ParsedFile]) -> RuleSet:
+def _merge(files: list[_ParsedFile], *, allow_empty: bool) -> RuleSet:
     seen: dict[str, Rule] = {}
     rules: list[Rule] = []
     for parsed in files:
@@ -124,6 +139,14 @@ def _merge(files: list[_ParsedFile]) -> RuleSet:
                 )
             seen[rule.id] = rule
             rules.append(rule)
+    if not allow_empty and not any(rule.enabled for rule in rules):
+        what = f"all {len(rules)} rule(s) are disabled" if rules else "no rules"
+        raise RuleError(
+            f"{what}: nothing would be evaluated, which turns protection off; "
+            "if that is meant, allow an empty rule set (rules.allowEmpty, --allow-empty-rules)",
+            file=", ".join(parsed.file for parsed in files),
+            line=files[0].rules_line if len(files) == 1 else None,
+        )
     names = list(dict.fromkeys(parsed.name for parsed in files))
     return RuleSet(
         name="+".join(names),
@@ -134,7 +157,13 @@ def _merge(files: list[_ParsedFile]) -> RuleSet:
 
 
 def _parse_file(text: str, *, file: str) -> _ParsedFile:
-    data = load_located_yaml(text, file=file)
+    try:
+        return _read_file_data(load_located_yaml(text, file=file), file=file)
+    except RecursionError:  # the bounds should make this unreachable; still a rule error, never a crash
+        raise RuleError("nested too deeply to load", file=file) from None
+
+
+def _read_file_data(data: Any, *, file: str) -> _ParsedFile:
     if data is None:
         raise RuleError("empty rule file: expected 'version', 'ruleset' and 'rules'", file=file, line=1)
     if not isinstance(data, LocatedMapping):
@@ -142,11 +171,11 @@ def _parse_file(text: str, *, file: str) -> _ParsedFile:
     _reject_unknown_keys(data, TOP_LEVEL_KEYS, file=file, rule_id=None, prefix="")
     for key in TOP_LEVEL_KEYS:
         if key not in data:
-            raise RuleError(f"missing top-level key {key!r}", file=file, line=data.line)
+            raise RuleError(f"missing top-level key {quoted(key)}", file=file, line=data.line)
     version = data["version"]
     if isinstance(version, bool) or version != FORMAT_VERSION:
         raise RuleError(
-            f"unsupported format version {version!r}: this gatewatch reads version {FORMAT_VERSION}",
+            f"unsupported format version {quoted(version)}: this gatewatch reads version {FORMAT_VERSION}",
             file=file, line=data.value_line("version"), field="version",
         )
     name = data["ruleset"]
@@ -164,7 +193,8 @@ def _parse_file(text: str, *, file: str) -> _ParsedFile:
         if not isinstance(raw, LocatedMapping):
             raise RuleError(f"rule #{index + 1} must be a mapping", file=file, line=line)
         rules.append(_RuleReader(raw, file=file, ruleset=name.strip()).read())
-    return _ParsedFile(file=file, name=name.strip(), version=version, rules=tuple(rules))
+    return _ParsedFile(file=file, name=name.strip(), version=version, rules=tuple(rules),
+                       rules_line=data.key_line("rules"))
 
 
 def _reject_unknown_keys(
@@ -244,16 +274,17 @@ class _RuleReader:
             raise self.error("missing required field", field="id")
         value = self.raw["id"]
         line = self.raw.value_line("id")
-        if not isinstance(value, str) or not _RULE_ID.match(value):
+        if not isinstance(value, str) or not _RULE_ID.match(value) or len(value) > MAX_RULE_ID_CHARS:
             raise self.error(
-                f"must be a string of letters, digits and . _ : - (got {value!r})", field="id", line=line
+                f"must be a string of at most {MAX_RULE_ID_CHARS} letters, digits and . _ : - (got {quoted(value)})",
+                field="id", line=line,
             )
         return value
 
     def _string(self, key: str) -> str:
         value = self.raw[key]
         if not isinstance(value, str) or not value.strip():
-            raise self.error(f"must be a non-empty string (got {value!r})", field=key, line=self.raw.value_line(key))
+            raise self.error(f"must be a non-empty string (got {quoted(value)})", field=key, line=self.raw.value_line(key))
         return value.strip()
 
     def _bool(self, key: str, *, default: bool) -> bool:
@@ -261,7 +292,7 @@ class _RuleReader:
             return default
         value = self.raw[key]
         if not isinstance(value, bool):
-            raise self.error(f"must be true or false (got {value!r})", field=key, line=self.raw.value_line(key))
+            raise self.error(f"must be true or false (got {quoted(value)})", field=key, line=self.raw.value_line(key))
         return value
 
     def _enum(self, key: str, enum: type[E], *, default: E | None = None) -> E:
@@ -273,14 +304,14 @@ class _RuleReader:
             return enum(value)
         except ValueError:
             raise self.error(
-                f"must be one of {choices} (got {value!r})", field=key, line=self.raw.value_line(key)
+                f"must be one of {choices} (got {quoted(value)})", field=key, line=self.raw.value_line(key)
             ) from None
 
     def _risk_score(self) -> int:
         value = self.raw["risk_score"]
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
             raise self.error(
-                f"must be an integer from 0 to 100 (got {value!r})",
+                f"must be an integer from 0 to 100 (got {quoted(value)})",
                 field="risk_score", line=self.raw.value_line("risk_score"),
             )
         return value
@@ -295,7 +326,7 @@ class _RuleReader:
         for index, item in enumerate(items):
             if not isinstance(item, str) or not item.strip():
                 raise self.error(
-                    f"item {index + 1} must be a non-empty string (got {item!r})",
+                    f"item {index + 1} must be a non-empty string (got {quoted(item)})",
                     field=f"{prefix}{key}[{index}]", line=items.item_line(index),
                 )
         return tuple(item.strip() for item in items)
@@ -303,18 +334,17 @@ class _RuleReader:
     # -- queries
 
     def _compile(self, text: str, *, language: Language, field: str, line: int) -> Any:
+        if len(text) > MAX_QUERY_CHARS:  # parsing costs about 25 µs a character
+            raise self.error(f"longer than {MAX_QUERY_CHARS:,} characters ({len(text):,})", field=field, line=line)
         try:
             if language is Language.EQL:
                 return compile_query(eql_to_ast(text), source=text)
             return compile_query(text)
         except KqlSyntaxError as error:  # EqlSyntaxError is one too
             kind = "EQL" if language is Language.EQL else "KQL"
-            query_lines = error.query.splitlines() or [""]
-            query_line = query_lines[min(error.line, len(query_lines)) - 1]
-            caret = " " * (error.column - 1) + "^"
             raise self.error(
                 f"{kind} syntax error at query line {error.line}, column {error.column}: {error.reason}\n"
-                f"    {query_line}\n    {caret}",
+                f"    {error.excerpt}\n    {error.caret}",
                 field=field,
                 line=line + error.line - 1,
             ) from None
@@ -347,7 +377,7 @@ class _RuleReader:
         match = _DURATION.match(str(window_text).strip()) if isinstance(window_text, str) else None
         if match is None or int(match.group(1)) == 0:
             raise self.error(
-                f"must be a positive duration like 7d, 12h, 30m, 2w or now-7d (got {window_text!r})",
+                f"must be a positive duration like 7d, 12h, 30m, 2w or now-7d (got {quoted(window_text)})",
                 field="new_terms.history_window", line=raw.value_line("history_window"),
             )
         window = timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
@@ -371,7 +401,7 @@ class _RuleReader:
         framework = raw.get("framework", ATTACK_FRAMEWORK)
         if framework != ATTACK_FRAMEWORK:
             raise self.error(
-                f"must be {ATTACK_FRAMEWORK!r} (got {framework!r})", field=f"{where}.framework",
+                f"must be {ATTACK_FRAMEWORK!r} (got {quoted(framework)})", field=f"{where}.framework",
                 line=raw.value_line("framework"),
             )
         if "tactic" not in raw:
@@ -448,7 +478,7 @@ class _RuleReader:
         attack_id = raw["id"]
         id_line = raw.value_line("id")
         if not isinstance(attack_id, str) or not pattern.match(attack_id):
-            raise self.error(f"ATT&CK {kind} id must be {id_format} (got {attack_id!r})", field=f"{where}.id", line=id_line)
+            raise self.error(f"ATT&CK {kind} id must be {id_format} (got {quoted(attack_id)})", field=f"{where}.id", line=id_line)
         entry = lookup(attack_id)
         if entry is None:
             raise self.error(
@@ -458,14 +488,14 @@ class _RuleReader:
             name = raw["name"]
             if not isinstance(name, str) or not entry.accepts_name(name):
                 raise self.error(
-                    f"{attack_id} is named {entry.name!r} in ATT&CK, not {name!r}",
+                    f"{attack_id} is named {entry.name!r} in ATT&CK, not {quoted(name)}",
                     field=f"{where}.name", line=raw.value_line("name"),
                 )
         if "reference" in raw:
             reference = raw["reference"]
             if not isinstance(reference, str) or reference.rstrip("/") != entry.reference.rstrip("/"):
                 raise self.error(
-                    f"the reference of {attack_id} is {entry.reference!r}, not {reference!r}",
+                    f"the reference of {attack_id} is {entry.reference!r}, not {quoted(reference)}",
                     field=f"{where}.reference", line=raw.value_line("reference"),
                 )
         return entry

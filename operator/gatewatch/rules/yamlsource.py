@@ -4,6 +4,13 @@
 (a dict with ``.line`` and per-key ``.key_line`` / ``.value_line``) and whose
 sequences are ``LocatedList`` (a list with ``.line`` and ``.item_lines``).
 Duplicate keys are an error (PyYAML would silently keep the last one).
+
+Parsing is libyaml's (``yaml.CSafeLoader``: its nodes carry the marks the line
+numbers come from); only building the data is Python. Before anything is
+built, the composed nodes are checked against the bounds below: a rules
+update must not be able to exhaust the memory, the stack or the time of the
+process that serves reviews. Nothing of the parse outlives the call: the
+nodes and the loader are dropped, only the data is returned.
 """
 from __future__ import annotations
 
@@ -12,7 +19,22 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gatewatch.errors import RuleError
+from gatewatch.errors import RuleError, bounded, quoted
+from gatewatch.yamlbounds import expanded_size, node_inside_itself
+
+# A rules ConfigMap holds at most about 1 MiB (etcd's object limit); 1,000
+# rules of the shipped kind take about 2.3 MB.
+MAX_FILE_BYTES = 8 * 1024 * 1024
+# Once aliases are expanded: 1,000 rules are about 40,000 nodes.
+MAX_EXPANDED_NODES = 1_000_000
+MAX_EXPANDED_SCALAR_CHARS = 4 * MAX_FILE_BYTES
+# Rules nest about 8 deep (rules, rule, threat, tactic, techniques, subtechniques).
+MAX_DEPTH = 64
+
+try:  # libyaml parses about 10x faster than the pure-Python loader
+    _BaseLoader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - depends on how PyYAML was built
+    _BaseLoader = yaml.SafeLoader
 
 
 class LocatedMapping(dict):
@@ -50,10 +72,17 @@ def _text_line(node: Node) -> int:
     return line
 
 
-class _LocatingLoader(yaml.SafeLoader):
+class _LocatingLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     def __init__(self, stream: str, *, file: str) -> None:
         super().__init__(stream)
         self.file = file
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as error:  # a scalar its tag cannot read: 2026-13-45, 0x_, 5,000 digits
+            raise RuleError(f"invalid YAML value: {bounded(str(error), limit=200)}",
+                            file=self.file, line=node.start_mark.line + 1) from None
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> LocatedMapping:  # type: ignore[override]
         self.flatten_mapping(node)
@@ -69,7 +98,7 @@ class _LocatingLoader(yaml.SafeLoader):
                 raise RuleError("a mapping key must be a plain value", file=self.file, line=key_line) from None
             if key in mapping:
                 raise RuleError(
-                    f"duplicate key {key!r} (first at line {mapping.key_lines[key]})",
+                    f"duplicate key {quoted(key)} (first at line {mapping.key_lines[key]})",
                     file=self.file,
                     line=key_line,
                 )
@@ -91,15 +120,38 @@ _LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _LocatingLoader.constru
 
 
 def load_located_yaml(text: str, *, file: str) -> Any:
-    """Parse one YAML document, keeping line numbers; YAML errors become ``RuleError``."""
+    """Parse one YAML document, keeping line numbers; YAML errors and inputs beyond the
+    bounds (size, aliases, nesting) become ``RuleError``."""
+    if len(text) > MAX_FILE_BYTES:
+        raise RuleError(f"the file is larger than {MAX_FILE_BYTES:,} bytes", file=file)
     loader = _LocatingLoader(text, file=file)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_bounds(node, file=file)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         reason = " ".join(part for part in (error.context, error.problem) if part) or "invalid YAML"
-        raise RuleError(f"invalid YAML: {reason}", file=file, line=mark.line + 1 if mark else None) from None
+        raise RuleError(f"invalid YAML: {bounded(reason)}", file=file, line=mark.line + 1 if mark else None) from None
     except yaml.YAMLError as error:
-        raise RuleError(f"invalid YAML: {error}", file=file) from None
+        raise RuleError(f"invalid YAML: {bounded(str(error))}", file=file) from None
     finally:
         loader.dispose()
+
+
+def _check_bounds(root: Node, *, file: str) -> None:
+    looped = node_inside_itself(root)
+    if looped is not None:
+        raise RuleError("a YAML alias inside its own anchor: the data would contain itself",
+                        file=file, line=looped.start_mark.line + 1)
+    size = expanded_size(root)
+    if size.depth > MAX_DEPTH:
+        raise RuleError(f"nested more than {MAX_DEPTH} levels deep", file=file, line=root.start_mark.line + 1)
+    if size.nodes > MAX_EXPANDED_NODES or size.scalar_chars > MAX_EXPANDED_SCALAR_CHARS:
+        raise RuleError(
+            f"excessive YAML aliasing: its aliases expand it to more than {MAX_EXPANDED_NODES:,} nodes "
+            f"or {MAX_EXPANDED_SCALAR_CHARS:,} characters (an alias bomb)",
+            file=file, line=root.start_mark.line + 1,
+        )
