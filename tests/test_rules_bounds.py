@@ -241,8 +241,10 @@ async def test_a_reload_does_not_stall_the_event_loop(tmp_path: Path) -> None:
         await asyncio.gather(beating, reloading, return_exceptions=True)
     assert len(applied[-1].rules) == 1_000
     # Loading 1,000 rules takes a good part of a second; the loop kept turning meanwhile.
-    print(f"longest loop turn {max(gaps) * 1000:.1f} ms while the reload took {reload_took * 1000:.0f} ms")
-    assert max(gaps) < reload_took / 3, (max(gaps), reload_took)
+    # Counted in turns, not milliseconds, so a loaded machine cannot fail it: a load run on
+    # the loop itself would leave only the few turns around the reloader's own polls.
+    print(f"{len(gaps)} loop turns, longest {max(gaps) * 1000:.1f} ms, while the reload took {reload_took * 1000:.0f} ms")
+    assert len(gaps) >= 50, (len(gaps), reload_took)
 
 
 @pytest.mark.parametrize("value", ["1" * 5_000, "2026-13-45", "0x_"])
