@@ -16,6 +16,9 @@ import kubernetes.config
 from gatewatch.errors import ConfigError, KubernetesApiError
 
 IN_CLUSTER_VARIABLE = "KUBERNETES_SERVICE_HOST"
+# The bound on one API call of a background task (``_request_timeout``): without one, a
+# blackholed API server holds the calling thread, and the thread pool, for good.
+REQUEST_TIMEOUT_SECONDS = 10.0
 
 
 def build_api_client(
