@@ -27,6 +27,9 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
     "decision": frozenset({"allowed", "warned", "denied", "error"}),
     "action": frozenset({"alert", "warn", "deny"}),
     "effect": frozenset({"alert", "warn", "deny"}),
+    # The supervised background tasks (gatewatch.background).
+    "task": frozenset({"webhook-configuration", "certificates", "rules-reloader", "events", "alerts-stdout",
+                       "alerts-http", "new-terms"}),
 }
 
 
@@ -108,6 +111,8 @@ class Metrics:
             self.queue_drops.labels(queue=queue)
         for kind in sorted(LABEL_VALUES["kind"]):
             self.lookup_failures.labels(kind=kind)
+        for task in sorted(LABEL_VALUES["task"]):
+            self.task_failures.labels(task=task)
 
     def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
         """One answered review: its outcome and how long it took."""
