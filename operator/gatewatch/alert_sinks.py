@@ -398,7 +398,8 @@ class HttpAlertSink:
 
     def _kept(self, problem: str) -> str:
         # The supervisor's log line names the URL (redacted) already.
-        return f"did not take {len(self._batch)} alert(s) ({problem}); kept, {self.buffered} buffered of {self.buffer_size}"
+        return (f"did not take {len(self._batch)} alert(s) ({problem}); "
+                f"kept, {self.buffered} buffered of {self.buffer_size}")
 
     # -- the spill file -------------------------------------------------------
 

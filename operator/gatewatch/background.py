@@ -3,16 +3,11 @@
 One function per task; ``gatewatch.controller.Operator`` starts them on its
 ``Supervisor`` (``gatewatch.supervisor``), tests start them on theirs. The
 ``task`` label of ``gatewatch_task_last_success_timestamp_seconds`` and
-``gatewatch_task_failures_total`` is the task's name:
+``gatewatch_task_failures_total`` is the task's name.
 
-| task | cycle | after a success | backoff on failure |
-| --- | --- | --- | --- |
-| ``webhook-configuration`` | reconcile the ValidatingWebhookConfiguration (drift repair) | 10 s | 1 s doubling to 10 s |
-| ``certificates`` | check / renew the serving certificate | 60 s (files mode: the same) | 1 s doubling to 60 s |
-| ``rules-reloader`` | look at the rule files, reload on change | ``rules.reloadIntervalSeconds`` | 1 s doubling to 30 s |
-| ``events`` | write the Events that are due | at once (the cycle waits for work) | 1 s doubling to 30 s |
-| ``alerts-stdout`` / ``alerts-http`` | write / POST one batch of alerts | at once (the cycle waits for work) | 0.5 s doubling to 30 s |
-| ``new-terms`` | save the new_terms history to its ConfigMap | 10 s | 1 s doubling to 10 s |
+docs/operations.md ("Background tasks") has the table of every task: its cycle,
+interval, backoff and stall deadline (tests/test_docs_background_tasks.py keeps
+it equal to these functions).
 
 Backoffs for the API tasks stop at their interval, so they work again within one
 interval of the API server's return. Each cycle has a timeout well above the
