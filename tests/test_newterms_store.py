@@ -59,6 +59,8 @@ def api_client(emulator: InterleavingEmulator) -> Iterator[kubernetes.client.Api
 
 
 def new_store(api_client: kubernetes.client.ApiClient, **options: Any) -> ConfigMapNewTermsStore:
+    # The store prunes against its clock: the tests' sightings are at T0, whatever today's date.
+    options.setdefault("clock", lambda: T0)
     return ConfigMapNewTermsStore(api_client, namespace=NAMESPACE, name=NAME, **options)
 
 
