@@ -9,15 +9,25 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp.web
 import pytest
 
-from gatewatch.alert_sinks import AlertFanout, AlertSink, HttpAlertSink, StdoutAlertSink, redact_url
+from gatewatch import background
+from gatewatch.alert_sinks import (
+    AlertDeliveryFailed,
+    AlertFanout,
+    AlertSink,
+    HttpAlertSink,
+    StdoutAlertSink,
+    redact_url,
+)
 from gatewatch.errors import GatewatchError
 from gatewatch.metrics import Metrics
+from gatewatch.supervisor import Supervisor
+from supervision import QuickSleep, closed_port, eventually, supervised
 
 PASSWORD = "s3cr3t-Pa55"
 
@@ -26,23 +36,17 @@ def alert(number: int) -> dict:
     return {"@timestamp": "2026-11-22T05:00:00Z", "rule": {"id": f"rule-{number}"}, "message": f"alert {number}"}
 
 
-async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    """Wait for background delivery; fails the test only if it never happens."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 @dataclass
 class Collector:
     """An alert endpoint that answers ``fail_with`` to the first ``failures`` requests."""
 
     failures: int = 0
     fail_with: int = 503
-    # When set, the first request waits for it (a POST in flight at shutdown).
+    # When set, the first request waits for it (a POST in flight), then gets this status.
     hold_first: asyncio.Event | None = None
+    hold_first_status: int = 503
+    # When set, every request waits for it (a hanging endpoint), then gets 503.
+    hang: asyncio.Event | None = None
     requests: list[aiohttp.web.Request] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     accepted: list[dict] = field(default_factory=list)
@@ -54,6 +58,10 @@ class Collector:
         self.headers.append(dict(request.headers))
         if self.hold_first is not None and len(self.requests) == 1:
             await self.hold_first.wait()
+            if self.hold_first_status >= 300:
+                return aiohttp.web.Response(status=self.hold_first_status)
+        elif self.hang is not None:
+            await self.hang.wait()
             return aiohttp.web.Response(status=503)
         if len(self.requests) <= self.failures:
             # A redirect points back here: followed, it would be accepted.
@@ -79,16 +87,22 @@ async def collector() -> AsyncIterator[Collector]:
 
 
 @pytest.fixture
-async def running() -> AsyncIterator[Callable[[AlertSink], None]]:
-    tasks: list[asyncio.Task] = []
+async def running() -> AsyncIterator[Callable[[AlertSink | AlertFanout], Supervisor]]:
+    """Starts sinks as the operator does: each its supervised delivery task (gatewatch.background)."""
+    supervisor = Supervisor(sleep=QuickSleep(), jitter=lambda low, high: high)
+    sinks: list[AlertSink] = []
 
-    def start(sink: AlertSink) -> None:
-        tasks.append(asyncio.create_task(sink.run()))
+    def start(sink: AlertSink | AlertFanout) -> Supervisor:
+        for one in sink.sinks if isinstance(sink, AlertFanout) else [sink]:
+            supervisor.start(replace(background.alert_delivery(one), name=f"{one.name}-{len(sinks)}"))
+            sinks.append(one)
+        return supervisor
 
     yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await supervisor.stop()
+    for sink in sinks:
+        if isinstance(sink, HttpAlertSink):
+            await sink.close()
 
 
 def dropped_metric(metrics: Metrics, queue: str) -> float:
@@ -101,7 +115,7 @@ async def test_http_sink_retries_failures_and_delivers_every_alert_once_in_order
     collector.failures = 2
     url_file = tmp_path / "url"
     url_file.write_text(collector.url + "\n")
-    sink = HttpAlertSink.from_url_file(url_file, batch_size=3, flush_interval=0.05, max_retries=5, backoff=0.01)
+    sink = HttpAlertSink.from_url_file(url_file, batch_size=3, flush_interval=0.05)
     caplog.set_level(logging.DEBUG, logger="gatewatch")
 
     assert all(sink.emit(alert(n)) for n in range(5))
@@ -115,60 +129,152 @@ async def test_http_sink_retries_failures_and_delivers_every_alert_once_in_order
     expected_auth = "Basic " + base64.b64encode(f"gatewatch:{PASSWORD}".encode()).decode()
     assert {h["Authorization"] for h in collector.headers} == {expected_auth}
     assert {h["Content-Type"] for h in collector.headers} == {"application/x-ndjson"}
-    assert "attempt 1 failed: HTTP 503" in caplog.text
+    assert "did not take 3 alert(s) (HTTP 503); kept, 5 buffered of 10000" in caplog.text
+    assert "works again after 2 failed attempt(s)" in caplog.text
     assert PASSWORD not in caplog.text and PASSWORD not in repr(sink)
 
 
-async def test_http_sink_gives_up_after_max_retries_counts_the_drop_and_keeps_running(
-    collector: Collector, running, caplog: pytest.LogCaptureFixture
+async def test_http_sink_keeps_retrying_with_backoff_for_as_long_as_the_buffer_has_room(
+    collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
-    collector.failures, collector.fail_with = 3, 500
+    collector.failures, collector.fail_with = 12, 500  # twice what the sink used to give up after
     metrics = Metrics()
-    sink = HttpAlertSink(collector.url, batch_size=10, flush_interval=0.01, max_retries=2, backoff=0.01,
-                         metrics=metrics)
-    caplog.set_level(logging.DEBUG, logger="gatewatch")
+    sink = HttpAlertSink(collector.url, batch_size=10, flush_interval=0.01, metrics=metrics)
+    caplog.set_level(logging.INFO, logger="gatewatch")
+    sleep = QuickSleep()
     sink.emit(alert(1))
-    running(sink)
-    await eventually(lambda: sink.failed_batches == 1)
+    async with supervised(background.alert_delivery(sink), metrics=metrics, sleep=sleep):
+        await eventually(lambda: collector.accepted == [alert(1)])
+    await sink.close()
 
-    assert len(collector.requests) == 3  # the first try and two retries
-    assert sink.dropped == 1 and dropped_metric(metrics, "alerts-http") == 1
-    assert "dropped 1 alert(s)" in caplog.text
+    assert len(collector.requests) == 13 and sink.failed_attempts == 12
+    assert sink.dropped == 0 and dropped_metric(metrics, "alerts-http") == 0
+    # The supervisor's backoff (jitter at its maximum): doubling from 0.5 s, at most 30 s.
+    assert sleep.pauses[:12] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30, 30, 30]
+    assert metrics.registry.get_sample_value("gatewatch_task_failures_total", {"task": "alerts-http"}) == 12
+    # Logged on the 1st, 2nd, 4th and 8th failure in a row, not on every one.
+    assert caplog.text.count("alert delivery to") == 4 + 1  # and once more when it works again
     assert PASSWORD not in caplog.text
-
-    # The endpoint is back: later alerts go through.
-    sink.emit(alert(2))
-    await eventually(lambda: collector.accepted == [alert(2)])
 
 
 async def test_http_sink_does_not_retry_a_refused_batch(collector: Collector, running) -> None:
     collector.failures, collector.fail_with = 1, 400
-    sink = HttpAlertSink(collector.url, flush_interval=0.01, max_retries=5, backoff=0.01)
+    metrics = Metrics()
+    sink = HttpAlertSink(collector.url, flush_interval=0.01, metrics=metrics)
     sink.emit(alert(1))
     running(sink)
-    await eventually(lambda: sink.failed_batches == 1)
-    assert len(collector.requests) == 1 and sink.dropped == 1
+    await eventually(lambda: sink.dropped == 1)
+    sink.emit(alert(2))
+    await eventually(lambda: collector.accepted == [alert(2)])
+    assert len(collector.requests) == 2 and dropped_metric(metrics, "alerts-http") == 1
 
 
 async def test_unreachable_endpoint_errors_are_logged_without_credentials(
     running, caplog: pytest.LogCaptureFixture, unused_tcp_port: int
 ) -> None:
     sink = HttpAlertSink(f"https://user:{PASSWORD}@127.0.0.1:{unused_tcp_port}/x?key={PASSWORD}",
-                         flush_interval=0.01, max_retries=1, backoff=0.01)
+                         flush_interval=0.01)
     caplog.set_level(logging.DEBUG, logger="gatewatch")
     sink.emit(alert(1))
     running(sink)
-    await eventually(lambda: sink.failed_batches == 1)
+    await eventually(lambda: sink.failed_attempts >= 2)
     assert "ClientConnectorError" in caplog.text or "ClientOSError" in caplog.text
     assert PASSWORD not in caplog.text
     assert "user:***@127.0.0.1" in caplog.text
+    assert sink.dropped == 0 and sink.buffered == 1
 
 
-async def test_a_full_buffer_drops_and_counts_without_blocking(collector: Collector) -> None:
+async def test_a_full_buffer_drops_the_oldest_alerts_and_counts_them(collector: Collector) -> None:
+    collector.failures = 1
     metrics = Metrics()
-    sink = HttpAlertSink(collector.url, buffer_size=2, metrics=metrics)  # no worker: nothing drains
-    assert [sink.emit(alert(n)) for n in range(4)] == [True, True, False, False]
-    assert sink.dropped == 2 and dropped_metric(metrics, "alerts-http") == 2
+    sink = HttpAlertSink(collector.url, batch_size=5, buffer_size=10, flush_interval=0.01, metrics=metrics)
+    for n in range(5):
+        sink.emit(alert(n))
+    with pytest.raises(AlertDeliveryFailed, match="HTTP 503"):
+        await sink.cycle()  # the batch 0-4 stays for the next attempt
+    assert all(sink.emit(alert(n)) for n in range(5, 15))  # room is made, oldest first
+    assert sink.dropped == 5 and dropped_metric(metrics, "alerts-http") == 5
+    while sink.buffered:
+        await sink.cycle()
+    await sink.close()
+    assert collector.accepted == [alert(n) for n in range(5, 15)]
+
+
+async def test_a_full_buffer_spares_the_batch_whose_post_is_on_the_wire(collector: Collector) -> None:
+    collector.hold_first = asyncio.Event()
+    collector.hold_first_status = 204  # the held POST is accepted once released
+    sink = HttpAlertSink(collector.url, batch_size=5, buffer_size=8, flush_interval=0.01)
+    for n in range(5):
+        sink.emit(alert(n))
+    posting = asyncio.create_task(sink.cycle())
+    await eventually(lambda: len(collector.requests) == 1)
+    assert [sink.emit(alert(n)) for n in range(5, 9)] == [True] * 4  # 5 is dropped to make room for 8
+    collector.hold_first.set()
+    await posting
+    while sink.buffered:
+        await sink.cycle()
+    await sink.close()
+    assert collector.accepted == [alert(n) for n in (0, 1, 2, 3, 4, 6, 7, 8)] and sink.dropped == 1
+
+
+@pytest.mark.parametrize("outage", ["refused", "hanging", "http503"])
+async def test_no_alert_is_lost_in_an_outage_the_buffer_covers(
+    outage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's reproduction: 120 alerts during an outage, a buffer of 10,000: 0 lost.
+
+    The outage is counted in failed attempts, not seconds: it lasts until the sink has
+    failed 10 times (its old limit was 1 + 5 attempts), while alerts keep coming.
+    """
+    caplog.set_level(logging.INFO, logger="gatewatch")
+    port = closed_port()
+    collector = Collector()
+    runner: aiohttp.web.AppRunner | None = None
+
+    async def serve() -> aiohttp.web.AppRunner:
+        app = aiohttp.web.Application()
+        app.router.add_post("/ingest", collector.handle)
+        started = aiohttp.web.AppRunner(app, access_log=None)
+        await started.setup()
+        await aiohttp.web.TCPSite(started, "127.0.0.1", port, reuse_address=True).start()
+        return started
+
+    if outage == "hanging":
+        collector.hang = asyncio.Event()  # every POST waits for it (then 503): the client times out first
+    elif outage == "http503":
+        collector.failures = 10**6
+    if outage != "refused":
+        runner = await serve()
+    metrics = Metrics()
+    sink = HttpAlertSink(f"http://127.0.0.1:{port}/ingest", batch_size=50, buffer_size=10_000,
+                         flush_interval=0.01, request_timeout=0.2, metrics=metrics)
+    try:
+        async with supervised(background.alert_delivery(sink), metrics=metrics) as supervisor:
+            for n in range(120):
+                sink.emit(alert(n))
+                if n % 12 == 11:  # ten waves, each after one more failed attempt
+                    await eventually(lambda n=n: sink.failed_attempts >= (n + 1) // 12, what="a failed attempt")
+            assert collector.accepted == [] and sink.buffered == 120
+            assert supervisor.problems() == []
+            # The outage ends.
+            if outage == "refused":
+                runner = await serve()
+            elif outage == "hanging":
+                collector.hang.set()
+                collector.hang = None
+            else:
+                collector.failures = 0
+            await eventually(lambda: len(collector.accepted) >= 120, what="every alert delivered")
+    finally:
+        await sink.close()
+        if collector.hang is not None:
+            collector.hang.set()
+        if runner is not None:
+            await runner.cleanup()
+    assert collector.accepted == [alert(n) for n in range(120)]  # all, once, in order
+    assert sink.dropped == 0 and dropped_metric(metrics, "alerts-http") == 0
+    assert sink.failed_attempts >= 10
+    assert "works again" in caplog.text
 
 
 async def test_drain_sends_what_is_buffered_on_shutdown(collector: Collector) -> None:
@@ -183,7 +289,7 @@ async def test_a_batch_in_flight_at_shutdown_is_sent_again_by_drain(collector: C
     collector.hold_first = asyncio.Event()
     sink = HttpAlertSink(collector.url, flush_interval=0.01)
     sink.emit(alert(1))
-    task = asyncio.create_task(sink.run())
+    task = asyncio.create_task(sink.cycle())
     await eventually(lambda: len(collector.requests) == 1)  # the POST is in flight
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -196,11 +302,11 @@ async def test_a_batch_in_flight_at_shutdown_is_sent_again_by_drain(collector: C
 
 async def test_redirects_are_not_followed(collector: Collector, running) -> None:
     collector.failures, collector.fail_with = 1, 307
-    sink = HttpAlertSink(collector.url, flush_interval=0.01, max_retries=3, backoff=0.01)
+    sink = HttpAlertSink(collector.url, flush_interval=0.01)
     sink.emit(alert(1))
     running(sink)
-    await eventually(lambda: sink.failed_batches == 1)
-    assert len(collector.requests) == 1 and sink.dropped == 1
+    await eventually(lambda: sink.dropped == 1)
+    assert len(collector.requests) == 1
     assert collector.accepted == []
 
 
@@ -241,7 +347,6 @@ async def test_fanout_gives_each_sink_every_alert(collector: Collector, running)
     stdout_sink = StdoutAlertSink(stream, buffer_size=1)
     http_sink = HttpAlertSink(collector.url, flush_interval=0.01)
     fanout = AlertFanout([stdout_sink, http_sink])
-    assert isinstance(fanout, AlertSink)
     assert fanout.emit(alert(1)) is True
     assert fanout.emit(alert(2)) is True  # stdout's buffer is full; HTTP still takes it
     assert stdout_sink.dropped == 1
@@ -291,8 +396,8 @@ async def test_stdout_lines_handed_to_a_busy_thread_pool_survive_cancellation_an
     stream = io.StringIO()
     sink = StdoutAlertSink(stream)
     sink.emit(alert(1))
-    worker = asyncio.create_task(sink.run())
-    for _ in range(10):  # let run() take the alert and hand it to the (busy) pool
+    worker = asyncio.create_task(sink.cycle())
+    for _ in range(10):  # let the cycle take the alert and hand it to the (busy) pool
         await asyncio.sleep(0)
     worker.cancel()  # shutdown before any thread started the write
     await asyncio.gather(worker, return_exceptions=True)
@@ -307,8 +412,8 @@ async def test_stdout_lines_handed_to_a_busy_thread_pool_survive_cancellation_an
 async def test_a_batch_still_filling_at_shutdown_is_sent_by_drain(collector: Collector) -> None:
     sink = HttpAlertSink(collector.url, batch_size=10, flush_interval=60)
     sink.emit(alert(1))
-    worker = asyncio.create_task(sink.run())
-    for _ in range(10):  # run() takes the alert and waits for the batch to fill
+    worker = asyncio.create_task(sink.cycle())
+    for _ in range(10):  # the cycle takes the alert and waits for the batch to fill
         await asyncio.sleep(0)
     worker.cancel()
     await asyncio.gather(worker, return_exceptions=True)

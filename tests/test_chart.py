@@ -245,7 +245,7 @@ def test_container_has_probes_resources_and_the_documented_ports(default_objects
     container = only(default_objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"webhook": 8443, "metrics": 8080}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert set(container["resources"]) == {"requests", "limits"}
     assert set(container["resources"]["limits"]) == {"cpu", "memory"}
@@ -540,6 +540,24 @@ def test_alert_url_from_a_secret_is_mounted_not_written_into_the_config(producti
     assert settings.alerts.http.url is None
     assert str(settings.alerts.http.url_file) == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
     assert volume["secret"]["items"][0]["key"] == secret_ref["key"]
+
+
+def test_the_alert_spill_file_lives_on_an_emptydir_of_its_own_sized_for_a_rewrite(tmp_path):
+    objects = render({"alerts": {"http": {"url": "https://siem.example/in", "requestTimeoutSeconds": 5,
+                                          "spill": {"enabled": True, "maxBytes": 1048576}}}})
+    settings = _settings_from(objects, tmp_path)
+    pod_spec = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "alert-spill")
+    mount = next(m for m in pod_spec["containers"][0]["volumeMounts"] if m["name"] == "alert-spill")
+    assert settings.alerts.http.spill_file.parent == Path(mount["mountPath"])
+    assert settings.alerts.http.spill_max_bytes == 1048576
+    assert volume["emptyDir"]["sizeLimit"] == 2 * 1048576 + 1048576
+    assert settings.alerts.http.request_timeout_seconds == 5
+    # Off by default: no volume, no file.
+    (tmp_path / "default").mkdir()
+    default = _settings_from(render(), tmp_path / "default")
+    assert default.alerts.http.spill_file is None
+    assert "alert-spill" not in {v["name"] for v in only(render(), "Deployment")["spec"]["template"]["spec"]["volumes"]}
 
 
 # --- optional objects, names and notes ------------------------------------------------

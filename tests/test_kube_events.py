@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,9 +19,12 @@ from gatewatch.kube.events import (
     match_event,
     rules_rejected_event,
 )
+from gatewatch import background
 from gatewatch.metrics import Metrics
+from gatewatch.supervisor import Supervisor
 from gatewatch.rules.model import Action, Rule, RuleType, Severity, Tactic, Technique, Threat
 from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (pytest fixtures)
+from supervision import QuickSleep
 
 EVENTS = kmock.resource("events.k8s.io", "v1", "events")
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
@@ -63,16 +67,16 @@ def exec_event(*, user: str = "alice@example.com", at: datetime = T0, effect: An
 
 @pytest.fixture
 async def running() -> AsyncIterator[Callable[[EventRecorder], asyncio.Task]]:
-    tasks: list[asyncio.Task] = []
+    """Starts a recorder's worker as the operator does: its supervised task (gatewatch.background)."""
+    supervisor = Supervisor(sleep=QuickSleep())
 
     def start(recorder: EventRecorder) -> asyncio.Task:
-        tasks.append(asyncio.create_task(recorder.run()))
-        return tasks[-1]
+        state = supervisor.start(replace(background.event_writer(recorder), name=f"events-{len(supervisor.tasks)}"))
+        assert state.runner is not None
+        return state.runner
 
     yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await supervisor.stop()
 
 
 def stored_events(k8s: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
@@ -346,7 +350,7 @@ async def test_a_write_under_way_when_the_worker_is_cancelled_is_finished_by_dra
     kube_emulator["post", EVENTS] << held_create
     recorder = EventRecorder(kube_api_client, aggregation_window=3600)
     recorder.submit(exec_event())
-    worker = asyncio.create_task(recorder.run())
+    worker = asyncio.create_task(recorder.cycle())
     await eventually(lambda: any(r.method == "POST" for r in kube_emulator if r.resource == EVENTS))
     worker.cancel()  # shutdown while the create is in flight
     await asyncio.gather(worker, return_exceptions=True)

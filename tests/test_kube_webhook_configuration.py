@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from apiserver_harness import label_selector_matches
+from supervision import supervised
 from kube_emulator import (  # noqa: F401  (fixtures)
     VALIDATING_WEBHOOK_CONFIGURATIONS,
     delete_object,
@@ -23,6 +24,7 @@ from kube_emulator import (  # noqa: F401  (fixtures)
     read_object,
 )
 
+from gatewatch import background
 from gatewatch.config import load_settings
 from gatewatch.errors import ConfigError, KubernetesApiError
 from gatewatch.kube.client import build_api_client
@@ -302,17 +304,12 @@ async def test_another_replicas_rotated_bundle_is_not_reported_as_drift(kube_emu
 
 async def test_the_loop_restores_drift_and_leaves_the_configuration_on_stop(kube_emulator, kube_api_client):
     reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
-    stop = asyncio.Event()
-    loop = asyncio.create_task(reconciler.run(interval=0.05, stop=stop))
-    try:
-        await _until(lambda: live(kube_emulator) is not None)
+    await reconciler.reconcile_once()  # what the operator does once the webhook serves
+    async with supervised(background.drift_repair(reconciler)):
         edited = live(kube_emulator)
         edited["webhooks"][0]["timeoutSeconds"] = 30
         put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
         await _until(lambda: live(kube_emulator)["webhooks"][0]["timeoutSeconds"] == 5)
-    finally:
-        stop.set()
-        await asyncio.wait_for(loop, timeout=10)
     assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
 
 

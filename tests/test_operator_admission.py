@@ -232,12 +232,14 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    tmp_path: Path, *, drain_seconds: float = 0.0, max_review_bytes: int | None = None, **overrides: Any
+    tmp_path: Path, *, drain_seconds: float = 0.0, max_review_bytes: int | None = None,
+    operator_options: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[Cluster]:
     """The API double with a few namespaces, and gatewatch serving against it.
 
     ``drain_seconds``: how long gatewatch keeps answering after stop (0: tests stop at once);
-    ``max_review_bytes``: the largest review body it reads (None: gatewatch's default).
+    ``max_review_bytes``: the largest review body it reads (None: gatewatch's default);
+    ``operator_options``: more ``Operator`` arguments (e.g. ``task_sleep``).
     """
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES)
@@ -258,6 +260,7 @@ async def running_cluster(
             drain_seconds=drain_seconds,
             certificate_check_interval=0.2,
             **({} if max_review_bytes is None else {"max_review_bytes": max_review_bytes}),
+            **(operator_options or {}),
         )
         async with operator_thread(operator) as running:
             await eventually(lambda: operator.readiness.ready or running.done(), timeout=60, what="readiness")

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from gatewatch import background
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import RuleError
 from gatewatch.kube.events import EventRecorder, ObjectRef
 from gatewatch.metrics import Metrics
 from gatewatch.rules_reloader import RulesReloader
 from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (pytest fixtures)
+from supervision import supervised
 
 EXEC_RULE = """
   - id: exec-into-pod
@@ -105,13 +107,9 @@ async def test_a_valid_update_takes_effect_without_a_restart(mount: ConfigMapMou
     engine = RuleEngine(reloader.load_initial())
     assert matched_ids(engine, "attach") == []
 
-    task = asyncio.create_task(reloader.run())
-    try:
+    async with supervised(background.rules_reload(reloader)):
         mount.write(rules_file(EXEC_RULE, ATTACH_RULE))
         await eventually(lambda: matched_ids(engine, "attach") == ["attach-to-pod"])
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
     assert matched_ids(engine, "exec") == ["exec-into-pod"]
     assert metrics.registry.get_sample_value("gatewatch_rules_loaded") == 2
 

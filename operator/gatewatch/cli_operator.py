@@ -49,7 +49,7 @@ _context_option = click.option("--context", help="kubeconfig context (default: t
                                     "instead of the Service.")
 @click.option("--host", help="Listen address of the webhook and metrics servers.")
 @click.option("--port", type=click.IntRange(0, 65535), help="HTTPS webhook port.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), help="HTTP port of /metrics, /healthz, /readyz.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="HTTP port of /metrics, /livez, /readyz.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     config_file: Path | None,

@@ -134,6 +134,11 @@ class HttpAlertsSettings(_Section):
     batch_size: int = Field(default=100, ge=1)
     flush_interval_seconds: float = Field(default=2.0, gt=0)
     buffer_size: int = Field(default=10000, ge=1)
+    # Seconds one POST may take (a hanging endpoint): then it is retried, the batch kept.
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A file that also holds the buffered alerts, so a restart keeps them (None: memory only).
+    spill_file: Path | None = None
+    spill_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
     @property
     def enabled(self) -> bool:

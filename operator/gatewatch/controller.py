@@ -33,8 +33,10 @@ import aiohttp.web
 import kopf
 import kubernetes.client
 
+from gatewatch import background
 from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer, RejectedReview, check_review, review_response
 from gatewatch.alert_sinks import AlertFanout, HttpAlertSink, StdoutAlertSink
+from gatewatch.alert_spill import AlertSpill
 from gatewatch.config import Settings
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.certificates import (
@@ -55,6 +57,7 @@ from gatewatch.kube.webhook_configuration import WebhookConfigurationReconciler,
 from gatewatch.metrics import HealthServer, Metrics, Readiness
 from gatewatch.rules import RuleSet, default_rules_path
 from gatewatch.rules_reloader import RulesReloader
+from gatewatch.supervisor import Sleep, Supervisor, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -266,11 +269,6 @@ def kopf_settings(server: kopf.WebhookServer) -> kopf.OperatorSettings:
     return settings
 
 
-
-RECONCILE_INTERVAL_SECONDS = 10.0  # webhook configuration drift is repaired this fast
-CERTIFICATE_CHECK_SECONDS = 60.0
-
-
 class Operator:
     """Everything `gatewatch run` starts, wired together; ``run()`` serves until stopped."""
 
@@ -284,7 +282,8 @@ class Operator:
         shutdown_timeout: float = 5.0,
         drain_seconds: float | None = None,
         max_review_bytes: int = MAX_REVIEW_BYTES,
-        certificate_check_interval: float = CERTIFICATE_CHECK_SECONDS,
+        certificate_check_interval: float = background.CERTIFICATE_CHECK_SECONDS,
+        task_sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.settings = settings
         self.api_client = api_client
@@ -296,6 +295,8 @@ class Operator:
         self._drain_seconds = settings.server.drain_seconds if drain_seconds is None else drain_seconds
         self.max_review_bytes = max_review_bytes
         self._certificate_check_interval = certificate_check_interval
+        # Every background task runs under it (gatewatch.background); tests pass a quicker sleep.
+        self.supervisor = Supervisor(metrics=self.metrics, sleep=task_sleep)
         # Set while running; exposed for diagnostics and tests.
         self.engine: RuleEngine | None = None
         self.webhook_port: int | None = None
@@ -309,7 +310,7 @@ class Operator:
         for a setup that cannot work.
         """
         settings = self.settings
-        stopping = asyncio.Event()  # tells the kube/ workers to finish
+        supervisor = self.supervisor
 
         # Rules and new_terms history first: nothing is served without rules.
         events = EventRecorder(self.api_client, queue_size=settings.events.queue_size, metrics=self.metrics)
@@ -379,7 +380,10 @@ class Operator:
             reload_server_ssl_context(tls_context, new_files)
             reconciler.set_ca_bundle(new_files.ca_bundle)
             self._record_certificate_expiry(new_files)
-            await reconciler.reconcile_once()
+            try:
+                await reconciler.reconcile_once()
+            except Exception as error:  # the drift-repair task registers the new bundle on its next cycle
+                logger.warning("new caBundle not registered yet, the next drift repair will: %s", describe_error(error))
 
         certificates.on_change = certificates_changed
 
@@ -387,6 +391,8 @@ class Operator:
             # kopf's server listens: register the webhooks, then report ready.
             self.webhook_port = urllib.parse.urlsplit(str(client_config.get("url"))).port
             await reconciler.reconcile_once()
+            if "webhook-configuration" not in supervisor.tasks:
+                supervisor.start(background.drift_repair(reconciler))
             self.readiness.webhook_serving = True
             logger.info("webhook serving on port %s; ValidatingWebhookConfiguration %s registered",
                         self.webhook_port, reconciler.name)
@@ -416,21 +422,19 @@ class Operator:
         health = HealthServer(
             metrics=self.metrics, readiness=self.readiness,
             host=settings.server.host, port=settings.server.metrics_port,
+            liveness=supervisor.problems,
         )
         await health.start()
         self.metrics_port = health.port
-        workers = [
-            asyncio.create_task(events.run(), name="gatewatch events"),
-            asyncio.create_task(alerts.run(), name="gatewatch alerts"),
-            asyncio.create_task(new_terms.run(), name="gatewatch new_terms"),
-            asyncio.create_task(reloader.run(), name="gatewatch rules"),
-            asyncio.create_task(
-                certificates.run(interval=self._certificate_check_interval, stop=stopping),
-                name="gatewatch certificates"),
-            asyncio.create_task(
-                reconciler.run(interval=RECONCILE_INTERVAL_SECONDS, stop=stopping),
-                name="gatewatch webhook configuration"),
-        ]
+        # Drift repair starts once the webhook serves (``serving``); the rest now.
+        supervisor.start(background.event_writer(events))
+        for sink in alerts.sinks:
+            supervisor.start(background.alert_delivery(sink))
+            self.metrics.watch_queue(sink.name, lambda sink=sink: sink.buffered)
+        self.metrics.watch_queue("events", lambda: events.pending)
+        supervisor.start(background.new_terms_flush(new_terms))
+        supervisor.start(background.rules_reload(reloader))
+        supervisor.start(background.certificate_check(certificates, interval=self._certificate_check_interval))
         stopped = False
 
         async def stop_workers() -> None:
@@ -439,11 +443,8 @@ class Operator:
                 return
             stopped = True
             self.readiness.webhook_serving = False
-            stopping.set()
             # The sinks finish a write under way when cancelled; drain() then writes the rest.
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await supervisor.stop()
             # What the queues hold still goes out, within a bound.
             await events.drain(timeout=self._shutdown_timeout)
             await alerts.drain(timeout=self._shutdown_timeout)
@@ -485,7 +486,8 @@ class Operator:
         http = options.http
         http_options: dict[str, Any] = dict(
             batch_size=http.batch_size, flush_interval=http.flush_interval_seconds,
-            buffer_size=http.buffer_size, metrics=self.metrics,
+            buffer_size=http.buffer_size, request_timeout=http.request_timeout_seconds, metrics=self.metrics,
+            spill=AlertSpill(http.spill_file, max_bytes=http.spill_max_bytes) if http.spill_file else None,
         )
         if http.url is not None:
             sinks.append(HttpAlertSink(http.url, **http_options))

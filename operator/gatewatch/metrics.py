@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints (``/metrics``, ``/healthz``, ``/readyz``).
+"""Prometheus metrics and the health endpoints (``/metrics``, ``/livez`` = ``/healthz``, ``/readyz``).
 
 Metrics live in their own registry (not the process-global one), so each
 operator instance, and each test, counts its own.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp.web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +27,9 @@ LABEL_VALUES: dict[str, frozenset[str]] = {
     "decision": frozenset({"allowed", "warned", "denied", "error"}),
     "action": frozenset({"alert", "warn", "deny"}),
     "effect": frozenset({"alert", "warn", "deny"}),
+    # The supervised background tasks (gatewatch.background).
+    "task": frozenset({"webhook-configuration", "certificates", "rules-reloader", "events", "alerts-stdout",
+                       "alerts-http", "new-terms"}),
 }
 
 
@@ -85,6 +88,22 @@ class Metrics:
             "than the configuration gives (a label may only tighten); counted once per namespace and value.",
             registry=r,
         )
+        self.task_last_success = Gauge(
+            "gatewatch_task_last_success_timestamp_seconds",
+            "When a background task last completed a cycle successfully (Unix time), by task.",
+            ["task"], registry=r,
+        )
+        self.task_failures = Counter(
+            "gatewatch_task_failures",
+            "Background task cycles that failed (raised or timed out) and were retried after a backoff, by task.",
+            ["task"], registry=r,
+        )
+        self.queue_length = Gauge(
+            "gatewatch_queue_length",
+            "Items waiting in a bounded queue, by queue: Event occurrences not yet written (events), "
+            "alerts not yet delivered (alerts-stdout, alerts-http; for HTTP including the batch being sent).",
+            ["queue"], registry=r,
+        )
         # ``.labels()`` hashes and locks on every call; the review path reuses the children.
         self._children: dict[tuple[Any, ...], Any] = {}
         # Every queue and lookup kind exported at 0 from the start: increase() sees the first loss.
@@ -92,6 +111,8 @@ class Metrics:
             self.queue_drops.labels(queue=queue)
         for kind in sorted(LABEL_VALUES["kind"]):
             self.lookup_failures.labels(kind=kind)
+        for task in sorted(LABEL_VALUES["task"]):
+            self.task_failures.labels(task=task)
 
     def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
         """One answered review: its outcome and how long it took."""
@@ -119,6 +140,17 @@ class Metrics:
     def queue_dropped(self, queue: str, count: int = 1) -> None:
         """Callback for the Event and alert queues: ``count`` items of ``queue`` were lost."""
         self.queue_drops.labels(queue=queue).inc(count)
+
+    def watch_queue(self, queue: str, length: Callable[[], float]) -> None:
+        """``gatewatch_queue_length{queue}`` reads ``length()`` at each scrape: nothing on the review path."""
+        self.queue_length.labels(queue=queue).set_function(length)
+
+    def task_succeeded(self, task: str, when: float) -> None:
+        """A background task completed a cycle at ``when`` (Unix time)."""
+        self.task_last_success.labels(task=task).set(when)
+
+    def task_failed(self, task: str) -> None:
+        self.task_failures.labels(task=task).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -152,11 +184,19 @@ class Readiness:
 
 
 class HealthServer:
-    """The plain-HTTP server for Prometheus and the kubelet's probes."""
+    """The plain-HTTP server for Prometheus and the kubelet's probes.
 
-    def __init__(self, *, metrics: Metrics, readiness: Readiness, host: str, port: int) -> None:
+    ``liveness`` names what keeps the process from being live (the supervisor's
+    stalled background tasks); an empty list is live.
+    """
+
+    def __init__(
+        self, *, metrics: Metrics, readiness: Readiness, host: str, port: int,
+        liveness: Callable[[], list[str]] | None = None,
+    ) -> None:
         self._metrics = metrics
         self._readiness = readiness
+        self._liveness = liveness
         self._host = host
         self._port = port
         self._runner: aiohttp.web.AppRunner | None = None
@@ -166,7 +206,8 @@ class HealthServer:
         app = aiohttp.web.Application()
         app.add_routes([
             aiohttp.web.get("/metrics", self._serve_metrics),
-            aiohttp.web.get("/healthz", self._serve_liveness),
+            aiohttp.web.get("/livez", self._serve_liveness),
+            aiohttp.web.get("/healthz", self._serve_liveness),  # the older name, kept for existing probes
             aiohttp.web.get("/readyz", self._serve_readiness),
         ])
         return app
@@ -178,7 +219,7 @@ class HealthServer:
         await site.start()
         addresses = self._runner.addresses
         self.port = addresses[0][1] if addresses else self._port
-        logger.info("metrics and health on http://%s:%s (/metrics, /healthz, /readyz)", self._host, self.port)
+        logger.info("metrics and health on http://%s:%s (/metrics, /livez, /readyz)", self._host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -191,8 +232,11 @@ class HealthServer:
         return response
 
     async def _serve_liveness(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        # Answering at all means the event loop runs.
-        return aiohttp.web.Response(text="ok\n")
+        # Answering at all means the event loop runs; the supervisor says whether its tasks still turn.
+        problems = self._liveness() if self._liveness is not None else []
+        if not problems:
+            return aiohttp.web.Response(text="ok\n")
+        return aiohttp.web.Response(text="not live: " + "; ".join(problems) + "\n", status=503)
 
     async def _serve_readiness(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         status = 200 if self._readiness.ready else 503

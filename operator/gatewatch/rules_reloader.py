@@ -75,6 +75,7 @@ class RulesReloader:
         self._fingerprint: Fingerprint | None = None
         self.ruleset: RuleSet | None = None  # the set in use (the last good one)
         self.last_error: GatewatchError | None = None  # of the files on disk now, if they are invalid
+        self._loading: asyncio.Future[RuleSet | GatewatchError | None] | None = None  # a load under way
 
     def load_initial(self) -> RuleSet:
         """Load the rules at start and remember the files' contents. Raises ``RuleError``.
@@ -94,53 +95,64 @@ class RulesReloader:
 
     def check(self) -> ReloadResult:
         """One poll, all on this thread: reload if the files changed (tests, or a sync caller)."""
-        result = self._read_changes()
-        if result is None:
-            return ReloadResult(changed=False, applied=False, error=self.last_error)
-        self._apply(result)
-        error = result if isinstance(result, GatewatchError) else None
-        return ReloadResult(changed=True, applied=error is None, error=error)
+        return self._apply(self._read_changes())
 
-    async def run(self) -> None:
-        """Poll every ``interval`` seconds until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                # Reading and compiling in a thread; the swap on the loop, between reviews.
-                result = await asyncio.to_thread(self._read_changes)
-                if result is not None:
-                    self._apply(result)
-            except Exception:  # a bug here must not end reloading for good
-                logger.exception("rules reload failed unexpectedly; the current rules stay in use")
+    async def reload_once(self) -> ReloadResult:
+        """One poll, as ``check`` does, but reading and compiling in a thread; the swap happens on
+        the event loop, between reviews. The operator's supervisor calls it every ``interval``
+        seconds (gatewatch.background).
+
+        Whatever the load raises (a bad rule file, or RecursionError and the like) is a rejected
+        update: the current rules stay in use, and it is counted and reported. A call cancelled (its
+        timeout) leaves the load running in its thread: the next call waits for that load
+        rather than starting another one beside it.
+        """
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(asyncio.to_thread(self._read_changes))
+        loading = self._loading
+        try:
+            result = await asyncio.shield(loading)
+        finally:
+            if loading.done():
+                self._loading = None
+        return self._apply(result)
 
     def _read_changes(self) -> RuleSet | GatewatchError | None:
         """None when the files are unchanged, else the new set or why it cannot be used."""
         fingerprint = self.fingerprint()
         if fingerprint == self._fingerprint:
             return None
-        self._fingerprint = fingerprint
         missing = [path for path, digest in fingerprint if digest is None]
         try:
             if missing:
                 raise RuleError("cannot read the rule file", file=missing[0])
-            return self._load(list(self.paths))
+            result: RuleSet | GatewatchError = self._load(list(self.paths))
         except GatewatchError as error:
-            return error
+            result = error
         except Exception as error:
             # The loader's bounds should leave nothing here (RecursionError, MemoryError...); whatever
             # does is still a rejected update, counted and reported like any other, never a silent stop.
-            return RuleError(f"cannot load the rules: {type(error).__name__}: {bounded(str(error))}",
-                             file=", ".join(map(str, self.paths)))
+            result = RuleError(f"cannot load the rules: {type(error).__name__}: {bounded(str(error))}",
+                               file=", ".join(map(str, self.paths)))
+        self._fingerprint = fingerprint
+        return result
 
-    def _apply(self, result: RuleSet | GatewatchError) -> None:
+    def _apply(self, result: RuleSet | GatewatchError | None) -> ReloadResult:
+        if result is None:
+            return ReloadResult(changed=False, applied=False, error=self.last_error)
         if isinstance(result, GatewatchError):
             self._rejected(result)
-            return
-        self._on_change(result)
+            return ReloadResult(changed=True, applied=False, error=result)
+        try:
+            self._on_change(result)
+        except Exception:
+            self._fingerprint = None  # not in use: the next poll loads and hands it over again
+            raise
         self.ruleset = result
         self.last_error = None
         self._set_loaded_gauge(result)
         logger.info("rules reloaded: %d rule(s) from %s", _rule_count(result), ", ".join(map(str, self.paths)))
+        return ReloadResult(changed=True, applied=True)
 
     def _rejected(self, error: GatewatchError) -> None:
         self.last_error = error

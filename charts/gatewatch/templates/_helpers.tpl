@@ -60,6 +60,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "gatewatch.rulesDir" -}}/etc/gatewatch/rules{{- end }}
 {{- define "gatewatch.tlsDir" -}}/etc/gatewatch/tls{{- end }}
 {{- define "gatewatch.alertsDir" -}}/etc/gatewatch/alerts{{- end }}
+{{- define "gatewatch.alertSpillDir" -}}/var/lib/gatewatch/alerts{{- end }}
 {{- define "gatewatch.clientCADir" -}}/etc/gatewatch/client-ca{{- end }}
 
 {{/* "true" when webhook.clientCAFrom names a Secret or a ConfigMap, else empty. */}}
@@ -135,7 +136,12 @@ serialized once so every key is spelled exactly like gatewatch reads it.
 {{- $http := dict
       "batchSize" .Values.alerts.http.batchSize
       "flushIntervalSeconds" .Values.alerts.http.flushIntervalSeconds
-      "bufferSize" .Values.alerts.http.bufferSize -}}
+      "bufferSize" .Values.alerts.http.bufferSize
+      "requestTimeoutSeconds" .Values.alerts.http.requestTimeoutSeconds -}}
+{{- if .Values.alerts.http.spill.enabled -}}
+{{- $_ := set $http "spillFile" (printf "%s/spill.ndjson" (include "gatewatch.alertSpillDir" .)) -}}
+{{- $_ := set $http "spillMaxBytes" (.Values.alerts.http.spill.maxBytes | int64) -}}
+{{- end -}}
 {{- if include "gatewatch.alertsUrlFromSecret" . -}}
 {{- $_ := set $http "urlFile" (printf "%s/%s" (include "gatewatch.alertsDir" .) .Values.alerts.http.existingSecret.key) -}}
 {{- else if .Values.alerts.http.url -}}

@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatewatch.errors import CertificateError, KubernetesApiError
-from gatewatch.kube.client import api_error
+from gatewatch.kube.client import REQUEST_TIMEOUT_SECONDS, api_error
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,6 @@ class CertificateSource(Protocol):
     """Self-managed or user-supplied: the controller treats both alike."""
 
     async def ensure(self) -> ServingFiles: ...
-
-    async def run(self, *, interval: float, stop: asyncio.Event) -> None: ...
 
 
 # --- pure functions: names, issuing, inspecting -------------------------------------------------
@@ -525,8 +523,8 @@ class CertificateManager:
     """CA + serving certificate in a Secret, shared by every replica, renewed before expiry.
 
     ``ensure()`` makes the material exist and be current, writes the PEM files
-    under ``work_dir`` and returns them. ``run()`` repeats that every
-    ``interval`` seconds; when the material changed (own renewal or another
+    under ``work_dir`` and returns them. The operator's supervisor calls it every
+    ``interval`` seconds (gatewatch.background); when the material changed (own renewal or another
     replica's), ``on_change`` is awaited with the new files: reload the server's
     SSLContext and update the webhook configuration's caBundle there.
     """
@@ -542,8 +540,10 @@ class CertificateManager:
         policy: RenewalPolicy = RenewalPolicy(),
         clock: Clock = utc_now,
         on_change: ChangeCallback | None = None,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         self._api = kubernetes.client.CoreV1Api(api_client)
+        self._timeout = request_timeout  # a blackholed API server must not hold a thread for good
         self.namespace = namespace
         self.secret_name = secret_name
         self.names = list(names)
@@ -582,19 +582,6 @@ class CertificateManager:
             except Exception:
                 logger.exception("certificate change callback failed; the new certificate is on disk")
         return files
-
-    async def run(self, *, interval: float = 60.0, stop: asyncio.Event) -> None:
-        """Check every ``interval`` seconds until ``stop`` is set; failures are logged and retried."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await self.ensure()
-            except (KubernetesApiError, CertificateError) as error:
-                logger.error("certificate check failed, retrying in %ss: %s", interval, error)
 
     async def read_ca_bundle(self) -> bytes:
         """The bundle in the Secret now, without writing or calling back.
@@ -637,7 +624,8 @@ class CertificateManager:
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
-                response = self._api.read_namespaced_secret(self.secret_name, self.namespace, _preload_content=False)
+                response = self._api.read_namespaced_secret(self.secret_name, self.namespace,
+                                                           _request_timeout=self._timeout, _preload_content=False)
             except kubernetes.client.ApiException as error:
                 if error.status == 404:
                     return None
@@ -655,10 +643,11 @@ class CertificateManager:
         def call() -> bool:
             try:
                 if create:
-                    self._api.create_namespaced_secret(self.namespace, body, _preload_content=False)
+                    self._api.create_namespaced_secret(self.namespace, body, _request_timeout=self._timeout,
+                                                       _preload_content=False)
                 else:
                     self._api.replace_namespaced_secret(self.secret_name, self.namespace, body,
-                                                        _preload_content=False)
+                                                        _request_timeout=self._timeout, _preload_content=False)
             except kubernetes.client.ApiException as error:
                 if error.status == 409:
                     return False
@@ -735,18 +724,6 @@ class FileCertificateSource:
             except Exception:
                 logger.exception("certificate change callback failed")
         return files
-
-    async def run(self, *, interval: float = 10.0, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await self.ensure()
-            except CertificateError as error:
-                logger.warning("certificate files not usable yet, keeping the current ones: %s", error)
 
     def _load(self) -> tuple[ServingFiles, str]:
         contents = {path: _read(path) for path in (self.cert_file, self.key_file, self.ca_file)}

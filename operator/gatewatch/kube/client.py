@@ -22,6 +22,9 @@ IN_CLUSTER_VARIABLE = "KUBERNETES_SERVICE_HOST"
 # How long the start-up check waits for the API server (a dropped connection, not a refused one).
 STARTUP_CHECK_TIMEOUT = 10.0
 _CONNECTION_REPR = re.compile(r"^\w*Connection(?:Pool)?\(host=[^)]*\): ")
+# The bound on one API call of a background task (``_request_timeout``): without one, a
+# blackholed API server holds the calling thread, and the thread pool, for good.
+REQUEST_TIMEOUT_SECONDS = 10.0
 
 
 def build_api_client(

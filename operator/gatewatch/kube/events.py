@@ -65,6 +65,8 @@ MAX_NAME_LENGTH = 253
 SIMILAR_EVENTS_LIMIT = 10
 SIMILAR_EVENTS_WINDOW = 600.0
 COMBINED_PREFIX = "(combined from similar events): "
+# The worker finishes a round at least this often, even with nothing to write (the supervisor's liveness).
+IDLE_CYCLE_SECONDS = 5.0
 
 EventType = Literal["Normal", "Warning"]
 Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers"]
@@ -299,11 +301,15 @@ class _Series:
     next_write: float = 0.0  # when a PATCH may go out (the recorder's clock)
 
 
+class EventWriteFailed(GatewatchError):
+    """An Event write the API server refused or did not answer; its occurrences were counted as lost."""
+
+
 class EventRecorder:
     """Bounded, non-blocking Event queue plus the worker that writes Events.
 
-    Use: ``recorder.submit(match_event(...))`` on the review path; run
-    ``await recorder.run()`` as a task; on shutdown cancel it and
+    Use: ``recorder.submit(match_event(...))`` on the review path; a supervised
+    task runs ``await recorder.cycle()`` again and again; on shutdown cancel it and
     ``await recorder.drain(timeout=...)``. ``submit`` must be called from the
     event loop's thread (the kopf handlers are coroutines).
     """
@@ -340,11 +346,11 @@ class EventRecorder:
         self._clock = clock
         self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
         self._similar: OrderedDict[str, _SimilarRun] = OrderedDict()
-        # The API write under way: it outlives a cancelled run(), and drain() waits for it.
+        # The API write under way: it outlives a cancelled cycle(), and drain() waits for it.
         self._writing: asyncio.Task[None] | None = None
         # Series with occurrences not yet written: what a flush looks at.
         self._dirty: set[tuple[str, str]] = set()
-        self._api_failing = False
+        self._round_failure: str | None = None  # the first failed write of the current round
         self.dropped = 0  # refused by submit: queue full
         self.failed = 0  # API writes that failed (their occurrences are lost)
         self.written = 0  # successful creates and patches
@@ -370,25 +376,34 @@ class EventRecorder:
 
     # -- the worker --------------------------------------------------------
 
-    async def run(self) -> None:
-        """Write queued Events until cancelled."""
-        while True:
-            try:
-                request = await asyncio.wait_for(self._queue.get(), timeout=self._next_flush_delay())
-            except asyncio.TimeoutError:
-                request = None
-            try:
-                if request is not None:
-                    await self._observe(_built(request))
-                await self._flush(force=False)
-            except Exception:  # a bug here must not end Event recording for good
-                logger.exception("unexpected error while writing Events; continuing")
+    async def cycle(self, *, idle: float = IDLE_CYCLE_SECONDS) -> None:
+        """One round of the worker: wait for an Event (at most ``idle`` seconds, less when a
+        series is due), count it, write what is due.
+
+        The operator's supervisor runs it again and again (gatewatch.background). Raises
+        ``EventWriteFailed`` when a write failed in this round (its occurrences are counted
+        as lost), so the supervisor logs it and backs off before the next round.
+        """
+        if self._writing is not None and not self._writing.done():
+            # A write the previous round was cancelled in (a timeout) finishes first: never two at once.
+            await asyncio.wait({self._writing})
+        self._round_failure = None
+        due = self._next_flush_delay()
+        try:
+            request = await asyncio.wait_for(self._queue.get(), timeout=idle if due is None else min(due, idle))
+        except asyncio.TimeoutError:
+            request = None
+        if request is not None:
+            await self._observe(_built(request))
+        await self._flush(force=False)
+        if self._round_failure is not None:
+            raise EventWriteFailed(self._round_failure)
 
     async def drain(self, *, timeout: float) -> None:
         """On shutdown: write what is queued and every pending series count, within ``timeout``."""
 
         async def everything() -> None:
-            if self._writing is not None:  # the write run() was cancelled in (its errors are logged there)
+            if self._writing is not None:  # the write cycle() was cancelled in (its errors are logged there)
                 await asyncio.gather(self._writing, return_exceptions=True)
             while not self._queue.empty():
                 try:
@@ -397,10 +412,13 @@ class EventRecorder:
                     logger.exception("unexpected error while writing Events on shutdown; continuing")
             await self._flush(force=True)
 
+        self._round_failure = None
         try:
             await asyncio.wait_for(everything(), timeout=timeout)
         except asyncio.TimeoutError:
             logger.warning("shutdown: %d Event occurrence(s) not written within %gs", self.pending, timeout)
+        if self._round_failure is not None:
+            logger.warning("shutdown: %s", self._round_failure)
 
     def _next_flush_delay(self) -> float | None:
         due = [self._series[key].next_write for key in self._dirty]
@@ -447,6 +465,8 @@ class EventRecorder:
     async def _flush(self, *, force: bool) -> None:
         now = self._clock()
         for key in list(self._dirty):
+            if self._round_failure is not None and not force:
+                break  # the API failed this round: the rest waits for the next one, after a backoff
             series = self._series.get(key)
             if series is None:
                 self._dirty.discard(key)
@@ -506,10 +526,10 @@ class EventRecorder:
         self.failed += 1
         if self._metrics is not None:
             self._metrics.queue_dropped(METRICS_QUEUE, lost)
-        # Logged once per outage, not per Event: a failing API must not flood the logs.
-        level = logging.DEBUG if self._api_failing else logging.WARNING
-        logger.log(level, "could not write Event %s/%s (%d occurrence(s) lost): %s", *key, lost, why)
-        self._api_failing = True
+        message = f"could not write Event {key[0]}/{key[1]} ({lost} occurrence(s) lost): {why}"
+        logger.debug("%s", message)
+        # The first failure of the round is what the supervisor logs (once per outage, with backoff).
+        self._round_failure = self._round_failure or message
         self._dirty.discard(key)
         if series.exists:
             series.written_count = series.count  # give up on these; later repeats try again
@@ -518,9 +538,6 @@ class EventRecorder:
 
     def _succeeded(self) -> None:
         self.written += 1
-        if self._api_failing:
-            logger.info("writing Events works again")
-            self._api_failing = False
 
     async def _call(self, method: Any, *args: Any) -> dict[str, Any]:
         def blocking() -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """new_terms history kept in memory and persisted in a ConfigMap.
 
 ``ConfigMapNewTermsStore`` is ``gatewatch.newterms.InMemoryNewTermsStore`` (the
-review path only touches memory) plus persistence: a background task
-(:meth:`run`) flushes every ``flush_interval`` seconds to the ConfigMap ``name``
+review path only touches memory) plus persistence: a supervised background
+task (gatewatch.background) calls :meth:`flush` every ``flush_interval`` seconds to the ConfigMap ``name``
 (``newTerms.configMapName``, default ``gatewatch-new-terms``) in gatewatch's namespace (data key ``history.json``), and :meth:`load` restores it
 at start, so the history survives restarts and is shared by replicas. The
 value is ``{"version": 1, "rules": {rule id: {key: last seen (ISO 8601)}}}``,
@@ -130,17 +130,6 @@ class ConfigMapNewTermsStore(InMemoryNewTermsStore):
             f"still conflicting after {MAX_CONFLICT_RETRIES} attempts",
             operation="update", kind="configmap", name=self.name, namespace=self.namespace, status=409,
         )
-
-    async def run(self) -> None:
-        """Flush every ``flush_interval`` seconds until cancelled; failures are logged and retried."""
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            try:
-                await self.flush()
-            except KubernetesApiError as error:
-                logger.warning("new_terms history: could not save (kept in memory, retried): %s", error)
-            except Exception:  # a bug here must not end persistence for good
-                logger.exception("new_terms history: unexpected error while saving; retried")
 
     # -- internals ----------------------------------------------------------
 

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import kubernetes.client
 
-from gatewatch.errors import ConfigError, GatewatchError, KubernetesApiError
+from gatewatch.errors import ConfigError, KubernetesApiError
 from gatewatch.kube.ca_bundles import (
     FOREIGN_CA_GRACE_SECONDS,
     certificate_fingerprint,
@@ -43,7 +43,7 @@ from gatewatch.kube.ca_bundles import (
     pem_certificates,
     unite_ca_bundles,
 )
-from gatewatch.kube.client import api_error
+from gatewatch.kube.client import REQUEST_TIMEOUT_SECONDS, api_error
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("gatewatch.security")
@@ -391,8 +391,11 @@ class WebhookConfigurationReconciler:
         foreign_ca_grace_seconds: float = FOREIGN_CA_GRACE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         self._api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+        # Every call is bounded: a blackholed API server must not hold a worker thread for good.
+        self._timeout = request_timeout
         self._on_drift = on_drift
         self.registration = registration
         self.generation = generation
@@ -436,19 +439,6 @@ class WebhookConfigurationReconciler:
         """Create, update or restore the configuration once. Raises KubernetesApiError."""
         async with self._lock:  # the periodic loop and a renewal callback may both call this
             return await self._reconcile()
-
-    async def run(self, *, interval: float = 10.0, stop: asyncio.Event) -> None:
-        """Reconcile every ``interval`` seconds until ``stop`` is set. Leaves the configuration in place."""
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except GatewatchError as error:  # API refusals, an unreadable certificate Secret
-                logger.error("webhook configuration %s not reconciled, retrying in %ss: %s",
-                             self.name, interval, error)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-            except asyncio.TimeoutError:
-                pass
 
     async def _reconcile(self, attempts: int = 3) -> ReconcileResult:
         # Each round: read, compare, write with the read resourceVersion as precondition;
@@ -636,7 +626,8 @@ class WebhookConfigurationReconciler:
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
-                response = self._api.read_validating_webhook_configuration(self.name, _preload_content=False)
+                response = self._api.read_validating_webhook_configuration(
+                    self.name, _request_timeout=self._timeout, _preload_content=False)
             except kubernetes.client.ApiException as error:
                 if error.status == 404:
                     return None
@@ -649,7 +640,8 @@ class WebhookConfigurationReconciler:
     async def _create(self, body: dict[str, Any]) -> bool:
         def call() -> bool:
             try:
-                self._api.create_validating_webhook_configuration(body, _preload_content=False)
+                self._api.create_validating_webhook_configuration(
+                    body, _request_timeout=self._timeout, _preload_content=False)
             except kubernetes.client.ApiException as error:
                 if error.status == 409:
                     return False
@@ -666,7 +658,8 @@ class WebhookConfigurationReconciler:
 
         def call() -> bool:
             try:
-                self._api.replace_validating_webhook_configuration(self.name, body, _preload_content=False)
+                self._api.replace_validating_webhook_configuration(
+                    self.name, body, _request_timeout=self._timeout, _preload_content=False)
             except kubernetes.client.ApiException as error:
                 if error.status in (404, 409):
                     return False
