@@ -1,7 +1,6 @@
 """new_terms history persisted in a ConfigMap, against kmock's Kubernetes emulator."""
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -11,11 +10,13 @@ import kmock
 import kubernetes.client
 import pytest
 
+from gatewatch import background
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.newterms_store import DATA_KEY, ConfigMapNewTermsStore
 from gatewatch.newterms import InMemoryNewTermsStore, NewTermsStore
 from gatewatch.rules import load_rules_text
 from kube_emulator import KubeEmulator, api_client_for, put_object, read_object
+from supervision import eventually, supervised
 
 # A resource object, not the "v1/configmaps" string: kmock's `key in objects` does not parse strings.
 CONFIGMAP_RESOURCE = kmock.resource("", "v1", "configmaps")
@@ -208,21 +209,18 @@ async def test_dry_run_leaves_no_trace(api_client) -> None:
     assert len(store) == 1
 
 
-async def test_run_keeps_flushing_when_the_api_fails(unused_tcp_port: int, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_flush_task_keeps_flushing_when_the_api_fails(
+    unused_tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
     client = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=f"http://127.0.0.1:{unused_tcp_port}"))
     store = ConfigMapNewTermsStore(client, namespace=NAMESPACE, flush_interval=0.01, request_timeout=1.0,
                                    clock=lambda: FLUSHED_AT)
     store.is_new("rule-1", ("alice",), at=T0, window=WINDOW)
-    task = asyncio.create_task(store.run())
-    try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while "could not save" not in caplog.text:
-            assert asyncio.get_running_loop().time() < deadline, "no failure logged"
-            await asyncio.sleep(0.01)
-        assert not task.done()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with supervised(background.new_terms_flush(store)) as supervisor:
+        state = supervisor.tasks["new-terms"]
+        await eventually(lambda: state.failures >= 2, what="two failed saves")
+        assert not state.runner.done()
+    assert "new_terms history save to ConfigMap gatewatch/gatewatch-new-terms (kept in memory) failed" in caplog.text
     assert not store.is_new("rule-1", ("alice",), at=T0 + timedelta(hours=1), window=WINDOW)
 
 
