@@ -49,7 +49,7 @@ class RuleEngine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
         enabled = [rule for rule in ruleset.rules if rule.enabled]
-        index = RuleIndex(enabled, [getattr(rule.matcher, "node", None) for rule in enabled])
+        index = RuleIndex(enabled, [rule.required_node for rule in enabled])
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index)
 

@@ -382,6 +382,8 @@ def _explain(error: UnexpectedInput, query: str) -> tuple[str, int]:
         if token.type == "$END":
             return "unexpected end of query", len(query)
         offset = token.start_pos if token.start_pos is not None else 0
+        if str(token).startswith("'"):
+            return "single-quoted strings are not ES|QL: use double quotes", offset
         if offset == 0:
             return "a query starts with FROM or ROW", 0
         previous = query[:offset].rstrip()

@@ -3,7 +3,8 @@
 Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
 ``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
 ``eql`` rules whose condition is a single ``any where`` expression through
-``gatewatch.rules.eql``. An EQL condition KQL can express exactly is stored as
+``gatewatch.rules.eql``, ``esql`` rules as they are (``language: esql``, compiled
+by ``gatewatch.esql``; one with STATS is refused with the loader's reason). An EQL condition KQL can express exactly is stored as
 KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
 and its original text (the loader translates it the same way).
 
@@ -32,7 +33,6 @@ from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
 REJECTED_TYPES = {
-    "esql": "ES|QL rules are not supported (they aggregate over many events; gatewatch sees one request)",
     "threshold": "threshold rules are not supported (they count events over time; gatewatch sees one request)",
     "threat_match": "indicator match (threat_match) rules are not supported (they need threat-intel indices)",
     "machine_learning": "machine_learning rules are not supported (they need Elastic ML jobs)",
@@ -118,9 +118,11 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     rule_type = rule.get("type", "query")
     if rule_type in REJECTED_TYPES:
         raise ImportRuleError(REJECTED_TYPES[rule_type], file=file)
-    if rule_type not in ("query", "new_terms", "eql"):
-        raise ImportRuleError(f"rule type {rule_type!r} is not supported (query, new_terms and eql are)", file=file)
-    language = rule.get("language", "eql" if rule_type == "eql" else "kuery")
+    if rule_type not in ("query", "new_terms", "eql", "esql"):
+        raise ImportRuleError(
+            f"rule type {rule_type!r} is not supported (query, new_terms, eql and esql are)", file=file
+        )
+    language = rule.get("language", rule_type if rule_type in ("eql", "esql") else "kuery")
     query = required("query").strip()
 
     converted: dict[str, Any] = {
@@ -135,6 +137,10 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
         if language != "eql":
             raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
         converted["language"], converted["query"] = _convert_eql(query, file=file)
+    elif rule_type == "esql":
+        if language != "esql":
+            raise ImportRuleError(f"an esql rule with language {language!r}", file=file)
+        converted["language"], converted["query"] = "esql", query  # the loader parses and compiles it
     else:
         if language != "kuery":
             raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)

@@ -81,7 +81,7 @@ def _shown(matches: Sequence[Term | Wildcard]) -> str:
 
 
 def _query_node(rule: Rule) -> Node | None:
-    return getattr(rule.matcher, "node", None)
+    return rule.required_node  # type: ignore[no-any-return]
 
 
 def _finding(rule: Rule, level: Level, message: str, validator: str) -> Finding:

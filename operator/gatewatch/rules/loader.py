@@ -17,7 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gatewatch.errors import GatewatchError, KqlSyntaxError, RuleError, quoted
+from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError, RuleError, quoted
+from gatewatch.esql import compile_esql
 from gatewatch.kql import compile_query
 from gatewatch.rules.attack import AttackEntry, attack_data
 from gatewatch.rules.eql import eql_to_ast
@@ -54,6 +55,10 @@ TACTIC_KEYS = ("id", "name", "reference")
 TECHNIQUE_KEYS = ("id", "name", "reference", "subtechniques")
 
 DEFAULT_HISTORY_WINDOW = "7d"
+STATS_REFUSAL = (
+    "ES|QL STATS aggregates over many events; replay only, and gatewatch does not run STATS rules yet: "
+    "only per-event ES|QL rules (no STATS) load"
+)
 # "7d", "12h", and Elastic's history_window_start spelling "now-7d".
 _DURATION = re.compile(r"^(?:now-)?(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -336,20 +341,31 @@ class _RuleReader:
     def _compile(self, text: str, *, language: Language, field: str, line: int) -> Any:
         if len(text) > MAX_QUERY_CHARS:  # parsing costs about 25 µs a character
             raise self.error(f"longer than {MAX_QUERY_CHARS:,} characters ({len(text):,})", field=field, line=line)
+        compiled: Any
         try:
             if language is Language.EQL:
-                return compile_query(eql_to_ast(text), source=text)
-            return compile_query(text)
-        except KqlSyntaxError as error:  # EqlSyntaxError is one too
-            kind = "EQL" if language is Language.EQL else "KQL"
+                compiled = compile_query(eql_to_ast(text), source=text)
+            elif language is Language.ESQL:
+                compiled = compile_esql(text)
+            else:
+                compiled = compile_query(text)
+        except KqlSyntaxError as error:  # EqlSyntaxError and EsqlSyntaxError are ones too
+            kind = {Language.EQL: "EQL", Language.ESQL: "ES|QL"}.get(language, "KQL")
+            if isinstance(error, EsqlSyntaxError) and error.unsupported:
+                kind, label = "unsupported ES|QL", "at"
+            else:
+                label = "syntax error at"
             raise self.error(
-                f"{kind} syntax error at query line {error.line}, column {error.column}: {error.reason}\n"
+                f"{kind} {label} query line {error.line}, column {error.column}: {error.reason}\n"
                 f"    {error.excerpt}\n    {error.caret}",
                 field=field,
                 line=line + error.line - 1,
             ) from None
         except GatewatchError as error:
             raise self.error(f"cannot compile: {error}", field=field, line=line) from None
+        if getattr(compiled, "aggregates", False):
+            raise self.error(STATS_REFUSAL, field=field, line=line)
+        return compiled
 
     def _new_terms(self, rule_type: RuleType) -> NewTerms | None:
         raw = self.raw.get("new_terms")

@@ -46,6 +46,7 @@ class Language(str, Enum):
 
     KUERY = "kuery"
     EQL = "eql"
+    ESQL = "esql"
 
     def __str__(self) -> str:
         return self.value
@@ -194,6 +195,20 @@ class Rule:
                 for sub in technique.subtechniques:
                     ids[sub.id] = None
         return tuple(ids)
+
+    @property
+    def required_node(self) -> Any:
+        """A KQL syntax tree every document the rule matches satisfies, for the rule
+        index and lint: the query itself for KQL and EQL; for ES|QL the conditions of
+        its WHERE commands on document fields (None: nothing known)."""
+        matcher = self.matcher
+        return getattr(matcher, "requirement", None) or getattr(matcher, "node", None)
+
+    @property
+    def aggregates(self) -> bool:
+        """True for an ES|QL rule with STATS: it aggregates over many events, so
+        admission (one request) never evaluates it; replay does."""
+        return bool(getattr(self.matcher, "aggregates", False))
 
     def is_excepted(self, document: Any) -> bool:
         """True when one of the rule's exceptions matches ``document``."""
