@@ -23,7 +23,7 @@ CONVERTIBLE = [
     "eql_events_deleted.toml",
 ]
 NOT_CONVERTIBLE = {
-    "esql_secret_burst.toml": "ES|QL rules are not supported",
+    "esql_secret_burst.toml": "ES|QL STATS aggregates over many events; replay only",
     "threshold_forbidden_requests.toml": "threshold rules are not supported",
     "broken.toml": "invalid TOML",
     "eql_sequence.toml": "sequence queries are not supported",
