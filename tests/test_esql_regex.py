@@ -201,3 +201,9 @@ def test_translation_agrees_with_an_independent_evaluation_of_the_same_tree(patt
         assert error.untranslatable  # only a real limit of Python's re may refuse a valid pattern
         return
     assert matcher(text) == _reference(node, text), (pattern, text)
+
+
+def test_text_with_a_lone_surrogate_is_matched_not_an_error():
+    # JSON may carry "\ud800"; RE2 reads UTF-8, so such a character must not break evaluation.
+    assert lucene_regex(".*/dev/tcp/.*")("x\ud800 > /dev/tcp/203.0.113.7/1")
+    assert wildcard("?x*")("\ud800xy")

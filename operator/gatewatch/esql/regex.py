@@ -67,11 +67,56 @@ def compile_regex(text: str, *, dotall: bool = False, multiline: bool = False, a
     """
     flags = ("s" if dotall else "") + ("m" if multiline else "")
     try:
-        return re2.compile((f"(?{flags})" if flags else "") + text + (r"\z" if anchored_end else ""), _RE2_OPTIONS)
+        compiled = re2.compile((f"(?{flags})" if flags else "") + text + (r"\z" if anchored_end else ""), _RE2_OPTIONS)
     except re2.error:
         pass
+    else:
+        return _Re2Pattern(compiled)
     python_flags = (re.DOTALL if dotall else 0) | (re.MULTILINE if multiline else 0)
     return re.compile(text + (r"\Z" if anchored_end else ""), python_flags)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Re2Pattern:
+    """An RE2 pattern that also takes text with lone surrogates (JSON allows "\\ud800"):
+    RE2 reads UTF-8, so they are matched as U+FFFD, at the same positions."""
+
+    __slots__ = ("_pattern", "groups", "groupindex")
+
+    def __init__(self, pattern: Any) -> None:
+        self._pattern = pattern
+        self.groups = pattern.groups
+        self.groupindex = pattern.groupindex
+
+    def search(self, text: str) -> Any:
+        try:
+            return self._pattern.search(text)
+        except UnicodeEncodeError:
+            return self._pattern.search(_without_surrogates(text))
+
+    def match(self, text: str) -> Any:
+        try:
+            return self._pattern.match(text)
+        except UnicodeEncodeError:
+            return self._pattern.match(_without_surrogates(text))
+
+    def fullmatch(self, text: str) -> Any:
+        try:
+            return self._pattern.fullmatch(text)
+        except UnicodeEncodeError:
+            return self._pattern.fullmatch(_without_surrogates(text))
+
+    def sub(self, replacement: Any, text: str) -> str:
+        try:
+            return self._pattern.sub(replacement, text)  # type: ignore[no-any-return]
+        except UnicodeEncodeError:
+            return self._pattern.sub(replacement, _without_surrogates(text))  # type: ignore[no-any-return]
+
+
+def _without_surrogates(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def is_linear(compiled: Any) -> bool:
