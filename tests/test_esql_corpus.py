@@ -3,11 +3,14 @@ parses and compiles; the per-event exec rules decide exec requests as Elastic's 
 from __future__ import annotations
 
 import csv
+import functools
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gatewatch.documents import document_from_admission_review, document_from_audit_event
 from gatewatch.esql import compile_esql, parse
@@ -171,3 +174,29 @@ def test_requirements_let_the_rule_index_skip_what_cannot_match(exec_rules: dict
     assert set(index.candidates(exec_document)) == set(rules)
     create_document = {"kubernetes": {"audit": {"objectRef": {"resource": "pods"}, "verb": "create"}}}
     assert index.candidates(create_document) == ()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(uri=st.text(max_size=200), extra=_JSON, stamp=st.text(max_size=30) | st.just("2026-01-01T00:00:00Z"),
+       code=_JSON)
+def test_no_document_makes_an_esql_rule_raise(uri, extra, stamp, code):
+    document = {"@timestamp": stamp, "source": {"ip": extra}, "user": {"name": extra},
+                "event": {"dataset": "kubernetes.audit_logs", "action": "get"},
+                "kubernetes": {"audit": {"objectRef": {"subresource": "exec", "resource": "secrets"},
+                                         "requestURI": "/exec?command=" + uri, "responseStatus": {"code": code},
+                                         "user": {"username": extra}, "verb": "get", "level": "Request",
+                                         "requestObject": extra}}}
+    for rule in compiled_corpus():
+        rule.rows_for(document)
+
+
+@functools.cache
+def compiled_corpus() -> tuple:
+    return tuple(compile_esql(query_of(path)) for path in esql_files())

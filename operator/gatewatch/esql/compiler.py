@@ -325,10 +325,6 @@ class QueryCompiler:
             matched = any(_name_matches(pattern, name) for pattern in command.patterns)
             if keep != matched:
                 scope.bindings[name] = None
-        if not keep:
-            for pattern in command.patterns:
-                if "*" not in pattern and scope.resolve(pattern) is None and pattern not in scope.bindings:
-                    pass  # dropping a field the document may lack is fine
         scope.filters.append(("keep" if keep else "drop", command.patterns))
         if keep:
             ordered: list[str] = []
@@ -633,6 +629,13 @@ def arithmetic(operator: str, left: Value, right: Value) -> Value:
     truncates, a division by zero or an overflow gives null, dates move by durations."""
     if left is None or right is None or isinstance(left, tuple) or isinstance(right, tuple):
         return None
+    try:
+        return _arithmetic(operator, left, right)
+    except (OverflowError, ValueError, ArithmeticError):
+        return None  # a date out of range, a float overflow: null, as ES|QL's failed evaluation
+
+
+def _arithmetic(operator: str, left: Any, right: Any) -> Value:
     if is_number(left) and is_number(right):
         if operator == "+":
             return _checked(left + right)
@@ -655,7 +658,7 @@ def arithmetic(operator: str, left: Value, right: Value) -> Value:
         if isinstance(right, Period):
             return add_period(left, right, sign)
     if isinstance(right, datetime) and operator == "+":
-        return arithmetic("+", right, left)
+        return _arithmetic("+", right, left)
     if isinstance(left, timedelta) and isinstance(right, timedelta) and operator in "+-":
         return left + right if operator == "+" else left - right
     if isinstance(left, Period) and isinstance(right, Period) and operator in "+-":
