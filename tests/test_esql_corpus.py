@@ -49,13 +49,15 @@ def test_five_rules_aggregate_and_seven_run_per_event():
     assert kinds.count(True) == 5 and kinds.count(False) == 7
 
 
-def test_the_four_exec_rules_import_and_stats_rules_are_refused_with_the_reason():
+def test_the_four_exec_rules_import_and_stats_rules_import_for_replay_only():
     result = import_elastic_rules([CORPUS / name for name in EXEC_RULES])
     assert not result.failures and len(result.rule_ids) == 4
     stats = [path for path in esql_files() if parse(query_of(path)).has_stats]
-    refused = import_elastic_rules(stats)
-    assert len(refused.failures) == len(stats) == 5
-    assert all("aggregates over many events; replay only" in reason for _, reason in refused.failures)
+    imported = import_elastic_rules(stats)
+    notes = {Path(path).name for path, note in imported.notes if "replay only" in note}
+    # A STATS rule fails only where the others do: on ATT&CK metadata, never on its query.
+    assert all("ATT&CK" in reason or "reference" in reason for _, reason in imported.failures)
+    assert len(notes) + len(imported.failures) == len(stats) == 5
 
 
 def review(command: list[str]) -> dict:

@@ -57,10 +57,31 @@ class StatsPlan:
     after_compiler: QueryCompiler
 
 
+def _calls_now(node: object) -> int | None:
+    """The offset of a NOW() call in a syntax tree, or None."""
+    if isinstance(node, ast.Call) and node.name == "now":
+        return node.offset
+    if isinstance(node, tuple):
+        for item in node:
+            found = _calls_now(item)
+            if found is not None:
+                return found
+    elif hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:  # type: ignore[attr-defined]
+            found = _calls_now(getattr(node, name))
+            if found is not None:
+                return found
+    return None
+
+
 def _plan(tree: ast.Query) -> StatsPlan:
     compiler, before, index, _ = compile_pipeline(tree, stop_at_stats=True)
     stats = tree.commands[index]
     assert isinstance(stats, ast.Stats)
+    now_offset = _calls_now(tree.commands[1:index + 1])
+    if now_offset is not None:
+        raise _Refusal("NOW() before or in STATS is not supported: each event is evaluated once, before the "
+                       "rule's run time is known (NOW() after STATS is the run time)", now_offset)
     aggregates = []
     for item in stats.aggregates:
         call = item.expression
@@ -152,35 +173,58 @@ def _group_keys(values: Value) -> list[Scalar | None]:
     return [None] if values is None else list(as_list(values))
 
 
-def aggregate_rows(plan: StatsPlan, rows: list[Row], *, now: datetime) -> list[Row]:
-    """STATS over ``rows`` -> one row per group (columns: aggregates, then groups)."""
-    groups: dict[tuple[Any, ...], tuple[tuple[Scalar | None, ...], list[Row]]] = {}
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """What STATS needs of one row: its group keys and, per aggregate, whether its
+    WHERE holds and the argument's values."""
+
+    keys: tuple[tuple[Scalar | None, ...], ...]
+    inputs: tuple[tuple[bool, tuple[Scalar, ...]], ...]
+
+
+def project(plan: StatsPlan, row: Row) -> _Item:
+    keys: list[tuple[Scalar | None, ...]] = [()]
+    for _, evaluator in plan.groups:
+        keys = [key + (value,) for key in keys for value in _group_keys(evaluator(row))]
+    inputs = tuple(
+        (aggregate.where is None or aggregate.where(row) is True,
+         () if aggregate.argument is None else tuple(as_list(aggregate.argument(row))))
+        for aggregate in plan.aggregates
+    )
+    return _Item(tuple(keys), inputs)
+
+
+def aggregate_items(plan: StatsPlan, items: Iterable[_Item], *, now: datetime) -> list[Row]:
+    """STATS over projected rows -> one row per group (columns: aggregates, then groups)."""
+    groups: dict[tuple[Any, ...], tuple[tuple[Scalar | None, ...], list[_Item]]] = {}
     if not plan.groups:
-        groups[()] = ((), rows)
+        groups[()] = ((), list(items))
     else:
-        for row in rows:
-            keys: list[tuple[Scalar | None, ...]] = [()]
-            for _, evaluator in plan.groups:
-                keys = [key + (value,) for key in keys for value in _group_keys(evaluator(row))]
-            for key in keys:
+        for item in items:
+            for key in item.keys:
                 identity = tuple((type(part).__name__, part) for part in key)
-                groups.setdefault(identity, (key, []))[1].append(row)
+                groups.setdefault(identity, (key, []))[1].append(item)
     scope = plan.after_compiler.scope
     out: list[Row] = []
     for key, members in groups.values():
         columns: dict[str, Value] = {}
-        for aggregate in plan.aggregates:
-            selected = [row for row in members if aggregate.where is None or aggregate.where(row) is True]
+        for position, aggregate in enumerate(plan.aggregates):
+            selected = [item.inputs[position][1] for item in members if item.inputs[position][0]]
             if aggregate.argument is None:
-                value = _aggregate("count", None, len(selected))  # type: ignore[arg-type]
+                value = len(selected)
             else:
-                values = [item for row in selected for item in as_list(aggregate.argument(row))]
+                values = [value for values_of_row in selected for value in values_of_row]
                 value = _aggregate(aggregate.function, values, len(selected))
             columns[_slot(scope, aggregate.name)] = value
         for (name, _), part in zip(plan.groups, key):
             columns[_slot(scope, name)] = part
         out.append(Row({}, columns, now))
     return out
+
+
+def aggregate_rows(plan: StatsPlan, rows: list[Row], *, now: datetime) -> list[Row]:
+    """STATS over rows of the per-event commands."""
+    return aggregate_items(plan, (project(plan, row) for row in rows), now=now)
 
 
 def _slot(scope: Any, name: str) -> str:

@@ -4,7 +4,8 @@ Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
 ``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
 ``eql`` rules whose condition is a single ``any where`` expression through
 ``gatewatch.rules.eql``, ``esql`` rules as they are (``language: esql``, compiled
-by ``gatewatch.esql``; one with STATS is refused with the loader's reason). An EQL condition KQL can express exactly is stored as
+by ``gatewatch.esql``); one with STATS keeps Elastic's ``interval`` and ``from``
+as its ``schedule``, for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
 KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
 and its original text (the loader translates it the same way).
 
@@ -25,10 +26,11 @@ from typing import Any
 
 import yaml
 
-from gatewatch.errors import EqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
+from gatewatch.errors import EqlSyntaxError, EsqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
+from gatewatch.esql import parse as parse_esql
 from gatewatch.kql import KqlRenderError, parse, to_kql
 from gatewatch.rules.eql import eql_to_ast
-from gatewatch.rules.loader import load_rules_text
+from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
 from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
@@ -141,6 +143,11 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
         if language != "esql":
             raise ImportRuleError(f"an esql rule with language {language!r}", file=file)
         converted["language"], converted["query"] = "esql", query  # the loader parses and compiles it
+        if _has_stats(query):
+            # Replay runs it as Elastic schedules it; admission never can.
+            converted["schedule"] = {"interval": str(rule.get("interval") or "5m"),
+                                     "from": str(rule.get("from") or "now-6m")}
+            notes.append(STATS_AT_ADMISSION)
     else:
         if language != "kuery":
             raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)
@@ -170,6 +177,13 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     if rule.get("exceptions_list"):
         notes.append("exceptions_list refers to Kibana exception lists, which are not imported")
     return converted, notes
+
+
+def _has_stats(query: str) -> bool:
+    try:
+        return parse_esql(query).has_stats
+    except EsqlSyntaxError:
+        return False  # the loader reports the syntax error with its position
 
 
 def _check_kql(query: str, *, file: str) -> None:

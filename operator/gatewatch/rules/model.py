@@ -155,6 +155,19 @@ class NewTerms:
         return tuple(name for name in self.fields if is_admission_unavailable(name))
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When Elastic runs a rule: every ``interval``, over the events of the last ``lookback``
+    (Elastic's ``interval`` and ``from``). Replay runs STATS rules on this schedule."""
+
+    interval: timedelta
+    lookback: timedelta
+
+
+# Elastic's defaults for a detection rule: interval 5m, from now-6m.
+DEFAULT_SCHEDULE = Schedule(interval=timedelta(minutes=5), lookback=timedelta(minutes=6))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     """One detection rule. See docs/rules.md for every field."""
@@ -169,6 +182,7 @@ class Rule:
     matcher: CompiledQuery = field(compare=False, repr=False)
     language: Language = Language.KUERY
     new_terms: NewTerms | None = None
+    schedule: Schedule | None = None
     threat: tuple[Threat, ...] = ()
     action: Action = Action.ALERT
     exceptions: tuple[str, ...] = ()
