@@ -140,7 +140,9 @@ def test_every_pattern_of_the_exec_rules_runs_in_linear_time_on_re2(exec_rules: 
     # The exec command is the requester's text: a backtracking engine could be made to spin on it.
     from gatewatch.esql import ast
     from gatewatch.esql.grok import compile_grok
-    from gatewatch.esql.regex import compile_regex, is_linear, java_literal, java_regex, lucene_regex_text
+    from gatewatch.esql.javaregex import java_literal, java_regex
+    from gatewatch.esql.lucene import lucene_regex_text
+    from gatewatch.esql.regex import compile_regex, is_linear
 
     def expressions(node):
         if isinstance(node, tuple):

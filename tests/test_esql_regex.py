@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewatch.esql.regex import PatternError, _LuceneParser, _Node, java_regex, lucene_regex, wildcard
+from gatewatch.esql.javaregex import java_regex
+from gatewatch.esql.lucene import _LuceneParser, _Node, lucene_regex, wildcard
+from gatewatch.esql.regex import PatternError
 
 
 @pytest.mark.parametrize("pattern, matching, not_matching", [

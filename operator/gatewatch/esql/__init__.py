@@ -9,9 +9,12 @@ gatewatch documents (the same document view the KQL rules read).
 ``parse`` gives the syntax tree (``gatewatch.esql.ast``), ``compile_esql`` a
 ``CompiledEsql`` (document -> bool), ``execute`` runs a whole query, STATS
 included, over a set of documents. The modules, along the data flow:
-``parser`` (grammar ``esql.lark``) -> ``compiler`` (names, commands, expressions)
-with ``values`` (types, nulls, multi-values), ``functions``, ``regex`` (RLIKE,
-LIKE, REPLACE), ``grok`` and ``dissect``; ``aggregate`` for STATS.
+``parser`` (grammar ``esql.lark``) -> ``compiler`` (commands, expressions) with
+``names`` (which column a name is), ``values`` (types, nulls, multi-values,
+arithmetic), ``functions``, ``lucene`` (RLIKE, LIKE), ``javaregex`` (REPLACE),
+``regex`` (RE2, else ``re``), ``grok`` and ``dissect``; ``requirement`` (a KQL
+tree for the rule index); ``aggregate`` (STATS) and ``schedule`` (STATS on
+Elastic's schedule, for replay).
 
 Where gatewatch's evaluation deviates from Elasticsearch's (each is deliberate):
 

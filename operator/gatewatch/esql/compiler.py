@@ -19,22 +19,26 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError
+from gatewatch.errors import EsqlSyntaxError, KqlSyntaxError
 from gatewatch.esql import ast
 from gatewatch.esql.dissect import compile_dissect
-from gatewatch.esql.functions import AGGREGATES, CASTS, FUNCTIONS, UNSUPPORTED, add_period, apply
+from gatewatch.esql.functions import AGGREGATES, CASTS, FUNCTIONS, UNSUPPORTED, apply
 from gatewatch.esql.grok import compile_grok
-from gatewatch.esql.regex import PatternError, lucene_regex, wildcard
+from gatewatch.esql.javaregex import java_regex
+from gatewatch.esql.lucene import lucene_regex, wildcard
+from gatewatch.esql.names import DocumentField, Scope, Slot, _name_matches
+from gatewatch.esql.regex import PatternError
+from gatewatch.esql.requirement import requirement
 from gatewatch.esql.values import (
-    LONG_MAX,
-    LONG_MIN,
     Period,
     Value,
+    arithmetic,
     as_list,
+    checked_long,
     compare,
     field_reader,
     is_number,
@@ -63,61 +67,6 @@ class Row:
 
 Evaluator = Callable[[Row], Value]
 Stage = Callable[[list[Row]], list[Row]]
-
-
-# --- names: which column does a name refer to ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """A computed column, stored in ``Row.columns`` under ``key`` (unique per definition)."""
-
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentField:
-    field: str
-
-
-Binding = Slot | DocumentField | None  # None: dropped
-
-
-@dataclass
-class Scope:
-    """The columns visible after each command, as ES|QL's analyzer resolves names."""
-
-    bindings: dict[str, Binding] = field(default_factory=dict)
-    # Applied in order to document fields never bound: ("keep" | "drop", patterns).
-    filters: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)  # visible named columns, in output order
-    counter: int = 0
-
-    def resolve(self, name: str) -> Binding:
-        if name in self.bindings:
-            return self.bindings[name]
-        for kind, patterns in self.filters:
-            matched = any(_name_matches(pattern, name) for pattern in patterns)
-            if (kind == "keep") != matched:
-                return None
-        return DocumentField(name)
-
-    def define(self, name: str) -> Slot:
-        self.counter += 1
-        slot = Slot(f"{name}#{self.counter}")
-        self.bindings[name] = slot
-        if name in self.order:
-            self.order.remove(name)  # a redefined column moves to the end, as in ES|QL
-        self.order.append(name)
-        return slot
-
-    def visible(self) -> list[tuple[str, Binding]]:
-        return [(name, self.bindings.get(name, DocumentField(name))) for name in self.order
-                if self.resolve(name) is not None]
-
-
-def _name_matches(pattern: str, name: str) -> bool:
-    return name == pattern if "*" not in pattern else wildcard(pattern.replace("\\", "\\\\"))(name)
 
 
 # --- the compiled query ---------------------------------------------------------------------------
@@ -430,7 +379,7 @@ class QueryCompiler:
             if value is None or isinstance(value, tuple):
                 return None
             if is_number(value):
-                return _checked(-value)
+                return checked_long(-value)
             if isinstance(value, (timedelta, Period)):
                 return -value
             return None
@@ -563,8 +512,6 @@ class QueryCompiler:
     def _check_literal_patterns(self, node: ast.Call) -> None:
         """A literal REPLACE regex is checked now, so a bad one refuses the rule, not every event."""
         if node.name == "replace" and isinstance(node.args[1], ast.Literal) and isinstance(node.args[1].value, str):
-            from gatewatch.esql.regex import java_regex
-
             try:
                 java_regex(node.args[1].value)
             except PatternError as error:
@@ -616,110 +563,6 @@ def _sort_key(value: Value, descending: bool) -> Any:
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return (value.version, int(value))
     return value
-
-
-def _checked(number: int | float) -> int | float | None:
-    if isinstance(number, int) and not LONG_MIN <= number <= LONG_MAX:
-        return None  # long overflow: ES|QL gives null with a warning
-    return number
-
-
-def arithmetic(operator: str, left: Value, right: Value) -> Value:
-    """``+ - * / %`` with ES|QL's rules: nulls and multi-values give null, integer division
-    truncates, a division by zero or an overflow gives null, dates move by durations."""
-    if left is None or right is None or isinstance(left, tuple) or isinstance(right, tuple):
-        return None
-    try:
-        return _arithmetic(operator, left, right)
-    except (OverflowError, ValueError, ArithmeticError):
-        return None  # a date out of range, a float overflow: null, as ES|QL's failed evaluation
-
-
-def _arithmetic(operator: str, left: Any, right: Any) -> Value:
-    if is_number(left) and is_number(right):
-        if operator == "+":
-            return _checked(left + right)
-        if operator == "-":
-            return _checked(left - right)
-        if operator == "*":
-            return _checked(left * right)
-        if right == 0:
-            return None
-        if isinstance(left, int) and isinstance(right, int):
-            quotient = abs(left) // abs(right) * (1 if (left >= 0) == (right >= 0) else -1)  # Java truncation
-            return _checked(quotient) if operator == "/" else left - right * quotient
-        if operator == "/":
-            return left / right
-        return left - right * int(left / right)  # Java's % on doubles keeps the dividend's sign
-    if isinstance(left, datetime) and operator in "+-":
-        sign = 1 if operator == "+" else -1
-        if isinstance(right, timedelta):
-            return left + sign * right
-        if isinstance(right, Period):
-            return add_period(left, right, sign)
-    if isinstance(right, datetime) and operator == "+":
-        return _arithmetic("+", right, left)
-    if isinstance(left, timedelta) and isinstance(right, timedelta) and operator in "+-":
-        return left + right if operator == "+" else left - right
-    if isinstance(left, Period) and isinstance(right, Period) and operator in "+-":
-        sign = 1 if operator == "+" else -1
-        return Period(left.months + sign * right.months, left.days + sign * right.days)
-    return None
-
-
-# --- the necessary condition, as KQL, for the rule index and lint ---------------------------------
-
-
-def requirement(condition: ast.Expression, resolve: Callable[[str], Binding]) -> kql_ast.Node | None:
-    """A KQL tree implied by ``condition`` over document fields (None: nothing certain)."""
-    if isinstance(condition, ast.And):
-        parts = [part for part in (requirement(item, resolve) for item in condition.items) if part is not None]
-        return None if not parts else parts[0] if len(parts) == 1 else kql_ast.And(tuple(parts))
-    if isinstance(condition, ast.Or):
-        parts = [requirement(item, resolve) for item in condition.items]
-        return None if any(part is None for part in parts) else kql_ast.Or(tuple(parts))  # type: ignore[arg-type]
-
-    def document_field(node: ast.Expression) -> str | None:
-        if isinstance(node, ast.Column):
-            binding = resolve(node.name)
-            return binding.field if isinstance(binding, DocumentField) else None
-        return None
-
-    def text(node: ast.Expression) -> str | None:
-        return node.value if isinstance(node, ast.Literal) and isinstance(node.value, str) else None
-
-    if isinstance(condition, ast.Comparison) and condition.operator == "==":
-        for column, literal in ((condition.left, condition.right), (condition.right, condition.left)):
-            name, value = document_field(column), text(literal)
-            if name is not None and value is not None:
-                return kql_ast.Term(name, value)
-    if isinstance(condition, ast.In) and not condition.negated:
-        name = document_field(condition.value)
-        values = [text(item) for item in condition.items]
-        if name is not None and values and all(value is not None for value in values):
-            terms = tuple(kql_ast.Term(name, value) for value in values)  # type: ignore[arg-type]
-            return terms[0] if len(terms) == 1 else kql_ast.Or(terms)
-    if isinstance(condition, ast.IsNull) and condition.negated:
-        name = document_field(condition.value)
-        if name is not None:
-            return kql_ast.Exists(name)
-    if isinstance(condition, ast.Like) and not condition.regex and not condition.negated and len(condition.patterns) == 1:
-        name, pattern = document_field(condition.value), condition.patterns[0]
-        if name is not None and "?" not in pattern and "\\" not in pattern:
-            return kql_ast.Wildcard.from_pattern(name, pattern) if "*" in pattern else kql_ast.Term(name, pattern)
-    if isinstance(condition, ast.Call) and condition.name in ("starts_with", "ends_with") and len(condition.args) == 2:
-        name, affix = document_field(condition.args[0]), text(condition.args[1])
-        if name is not None and affix is not None:
-            parts = (affix, "") if condition.name == "starts_with" else ("", affix)
-            return kql_ast.Wildcard(name, parts)
-    if isinstance(condition, ast.Call) and condition.name == "kql" and condition.args:
-        query = text(condition.args[0])
-        if query is not None:
-            try:
-                return compile_kql(query).node
-            except GatewatchError:
-                return None
-    return None
 
 
 def compile_pipeline(query: ast.Query, *, stop_at_stats: bool = False) -> tuple[QueryCompiler, Pipeline, int,

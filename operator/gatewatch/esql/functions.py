@@ -26,11 +26,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
-from gatewatch.esql.regex import PatternError, java_literal, java_literal_replacement, java_regex, java_replacement
+from gatewatch.esql.javaregex import java_literal, java_literal_replacement, java_regex, java_replacement
+from gatewatch.esql.regex import PatternError
 from gatewatch.esql.values import (
     LONG_MAX,
     LONG_MIN,
-    Period,
     Scalar,
     Value,
     as_list,
@@ -42,6 +42,7 @@ from gatewatch.esql.values import (
     parse_ip,
     to_string,
 )
+from gatewatch.esql.values import Period
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
@@ -442,18 +443,6 @@ def _date_trunc(interval: Scalar, value: Scalar) -> datetime:
             epoch_days = (day - datetime(1970, 1, 1, tzinfo=timezone.utc)).days // interval.days * interval.days
             return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=epoch_days)
     raise EvaluationError("DATE_TRUNC needs a time interval")
-
-
-def add_period(moment: datetime, period: Period, sign: int = 1) -> datetime:
-    months = moment.month - 1 + sign * period.months
-    year, month = moment.year + months // 12, months % 12 + 1
-    day = min(moment.day, _days_in_month(year, month))
-    return moment.replace(year=year, month=month, day=day) + timedelta(days=sign * period.days)
-
-
-def _days_in_month(year: int, month: int) -> int:
-    following = datetime(year + month // 12, month % 12 + 1, 1)
-    return (following - timedelta(days=1)).day
 
 
 # --- numbers -------------------------------------------------------------------------------------

@@ -309,3 +309,67 @@ def _java_double(value: float) -> str:
 def _duration_text(value: timedelta) -> str:
     total_ms = int(value / timedelta(milliseconds=1))
     return f"PT{total_ms / 1000:g}S"
+
+
+# --- arithmetic ---------------------------------------------------------------------------------
+
+
+def add_period(moment: datetime, period: Period, sign: int = 1) -> datetime:
+    months = moment.month - 1 + sign * period.months
+    year, month = moment.year + months // 12, months % 12 + 1
+    day = min(moment.day, _days_in_month(year, month))
+    return moment.replace(year=year, month=month, day=day) + timedelta(days=sign * period.days)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    following = datetime(year + month // 12, month % 12 + 1, 1)
+    return (following - timedelta(days=1)).day
+
+
+def checked_long(number: int | float) -> int | float | None:
+    if isinstance(number, int) and not LONG_MIN <= number <= LONG_MAX:
+        return None  # long overflow: ES|QL gives null with a warning
+    return number
+
+
+def arithmetic(operator: str, left: Value, right: Value) -> Value:
+    """``+ - * / %`` with ES|QL's rules: nulls and multi-values give null, integer division
+    truncates, a division by zero or an overflow gives null, dates move by durations."""
+    if left is None or right is None or isinstance(left, tuple) or isinstance(right, tuple):
+        return None
+    try:
+        return _arithmetic(operator, left, right)
+    except (OverflowError, ValueError, ArithmeticError):
+        return None  # a date out of range, a float overflow: null, as ES|QL's failed evaluation
+
+
+def _arithmetic(operator: str, left: Any, right: Any) -> Value:
+    if is_number(left) and is_number(right):
+        if operator == "+":
+            return checked_long(left + right)
+        if operator == "-":
+            return checked_long(left - right)
+        if operator == "*":
+            return checked_long(left * right)
+        if right == 0:
+            return None
+        if isinstance(left, int) and isinstance(right, int):
+            quotient = abs(left) // abs(right) * (1 if (left >= 0) == (right >= 0) else -1)  # Java truncation
+            return checked_long(quotient) if operator == "/" else left - right * quotient
+        if operator == "/":
+            return left / right
+        return left - right * int(left / right)  # Java's % on doubles keeps the dividend's sign
+    if isinstance(left, datetime) and operator in "+-":
+        sign = 1 if operator == "+" else -1
+        if isinstance(right, timedelta):
+            return left + sign * right
+        if isinstance(right, Period):
+            return add_period(left, right, sign)
+    if isinstance(right, datetime) and operator == "+":
+        return _arithmetic("+", right, left)
+    if isinstance(left, timedelta) and isinstance(right, timedelta) and operator in "+-":
+        return left + right if operator == "+" else left - right
+    if isinstance(left, Period) and isinstance(right, Period) and operator in "+-":
+        sign = 1 if operator == "+" else -1
+        return Period(left.months + sign * right.months, left.days + sign * right.days)
+    return None
