@@ -325,19 +325,27 @@ def add_pod(k8s: Any, namespace: str, name: str, *, images: list[str], labels: M
 
 
 class AdmissionProxy:
-    """What kubectl talks to: Pod creation goes through the webhooks, everything else passes.
+    """What kubectl talks to: Pod creation and exec go through the webhooks, everything else passes.
 
     Admission warnings become ``Warning: 299 - "..."`` headers and a denial a
     403 Status, as kube-apiserver sends them, so kubectl prints what a user sees.
+    An exec (``kubectl exec``: a websocket GET, or the SPDY POST kubectl falls
+    back to) becomes the PodExecOptions kube-apiserver decodes from the query
+    and is admitted as a CONNECT; the API double has no container runtime, so an
+    admitted exec is answered with a 400 Status saying so. ``exec_results``
+    records every exec admission.
     """
 
     POD_COLLECTION = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods/?$")
+    POD_EXEC = re.compile(r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/exec$")
+    EXEC_ADMITTED = "exec admitted by the webhooks; the test API double has no container runtime to run it"
 
     def __init__(self, *, upstream: str, harness: Callable[[], ApiServerHarness]) -> None:
         self._upstream = upstream.rstrip("/")
         self._harness = harness
         self._runner: aiohttp.web.AppRunner | None = None
         self.url: str | None = None
+        self.exec_results: list[AdmissionResult] = []
 
     async def __aenter__(self) -> "AdmissionProxy":
         app = aiohttp.web.Application()
@@ -354,7 +362,34 @@ class AdmissionProxy:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def _exec(self, request: aiohttp.web.Request, match: re.Match[str]) -> aiohttp.web.StreamResponse:
+        query = request.query
+        options: dict[str, Any] = {"kind": "PodExecOptions", "apiVersion": "v1",
+                                   "command": query.getall("command", [])}
+        for flag in ("stdin", "stdout", "stderr", "tty"):
+            if query.get(flag) in ("true", "1"):
+                options[flag] = True
+        if query.get("container"):
+            options["container"] = query["container"]
+        result = await self._harness().admit(ApiRequest(
+            operation="CONNECT", resource="pods", subresource="exec", namespace=match["namespace"],
+            name=match["name"], kind="PodExecOptions", object=options,
+            user={"username": "kubectl-user", "uid": "u-9", "groups": ["system:authenticated"]},
+        ))
+        self.exec_results.append(result)
+        if result.allowed:
+            code, reason, message = 400, "BadRequest", self.EXEC_ADMITTED
+        else:
+            code = result.code
+            reason, message = "Forbidden" if code == 403 else "InternalError", result.message
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+                  "reason": reason, "code": code}
+        return aiohttp.web.json_response(status, status=code, headers=_warning_headers(result.warnings))
+
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        exec_match = self.POD_EXEC.match(request.path)
+        if exec_match:
+            return await self._exec(request, exec_match)
         body = await request.read()
         warnings: list[str] = []
         match = self.POD_COLLECTION.match(request.path)

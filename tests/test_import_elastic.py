@@ -21,9 +21,9 @@ CONVERTIBLE = [
     "new_terms_debug_image.toml",
     "eql_interactive_session.toml",
     "eql_events_deleted.toml",
+    "esql_secret_burst.toml",
 ]
 NOT_CONVERTIBLE = {
-    "esql_secret_burst.toml": "ES|QL rules are not supported",
     "threshold_forbidden_requests.toml": "threshold rules are not supported",
     "broken.toml": "invalid TOML",
     "eql_sequence.toml": "sequence queries are not supported",

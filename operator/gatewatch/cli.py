@@ -170,6 +170,11 @@ def replay(
     another admission plugin) is still evaluated; the summary says how many
     of the requests this mode would have denied were refused anyway.
 
+    ES|QL rules with STATS (replay only) aggregate over many events: each runs
+    after the log is read, as Elastic schedules it (every schedule.interval
+    over the last schedule.from), on every event, exempt namespaces and
+    refused requests included; each result row is reported after the requests.
+
     new_terms rules are applied in event-time order. Malformed lines
     (not JSON, not an audit event, a field of the wrong type) are counted
     and reported with their line numbers, never fatal. Exit status 0, or 2

@@ -1,12 +1,14 @@
 """The compiled rule set: document -> matches.
 
 A rule matches a document when its query matches and none of its exceptions
-does. A new_terms rule then matches only when the combination of its new_terms
+does. An ES|QL rule with STATS never matches one document: it aggregates over
+many, and only replay runs it (gatewatch.replay_stats). A new_terms rule then matches only when the combination of its new_terms
 field values was not seen within its history window (Elastic's meaning),
 unless the caller asks for every query match (``gatewatch check``).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -17,6 +19,7 @@ from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
 from gatewatch.rules.model import Rule, RuleSet, RuleType
 
 Document = Mapping[str, Any]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,12 @@ class RuleEngine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
         enabled = [rule for rule in ruleset.rules if rule.enabled]
-        index = RuleIndex(enabled, [getattr(rule.matcher, "node", None) for rule in enabled])
+        # STATS rules stay in the index: replay builds documents for them (RuleEngine never matches them).
+        index = RuleIndex(enabled, [rule.required_node for rule in enabled])
+        replay_only = [rule.id for rule in enabled if rule.aggregates]
+        if replay_only:
+            logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
+                        "admission: %s", len(replay_only), ", ".join(replay_only))
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index)
 

@@ -201,3 +201,17 @@ class EqlSyntaxError(KqlSyntaxError):
     def __init__(self, reason: str, *, query: str, offset: int, unsupported: bool = False) -> None:
         self.unsupported = unsupported
         super().__init__(reason, query=query, offset=offset)
+
+
+class EsqlSyntaxError(KqlSyntaxError):
+    """An ES|QL query that does not parse, or that uses ES|QL beyond what gatewatch
+    evaluates (``unsupported`` is then True: an unknown function, a regular
+    expression Python cannot express, STATS where one event is evaluated, ...).
+
+    Same position attributes and caret message as ``KqlSyntaxError``, so code that
+    reports query errors handles all three languages alike.
+    """
+
+    def __init__(self, reason: str, *, query: str, offset: int, unsupported: bool = False) -> None:
+        self.unsupported = unsupported
+        super().__init__(reason, query=query, offset=offset)

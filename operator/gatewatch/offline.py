@@ -29,6 +29,7 @@ from gatewatch.decision import Mode, decide, effect_of
 from gatewatch.documents import CONTAINER_KINDS, DECISION_ANNOTATION, check_audit_event, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
+from gatewatch.replay_stats import StatsRules
 from gatewatch.rules.model import Action, RuleSet
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
@@ -388,6 +389,7 @@ def run_replay(
     memory grows with matches, not with the log.
     """
     engine = RuleEngine(ruleset)
+    stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed every document, run on their schedule at the end
     stats = ReplayStats()
     by_audit_id: dict[str, _Verdict] = {}  # requests whose highest stage so far matched
     settled: dict[str, int] = {}  # requests whose highest stage so far did not: that stage's rank
@@ -407,6 +409,8 @@ def run_replay(
                     document = _document(event, line_no, stats)
                     if document is None:
                         continue
+                    if stats_rules.runners:
+                        stats_rules.add(document)
                 stats.events += 1
                 if exempt_namespaces and (event.get("objectRef") or _NOTHING).get("namespace") in exempt_namespaces:
                     stats.exempt += 1
@@ -434,13 +438,16 @@ def run_replay(
         _report_request(engine, request, stats, mode=mode, output_format=output_format, out=out)
     if output_format == "table":
         _print_replay_summary(stats, mode, out)
+    stats_results = stats_rules.report(mode=mode, output_format=output_format, out=out)
     _print_malformed(stats, source, err)
     refused_anyway = f" ({stats.denied_but_refused} refused by the API server anyway)" if stats.denied_but_refused else ""
     click.echo(
         f"{stats.events} event(s) replayed, {stats.matches} match(es) in {stats.matched_requests} request(s), "
         f"{stats.denied_requests} request(s) {mode.value} mode would have denied{refused_anyway}, "
         f"{stats.malformed_count} malformed line(s), {stats.exempt} event(s) in exempt namespaces skipped, "
-        f"{stats.refused_by_authorization} event(s) refused by authorization skipped",
+        f"{stats.refused_by_authorization} event(s) refused by authorization skipped"
+        + (f", {stats_results} ES|QL STATS result(s) from {len(stats_rules.runners)} rule(s)"
+           if stats_rules.runners else ""),
         err=True,
         file=err,
     )

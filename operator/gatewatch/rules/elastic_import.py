@@ -3,7 +3,9 @@
 Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
 ``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
 ``eql`` rules whose condition is a single ``any where`` expression through
-``gatewatch.rules.eql``. An EQL condition KQL can express exactly is stored as
+``gatewatch.rules.eql``, ``esql`` rules as they are (``language: esql``, compiled
+by ``gatewatch.esql``); one with STATS keeps Elastic's ``interval`` and ``from``
+as its ``schedule``, for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
 KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
 and its original text (the loader translates it the same way).
 
@@ -24,15 +26,15 @@ from typing import Any
 
 import yaml
 
-from gatewatch.errors import EqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
+from gatewatch.errors import EqlSyntaxError, EsqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
+from gatewatch.esql import parse as parse_esql
 from gatewatch.kql import KqlRenderError, parse, to_kql
 from gatewatch.rules.eql import eql_to_ast
-from gatewatch.rules.loader import load_rules_text
+from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
 from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
 REJECTED_TYPES = {
-    "esql": "ES|QL rules are not supported (they aggregate over many events; gatewatch sees one request)",
     "threshold": "threshold rules are not supported (they count events over time; gatewatch sees one request)",
     "threat_match": "indicator match (threat_match) rules are not supported (they need threat-intel indices)",
     "machine_learning": "machine_learning rules are not supported (they need Elastic ML jobs)",
@@ -118,9 +120,11 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     rule_type = rule.get("type", "query")
     if rule_type in REJECTED_TYPES:
         raise ImportRuleError(REJECTED_TYPES[rule_type], file=file)
-    if rule_type not in ("query", "new_terms", "eql"):
-        raise ImportRuleError(f"rule type {rule_type!r} is not supported (query, new_terms and eql are)", file=file)
-    language = rule.get("language", "eql" if rule_type == "eql" else "kuery")
+    if rule_type not in ("query", "new_terms", "eql", "esql"):
+        raise ImportRuleError(
+            f"rule type {rule_type!r} is not supported (query, new_terms, eql and esql are)", file=file
+        )
+    language = rule.get("language", rule_type if rule_type in ("eql", "esql") else "kuery")
     query = required("query").strip()
 
     converted: dict[str, Any] = {
@@ -135,6 +139,15 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
         if language != "eql":
             raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
         converted["language"], converted["query"] = _convert_eql(query, file=file)
+    elif rule_type == "esql":
+        if language != "esql":
+            raise ImportRuleError(f"an esql rule with language {language!r}", file=file)
+        converted["language"], converted["query"] = "esql", query  # the loader parses and compiles it
+        if _has_stats(query):
+            # Replay runs it as Elastic schedules it; admission never can.
+            converted["schedule"] = {"interval": str(rule.get("interval") or "5m"),
+                                     "from": str(rule.get("from") or "now-6m")}
+            notes.append(STATS_AT_ADMISSION)
     else:
         if language != "kuery":
             raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)
@@ -164,6 +177,13 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     if rule.get("exceptions_list"):
         notes.append("exceptions_list refers to Kibana exception lists, which are not imported")
     return converted, notes
+
+
+def _has_stats(query: str) -> bool:
+    try:
+        return parse_esql(query).has_stats
+    except EsqlSyntaxError:
+        return False  # the loader reports the syntax error with its position
 
 
 def _check_kql(query: str, *, file: str) -> None:

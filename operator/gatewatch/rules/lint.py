@@ -81,7 +81,7 @@ def _shown(matches: Sequence[Term | Wildcard]) -> str:
 
 
 def _query_node(rule: Rule) -> Node | None:
-    return getattr(rule.matcher, "node", None)
+    return rule.required_node  # type: ignore[no-any-return]
 
 
 def _finding(rule: Rule, level: Level, message: str, validator: str) -> Finding:
@@ -161,6 +161,14 @@ class AdmissionReachability:
     name = "admission-reachability"
 
     def validate(self, rule: Rule) -> Iterable[Finding]:
+        if rule.aggregates:
+            yield _finding(
+                rule, "warning",
+                "ES|QL STATS aggregates over many events; replay only: admission, which sees one request, "
+                "never evaluates it",
+                self.name,
+            )
+            return
         node = _query_node(rule)
         if node is None:
             return

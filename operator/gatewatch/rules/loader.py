@@ -17,12 +17,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gatewatch.errors import GatewatchError, KqlSyntaxError, RuleError, quoted
+from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError, RuleError, quoted
+from gatewatch.esql import compile_esql
 from gatewatch.kql import compile_query
 from gatewatch.rules.attack import AttackEntry, attack_data
 from gatewatch.rules.eql import eql_to_ast
 from gatewatch.rules.model import (
     ATTACK_FRAMEWORK,
+    DEFAULT_SCHEDULE,
     FORMAT_VERSION,
     Action,
     Language,
@@ -31,6 +33,7 @@ from gatewatch.rules.model import (
     Rule,
     RuleSet,
     RuleType,
+    Schedule,
     Severity,
     Tactic,
     Technique,
@@ -45,15 +48,17 @@ TOP_LEVEL_KEYS = ("version", "ruleset", "rules")
 REQUIRED_RULE_KEYS = ("id", "name", "description", "severity", "risk_score", "query")
 RULE_KEYS = (
     "id", "name", "description", "severity", "risk_score", "type", "language", "query",
-    "new_terms", "threat", "action", "exceptions", "false_positives", "references", "tags",
+    "new_terms", "schedule", "threat", "action", "exceptions", "false_positives", "references", "tags",
     "enabled",
 )
 NEW_TERMS_KEYS = ("fields", "history_window")
+SCHEDULE_KEYS = ("interval", "from")
 THREAT_KEYS = ("framework", "tactic", "techniques")
 TACTIC_KEYS = ("id", "name", "reference")
 TECHNIQUE_KEYS = ("id", "name", "reference", "subtechniques")
 
 DEFAULT_HISTORY_WINDOW = "7d"
+STATS_AT_ADMISSION = "ES|QL STATS aggregates over many events; replay only (never evaluated at admission)"
 # "7d", "12h", and Elastic's history_window_start spelling "now-7d".
 _DURATION = re.compile(r"^(?:now-)?(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -238,6 +243,7 @@ class _RuleReader:
         query = self._string("query")
         new_terms = self._new_terms(rule_type)
         exceptions = self._string_list("exceptions")
+        matcher = self._compile(query, language=language, field="query", line=raw.text_line("query"))
         return Rule(
             id=self.rule_id,
             name=self._string("name"),
@@ -247,8 +253,9 @@ class _RuleReader:
             type=rule_type,
             language=language,
             query=query,
-            matcher=self._compile(query, language=language, field="query", line=raw.text_line("query")),
+            matcher=matcher,
             new_terms=new_terms,
+            schedule=self._schedule(aggregates=bool(getattr(matcher, "aggregates", False))),
             threat=self._threats(),
             action=self._enum("action", Action, default=Action.ALERT),
             exceptions=exceptions,
@@ -336,20 +343,54 @@ class _RuleReader:
     def _compile(self, text: str, *, language: Language, field: str, line: int) -> Any:
         if len(text) > MAX_QUERY_CHARS:  # parsing costs about 25 µs a character
             raise self.error(f"longer than {MAX_QUERY_CHARS:,} characters ({len(text):,})", field=field, line=line)
+        compiled: Any
         try:
             if language is Language.EQL:
-                return compile_query(eql_to_ast(text), source=text)
-            return compile_query(text)
-        except KqlSyntaxError as error:  # EqlSyntaxError is one too
-            kind = "EQL" if language is Language.EQL else "KQL"
+                compiled = compile_query(eql_to_ast(text), source=text)
+            elif language is Language.ESQL:
+                compiled = compile_esql(text)
+            else:
+                compiled = compile_query(text)
+        except KqlSyntaxError as error:  # EqlSyntaxError and EsqlSyntaxError are ones too
+            kind = {Language.EQL: "EQL", Language.ESQL: "ES|QL"}.get(language, "KQL")
+            if isinstance(error, EsqlSyntaxError) and error.unsupported:
+                kind, label = "unsupported ES|QL", "at"
+            else:
+                label = "syntax error at"
             raise self.error(
-                f"{kind} syntax error at query line {error.line}, column {error.column}: {error.reason}\n"
+                f"{kind} {label} query line {error.line}, column {error.column}: {error.reason}\n"
                 f"    {error.excerpt}\n    {error.caret}",
                 field=field,
                 line=line + error.line - 1,
             ) from None
         except GatewatchError as error:
             raise self.error(f"cannot compile: {error}", field=field, line=line) from None
+        return compiled
+
+    def _schedule(self, *, aggregates: bool) -> Schedule | None:
+        """``schedule: {interval, from}``; a STATS rule without one gets Elastic's defaults."""
+        raw = self.raw.get("schedule")
+        if raw is None:
+            return DEFAULT_SCHEDULE if aggregates else None
+        if not isinstance(raw, LocatedMapping):
+            raise self.error("must be a mapping with interval and from", field="schedule",
+                             line=self.raw.value_line("schedule"))
+        _reject_unknown_keys(raw, SCHEDULE_KEYS, file=self.file, rule_id=self.rule_id, prefix="schedule.")
+        interval = self._duration(raw, "interval", default=DEFAULT_SCHEDULE.interval)
+        lookback = self._duration(raw, "from", default=DEFAULT_SCHEDULE.lookback)
+        return Schedule(interval=interval, lookback=lookback)
+
+    def _duration(self, raw: LocatedMapping, key: str, *, default: timedelta) -> timedelta:
+        if key not in raw:
+            return default
+        text = raw[key]
+        match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+        if match is None or int(match.group(1)) == 0:
+            raise self.error(
+                f"must be a positive duration like 5m, 1h or now-6m (got {text!r})",
+                field=f"schedule.{key}", line=raw.value_line(key),
+            )
+        return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
 
     def _new_terms(self, rule_type: RuleType) -> NewTerms | None:
         raw = self.raw.get("new_terms")

@@ -46,6 +46,7 @@ class Language(str, Enum):
 
     KUERY = "kuery"
     EQL = "eql"
+    ESQL = "esql"
 
     def __str__(self) -> str:
         return self.value
@@ -154,6 +155,19 @@ class NewTerms:
         return tuple(name for name in self.fields if is_admission_unavailable(name))
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When Elastic runs a rule: every ``interval``, over the events of the last ``lookback``
+    (Elastic's ``interval`` and ``from``). Replay runs STATS rules on this schedule."""
+
+    interval: timedelta
+    lookback: timedelta
+
+
+# Elastic's defaults for a detection rule: interval 5m, from now-6m.
+DEFAULT_SCHEDULE = Schedule(interval=timedelta(minutes=5), lookback=timedelta(minutes=6))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rule:
     """One detection rule. See docs/rules.md for every field."""
@@ -168,6 +182,7 @@ class Rule:
     matcher: CompiledQuery = field(compare=False, repr=False)
     language: Language = Language.KUERY
     new_terms: NewTerms | None = None
+    schedule: Schedule | None = None
     threat: tuple[Threat, ...] = ()
     action: Action = Action.ALERT
     exceptions: tuple[str, ...] = ()
@@ -194,6 +209,20 @@ class Rule:
                 for sub in technique.subtechniques:
                     ids[sub.id] = None
         return tuple(ids)
+
+    @property
+    def required_node(self) -> Any:
+        """A KQL syntax tree every document the rule matches satisfies, for the rule
+        index and lint: the query itself for KQL and EQL; for ES|QL the conditions of
+        its WHERE commands on document fields (None: nothing known)."""
+        matcher = self.matcher
+        return getattr(matcher, "requirement", None) or getattr(matcher, "node", None)
+
+    @property
+    def aggregates(self) -> bool:
+        """True for an ES|QL rule with STATS: it aggregates over many events, so
+        admission (one request) never evaluates it; replay does."""
+        return bool(getattr(self.matcher, "aggregates", False))
 
     def is_excepted(self, document: Any) -> bool:
         """True when one of the rule's exceptions matches ``document``."""
