@@ -29,7 +29,7 @@ from gatewatch.config import ServerLimits, Settings
 from gatewatch.decision import Mode
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.certificates import FileCertificateSource, kopf_server_tls_options, server_ssl_context
-from gatewatch.kube.namespaces import NamespaceModeResolver
+from gatewatch.kube.namespaces import LookupFailed, NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup
 from gatewatch.metrics import Metrics
 from gatewatch.rules import load_rules
@@ -75,7 +75,7 @@ async def no_labels(namespace: str) -> dict[str, str]:
 
 
 async def no_pod(key: Any) -> dict[str, Any]:
-    raise LookupError(key)
+    raise LookupFailed(f"pod {key[0]}/{key[1]}: 404 Not Found")
 
 
 def reviewer_for(metrics: Metrics, *, mode: Mode = Mode.ENFORCE, labels: LabelsFetcher = no_labels,

@@ -23,6 +23,7 @@ and the header timer go by.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import enum
 import logging
 import socket
@@ -38,6 +39,43 @@ class Stage(enum.Enum):
     HEADERS = "headers"  # a request's first bytes arrived, its headers are not complete
     BODY = "body"  # the handler runs, the body is being read
     EVALUATING = "evaluating"  # the body is complete: only the deadline bounds what is left
+
+
+class _CompactTlsProtocol(asyncio.sslproto.SSLProtocol):
+    """asyncio's TLS protocol, reading 32 KiB at a time instead of 256 KiB.
+
+    asyncio allocates its read buffer (``max_size``) for every connection up
+    front: at 256 KiB that is most of what a connection costs, and what a
+    peer holding many connections is after. TLS records are at most 16 KiB.
+    """
+
+    max_size = 32 * 1024
+
+
+async def start_tls(
+    loop: asyncio.AbstractEventLoop, raw: asyncio.Transport, protocol: asyncio.Protocol,
+    context: ssl.SSLContext, *, handshake_timeout: float,
+) -> asyncio.BaseTransport:
+    """``loop.start_tls`` (server side), with the compact TLS protocol; the same steps as
+    asyncio's own (Python 3.11-3.13 base_events.start_tls)."""
+    if not hasattr(asyncio.sslproto.SSLProtocol, "max_size"):  # a Python whose TLS layer differs
+        return await loop.start_tls(raw, protocol, context, server_side=True,
+                                    ssl_handshake_timeout=handshake_timeout)
+    waiter = loop.create_future()
+    tls = _CompactTlsProtocol(loop, protocol, context, waiter, server_side=True,
+                              ssl_handshake_timeout=handshake_timeout, call_connection_made=False)
+    raw.pause_reading()
+    raw.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, raw)
+    resumed = loop.call_soon(raw.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        raw.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    return tls._app_transport
 
 
 class Connection(asyncio.Protocol):
@@ -80,10 +118,10 @@ class Connection(asyncio.Protocol):
     async def _start_tls(self) -> None:
         assert self.raw is not None and self._listener.ssl_context is not None
         try:
-            transport = await self._loop.start_tls(
-                self.raw, self, self._listener.ssl_context, server_side=True,
+            transport = await start_tls(
+                self._loop, self.raw, self, self._listener.ssl_context,
                 # The header timer (the same span, from accept) fires first; this is the backstop.
-                ssl_handshake_timeout=self._listener.header_timeout + 1.0,
+                handshake_timeout=self._listener.header_timeout + 1.0,
             )
         except (OSError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
             # e.g. no client certificate where webhook.clientCA asks for one.
@@ -96,6 +134,9 @@ class Connection(asyncio.Protocol):
 
     def _attach(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if transport is not self.raw and hasattr(transport, "set_read_buffer_limits"):
+            # Decrypted data waiting for the handler: asyncio's default lets it grow to 256 KiB.
+            transport.set_read_buffer_limits(high=self._listener.read_buffer_bytes)
         self.handler = self._listener.handler_factory()
         self._listener.by_handler[self.handler] = self
         self._enter(Stage.IDLE)
@@ -200,6 +241,7 @@ class WebhookListener:
         ssl_context: ssl.SSLContext | None,
         max_connections: int,
         header_timeout: float,
+        read_buffer_bytes: int = 64 * 1024,
         on_closed: Callable[[str], None] = lambda reason: None,
         on_count: Callable[[int], None] = lambda count: None,
     ) -> None:
@@ -207,6 +249,7 @@ class WebhookListener:
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.read_buffer_bytes = read_buffer_bytes
         self._on_closed = on_closed
         self._on_count = on_count
         self.loop = asyncio.get_running_loop()

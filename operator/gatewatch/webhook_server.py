@@ -60,6 +60,8 @@ LISTENER_SHUTDOWN_SECONDS = 5.0
 # Bodies up to this size are read without the bodies gate: maxConnections of them is little
 # memory, and real reviews are this small, so they never wait behind large ones.
 SMALL_BODY_BYTES = 64 * 1024
+# aiohttp's read buffer, and the TLS layer's: what a connection holds of a body not read yet.
+READ_BUFFER_BYTES = 16 * 1024
 # The longest error message sent back or logged, and how often one kind of refusal is logged.
 MESSAGE_LIMIT = 1000
 REFUSAL_LOG_INTERVAL_SECONDS = 10.0
@@ -126,10 +128,15 @@ class GuardedWebhookServer(kopf.WebhookServer):
             keepalive_timeout=self.limits.idle_timeout_seconds,
             # A body not read (a refused call) is not drained: the connection is closed instead.
             lingering_time=0,
+            # A connection that goes (evicted, or the caller gave up) takes its call with it, and
+            # with it the room the call held.
+            handler_cancellation=True,
+            # What aiohttp buffers of a body nobody reads yet (twice this, then it stops reading).
+            read_bufsize=READ_BUFFER_BYTES,
         )
         await runner.setup()
         listener = WebhookListener(
-            runner.server, ssl_context=context,
+            runner.server, ssl_context=context, read_buffer_bytes=4 * READ_BUFFER_BYTES,
             max_connections=self.limits.max_connections, header_timeout=self.limits.header_timeout_seconds,
             on_closed=lambda reason: self._metrics.webhook_connections_closed.labels(reason=reason).inc(),
             on_count=self._metrics.webhook_connections.set,
