@@ -259,7 +259,7 @@ def half_bodies(target: Target, *, count: int = 2000, body_size: int = 1 * MiB) 
         try:
             raw = socket.create_connection(("127.0.0.1", target.port), timeout=5)
             sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-            sock.settimeout(0.2)
+            sock.settimeout(0.05)
             sock.sendall(head)
             try:
                 sock.sendall(half)
