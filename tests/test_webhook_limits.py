@@ -218,3 +218,12 @@ async def test_a_large_review_within_the_limits_is_evaluated(served: Served):
     status, text = await post(served, padded_pod(POD_LIMIT - 1024))
     assert status == 200 and json.loads(text)["response"]["allowed"] is True
     assert served.server._body_gate().used == 0
+
+
+async def test_the_addresses_reviews_come_from_are_logged_once_each(served: Served, caplog: pytest.LogCaptureFixture):
+    # How an operator finds the API server's source address for networkPolicy.apiServerCIDRs.
+    caplog.set_level("INFO", logger="gatewatch.webhook_server")
+    for _ in range(3):
+        assert (await post(served, encode(pod_review())))[0] == 200
+    assert [record.getMessage() for record in caplog.records if "new caller address" in record.getMessage()] == [
+        "answered a review from 127.0.0.1 (a new caller address; the first 16 are logged)"]

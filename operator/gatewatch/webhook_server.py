@@ -65,6 +65,8 @@ READ_BUFFER_BYTES = 16 * 1024
 # The longest error message sent back or logged, and how often one kind of refusal is logged.
 MESSAGE_LIMIT = 1000
 REFUSAL_LOG_INTERVAL_SECONDS = 10.0
+# How many distinct addresses answered reviews came from are logged (the API server's, normally).
+CALLERS_LOGGED = 16
 
 ClientConfigCallback = Callable[[kopf.WebhookClientConfig], Awaitable[None]]
 
@@ -114,6 +116,7 @@ class GuardedWebhookServer(kopf.WebhookServer):
         self._listener: WebhookListener | None = None
         self._gates: tuple[WeightedGate, WeightedGate] | None = None
         self._refusals_logged: dict[str, tuple[float, int]] = {}
+        self._callers: set[str] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -225,7 +228,17 @@ class GuardedWebhookServer(kopf.WebhookServer):
             if connection is not None:
                 connection.body_received()
             answer = await self.answer(body, webhook=route, deadline=deadline)
+        self._note_caller(request.remote)
         return aiohttp.web.Response(body=answer, content_type="application/json")
+
+    def _note_caller(self, address: str | None) -> None:
+        """Log each new address reviews come from (the first CALLERS_LOGGED): where the API server
+        calls from, for networkPolicy.apiServerCIDRs (docs/install.md)."""
+        if address is None or address in self._callers or len(self._callers) >= CALLERS_LOGGED:
+            return
+        self._callers.add(address)
+        logger.info("answered a review from %s (a new caller address; the first %d are logged)",
+                    address, CALLERS_LOGGED)
 
     def _route(self, request: aiohttp.web.Request) -> WebhookRoute:
         prefix = self.path.rstrip("/") if self.path else ""
