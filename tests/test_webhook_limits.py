@@ -191,7 +191,7 @@ async def test_beyond_the_reviews_in_flight_and_the_line_a_review_gets_429(tmp_p
                 for n in range(2)]
         await until(lambda: hold.waiting == 2)
         in_line = asyncio.create_task(post(served, encode(pod_review(uid="u-line"))))
-        await until(lambda: served.server._review_gate().waiting == 1)
+        await until(lambda: served.server.review_gate.waiting == 1)
         status, text = await post(served, encode(pod_review(uid="u-shed")))
         assert status == 429 and "gatewatch is busy" in text
         hold.release.set()
@@ -217,7 +217,7 @@ async def test_a_large_review_within_the_limits_is_evaluated(served: Served):
     # Over 64 KiB: it goes through the bodies gate, and is answered like any other.
     status, text = await post(served, padded_pod(POD_LIMIT - 1024))
     assert status == 200 and json.loads(text)["response"]["allowed"] is True
-    assert served.server._body_gate().used == 0
+    assert served.server.body_gate.used == 0
 
 
 async def test_the_addresses_reviews_come_from_are_logged_once_each(served: Served, caplog: pytest.LogCaptureFixture):

@@ -61,11 +61,13 @@ def measure(body: bytes, *, limits: JsonLimits) -> JsonShape:
     """
     # Fast bound first: brackets and commas inside strings only over-count.
     opens = body.count(b"{") + body.count(b"[")
-    if opens <= limits.max_depth and 1 + opens + body.count(b",") <= limits.max_values:
-        return JsonShape(values=1 + opens + body.count(b","), depth=opens)
+    values = 1 + opens + body.count(b",")
+    if opens <= limits.max_depth and values <= limits.max_values:
+        return JsonShape(values=values, depth=opens)
     # Values are at least the strings that are no keys: quotes not escaped, halved, less the colons
     # (every key is followed by one). Refused here, the string-aware pass below never runs.
-    at_least = (body.count(b'"') - body.count(b'\\"')) // 2 - body.count(b":")
+    escaped = body.count(b'\\"') if b"\\" in body else 0
+    at_least = (body.count(b'"') - escaped) // 2 - body.count(b":")
     if at_least > limits.max_values:
         raise UnreadableJson(f"too many JSON values (at least {at_least:,}, at most {limits.max_values:,})")
     # Strings out (each at most one key and one value per member: twice the values), then count.

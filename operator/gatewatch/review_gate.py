@@ -47,20 +47,28 @@ class WeightedGate:
     @contextlib.asynccontextmanager
     async def hold(self, weight: int) -> AsyncIterator[None]:
         """Hold ``weight`` units (at most the capacity) for the ``async with`` block."""
-        weight = max(0, min(weight, self.capacity))
-        await self._acquire(weight)
+        weight = self.clamp(weight)
+        if not self.try_take(weight):
+            await self.take(weight)
         try:
             yield
         finally:
-            self._release(weight)
+            self.give_back(weight)
 
-    def _fits(self, weight: int) -> bool:
-        holders_free = self.max_holders is None or self.holders < self.max_holders
-        return holders_free and self.used + weight <= self.capacity
+    def clamp(self, weight: int) -> int:
+        """What ``weight`` counts as: never more than the capacity, so one holder always fits alone."""
+        return max(0, min(weight, self.capacity))
 
-    async def _acquire(self, weight: int) -> None:
-        if not self._line and self._fits(weight):
-            self._take(weight)
+    def try_take(self, weight: int) -> bool:
+        """Take ``weight`` (``clamp`` it first) now if nobody waits and it fits: the usual case."""
+        if self._line or not self._fits(weight):
+            return False
+        self._take(weight)
+        return True
+
+    async def take(self, weight: int) -> None:
+        """Wait in line for ``weight`` (``clamp`` it first); GateFull when the line is full. ``give_back`` after."""
+        if self.try_take(weight):
             return
         if len(self._line) >= self.max_waiters:
             raise GateFull(f"{len(self._line)} already waiting")
@@ -70,21 +78,25 @@ class WeightedGate:
             await waiter.granted
         except BaseException:
             if waiter.granted.done() and not waiter.granted.cancelled():
-                self._release(weight)  # granted just as the wait was given up: hand it on
+                self.give_back(weight)  # granted just as the wait was given up: hand it on
             else:
                 if waiter in self._line:  # _wake may have dropped it already
                     self._line.remove(waiter)
                 self._wake()  # a large waiter leaving the head may let smaller ones in
             raise
 
-    def _take(self, weight: int) -> None:
-        self.used += weight
-        self.holders += 1
-
-    def _release(self, weight: int) -> None:
+    def give_back(self, weight: int) -> None:
         self.used -= weight
         self.holders -= 1
         self._wake()
+
+    def _fits(self, weight: int) -> bool:
+        holders_free = self.max_holders is None or self.holders < self.max_holders
+        return holders_free and self.used + weight <= self.capacity
+
+    def _take(self, weight: int) -> None:
+        self.used += weight
+        self.holders += 1
 
     def _wake(self) -> None:
         # Strictly in order: the head waits for room even if a later, smaller waiter would fit.

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
@@ -114,7 +113,12 @@ class GuardedWebhookServer(kopf.WebhookServer):
         self._json_limits = bounded_json.JsonLimits(
             max_depth=self.limits.max_json_depth, max_values=self.limits.max_json_values)
         self._listener: WebhookListener | None = None
-        self._gates: tuple[WeightedGate, WeightedGate] | None = None
+        # What is in memory at once: bodies over SMALL_BODY_BYTES, and the reviews being evaluated.
+        self.body_gate = WeightedGate(capacity=self.limits.buffered_body_bytes,
+                                      max_waiters=self.limits.max_connections)
+        self.review_gate = WeightedGate(capacity=self.limits.json_values_in_flight,
+                                        max_holders=self.limits.concurrent_reviews,
+                                        max_waiters=self.limits.queued_reviews)
         self._refusals_logged: dict[str, tuple[float, int]] = {}
         self._callers: set[str] = set()
 
@@ -145,7 +149,6 @@ class GuardedWebhookServer(kopf.WebhookServer):
             on_count=self._metrics.webhook_connections.set,
         )
         self._listener = listener
-        self._gates = self._make_gates()
         try:
             port = await listener.start(self.addr or None, self.port or 0)  # None: any interface
             schema = "http" if context is None else "https"
@@ -166,13 +169,6 @@ class GuardedWebhookServer(kopf.WebhookServer):
             await listener.close()
             await runner.cleanup()
             self._listener = None
-
-    def _make_gates(self) -> tuple[WeightedGate, WeightedGate]:
-        limits = self.limits
-        bodies = WeightedGate(capacity=limits.buffered_body_bytes, max_waiters=limits.max_connections)
-        reviews = WeightedGate(capacity=limits.json_values_in_flight, max_holders=limits.concurrent_reviews,
-                               max_waiters=limits.queued_reviews)
-        return bodies, reviews
 
     def _largest_body(self) -> int:
         return max(review_body_limit(objects=route.body_objects, limits=self.limits) for route in WEBHOOK_ROUTES)
@@ -207,29 +203,42 @@ class GuardedWebhookServer(kopf.WebhookServer):
         declared = request.content_length
         if declared is not None and declared > limit:
             raise self._too_large(route, limit, f"{declared:,} bytes")
-        weight = declared if declared is not None else limit
-        async with contextlib.AsyncExitStack() as held:  # the body's room, until the answer is sent
-            reading = False
-            try:
-                async with asyncio.timeout_at(deadline):
-                    if weight > SMALL_BODY_BYTES:
-                        await held.enter_async_context(self._body_gate().hold(weight))
-                    reading = True
-                    body = await self._read_body(request, route=route, limit=limit)
-            except GateFull as full:
-                raise Refused(429, "overloaded", f"gatewatch is busy ({full} for room for large review "
-                              "bodies); not evaluated", retry_after=True) from None
-            except TimeoutError:
-                if reading:
-                    raise Refused(408, "body_timeout", "the request body did not arrive within "
-                                  f"{self.deadline_seconds:g}s; not evaluated") from None
-                raise Refused(429, "overloaded", "gatewatch is busy: no room for a large review body within "
-                              f"{self.deadline_seconds:g}s; not evaluated", retry_after=True) from None
-            if connection is not None:
-                connection.body_received()
-            answer = await self.answer(body, webhook=route, deadline=deadline)
+        bodies = self.body_gate
+        weight = bodies.clamp(declared if declared is not None else limit)
+        held = False  # the body's room, until the answer is sent
+        progress = _Progress("room")
+        try:
+            async with asyncio.timeout_at(deadline):
+                if weight > SMALL_BODY_BYTES:
+                    if not bodies.try_take(weight):
+                        await bodies.take(weight)
+                    held = True
+                progress.stage = "body"
+                body = await self._read_body(request, route=route, limit=limit)
+                if connection is not None:
+                    connection.body_received()
+                answer = await self._answer(body, route=route, progress=progress)
+        except GateFull as full:
+            raise Refused(429, "overloaded", f"gatewatch is busy ({full} for room for large review "
+                          "bodies); not evaluated", retry_after=True) from None
+        except TimeoutError:
+            raise self._timed_out(progress) from None
+        finally:
+            if held:
+                bodies.give_back(weight)
         self._note_caller(request.remote)
         return aiohttp.web.Response(body=answer, content_type="application/json")
+
+    def _timed_out(self, progress: "_Progress") -> Refused:
+        """The refusal for a call whose deadline passed, by where it was."""
+        within = f"within {self.deadline_seconds:g}s"
+        if progress.stage == "body":
+            return Refused(408, "body_timeout", f"the request body did not arrive {within}; not evaluated")
+        if progress.stage == "evaluating":
+            return Refused(503, "deadline", f"gatewatch could not evaluate {within} (server.limits.deadlineSeconds)")
+        what = "a large review body" if progress.stage == "room" else "the review"
+        return Refused(429, "overloaded", f"gatewatch is busy: no room for {what} {within}; not evaluated",
+                       retry_after=True)
 
     def _note_caller(self, address: str | None) -> None:
         """Log each new address reviews come from (the first CALLERS_LOGGED): where the API server
@@ -267,16 +276,6 @@ class GuardedWebhookServer(kopf.WebhookServer):
             raise Refused(400, "body_incomplete", f"the request body ended early: {error}") from None
         return body
 
-    def _body_gate(self) -> WeightedGate:
-        if self._gates is None:
-            self._gates = self._make_gates()
-        return self._gates[0]
-
-    def _review_gate(self) -> WeightedGate:
-        if self._gates is None:
-            self._gates = self._make_gates()
-        return self._gates[1]
-
     # --- the review --------------------------------------------------------------------
 
     async def answer(
@@ -289,6 +288,15 @@ class GuardedWebhookServer(kopf.WebhookServer):
             raise Refused(404, "unknown_path", f"gatewatch serves no webhook at {webhook!r}")
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + self.deadline_seconds
+        progress = _Progress("line")
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._answer(body, route=route, progress=progress)
+        except TimeoutError:
+            raise self._timed_out(progress) from None
+
+    async def _answer(self, body: bytes | bytearray, *, route: WebhookRoute, progress: "_Progress") -> bytes:
+        """answer(), within the caller's deadline; ``progress`` says where a timeout found it."""
         started = time.perf_counter()
         request: Mapping[str, Any] = {}
         outcome = "error"
@@ -299,23 +307,22 @@ class GuardedWebhookServer(kopf.WebhookServer):
                 shape = bounded_json.measure(body, limits=self._json_limits)
             except bounded_json.UnreadableJson as error:
                 raise Refused(400, "malformed", f"not a readable AdmissionReview: {error.reason}") from None
-            gate = self._review_gate()
-            in_line = True
+            gate = self.review_gate
+            weight = gate.clamp(shape.values)
+            progress.stage = "line"
+            if not gate.try_take(weight):
+                try:
+                    await gate.take(weight)
+                except GateFull as full:
+                    raise Refused(429, "overloaded", f"gatewatch is busy ({gate.holders} reviews under way, "
+                                  f"{full}); not evaluated", retry_after=True) from None
             try:
-                async with asyncio.timeout_at(deadline), gate.hold(shape.values):
-                    in_line = False
-                    review = self._parse(body)
-                    request = _request_of(review)
-                    decision = await self._evaluate(review, route)
-            except GateFull as full:
-                raise Refused(429, "overloaded", f"gatewatch is busy ({gate.holders} reviews under way, "
-                              f"{full}); not evaluated", retry_after=True) from None
-            except TimeoutError:
-                if in_line:
-                    raise Refused(429, "overloaded", "gatewatch is busy: no review slot within "
-                                  f"{self.deadline_seconds:g}s; not evaluated", retry_after=True) from None
-                raise Refused(503, "deadline", f"gatewatch could not evaluate within {self.deadline_seconds:g}s "
-                              "(server.limits.deadlineSeconds)") from None
+                progress.stage = "evaluating"
+                review = self._parse(body)
+                request = _request_of(review)
+                decision = await self._evaluate(review, route)
+            finally:
+                gate.give_back(weight)
             outcome = "denied" if not decision.allowed else "warned" if decision.warnings else "allowed"
             return orjson.dumps(review_response(review, decision))
         finally:
@@ -368,6 +375,16 @@ class GuardedWebhookServer(kopf.WebhookServer):
         self._refusals_logged[reason] = (now, 0)
         more = f" ({suppressed} more like it not logged)" if suppressed else ""
         logger.warning("refused a webhook call (%d %s): %s%s", status, reason, message, more)
+
+
+class _Progress:
+    """Where a call is: ``room`` (for a large body), ``body`` (reading it), ``line`` (for a review
+    slot), ``evaluating``; what its deadline passing means depends on it."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
 
 
 def _request_of(review: Any) -> Mapping[str, Any]:
