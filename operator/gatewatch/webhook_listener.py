@@ -2,23 +2,24 @@
 
 aiohttp's own sites accept every connection and give a peer all the time it
 likes to finish its TLS handshake and its request headers (an hour's
-keep-alive by default). A TLS connection costs about 280 KiB (asyncio's TLS
-buffer is 256 KiB), so 2,000 peers that connect and stall hold over 500 MiB.
-This listener bounds that:
+keep-alive by default), and asyncio's TLS layer allocates a 256 KiB read
+buffer per connection, so 2,000 peers that connect and stall held over
+500 MiB. This listener bounds that:
 
 - at most ``max_connections`` at once; a new connection beyond it closes the
   connection idle or stalled longest (never one whose review is being
   evaluated: its body is all there and its answer is bounded by the deadline),
   or, if every one is under evaluation, is itself closed;
-- TLS starts only once the connection is admitted (``loop.start_tls``), and
-  must complete within ``header_timeout``;
-- a request's headers must be complete within ``header_timeout`` of the
-  connection or of their first byte; between requests a connection may stay
+- TLS starts only once the connection is admitted, with a 32 KiB read buffer;
+- the TLS handshake and the first request's headers must be done within
+  ``header_timeout`` of the accept, a later request's headers within
+  ``header_timeout`` of their first byte (one periodic sweep checks every
+  connection: no timer per request); between requests a connection may stay
   idle for ``idle_timeout`` (aiohttp's keep-alive).
 
 The request handler reports each request's progress (``request_started``,
 ``body_received``, ``request_finished``), which is what the eviction order
-and the header timer go by.
+and the header deadline go by.
 """
 from __future__ import annotations
 
@@ -95,7 +96,6 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None  # what the handler writes to
         self.handler: asyncio.Protocol | None = None
         self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
         self._tls_task: asyncio.Task[None] | None = None
         self._early = bytearray()
 
@@ -107,8 +107,8 @@ class Connection(asyncio.Protocol):
         self.raw.pause_reading()
         if not self._listener.admit(self):
             return
-        # From accept: the TLS handshake and the first request's headers, within header_timeout.
-        self._set_timer(self._listener.header_timeout, "header_timeout")
+        # From accept (``since``): the TLS handshake and the first request's headers, within
+        # header_timeout (the listener's sweep closes those that are late).
         if self._listener.ssl_context is None:
             self._attach(self.raw)
             self.raw.resume_reading()
@@ -139,7 +139,7 @@ class Connection(asyncio.Protocol):
             transport.set_read_buffer_limits(high=self._listener.read_buffer_bytes)
         self.handler = self._listener.handler_factory()
         self._listener.by_handler[self.handler] = self
-        self._enter(Stage.IDLE)
+        self.stage = Stage.IDLE  # ``since`` stays the accept: the first request is still due from then
         self.handler.connection_made(transport)
         if self._early:
             early, self._early = bytes(self._early), bytearray()
@@ -154,9 +154,10 @@ class Connection(asyncio.Protocol):
             self._early += data
             return
         if self.stage is Stage.IDLE:
-            self._enter(Stage.HEADERS)
-            if self.requests:  # a new connection's timer runs from accept
-                self._set_timer(self._listener.header_timeout, "header_timeout")
+            if self.requests:
+                self._enter(Stage.HEADERS)  # the next request's headers are due from their first byte
+            else:
+                self.stage = Stage.HEADERS  # a new connection's are due from its accept
         self.handler.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -180,7 +181,6 @@ class Connection(asyncio.Protocol):
 
     def request_started(self) -> None:
         self.requests += 1
-        self._cancel_timer()
         self._enter(Stage.BODY)
 
     def body_received(self) -> None:
@@ -206,7 +206,6 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self._cancel_timer()
         if reason is not None:
             self._listener.count_closed(reason)
         self._listener.forget(self)
@@ -215,20 +214,10 @@ class Connection(asyncio.Protocol):
         self.stage = stage
         self.since = self._loop.time()
 
-    def _set_timer(self, seconds: float, reason: str) -> None:
-        self._cancel_timer()
-        self._timer = self._loop.call_later(seconds, self._expire, reason)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self, reason: str) -> None:
-        self._timer = None
-        # TLS or headers not done in time, or a new connection that never sent a request.
-        if self.stage in (Stage.TLS, Stage.HEADERS) or (self.stage is Stage.IDLE and not self.requests):
-            self.close(reason)
+    def overdue(self, now: float, header_timeout: float) -> bool:
+        """TLS or headers not done in time, or a new connection that never sent a request."""
+        waiting = self.stage in (Stage.TLS, Stage.HEADERS) or (self.stage is Stage.IDLE and not self.requests)
+        return waiting and now - self.since > header_timeout
 
 
 class WebhookListener:
@@ -256,6 +245,10 @@ class WebhookListener:
         self.connections: set[Connection] = set()
         self.by_handler: dict[Any, Connection] = {}
         self._server: asyncio.AbstractServer | None = None
+        # One timer for every connection's header deadline, not one per request: closes a late
+        # connection between header_timeout and 1.25 x header_timeout after its deadline started.
+        self._sweep_interval = max(0.05, header_timeout / 4)
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     async def start(self, host: str | None, port: int) -> int:
         """Listen; returns the bound port."""
@@ -263,6 +256,7 @@ class WebhookListener:
             lambda: Connection(self), host, port, reuse_address=True, reuse_port=True,
             backlog=min(1024, max(128, self.max_connections)),
         )
+        self._sweep_handle = self.loop.call_later(self._sweep_interval, self._sweep)
         sockets = self._server.sockets or ()
         for sock in sockets:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -275,9 +269,20 @@ class WebhookListener:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for connection in list(self.connections):
             if connection.stage is Stage.TLS:
                 connection.close("shutdown")
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.overdue(now, self.header_timeout)]:
+            logger.debug("closing a webhook connection: %s not done within %gs", connection.stage.value,
+                         self.header_timeout)
+            connection.close("header_timeout")
+        self._sweep_handle = self.loop.call_later(self._sweep_interval, self._sweep)
 
     def connection_of(self, handler: Any) -> Connection | None:
         return self.by_handler.get(handler)
