@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gatewatch.config import load_settings
+from gatewatch.config import ServerLimits, Settings, load_settings
 from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError
 from gatewatch.rules import load_rules
@@ -581,6 +581,44 @@ def test_service_monitor_and_network_policy_select_the_operator_pods(production_
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
     assert {53, 443} <= egress_ports
+
+
+def test_with_the_api_servers_addresses_only_they_reach_the_webhook_port():
+    policy = only(render({"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.10/32", "fd00::10/128"]}}),
+                  "NetworkPolicy")
+    rules = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    assert rules["webhook"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "fd00::10/128"}}]
+    assert rules["metrics"] is None  # scraping is not the API server's: metricsFrom decides
+    # Extra peers (e.g. a control-plane tunnel agent's namespace) are added, not substituted.
+    tunnel = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+              "podSelector": {"matchLabels": {"app": "konnectivity-agent"}}}
+    policy = only(render({"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.10/32"],
+                                            "webhookFrom": [tunnel]}}), "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}, tunnel]
+    assert _chart_refuses({"networkPolicy": {"enabled": True, "apiServerCIDRs": ["control-plane"]}}) is not None
+
+
+def test_notes_say_whether_anything_but_the_api_server_can_reach_the_webhook_port():
+    def notes(values: dict[str, Any]) -> str:
+        with helm_python.Chart.load(CHART_DIR) as chart:
+            rendered = chart.render(values, name="gatewatch", namespace=NAMESPACE, is_install=True)
+        return " ".join(next(text for name, text in rendered.items() if name.endswith("NOTES.txt")).split())
+
+    assert "serves any TLS client that reaches it" in notes({})
+    closed = notes({"networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.10/32"]}})
+    assert "admits only 10.0.0.10/32" in closed and "serves any TLS client" not in closed
+    assert "serves any TLS client" in notes({"networkPolicy": {"enabled": True}})  # no addresses: still open
+
+
+def test_server_limits_reach_gatewatch_and_what_it_refuses_the_chart_refuses():
+    limits = {"maxConnections": 50, "objectBytes": 2 * 1024 * 1024, "deadlineSeconds": 3.5}
+    settings = Settings.model_validate(config_of(render({"server": {"limits": limits}})))
+    assert settings.server.limits.max_connections == 50 and settings.review_deadline_seconds == 3.5
+    assert Settings.model_validate(config_of(render())).server.limits == ServerLimits()
+    refusal = _chart_refuses({"server": {"limits": {"deadlineSeconds": 5}}})
+    assert refusal is not None and "deadlineSeconds (5) must be less than webhook.timeoutSeconds (5)" in refusal
+    assert _chart_refuses({"server": {"limits": {"maxConections": 50}}}) is not None  # a typo is refused
+    assert _chart_refuses({"server": {"limits": {"maxConnections": 0}}}) is not None
 
 
 def test_a_release_with_another_name_keeps_every_reference_consistent():

@@ -696,7 +696,11 @@ def _set(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("request.object.spec.initContainers", {"image": "busybox"}, r"request\.object\.spec\.initContainers: expected a list, got dict"),
         ("request.object.spec", "busybox", r"request\.object\.spec: expected an object, got str"),
         ("request.object.metadata", [], r"request\.object\.metadata: expected an object, got list"),
-        ("request.object.metadata.labels", [], r"request\.object\.metadata\.labels: expected an object, got list"),
+        ("request.object.metadata.labels", [], r"request\.object\.metadata\.labels: expected an object of strings, got list"),
+        ("request.object.metadata.name", 5, r"request\.object\.metadata\.name: expected a string, got int"),
+        ("request.object.spec", None, r"request\.object\.spec: expected an object, got null"),
+        ("request.userInfo.username", 5, r"request\.userInfo\.username: expected a string, got int"),
+        ("request.userInfo.groups", "admins", r"request\.userInfo\.groups: expected a list of strings"),
         ("request.object.metadata.ownerReferences", {}, r"request\.object\.metadata\.ownerReferences: expected a list"),
         ("request.object", "x", r"request\.object: expected an object for CREATE, got str"),
         ("request.userInfo", [], r"request\.userInfo: expected an object, got list"),
@@ -827,12 +831,18 @@ def test_pod_generate_name_and_namespace_reach_object_ref() -> None:
     assert audit["objectRef"] == {"resource": "pods", "namespace": "team-a", "name": "dbg-", "apiVersion": "v1"}
 
 
-def test_review_object_name_that_is_not_a_string_is_not_the_object_ref_name() -> None:
+def test_exec_options_of_the_wrong_type_are_input_errors() -> None:
+    # The API server builds PodExecOptions from the URL: a command that is no list of strings is forged.
     review = example_review("busybox-create-review.json")
-    review["request"].pop("name", None)
-    review["request"]["object"]["metadata"]["name"] = 5
-    document = document_from_admission_review(review, now=NOW)
-    assert "name" not in document["kubernetes"]["audit"]["objectRef"]
+    request = review["request"]
+    request.update(operation="CONNECT", subResource="exec",
+                   kind={"group": "", "version": "v1", "kind": "PodExecOptions"},
+                   object={"kind": "PodExecOptions", "apiVersion": "v1", "command": ["sh", 5]})
+    with pytest.raises(InputError, match=r"request\.object\.command: expected a list of strings"):
+        parse_admission_request(review)
+    request["object"] = {"kind": "PodExecOptions", "apiVersion": "v1", "command": ["sh"], "tty": "yes"}
+    with pytest.raises(InputError, match=r"request\.object\.tty: expected true or false, got str"):
+        parse_admission_request(review)
 
 
 @pytest.mark.parametrize("request_uri", ["//[", "/api/v1/namespaces/ns/pods/p/exec?command=sh&x=[#frag"])

@@ -232,14 +232,14 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    tmp_path: Path, *, drain_seconds: float = 0.0, max_review_bytes: int | None = None,
-    operator_options: dict[str, Any] | None = None, **overrides: Any
+    tmp_path: Path, *, drain_seconds: float = 0.0, operator_options: dict[str, Any] | None = None,
+    **overrides: Any
 ) -> AsyncIterator[Cluster]:
     """The API double with a few namespaces, and gatewatch serving against it.
 
     ``drain_seconds``: how long gatewatch keeps answering after stop (0: tests stop at once);
-    ``max_review_bytes``: the largest review body it reads (None: gatewatch's default);
-    ``operator_options``: more ``Operator`` arguments (e.g. ``task_sleep``).
+    ``operator_options``: more ``Operator`` arguments (e.g. ``task_sleep``);
+    ``overrides``: top-level config keys replacing the test defaults.
     """
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(RULES)
@@ -259,7 +259,6 @@ async def running_cluster(
             shutdown_timeout=1.0,
             drain_seconds=drain_seconds,
             certificate_check_interval=0.2,
-            **({} if max_review_bytes is None else {"max_review_bytes": max_review_bytes}),
             **(operator_options or {}),
         )
         async with operator_thread(operator) as running:
@@ -507,9 +506,11 @@ async def test_a_review_over_one_mib_is_evaluated(cluster: Cluster):
 
 
 async def test_a_review_over_the_limit_is_refused_and_counted_never_allowed(tmp_path: Path):
-    async with running_cluster(tmp_path, max_review_bytes=256 * 1024) as cluster:
+    # Pod CREATE reviews are read up to objectBytes plus 256 KiB (for the rest of the review).
+    server = {"host": "127.0.0.1", "port": 0, "metricsPort": 0, "limits": {"objectBytes": 64 * 1024}}
+    async with running_cluster(tmp_path, server=server) as cluster:
         request = ApiRequest(operation="CREATE", resource="pods", namespace="warn-ns", name="huge",
-                             object=big_pod("huge", namespace="warn-ns", annotation_bytes=300 * 1024))
+                             object=big_pod("huge", namespace="warn-ns", annotation_bytes=330 * 1024))
         result = await cluster.harness().admit(request)  # failurePolicy: Fail
         assert not result.allowed and result.failures
         assert sample(cluster, "gatewatch_admission_reviews_oversized_total") == 1

@@ -127,3 +127,28 @@ def test_an_empty_rule_set_is_refused_by_default_and_allowed_by_setting(tmp_path
     config.write_text("rules:\n  allowEmpty: true\n")
     assert _load(environ={}).rules.allow_empty is False
     assert _load(config_file=config, environ={}).rules.allow_empty is True
+
+
+def test_the_config_file_in_configuration_md_is_exactly_the_defaults():
+    # Every key it lists, with the value it states, is what gatewatch uses when the key is unset.
+    import re
+
+    import yaml
+
+    from gatewatch.config import Settings
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    block = re.search(r"## The config file, with its defaults\n\n```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    assert Settings.model_validate(yaml.safe_load(block.group(1))) == Settings()
+
+
+def test_server_limits_that_cannot_work_together_are_refused():
+    with pytest.raises(ConfigError, match="bufferedBodyBytes .* must hold the largest review body"):
+        load_settings(environ={}, overrides={"server.limits.bufferedBodyBytes": 4 * 1024 * 1024})
+    with pytest.raises(ConfigError, match="jsonValuesInFlight .* at least maxJsonValues"):
+        load_settings(environ={}, overrides={"server.limits.jsonValuesInFlight": 50_000})
+    with pytest.raises(ConfigError, match="deadlineSeconds .* less than webhook.timeoutSeconds"):
+        load_settings(environ={}, overrides={"server.limits.deadlineSeconds": 5})
+    settings = load_settings(environ={}, overrides={"webhook.timeoutSeconds": 10})
+    assert settings.review_deadline_seconds == 9.0  # default: one second before the API server gives up

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp.web
 import pytest
 
 from gatewatch.admission import AdmissionReviewer, UnexpectedReview, UnknownWebhookPath, check_review
 from gatewatch.config import Settings
 from gatewatch.controller import GuardedWebhookServer
+from gatewatch.webhook_server import Refused
 from gatewatch.decision import Mode
 from gatewatch.engine import RuleEngine
 from gatewatch.kube.namespaces import NamespaceModeResolver
@@ -87,18 +87,21 @@ def failing_server() -> tuple[GuardedWebhookServer, Metrics]:
 
 async def test_a_failed_evaluation_is_an_error_status_never_an_allow():
     server, metrics = failing_server()
-    with pytest.raises(aiohttp.web.HTTPInternalServerError, match="could not evaluate"):
+    with pytest.raises(Refused, match="could not evaluate") as refused:
         await server.answer(json.dumps(review()).encode(), webhook="pods")
+    assert refused.value.status == 500
     assert metrics.registry.get_sample_value(
         "gatewatch_admission_reviews_total", {"resource": "pods", "operation": "CREATE", "decision": "error"}) == 1
 
 
 async def test_unreadable_bodies_and_unknown_paths_are_error_statuses():
     server, metrics = failing_server()
-    with pytest.raises(aiohttp.web.HTTPBadRequest, match="not a readable AdmissionReview"):
+    with pytest.raises(Refused, match="not a readable AdmissionReview: body is not JSON") as refused:
         await server.answer(b"{not json", webhook="pods")
-    with pytest.raises(aiohttp.web.HTTPNotFound):
+    assert refused.value.status == 400
+    with pytest.raises(Refused) as refused:
         await server.answer(json.dumps(review()).encode(), webhook="mutate")
+    assert refused.value.status == 404
     assert metrics.registry.get_sample_value(
         "gatewatch_admission_reviews_total", {"resource": "unknown", "operation": "", "decision": "error"}) == 1
 
@@ -108,7 +111,8 @@ async def test_metric_labels_from_a_hostile_body_stay_bounded():
     for n in range(3):
         body = review(resource=f"made-up-{n}")
         body["request"]["operation"] = ["not", "a", "string"] if n else f"VERB{n}"
-        with pytest.raises(aiohttp.web.HTTPBadRequest):
+        with pytest.raises(Refused) as refused:
             await server.answer(json.dumps(body).encode(), webhook="pods")
+        assert refused.value.status == 400
     assert metrics.registry.get_sample_value(
         "gatewatch_admission_reviews_total", {"resource": "other", "operation": "other", "decision": "error"}) == 3

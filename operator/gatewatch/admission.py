@@ -50,11 +50,21 @@ class WebhookRoute:
     api_version: str = "v1"
     # CEL conditions the API server checks before calling (the webhook's matchConditions).
     match_conditions: tuple[MatchCondition, ...] = ()
+    # Namespaced resources' reviews must name their namespace (its mode decides).
+    namespaced: bool = True
 
     @property
     def resource_path(self) -> str:
         """``pods`` or ``pods/exec``: the webhook rule's resource and the metrics label."""
         return self.resource if self.subresource is None else f"{self.resource}/{self.subresource}"
+
+    @property
+    def body_objects(self) -> int:
+        """Whole objects one review carries at most, which sizes the body read (server.limits):
+        an UPDATE has object and oldObject, a CREATE or DELETE one, a CONNECT only options (0)."""
+        if "UPDATE" in self.operations:
+            return 2
+        return 1 if {"CREATE", "DELETE"} & set(self.operations) else 0
 
 
 WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
@@ -66,6 +76,12 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
+
+
+def resolve_route(handler: str) -> WebhookRoute | None:
+    """The route served at ``{webhook.path}/{handler}``, or None: looked up before any body is read."""
+    return ROUTES_BY_ID.get(handler)
+
 # exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
 POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
 
@@ -94,20 +110,27 @@ class CheckedReview:
     request: AdmissionRequest
 
 
-def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
-    """The checks before anything is evaluated; raises UnknownWebhookPath / UnexpectedReview."""
-    route = ROUTES_BY_ID.get(webhook or "")
+def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute | None = None) -> CheckedReview:
+    """The checks before anything is evaluated, for the route ``webhook`` names (or ``route``);
+    raises UnknownWebhookPath / UnexpectedReview, whose message says what is wrong."""
     if route is None:
-        raise UnknownWebhookPath(f"gatewatch serves no webhook at {webhook!r}")
+        route = resolve_route(webhook or "")
+        if route is None:
+            raise UnknownWebhookPath(f"gatewatch serves no webhook at {webhook!r}")
     try:
-        if not isinstance(review, Mapping) or "request" not in review:
+        if not isinstance(review, Mapping):
+            raise InputError(f"expected a JSON object, got {_json_type(review)}")
+        if "request" not in review:
             # The wire format is always the wrapped review (kopf reads review["request"]).
             raise InputError("request: missing")
         request = parse_admission_request(review)
     except InputError as error:
-        raise UnexpectedReview(f"not a readable AdmissionReview: {error}") from None
+        raise UnexpectedReview(f"not a readable AdmissionReview: {error.reason}") from None
     except (TypeError, ValueError) as error:  # e.g. a JSON list where a string belongs: still a 400
         raise UnexpectedReview(f"not a readable AdmissionReview: {type(error).__name__}: {error}") from None
+    if route.namespaced and not request.get("namespace"):
+        raise UnexpectedReview("not a readable AdmissionReview: request.namespace missing for a namespaced "
+                               f"resource ({route.resource_path})")
     resource = request["resource"]
     got = (resource.get("group", ""), resource.get("resource"), request.get("subResource") or None)
     expected = (route.api_group, route.resource, route.subresource)
@@ -122,6 +145,11 @@ def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
             f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
         )
     return CheckedReview(route=route, request=request)
+
+
+def _json_type(value: Any) -> str:
+    return {type(None): "null", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
 # --- the answer ------------------------------------------------------------------------------
@@ -355,5 +383,6 @@ __all__ = [
     "WebhookRoute",
     "check_review",
     "event_target",
+    "resolve_route",
     "review_response",
 ]

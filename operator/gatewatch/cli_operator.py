@@ -137,12 +137,12 @@ def with_extra_rules(settings: Settings, rules_files: tuple[Path, ...]) -> Setti
 
 
 def _configure_logging(verbose: bool) -> None:
-    # Logs to stderr; stdout carries the alert lines only.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from gatewatch.logs import BoundedFormatter
+
+    # Logs to stderr; stdout carries the alert lines only. Every line is bounded (gatewatch.logs).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(BoundedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:
         logging.getLogger("kopf").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -110,6 +110,67 @@ class WebhookSettings(_Section):
     client_ca: Path | None = Field(default=None, alias="clientCA")  # spelled like caBundle, not clientCa
 
 
+MiB = 1024 * 1024
+
+
+class ServerLimits(_Section):
+    """What one caller can make the webhook server do (docs/operations.md#limits-of-the-webhook-server).
+
+    The defaults keep gatewatch under the chart's 256Mi memory limit whatever reaches the port.
+    """
+
+    # Open connections; at the cap the connection idle or stalled longest is closed (never one
+    # whose review is being evaluated).
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+    # A new connection completes its TLS handshake, and any request its headers, within this.
+    header_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A keep-alive connection with no request for this long is closed.
+    idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # The JSON of one whole object in a review (etcd stores objects up to 1.5 MiB, and JSON
+    # escaping can double that): a Pod CREATE may be 1 object plus 256 KiB, an UPDATE 2 objects.
+    object_bytes: int = Field(default=3 * MiB, ge=64 * 1024, le=64 * MiB)
+    # exec/attach reviews carry options only: the command comes from the request URL, which
+    # the API server reads up to 1 MiB (escaping again can double it).
+    connect_bytes: int = Field(default=2 * MiB, ge=16 * 1024, le=64 * MiB)
+    # Bodies over 64 KiB held at once (read, parsed, evaluated); more wait.
+    buffered_body_bytes: int = Field(default=24 * MiB, ge=1 * MiB, le=4096 * MiB)
+    # JSON nesting and values (array elements + object members) in one body, checked before parsing.
+    max_json_depth: int = Field(default=100, ge=16, le=500)
+    max_json_values: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    # Reviews parsed and in evaluation at once, and the JSON values they hold together; more wait
+    # in line (first come, first served), at most queued_reviews of them: beyond that, 429.
+    concurrent_reviews: int = Field(default=32, ge=1, le=10_000)
+    json_values_in_flight: int = Field(default=400_000, ge=1_000, le=100_000_000)
+    queued_reviews: int = Field(default=64, ge=0, le=100_000)
+    # Every review is answered within this (an error when it must), counted from its headers;
+    # None: webhook.timeoutSeconds - 1, so the answer arrives before the API server gives up.
+    deadline_seconds: float | None = Field(default=None, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _largest_review_fits(self) -> "ServerLimits":
+        largest = review_body_limit(objects=2, limits=self)
+        if self.buffered_body_bytes < largest:
+            raise ValueError(
+                f"bufferedBodyBytes ({self.buffered_body_bytes}) must hold the largest review body "
+                f"gatewatch reads ({largest}: 2 x objectBytes + {REVIEW_ENVELOPE_BYTES})")
+        if self.json_values_in_flight < self.max_json_values:
+            raise ValueError(
+                f"jsonValuesInFlight ({self.json_values_in_flight}) must be at least maxJsonValues "
+                f"({self.max_json_values})")
+        return self
+
+
+# What a review carries besides whole objects and exec options: apiVersion, uid, kind and
+# resource, userInfo (groups and extra can be long), options.
+REVIEW_ENVELOPE_BYTES = 256 * 1024
+
+
+def review_body_limit(*, objects: int, limits: ServerLimits) -> int:
+    """The largest body read for a review carrying ``objects`` whole objects (0: exec/attach options)."""
+    payload = objects * limits.object_bytes if objects else limits.connect_bytes
+    return REVIEW_ENVELOPE_BYTES + payload
+
+
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=8443, ge=0, le=65535)  # 0: any free port (tests)
@@ -117,6 +178,7 @@ class ServerSettings(_Section):
     # On SIGTERM: report not-ready and keep answering this long before closing the listener,
     # while the API server's endpoints catch up (the chart's preStop sleep covers the rest).
     drain_seconds: float = Field(default=5.0, ge=0, le=60)
+    limits: ServerLimits = Field(default_factory=ServerLimits)
 
 
 class CertificatesSettings(_Section):
@@ -188,7 +250,19 @@ class Settings(_Section):
                 f"podLookup.timeoutSeconds ({self.pod_lookup.timeout_seconds:g}) must be less than half of "
                 f"webhook.timeoutSeconds ({self.webhook.timeout_seconds}): a review may do two lookups"
             )
+        deadline = self.server.limits.deadline_seconds
+        if deadline is not None and deadline >= self.webhook.timeout_seconds:
+            raise ValueError(
+                f"server.limits.deadlineSeconds ({deadline:g}) must be less than webhook.timeoutSeconds "
+                f"({self.webhook.timeout_seconds}): gatewatch answers before the API server gives up"
+            )
         return self
+
+    @property
+    def review_deadline_seconds(self) -> float:
+        """How long a review may take from its headers to its answer (``server.limits.deadlineSeconds``)."""
+        deadline = self.server.limits.deadline_seconds
+        return deadline if deadline is not None else self.webhook.timeout_seconds - 1.0
 
     @property
     def service_namespace(self) -> str:

@@ -1,40 +1,22 @@
-"""kopf wiring: the webhook server, startup and shutdown.
+"""kopf wiring: the operator's startup and shutdown around the webhook server.
 
-A review's way through (the answer itself is ``gatewatch.admission``'s):
-
-    GuardedWebhookServer: body (up to MAX_REVIEW_BYTES) -> JSON
-      -> admission.check_review (route / resource / operation / parse checks)
-      -> AdmissionReviewer.review -> Decision
-      -> admission.review_response: kopf's response format (the decision's
-         warnings, or a 403 status with its message).
-
-kopf stays the framework: the server is a ``kopf.WebhookServer`` (TLS options,
-the client config it reports, its place in the operator's lifecycle), and kopf
-runs startup, cleanup and signals. But reviews no longer go through kopf's
-handler registry: kopf 1.45 answers ``allowed: true`` for a path with no
-handler and never re-checks the operation at runtime, and its per-review
-machinery (cause, memo, diff, handler selection) cost about as much CPU as
-gatewatch's whole evaluation. The server answers every review itself; anything
-it cannot evaluate gets an HTTP error status, so the webhook's failurePolicy
-decides instead of a silent allow.
+The review path itself (connection, route, body, JSON, check, evaluation,
+answer, each bounded) is ``gatewatch.webhook_server.GuardedWebhookServer``;
+the answer is ``gatewatch.admission``'s.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TextIO
+from typing import Any, Mapping, TextIO
 
-import aiohttp.web
 import kopf
 import kubernetes.client
 
 from gatewatch import background
-from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer, RejectedReview, check_review, review_response
+from gatewatch.admission import WEBHOOK_ROUTES, AdmissionReviewer
 from gatewatch.alert_sinks import AlertFanout, HttpAlertSink, StdoutAlertSink
 from gatewatch.alert_spill import AlertSpill
 from gatewatch.config import Settings
@@ -58,167 +40,9 @@ from gatewatch.metrics import HealthServer, Metrics, Readiness
 from gatewatch.rules import RuleSet, default_rules_path
 from gatewatch.rules_reloader import RulesReloader
 from gatewatch.supervisor import Sleep, Supervisor, describe_error
+from gatewatch.webhook_server import GuardedWebhookServer
 
 logger = logging.getLogger(__name__)
-
-# The largest AdmissionReview body read. The API server stores objects up to ~1.5 MiB
-# (etcd's default request limit) and accepts requests up to 3 MiB; a review carries the
-# object (and for an UPDATE the old object too), JSON-escaped. aiohttp's default 1 MiB
-# would refuse a big Pod with a 413 before anything is evaluated.
-MAX_REVIEW_BYTES = 8 * 1024 * 1024
-# How long closing the listener waits for reviews still being answered.
-LISTENER_SHUTDOWN_SECONDS = 5.0
-
-
-class EvaluationFailed(Exception):
-    """The reviewer did not produce a decision; answered 500."""
-
-
-ClientConfigCallback = Callable[[kopf.WebhookClientConfig], Awaitable[None]]
-
-
-class GuardedWebhookServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server, answering gatewatch's reviews itself.
-
-    Every call passes ``check_review`` first and is then answered by
-    ``reviewer``; nothing is ever allowed without evaluation. ``on_serving``
-    is awaited once the server listens, with kopf's client config (gatewatch
-    then registers its ValidatingWebhookConfiguration). On stop, ``on_draining``
-    is called and the server keeps answering for ``drain_seconds`` before the
-    listener closes.
-    """
-
-    def __init__(
-        self,
-        *,
-        reviewer: AdmissionReviewer,
-        metrics: Metrics,
-        on_serving: ClientConfigCallback | None = None,
-        on_draining: Callable[[], None] | None = None,
-        drain_seconds: float = 0.0,  # the operator passes ``server.drainSeconds``
-        max_review_bytes: int = MAX_REVIEW_BYTES,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._reviewer = reviewer
-        self._metrics = metrics
-        self._on_serving = on_serving
-        self._on_draining = on_draining
-        self._drain_seconds = drain_seconds
-        self.max_review_bytes = max_review_bytes
-
-    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        # ``fn`` is kopf's handler machinery: never called, gatewatch answers itself.
-        cadata, context = self._build_ssl()
-        path = self.path.rstrip("/") if self.path else ""
-        app = aiohttp.web.Application(client_max_size=self.max_review_bytes)
-        app.add_routes([aiohttp.web.post(f"{path}/{{id:.*}}", self._serve)])
-        runner = aiohttp.web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_SECONDS)
-        await runner.setup()
-        try:
-            addr = self.addr or None  # None is aiohttp's "any interface"
-            port = self.port or self._allocate_free_port()
-            site = aiohttp.web.TCPSite(runner, addr, port, ssl_context=context, reuse_port=True, reuse_address=True)
-            await site.start()
-            schema = "http" if context is None else "https"
-            host = self.host or self.DEFAULT_HOST or self._get_accessible_addr(self.addr)
-            client_config = kopf.WebhookClientConfig(url=self._build_url(schema, host, port, self.path or ""))
-            if cadata is not None:
-                client_config["caBundle"] = base64.b64encode(cadata).decode("ascii")
-            if self._on_serving is not None:
-                await self._on_serving(client_config)
-            yield client_config
-            try:
-                # Certificate renewals reload the SSLContext in place: the listener never restarts.
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                await self._drain()
-                raise
-        finally:
-            await runner.cleanup()
-
-    async def _drain(self) -> None:
-        """Stopping: report not-ready, keep answering while the Service stops routing here."""
-        if self._on_draining is not None:
-            self._on_draining()
-        if self._drain_seconds > 0:
-            logger.info("stopping: not ready; answering reviews for %gs more before closing the listener",
-                        self._drain_seconds)
-            await asyncio.sleep(self._drain_seconds)
-
-    async def _serve(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        try:
-            body = await request.read()
-        except aiohttp.web.HTTPRequestEntityTooLarge:
-            self._metrics.oversized_reviews.inc()
-            logger.warning("refused a webhook call of %s bytes (more than %d): not evaluated",
-                           request.content_length, self.max_review_bytes)
-            raise
-        answer = await self.answer(body, webhook=request.match_info.get("id"))
-        return aiohttp.web.Response(body=answer, content_type="application/json")
-
-    async def answer(self, body: bytes, *, webhook: str | None) -> bytes:
-        """The encoded AdmissionReview response to one webhook call; an HTTP error for anything not evaluated."""
-        started = time.perf_counter()
-        try:
-            review = json.loads(body)
-        except (ValueError, RecursionError):
-            review = None  # check_review refuses it: not a readable AdmissionReview
-        request = review.get("request") if isinstance(review, Mapping) else None
-        request = request if isinstance(request, Mapping) else {}
-        outcome = "error"
-        try:
-            checked = check_review(review, webhook=webhook)
-            try:
-                decision = await self._reviewer.review(checked)
-            except Exception as error:
-                logger.exception("evaluation failed for %s review %s", checked.route.resource_path,
-                                 checked.request["uid"])
-                raise EvaluationFailed(f"gatewatch could not evaluate: {error!r}") from None
-            outcome = "denied" if not decision.allowed else "warned" if decision.warnings else "allowed"
-            return json.dumps(review_response(review, decision)).encode()
-        except RejectedReview as error:
-            logger.warning("rejected webhook call: %s", error)
-            raise _http_error(error.status, str(error)) from None
-        except EvaluationFailed as error:
-            raise _http_error(500, str(error)) from None
-        finally:
-            self._metrics.count_review(resource=_resource_label(request), operation=_operation_label(request),
-                                       decision=outcome, seconds=time.perf_counter() - started)
-
-
-# Metric labels come from the request body: anything but what gatewatch serves is "other",
-# so a caller cannot grow the label sets (and the cached children) without bound.
-_RESOURCE_LABELS = frozenset(route.resource_path for route in WEBHOOK_ROUTES)
-_OPERATION_LABELS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
-
-
-def _resource_label(request: Mapping[str, Any]) -> str:
-    resource = request.get("resource")
-    name = resource.get("resource") if isinstance(resource, Mapping) else None
-    if not name:
-        return "unknown"
-    sub = request.get("subResource")
-    label = f"{name}/{sub}" if sub else str(name)
-    return label if label in _RESOURCE_LABELS else "other"
-
-
-def _operation_label(request: Mapping[str, Any]) -> str:
-    operation = request.get("operation")
-    if not operation:
-        return ""
-    return operation if isinstance(operation, str) and operation in _OPERATION_LABELS else "other"
-
-
-def _http_error(status: int, message: str) -> aiohttp.web.HTTPException:
-    # The reason phrase is one bounded line; the body carries the message too.
-    reason = " ".join(message.split())
-    reason = reason if len(reason) <= 300 else reason[:297] + "..."
-    error_class = {404: aiohttp.web.HTTPNotFound, 400: aiohttp.web.HTTPBadRequest}.get(
-        status, aiohttp.web.HTTPInternalServerError)
-    return error_class(reason=reason, text=message)
-
 
 # --- startup and shutdown ------------------------------------------------------------------
 
@@ -281,7 +105,6 @@ class Operator:
         alert_stream: TextIO | None = None,
         shutdown_timeout: float = 5.0,
         drain_seconds: float | None = None,
-        max_review_bytes: int = MAX_REVIEW_BYTES,
         certificate_check_interval: float = background.CERTIFICATE_CHECK_SECONDS,
         task_sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -293,7 +116,6 @@ class Operator:
         self._shutdown_timeout = shutdown_timeout
         # None: ``server.drainSeconds`` from the settings (tests pass 0 to stop at once).
         self._drain_seconds = settings.server.drain_seconds if drain_seconds is None else drain_seconds
-        self.max_review_bytes = max_review_bytes
         self._certificate_check_interval = certificate_check_interval
         # Every background task runs under it (gatewatch.background); tests pass a quicker sleep.
         self.supervisor = Supervisor(metrics=self.metrics, sleep=task_sleep)
@@ -406,7 +228,8 @@ class Operator:
             on_serving=serving,
             on_draining=draining,
             drain_seconds=self._drain_seconds,
-            max_review_bytes=self.max_review_bytes,
+            limits=settings.server.limits,
+            deadline_seconds=settings.review_deadline_seconds,
             addr=settings.server.host,
             port=settings.server.port or None,  # 0: kopf picks a free port
             path=settings.webhook.path,

@@ -360,6 +360,77 @@ def _check_object(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     return spec
 
 
+def _is_object(value: Any) -> bool:
+    return _as_mapping(value) is not None
+
+
+def _non_string(values: Mapping[str, Any], keys: Any, field: str) -> str | None:
+    """Why the first of ``keys`` present in ``values`` but not a string is refused (``field`` names it)."""
+    for key in keys:
+        value = values.get(key)
+        if value is not None and type(value) is not str:
+            return f"{field.format(key)}: expected a string, got {_type_name(value)}"
+    return None
+
+
+def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
+    """Why a Pod (or a Pod patch) has a field of the wrong type for evaluating it, else None.
+
+    Covers what the rules, the reports and the alerts read: names, labels and
+    annotations, owner references, containers (name, image, env). Absent
+    fields are fine, and so is null, which is how a merge patch deletes a field
+    (`kubectl label pod web canary-` sends ``{"metadata": {"labels": {"canary": null}}}``);
+    the API server would reject every case this reports.
+    """
+    metadata = pod.get("metadata")
+    if metadata is not None:
+        if not _is_object(metadata):
+            return f"{prefix}metadata: expected an object, got {_type_name(metadata)}"
+        problem = _non_string(metadata, ("name", "generateName", "namespace"), prefix + "metadata.{}")
+        if problem is not None:
+            return problem
+        for key in ("labels", "annotations"):
+            values = metadata.get(key)
+            if values is None:
+                continue
+            if not _is_object(values):
+                return f"{prefix}metadata.{key}: expected an object of strings, got {_type_name(values)}"
+            for name, value in values.items():
+                if value is not None and type(value) is not str:
+                    return f"{prefix}metadata.{key}[{name!r}]: expected a string, got {_type_name(value)}"
+        owners = metadata.get("ownerReferences")
+        if owners is not None:
+            if type(owners) is not list:
+                return f"{prefix}metadata.ownerReferences: expected a list, got {_type_name(owners)}"
+            for index, owner in enumerate(owners):
+                if not _is_object(owner):
+                    return f"{prefix}metadata.ownerReferences[{index}]: expected an object, got {_type_name(owner)}"
+                if owner.get("kind") is not None and type(owner.get("kind")) is not str:
+                    return f"{prefix}metadata.ownerReferences[{index}].kind: expected a string, got {_type_name(owner['kind'])}"
+    spec = pod.get("spec")
+    if spec is None:
+        return None
+    if not _is_object(spec):
+        return f"{prefix}spec: expected an object, got {_type_name(spec)}"
+    for container_kind in CONTAINER_KINDS:
+        containers = spec.get(container_kind)
+        if containers is None:
+            continue
+        if type(containers) is not list:
+            return f"{prefix}spec.{container_kind}: expected a list, got {_type_name(containers)}"
+        for index, container in enumerate(containers):
+            where = f"{prefix}spec.{container_kind}[{index}]"
+            if not _is_object(container):
+                return f"{where}: expected an object, got {_type_name(container)}"
+            problem = _non_string(container, ("name", "image"), where + ".{}")
+            if problem is not None:
+                return problem
+            env = container.get("env")
+            if env is not None and (type(env) is not list or not all(_is_object(var) for var in env)):
+                return f"{where}.env: expected a list of objects"
+    return None
+
+
 def _container_image_names(spec: Mapping[str, Any]) -> list[str] | None:
     containers = spec.get("containers")
     if type(containers) is not list:
@@ -788,7 +859,57 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
         for key in options:
             if type(key) is not str:
                 raise InputError(f"{prefix}{options_field}: keys must be strings, got {key!r}")
+    problem = _admission_objects_problem(request, prefix)
+    if problem is not None:
+        raise InputError(problem)
     return cast(AdmissionRequest, request)
+
+
+# The options of pods/exec and pods/attach (PodExecOptions, PodAttachOptions) and their types.
+_CONNECT_OPTION_FIELDS = {"command": list, "container": str, "stdin": bool, "stdout": bool, "stderr": bool,
+                          "tty": bool}
+
+
+def _admission_objects_problem(request: Mapping[str, Any], prefix: str) -> str | None:
+    """What a real API server never sends in the fields gatewatch reads: the user, a Pod's spec and
+    containers, exec/attach options. At admission the object has passed the API server's schema
+    validation, so anything else is a forged or broken call, refused rather than half evaluated."""
+    user = request.get("userInfo")
+    if user:
+        problem = _non_string(user, ("username", "uid"), prefix + "userInfo.{}")
+        if problem is not None:
+            return problem
+        groups = user.get("groups")
+        if groups is not None and (type(groups) is not list or not all(type(group) is str for group in groups)):
+            return f"{prefix}userInfo.groups: expected a list of strings"
+        extra = user.get("extra")
+        if extra is not None and not _is_object(extra):
+            return f"{prefix}userInfo.extra: expected an object, got {_type_name(extra)}"
+    kind = request["kind"]
+    operation = request["operation"]
+    if kind.get("group", "") == "" and kind["kind"] == "Pod" and operation in ("CREATE", "UPDATE"):
+        objects = (("object", request.get("object")), ("oldObject", request.get("oldObject")))
+        for field, pod in objects:
+            if pod is None:
+                continue  # object: checked above; an UPDATE without oldObject is evaluated as all new
+            if not _is_object(pod.get("spec")):
+                return f"{prefix}{field}.spec: expected an object, got {_type_name(pod.get('spec'))}"
+            problem = pod_problem(pod, prefix=f"{prefix}{field}.")
+            if problem is not None:
+                return problem
+    if operation == "CONNECT" and _is_object(request.get("object")):
+        options = request["object"]
+        for key, expected in _CONNECT_OPTION_FIELDS.items():
+            value = options.get(key)
+            if value is not None and type(value) is not expected:
+                return f"{prefix}object.{key}: expected {_TYPE_WORDS[expected]}, got {_type_name(value)}"
+        command = options.get("command")
+        if command and not all(type(argument) is str for argument in command):
+            return f"{prefix}object.command: expected a list of strings"
+    return None
+
+
+_TYPE_WORDS = {list: "a list", str: "a string", bool: "true or false"}
 
 
 def _query_string(options: Any) -> str:

@@ -78,9 +78,25 @@ class Metrics:
         )
         self.oversized_reviews = Counter(
             "gatewatch_admission_reviews_oversized",
-            "Webhook calls refused with 413 because the body exceeded the size gatewatch reads "
-            "(never evaluated: the failurePolicy decides).",
+            "Webhook calls refused with 413 because the body exceeded the size gatewatch reads for "
+            "that webhook (never evaluated: the failurePolicy decides).",
             registry=r,
+        )
+        self.webhook_refused = Counter(
+            "gatewatch_webhook_requests_refused",
+            "Webhook calls answered with an HTTP error instead of a review response, by reason "
+            "(unknown_path, method, too_large, body_timeout, body_incomplete, malformed, overloaded, "
+            "deadline, evaluation_failed); the failurePolicy decides them.",
+            ["reason"], registry=r,
+        )
+        self.webhook_connections = Gauge(
+            "gatewatch_webhook_connections", "Open connections to the webhook port.", registry=r,
+        )
+        self.webhook_connections_closed = Counter(
+            "gatewatch_webhook_connections_closed",
+            "Webhook connections gatewatch closed before they finished, by reason (header_timeout, "
+            "tls_failed, evicted, refused).",
+            ["reason"], registry=r,
         )
         self.namespace_labels_ignored = Counter(
             "gatewatch_namespace_mode_labels_ignored",

@@ -26,7 +26,12 @@ import click
 
 from gatewatch.alerts import alert_line, build_alert
 from gatewatch.decision import Mode, decide, effect_of
-from gatewatch.documents import CONTAINER_KINDS, DECISION_ANNOTATION, check_audit_event, document_from_audit_event
+from gatewatch.documents import (
+    DECISION_ANNOTATION,
+    check_audit_event,
+    document_from_audit_event,
+    pod_problem,
+)
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
 from gatewatch.replay_stats import StatsRules
@@ -54,64 +59,6 @@ def _type_name(value: Any) -> str:
 def _is_mapping(value: Any) -> bool:
     # dict first: JSON and YAML give dicts, and the ABC check costs more.
     return type(value) is dict or isinstance(value, Mapping)
-
-
-def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
-    """Why a Pod (or a Pod patch) has a field of the wrong type for evaluating it, else None.
-
-    Covers what the rules, the reports and the alerts read: names, labels and
-    annotations, owner references, containers (name, image, env). Absent
-    fields are fine, and so is null, which is how a merge patch deletes a field
-    (`kubectl label pod web canary-` sends ``{"metadata": {"labels": {"canary": null}}}``);
-    the API server would reject every case this reports.
-    """
-    metadata = pod.get("metadata")
-    if metadata is not None:
-        if not _is_mapping(metadata):
-            return f"{prefix}metadata: expected an object, got {_type_name(metadata)}"
-        problem = _non_string(metadata, ("name", "generateName", "namespace"), prefix + "metadata.{}")
-        if problem is not None:
-            return problem
-        for key in ("labels", "annotations"):
-            values = metadata.get(key)
-            if values is None:
-                continue
-            if not _is_mapping(values):
-                return f"{prefix}metadata.{key}: expected an object of strings, got {_type_name(values)}"
-            for name, value in values.items():
-                if value is not None and type(value) is not str:
-                    return f"{prefix}metadata.{key}[{name!r}]: expected a string, got {_type_name(value)}"
-        owners = metadata.get("ownerReferences")
-        if owners is not None:
-            if type(owners) is not list:
-                return f"{prefix}metadata.ownerReferences: expected a list, got {_type_name(owners)}"
-            for index, owner in enumerate(owners):
-                if not _is_mapping(owner):
-                    return f"{prefix}metadata.ownerReferences[{index}]: expected an object, got {_type_name(owner)}"
-                if owner.get("kind") is not None and type(owner.get("kind")) is not str:
-                    return f"{prefix}metadata.ownerReferences[{index}].kind: expected a string, got {_type_name(owner['kind'])}"
-    spec = pod.get("spec")
-    if spec is None:
-        return None
-    if not _is_mapping(spec):
-        return f"{prefix}spec: expected an object, got {_type_name(spec)}"
-    for container_kind in CONTAINER_KINDS:
-        containers = spec.get(container_kind)
-        if containers is None:
-            continue
-        if type(containers) is not list:
-            return f"{prefix}spec.{container_kind}: expected a list, got {_type_name(containers)}"
-        for index, container in enumerate(containers):
-            where = f"{prefix}spec.{container_kind}[{index}]"
-            if not _is_mapping(container):
-                return f"{where}: expected an object, got {_type_name(container)}"
-            problem = _non_string(container, ("name", "image"), where + ".{}")
-            if problem is not None:
-                return problem
-            env = container.get("env")
-            if env is not None and (type(env) is not list or not all(_is_mapping(var) for var in env)):
-                return f"{where}.env: expected a list of objects"
-    return None
 
 
 def _event_refusal(event: Mapping[str, Any]) -> str | None:

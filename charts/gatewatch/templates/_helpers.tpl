@@ -83,6 +83,10 @@ gatewatch would refuse at startup.
 {{- if and .Values.webhook.clientCAFrom.secretName .Values.webhook.clientCAFrom.configMapName -}}
 {{- fail "webhook.clientCAFrom: set secretName or configMapName, not both" -}}
 {{- end -}}
+{{- $deadline := .Values.server.limits.deadlineSeconds -}}
+{{- if and (not (kindIs "invalid" $deadline)) (ge ($deadline | float64) (.Values.webhook.timeoutSeconds | float64)) -}}
+{{- fail (printf "server.limits.deadlineSeconds (%v) must be less than webhook.timeoutSeconds (%v): gatewatch answers before the API server gives up" $deadline .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
 {{- end }}
 
 {{/* Namespaces the webhook never sees besides kube-system and the release namespace. */}}
@@ -189,7 +193,8 @@ serialized once so every key is spelled exactly like gatewatch reads it.
           "host" "0.0.0.0"
           "port" .Values.server.port
           "metricsPort" .Values.server.metricsPort
-          "drainSeconds" .Values.server.drainSeconds)
+          "drainSeconds" .Values.server.drainSeconds
+          "limits" (.Values.server.limits | default dict))
       "certificates" $certificates
       "alerts" (dict "stdout" .Values.alerts.stdout "dryRun" .Values.alerts.dryRun "http" $http)
       "events" (dict "queueSize" .Values.events.queueSize)
