@@ -66,6 +66,15 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
+# Each route is also served at {handler_id}/{mode}: the webhook entries are split by
+# namespace mode (kube/webhook_configuration.py), and each calls the path of its mode,
+# so the API server tells gatewatch the namespace's mode even when its labels cannot be
+# read (kube/namespaces.py). The bare path is an entry without a mode (older configurations).
+ENTRY_PATHS: dict[str, tuple[WebhookRoute, Mode | None]] = {
+    **{route.handler_id: (route, None) for route in WEBHOOK_ROUTES},
+    **{f"{route.handler_id}/{mode.value}": (route, mode)
+       for route in WEBHOOK_ROUTES for mode in Mode if mode is not Mode.OFF},
+}
 # exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
 POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
 
@@ -92,11 +101,13 @@ class CheckedReview:
 
     route: WebhookRoute
     request: AdmissionRequest
+    # The mode of the webhook entry that called (its path), None for a bare path.
+    entry_mode: Mode | None = None
 
 
 def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
     """The checks before anything is evaluated; raises UnknownWebhookPath / UnexpectedReview."""
-    route = ROUTES_BY_ID.get(webhook or "")
+    route, entry_mode = ENTRY_PATHS.get(webhook or "", (None, None))
     if route is None:
         raise UnknownWebhookPath(f"gatewatch serves no webhook at {webhook!r}")
     try:
@@ -121,7 +132,7 @@ def check_review(review: Any, *, webhook: str | None) -> CheckedReview:
         raise UnexpectedReview(
             f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
         )
-    return CheckedReview(route=route, request=request)
+    return CheckedReview(route=route, request=request, entry_mode=entry_mode)
 
 
 # --- the answer ------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ class AdmissionReviewer:
     async def review(self, checked: CheckedReview) -> Decision:
         """AdmissionReview -> document -> rules -> matches -> decision (the response's content)."""
         request = checked.request
-        namespace_mode = await self._namespace_mode(request)
+        namespace_mode = await self._namespace_mode(request, entry_mode=checked.entry_mode)
         mode = namespace_mode.mode if namespace_mode is not None else Mode.OFF
         if mode is Mode.OFF:
             # Nothing to evaluate: no match could cause anything, and no history is written.
@@ -213,11 +224,11 @@ class AdmissionReviewer:
                          now=now, dry_run=dry_run)
         return decision
 
-    async def _namespace_mode(self, request: AdmissionRequest) -> NamespaceMode | None:
+    async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")
         if not namespace:
             return None  # cluster-scoped: gatewatch's routes take namespaced pods only
-        namespace_mode = await self.namespace_modes.resolve(namespace)
+        namespace_mode = await self.namespace_modes.resolve(namespace, entry_mode=entry_mode)
         if namespace_mode.labels_error:
             self.metrics.lookup_failures.labels(kind="namespace").inc()
         return namespace_mode
@@ -344,6 +355,7 @@ __all__ = [
     "AdmissionReviewer",
     "AlertSink",
     "CheckedReview",
+    "ENTRY_PATHS",
     "EventSink",
     "EventTarget",
     "POD_LOOKUP_SUBRESOURCES",
