@@ -168,7 +168,9 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
                 assert asyncio.get_running_loop().time() < deadline, "gatewatch run never became ready"
                 await asyncio.sleep(0.05)
         configuration = read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
-        assert configuration["webhooks"][0]["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate/pods"
+        urls = [webhook["clientConfig"]["url"] for webhook in configuration["webhooks"]]
+        base = f"https://127.0.0.1:{port}/validate"
+        assert urls[:2] == [f"{base}/pods/enforce", f"{base}/pods/warn"]
         harness = ApiServerHarness(configuration, namespace_labels=namespace_labels(kube_emulator))
         result = await harness.admit(ApiRequest(
             operation="CREATE", resource="pods", namespace="dev", name="shell",

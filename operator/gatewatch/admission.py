@@ -15,6 +15,7 @@ Nothing here knows kopf: ``gatewatch.controller``'s webhook server calls
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class WebhookRoute:
     match_conditions: tuple[MatchCondition, ...] = ()
     # Namespaced resources' reviews must name their namespace (its mode decides).
     namespaced: bool = True
+    # The mode of the webhook entry whose path this is ({handler_id}/{mode}); None: the bare path.
+    entry_mode: Mode | None = None
 
     @property
     def resource_path(self) -> str:
@@ -76,11 +79,21 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
+# Each route is also served at {handler_id}/{mode}: the webhook entries are split by
+# namespace mode (kube/webhook_configuration.py), and each calls the path of its mode,
+# so the API server tells gatewatch the namespace's mode even when its labels cannot be
+# read (kube/namespaces.py). The bare path is an entry without a mode (older configurations).
+ENTRY_PATHS: dict[str, WebhookRoute] = {
+    **{route.handler_id: route for route in WEBHOOK_ROUTES},
+    **{f"{route.handler_id}/{mode.value}": dataclasses.replace(route, entry_mode=mode)
+       for route in WEBHOOK_ROUTES for mode in Mode if mode is not Mode.OFF},
+}
 
 
 def resolve_route(handler: str) -> WebhookRoute | None:
-    """The route served at ``{webhook.path}/{handler}``, or None: looked up before any body is read."""
-    return ROUTES_BY_ID.get(handler)
+    """The route served at ``{webhook.path}/{handler}`` (with the mode of its entry), or None:
+    looked up before any body is read."""
+    return ENTRY_PATHS.get(handler)
 
 # exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
 POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
@@ -108,6 +121,8 @@ class CheckedReview:
 
     route: WebhookRoute
     request: AdmissionRequest
+    # The mode of the webhook entry that called (its path), None for a bare path.
+    entry_mode: Mode | None = None
 
 
 def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute | None = None) -> CheckedReview:
@@ -144,7 +159,7 @@ def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute
         raise UnexpectedReview(
             f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
         )
-    return CheckedReview(route=route, request=request)
+    return CheckedReview(route=route, request=request, entry_mode=route.entry_mode)
 
 
 def _json_type(value: Any) -> str:
@@ -217,7 +232,7 @@ class AdmissionReviewer:
     async def review(self, checked: CheckedReview) -> Decision:
         """AdmissionReview -> document -> rules -> matches -> decision (the response's content)."""
         request = checked.request
-        namespace_mode = await self._namespace_mode(request)
+        namespace_mode = await self._namespace_mode(request, entry_mode=checked.entry_mode)
         mode = namespace_mode.mode if namespace_mode is not None else Mode.OFF
         if mode is Mode.OFF:
             # Nothing to evaluate: no match could cause anything, and no history is written.
@@ -241,11 +256,11 @@ class AdmissionReviewer:
                          now=now, dry_run=dry_run)
         return decision
 
-    async def _namespace_mode(self, request: AdmissionRequest) -> NamespaceMode | None:
+    async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")
         if not namespace:
             return None  # cluster-scoped: gatewatch's routes take namespaced pods only
-        namespace_mode = await self.namespace_modes.resolve(namespace)
+        namespace_mode = await self.namespace_modes.resolve(namespace, entry_mode=entry_mode)
         if namespace_mode.labels_error:
             self.metrics.lookup_failures.labels(kind="namespace").inc()
         return namespace_mode
@@ -372,6 +387,7 @@ __all__ = [
     "AdmissionReviewer",
     "AlertSink",
     "CheckedReview",
+    "ENTRY_PATHS",
     "EventSink",
     "EventTarget",
     "POD_LOOKUP_SUBRESOURCES",
