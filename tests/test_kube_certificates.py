@@ -46,6 +46,10 @@ from gatewatch.kube.webhook_configuration import (
     WebhookHandler,
     WebhookRegistration,
 )
+from gatewatch.decision import Mode
+from gatewatch.namespace_modes import ModePolicy
+
+NAMESPACE_CLASSES = ModePolicy(default=Mode.WARN, excluded=("gatewatch", "kube-system")).namespace_classes()
 
 T0 = dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.timezone.utc)
 NAMES = serving_names(service_name="gatewatch", service_namespace="gatewatch")
@@ -177,8 +181,8 @@ async def test_renewal_near_expiry_updates_the_secret_the_server_and_the_ca_bund
     manager = make_manager(kube_api_client, tmp_path, clock)
     files = await manager.ensure()
     registration = WebhookRegistration(
-        name="gatewatch", handlers=(WebhookHandler("pods", "pods", ("CREATE",)),), own_namespace="gatewatch",
-        service=ServiceTarget("gatewatch", "gatewatch"))
+        name="gatewatch", handlers=(WebhookHandler("pods", "pods", ("CREATE",)),),
+        namespace_classes=NAMESPACE_CLASSES, service=ServiceTarget("gatewatch", "gatewatch"))
     reconciler = WebhookConfigurationReconciler(kube_api_client, registration=registration,
                                                 ca_bundle=files.ca_bundle)
     await reconciler.reconcile_once()

@@ -25,7 +25,8 @@ from kube_emulator import (  # noqa: F401  (fixtures)
 )
 
 from gatewatch import background
-from gatewatch.config import load_settings
+from gatewatch.config import NamespaceSelectorMode, load_settings
+from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError, KubernetesApiError
 from gatewatch.kube.client import build_api_client
 from gatewatch.kube.certificates import generate_ca
@@ -39,6 +40,7 @@ from gatewatch.kube.webhook_configuration import (
     build_webhook_configuration,
     delete_webhook_configuration,
 )
+from gatewatch.namespace_modes import ModePolicy
 
 HANDLERS = (
     WebhookHandler("pods", "pods", ("CREATE",)),
@@ -50,13 +52,16 @@ HANDLERS = (
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 CA_BUNDLE = generate_ca(now=NOW).cert_pem
 OTHER_CA_BUNDLE = generate_ca(now=NOW).cert_pem
+# The defaults: warn, a gatewatch.io/mode label may raise a namespace to enforce.
+NAMESPACE_CLASSES = ModePolicy(default=Mode.WARN, excluded=("gatewatch", "kube-system", "monitoring")).namespace_classes()
 REGISTRATION = WebhookRegistration(
     name="gatewatch",
     handlers=HANDLERS,
-    own_namespace="gatewatch",
+    namespace_classes=NAMESPACE_CLASSES,
     service=ServiceTarget(name="gatewatch", namespace="gatewatch", port=443),
-    exempt_namespaces=("monitoring",),
 )
+EXCLUDED = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+            "values": ["gatewatch", "kube-system", "monitoring"]}
 
 
 def live(emulator) -> dict | None:
@@ -67,68 +72,104 @@ def security_records(caplog) -> list[dict]:
     return [json.loads(r.getMessage()) for r in caplog.records if r.name == "gatewatch.security"]
 
 
+def entry_index(configuration: dict, name: str) -> int:
+    return [webhook["name"] for webhook in configuration["webhooks"]].index(name)
+
+
 # --- the desired object -------------------------------------------------------------------------
 
 
-def test_one_webhook_per_handler_at_its_own_path_with_the_agreed_settings():
+def test_per_handler_one_webhook_per_mode_at_the_path_of_its_mode():
     configuration = REGISTRATION.build(CA_BUNDLE)
     webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
-    assert set(webhooks) == {"pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-                             "pods-ephemeralcontainers.gatewatch.io", "pods-update.gatewatch.io"}
-    exec_hook = webhooks["pods-exec.gatewatch.io"]
-    assert exec_hook["clientConfig"]["service"] == {
-        "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec"}
-    assert base64.b64decode(exec_hook["clientConfig"]["caBundle"]) == CA_BUNDLE
-    assert exec_hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"],
-                                   "resources": ["pods/exec"], "scope": "Namespaced"}]
-    assert webhooks["pods-ephemeralcontainers.gatewatch.io"]["rules"][0]["operations"] == ["UPDATE"]
-    assert webhooks["pods.gatewatch.io"]["rules"][0]["operations"] == ["CREATE"]
-    update_hook = webhooks["pods-update.gatewatch.io"]
-    assert update_hook["rules"][0]["operations"] == ["UPDATE"]
-    assert update_hook["rules"][0]["resources"] == ["pods"]
-    assert update_hook["matchConditions"] == [{"name": "pod-images-changed", "expression": POD_IMAGES_CHANGED.expression}]
+    assert list(webhooks) == [f"{handler.handler_id}.{mode}.gatewatch.io"
+                              for handler in HANDLERS for mode in ("enforce", "warn")]
+    exec_enforce, exec_warn = webhooks["pods-exec.enforce.gatewatch.io"], webhooks["pods-exec.warn.gatewatch.io"]
+    assert exec_enforce["clientConfig"]["service"] == {
+        "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec/enforce"}
+    assert exec_warn["clientConfig"]["service"]["path"] == "/validate/pods-exec/warn"
+    assert base64.b64decode(exec_enforce["clientConfig"]["caBundle"]) == CA_BUNDLE
+    assert exec_enforce["rules"] == exec_warn["rules"] == [{
+        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"], "resources": ["pods/exec"],
+        "scope": "Namespaced"}]
+    assert webhooks["pods-ephemeralcontainers.warn.gatewatch.io"]["rules"][0]["operations"] == ["UPDATE"]
+    assert webhooks["pods.enforce.gatewatch.io"]["rules"][0]["operations"] == ["CREATE"]
+    for mode in ("enforce", "warn"):
+        update_hook = webhooks[f"pods-update.{mode}.gatewatch.io"]
+        assert update_hook["rules"][0]["operations"] == ["UPDATE"]
+        assert update_hook["rules"][0]["resources"] == ["pods"]
+        assert update_hook["matchConditions"] == [
+            {"name": "pod-images-changed", "expression": POD_IMAGES_CHANGED.expression}]
     # No empty list where there is no condition: the API server would not store one.
-    assert all("matchConditions" not in webhooks[name] for name in webhooks if name != "pods-update.gatewatch.io")
-    for webhook in webhooks.values():
-        assert webhook["failurePolicy"] == "Ignore"
+    assert all("matchConditions" not in webhooks[name] for name in webhooks if not name.startswith("pods-update."))
+    for name, webhook in webhooks.items():
+        enforce = ".enforce." in name
+        # Fail closed where gatewatch enforces, open elsewhere.
+        assert webhook["failurePolicy"] == ("Fail" if enforce else "Ignore")
+        assert webhook["namespaceSelector"] == {"matchExpressions": [
+            EXCLUDED, {"key": "gatewatch.io/mode", "operator": "In" if enforce else "NotIn", "values": ["enforce"]}]}
         assert webhook["timeoutSeconds"] == 5
         assert webhook["sideEffects"] == "NoneOnDryRun"
         assert webhook["matchPolicy"] == "Equivalent"
         assert webhook["admissionReviewVersions"] == ["v1"]
-        assert webhook["namespaceSelector"] == {"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-             "values": ["gatewatch", "kube-system", "monitoring"]},
-            {"key": "gatewatch.io/ignore", "operator": "NotIn", "values": ["true"]},
-        ]}
+
+
+@pytest.mark.parametrize(("labels", "called"), [
+    ({"gatewatch.io/mode": "enforce"}, "pods.enforce.gatewatch.io"),
+    ({"gatewatch.io/mode": "warn"}, "pods.warn.gatewatch.io"),
+    ({"gatewatch.io/mode": "off"}, "pods.warn.gatewatch.io"),  # a label only tightens
+    ({}, "pods.warn.gatewatch.io"),
+    ({"kubernetes.io/metadata.name": "monitoring"}, None),
+])
+def test_the_api_server_calls_exactly_one_entry_per_handler(labels, called):
+    creates = [w for w in REGISTRATION.build(CA_BUNDLE)["webhooks"] if w["rules"][0]["operations"] == ["CREATE"]]
+    labels = {"kubernetes.io/metadata.name": "team-a", **labels}
+    # The API server's reading of the selectors (the apiserver harness's, not gatewatch's).
+    assert [w["name"] for w in creates if label_selector_matches(w["namespaceSelector"], labels)] == (
+        [called] if called else [])
+
+
+def test_a_modes_second_class_gets_a_numbered_name():
+    classes = ModePolicy(default=Mode.WARN, excluded=("gw",), selectors=[
+        NamespaceSelectorMode(match_labels={"env": "prod"}, mode=Mode.ENFORCE)]).namespace_classes()
+    configuration = build_webhook_configuration(name="gw", handlers=HANDLERS[:1], namespace_classes=classes,
+                                                ca_bundle=CA_BUNDLE, service=ServiceTarget("gw", "gw"))
+    assert [w["name"] for w in configuration["webhooks"]] == [
+        "pods.enforce.gatewatch.io", "pods.enforce-2.gatewatch.io", "pods.warn.gatewatch.io"]
+    assert [w["clientConfig"]["service"]["path"] for w in configuration["webhooks"]] == [
+        "/validate/pods/enforce", "/validate/pods/enforce", "/validate/pods/warn"]
 
 
 def test_the_configuration_is_valid_for_kubernetes():
     for configuration in (
         REGISTRATION.build(CA_BUNDLE),
-        build_webhook_configuration(name="gw", handlers=HANDLERS, ca_bundle=CA_BUNDLE, own_namespace="gw",
-                                    url="https://10.0.0.5:8443", failure_policy="Fail", timeout_seconds=30),
+        build_webhook_configuration(name="gw", handlers=HANDLERS, namespace_classes=NAMESPACE_CLASSES,
+                                    ca_bundle=CA_BUNDLE, url="https://10.0.0.5:8443", failure_policy="Fail",
+                                    timeout_seconds=30),
     ):
         kubernetes_validate.validate(configuration, "1.30.0", strict=True)
 
 
 def test_local_mode_registers_urls_and_configured_policy():
     configuration = build_webhook_configuration(
-        name="gw", handlers=HANDLERS[:1], ca_bundle=CA_BUNDLE, own_namespace="gw",
+        name="gw", handlers=HANDLERS[:1], namespace_classes=NAMESPACE_CLASSES, ca_bundle=CA_BUNDLE,
         url="https://192.168.1.10:8443/", path="/hooks/", failure_policy="Fail", timeout_seconds=12)
-    (webhook,) = configuration["webhooks"]
-    assert webhook["clientConfig"]["url"] == "https://192.168.1.10:8443/hooks/pods"
-    assert "service" not in webhook["clientConfig"]
-    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 12)
+    enforce, warn = configuration["webhooks"]
+    assert enforce["clientConfig"]["url"] == "https://192.168.1.10:8443/hooks/pods/enforce"
+    assert warn["clientConfig"]["url"] == "https://192.168.1.10:8443/hooks/pods/warn"
+    assert "service" not in enforce["clientConfig"]
+    assert (warn["failurePolicy"], warn["timeoutSeconds"]) == ("Fail", 12)
 
 
 @pytest.mark.parametrize("kwargs, source", [
     ({"failure_policy": "Allow"}, "webhook.failurePolicy"),
+    ({"enforce_failure_policy": "Allow"}, "webhook.enforceFailurePolicy"),
     ({"timeout_seconds": 31}, "webhook.timeoutSeconds"),
     ({"url": "http://insecure:8443"}, "webhook.url"),
     ({"url": "https://both:8443", "service": ServiceTarget("gw", "gw")}, "webhook"),
 ])
 def test_values_kubernetes_would_reject_are_config_errors_naming_the_key(kwargs, source):
-    arguments = {"name": "gw", "handlers": HANDLERS, "ca_bundle": CA_BUNDLE, "own_namespace": "gw",
+    arguments = {"name": "gw", "handlers": HANDLERS, "ca_bundle": CA_BUNDLE, "namespace_classes": NAMESPACE_CLASSES,
                  "service": ServiceTarget("gw", "gw"), **kwargs}
     if "url" in kwargs and "service" not in kwargs:
         arguments.pop("service")
@@ -145,12 +186,13 @@ def test_registration_from_the_operator_settings(tmp_path):
         "webhook: {configurationName: gw, failurePolicy: Fail, timeoutSeconds: 7, service: {port: 8443}}\n")
     settings = load_settings(config_file=config, environ={})
     configuration = WebhookRegistration.from_settings(settings, handlers=HANDLERS).build(CA_BUNDLE)
-    webhook = configuration["webhooks"][0]
+    enforce, warn = configuration["webhooks"][:2]
     assert configuration["metadata"]["name"] == "gw"
-    assert webhook["clientConfig"]["service"] == {
-        "name": "gatewatch", "namespace": "gw-system", "port": 8443, "path": "/validate/pods"}
-    assert (webhook["failurePolicy"], webhook["timeoutSeconds"]) == ("Fail", 7)
-    assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == ["gw-system", "kube-system", "monitoring"]
+    assert warn["clientConfig"]["service"] == {
+        "name": "gatewatch", "namespace": "gw-system", "port": 8443, "path": "/validate/pods/warn"}
+    assert (warn["failurePolicy"], warn["timeoutSeconds"]) == ("Fail", 7)
+    assert enforce["failurePolicy"] == "Fail"
+    assert warn["namespaceSelector"]["matchExpressions"][0]["values"] == ["gw-system", "kube-system", "monitoring"]
 
 
 @pytest.mark.parametrize(("ignore_label", "ignored_namespace_called"), [("true", False), ("false", True)])
@@ -159,11 +201,16 @@ def test_the_ignore_label_opts_a_namespace_out_only_while_the_setting_allows_it(
     config = tmp_path / "config.yaml"
     config.write_text(f"namespace: gw-system\nnamespaces: {{ignoreLabel: {ignore_label}}}\n")
     settings = load_settings(config_file=config, environ={})
-    selector = WebhookRegistration.from_settings(settings, handlers=HANDLERS).build(CA_BUNDLE)["webhooks"][0][
-        "namespaceSelector"]
-    labels = {"kubernetes.io/metadata.name": "team-a", "gatewatch.io/ignore": "true"}
-    # The API server's reading of the selector (the apiserver harness's, not gatewatch's).
-    assert label_selector_matches(selector, labels) is ignored_namespace_called
+    webhooks = WebhookRegistration.from_settings(settings, handlers=HANDLERS).build(CA_BUNDLE)["webhooks"]
+    for labels in ({}, {"gatewatch.io/mode": "enforce"}):
+        labels = {"kubernetes.io/metadata.name": "team-a", "gatewatch.io/ignore": "true", **labels}
+        # The API server's reading of the selector (the apiserver harness's, not gatewatch's).
+        called = [w["name"] for w in webhooks[:2] if label_selector_matches(w["namespaceSelector"], labels)]
+        assert bool(called) is ignored_namespace_called
+
+
+def test_the_ignore_label_is_off_by_default():
+    assert load_settings(environ={}).namespaces.ignore_label is False
 
 
 # --- reconciling against the API ----------------------------------------------------------------
@@ -186,24 +233,26 @@ async def test_an_outdated_configuration_at_startup_is_updated_not_reported(kube
     assert security_records(caplog) == []
 
 
-async def test_changed_failure_policy_is_restored_and_logged(kube_emulator, kube_api_client, caplog):
+async def test_an_enforce_entry_switched_to_fail_open_is_restored_and_logged(kube_emulator, kube_api_client,
+                                                                             caplog):
     drifts = []
     reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE,
                                                 on_drift=drifts.append)
     await reconciler.reconcile_once()
     edited = live(kube_emulator)
-    edited["webhooks"][1]["failurePolicy"] = "Fail"
+    index = entry_index(edited, "pods-exec.enforce.gatewatch.io")
+    edited["webhooks"][index]["failurePolicy"] = "Ignore"  # so that taking gatewatch down admits everything
     put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
 
     result = await reconciler.reconcile_once()
 
     assert result.outcome is ReconcileOutcome.RESTORED
-    assert live(kube_emulator)["webhooks"][1]["failurePolicy"] == "Ignore"
+    assert live(kube_emulator)["webhooks"][index]["failurePolicy"] == "Fail"
     (record,) = security_records(caplog)
     assert record["event"] == "webhook_configuration_drift"
     assert record["configuration"] == "gatewatch"
-    assert record["changes"] == [{"webhook": "pods-exec.gatewatch.io", "field": "failurePolicy",
-                                  "expected": "Ignore", "found": "Fail"}]
+    assert record["changes"] == [{"webhook": "pods-exec.enforce.gatewatch.io", "field": "failurePolicy",
+                                  "expected": "Fail", "found": "Ignore"}]
     assert [r.levelname for r in caplog.records if r.name == "gatewatch.security"] == ["WARNING"]
     assert [[change.field for change in drift] for drift in drifts] == [["failurePolicy"]]
 
@@ -212,15 +261,14 @@ async def test_a_removed_webhook_is_restored_and_logged(kube_emulator, kube_api_
     reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
     await reconciler.reconcile_once()
     edited = live(kube_emulator)
-    del edited["webhooks"][1]  # pods/exec no longer checked
+    del edited["webhooks"][entry_index(edited, "pods-exec.enforce.gatewatch.io")]  # exec in enforce unchecked
     put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
 
     assert (await reconciler.reconcile_once()).outcome is ReconcileOutcome.RESTORED
     assert [w["name"] for w in live(kube_emulator)["webhooks"]] == [
-        "pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-        "pods-ephemeralcontainers.gatewatch.io", "pods-update.gatewatch.io"]
+        w["name"] for w in REGISTRATION.build(CA_BUNDLE)["webhooks"]]
     (record,) = security_records(caplog)
-    assert record["changes"] == [{"webhook": "pods-exec.gatewatch.io", "field": "<entry>",
+    assert record["changes"] == [{"webhook": "pods-exec.enforce.gatewatch.io", "field": "<entry>",
                                   "expected": "present", "found": "missing"}]
 
 
@@ -244,8 +292,7 @@ async def test_a_weakened_image_change_condition_is_restored_and_logged(kube_emu
     reconciler = WebhookConfigurationReconciler(kube_api_client, registration=REGISTRATION, ca_bundle=CA_BUNDLE)
     await reconciler.reconcile_once()
     edited = live(kube_emulator)
-    update_hook = edited["webhooks"][4]
-    assert update_hook["name"] == "pods-update.gatewatch.io"
+    update_hook = edited["webhooks"][entry_index(edited, "pods-update.enforce.gatewatch.io")]
     if weaken == "edit":  # no pod update would reach gatewatch any more
         update_hook["matchConditions"] = [{"name": "pod-images-changed", "expression": "false"}]
     else:
@@ -256,7 +303,7 @@ async def test_a_weakened_image_change_condition_is_restored_and_logged(kube_emu
     assert live(kube_emulator)["webhooks"] == REGISTRATION.build(CA_BUNDLE)["webhooks"]
     (record,) = security_records(caplog)
     assert [(change["webhook"], change["field"]) for change in record["changes"]] == [
-        ("pods-update.gatewatch.io", "matchConditions")]
+        ("pods-update.enforce.gatewatch.io", "matchConditions")]
 
 
 async def test_a_deleted_configuration_is_recreated_and_logged(kube_emulator, kube_api_client, caplog):

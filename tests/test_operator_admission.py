@@ -365,18 +365,22 @@ def exec_into(name: str, *, namespace: str, user: str = "alice@example.com") -> 
 async def test_registered_configuration_is_what_the_api_server_needs(cluster: Cluster):
     configuration = webhook_configuration(cluster)
     webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
-    # One webhook per route (a route added to the table is registered too), these four at least.
-    assert set(webhooks) == {f"{route.handler_id}.gatewatch.io" for route in WEBHOOK_ROUTES}
-    assert {"pods.gatewatch.io", "pods-exec.gatewatch.io", "pods-attach.gatewatch.io",
-            "pods-ephemeralcontainers.gatewatch.io"} <= set(webhooks)
-    exec_hook = webhooks["pods-exec.gatewatch.io"]
+    # Per route (a route added to the table is registered too), one webhook per mode a namespace can have:
+    # audit (namespaces.modes: audit-ns), enforce (the gatewatch.io/mode label), warn (the default).
+    assert set(webhooks) == {f"{route.handler_id}.{mode}.gatewatch.io"
+                             for route in WEBHOOK_ROUTES for mode in ("enforce", "warn", "audit")}
+    assert {"pods.warn.gatewatch.io", "pods-exec.enforce.gatewatch.io", "pods-attach.audit.gatewatch.io",
+            "pods-ephemeralcontainers.warn.gatewatch.io"} <= set(webhooks)
+    exec_hook = webhooks["pods-exec.enforce.gatewatch.io"]
     assert exec_hook["rules"][0]["resources"] == ["pods/exec"]
     assert exec_hook["rules"][0]["operations"] == ["CONNECT"]
     assert exec_hook["clientConfig"]["service"] == {
-        "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec"}
+        "name": "gatewatch", "namespace": "gatewatch", "port": 443, "path": "/validate/pods-exec/enforce"}
     assert base64.b64decode(exec_hook["clientConfig"]["caBundle"]) == (cluster.tls_dir / "ca.crt").read_bytes()
     assert exec_hook["timeoutSeconds"] == WEBHOOK_TIMEOUT_SECONDS and exec_hook["failurePolicy"] == "Fail"
     assert exec_hook["sideEffects"] == "NoneOnDryRun"
+    assert webhooks["pods-exec.audit.gatewatch.io"]["namespaceSelector"] == {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["audit-ns"]}]}
 
 
 async def test_busybox_pod_in_a_warn_namespace_is_allowed_with_a_warning_event_and_alert(cluster: Cluster):
@@ -394,7 +398,7 @@ async def test_busybox_pod_in_a_warn_namespace_is_allowed_with_a_warning_event_a
 
 async def test_a_harmless_pod_gets_no_warning(cluster: Cluster):
     result = await cluster.harness().admit(create_pod("web", "nginx:1.27", namespace="warn-ns"))
-    assert result.allowed and result.warnings == [] and result.called == ["pods.gatewatch.io"]
+    assert result.allowed and result.warnings == [] and result.called == ["pods.warn.gatewatch.io"]
     assert reviews_answered(cluster) == 1
 
 
@@ -433,7 +437,7 @@ async def test_kubectl_debug_adding_an_ephemeral_container_is_reviewed(cluster: 
     result = await cluster.harness().admit(ApiRequest(
         operation="UPDATE", resource="pods", subresource="ephemeralcontainers", namespace="warn-ns", name="web",
         object=debugged, old_object=running))
-    assert result.called == ["pods-ephemeralcontainers.gatewatch.io"]
+    assert result.called == ["pods-ephemeralcontainers.warn.gatewatch.io"]
     assert result.allowed and result.warnings == ["gatewatch: [no ATT&CK id] Debug Container Added To A Pod (medium)"]
     await eventually(lambda: cluster.events(), what="Event")
     assert cluster.events()[0]["reason"] == "EphemeralContainerWarned"
@@ -447,12 +451,22 @@ async def test_failed_pod_lookup_is_evaluated_without_it_and_said_in_the_alert(c
     assert lookup["status"] == "failed" and "pod enforce-ns/ghost" in lookup["reason"]
 
 
-async def test_kube_system_gatewatch_and_ignored_namespaces_are_never_sent(cluster: Cluster):
+async def test_kube_system_and_gatewatch_are_never_sent_and_the_ignore_label_is_off_by_default(cluster: Cluster):
     harness = cluster.harness()
-    for namespace in ("kube-system", "gatewatch", "ignored"):
+    for namespace in ("kube-system", "gatewatch"):
         result = await harness.admit(create_pod("shell", "busybox", namespace=namespace))
         assert result.allowed and result.called == [] and result.warnings == []
     assert reviews_answered(cluster) == 0  # not one review reached gatewatch
+    # A tenant's gatewatch.io/ignore=true does not take the namespace out.
+    labelled = await harness.admit(create_pod("shell", "busybox", namespace="ignored"))
+    assert labelled.called == ["pods.warn.gatewatch.io"] and labelled.warnings
+
+
+async def test_the_ignore_label_opts_out_where_the_platform_team_turned_it_on(tmp_path: Path):
+    namespaces = {"modes": {"audit-ns": "audit"}, "ignoreLabel": True}
+    async with running_cluster(tmp_path, namespaces=namespaces) as cluster:
+        result = await cluster.harness().admit(create_pod("shell", "busybox", namespace="ignored"))
+        assert result.allowed and result.called == [] and result.warnings == []
 
 
 async def dry_runs_then_a_real_request(cluster: Cluster) -> None:
@@ -698,7 +712,7 @@ async def test_while_gatewatch_is_down_the_failure_policy_decides(cluster: Clust
     await cluster.running.join(timeout=20)
     # gatewatch leaves its configuration in place on shutdown: the next replica serves it.
     configuration = webhook_configuration(cluster)
-    assert len(configuration["webhooks"]) == len(WEBHOOK_ROUTES)
+    assert len(configuration["webhooks"]) == 3 * len(WEBHOOK_ROUTES)  # enforce, warn, audit
     request = create_pod("shell", "busybox", namespace="warn-ns")
 
     failing = await cluster.harness().admit(request)  # failurePolicy: Fail

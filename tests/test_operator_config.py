@@ -27,7 +27,9 @@ def test_defaults_match_the_documented_contract():
     assert settings.excluded_namespaces == ("gatewatch", "kube-system")
     assert settings.rules.config_map_name == "gatewatch-rules"
     assert settings.new_terms.config_map_name == "gatewatch-new-terms"
-    assert settings.namespaces.ignore_label is True  # the issue asks for the opt-out label
+    # Opting out by label is the platform team's choice to make (issue 9: labels only tighten).
+    assert settings.namespaces.ignore_label is False
+    assert settings.webhook.enforce_failure_policy == "Fail"  # enforce namespaces fail closed
     assert settings.webhook.client_ca is None  # any TLS client is served until a client CA is set
 
 
@@ -108,14 +110,28 @@ def test_webhook_timeouts_outside_3_to_30_seconds_are_refused(timeout):
         load_settings(environ={"GATEWATCH_TIMEOUT_SECONDS": timeout}, overrides={"podLookup.timeoutSeconds": 0.1})
 
 
-def test_client_ca_and_the_ignore_label_switch_are_read_as_the_chart_writes_them(tmp_path):
+def test_client_ca_and_the_namespace_switches_are_read_as_the_chart_writes_them(tmp_path):
     path = write(tmp_path, """
-webhook: {clientCA: /etc/gatewatch/client-ca/ca.crt}
-namespaces: {ignoreLabel: false}
+webhook: {clientCA: /etc/gatewatch/client-ca/ca.crt, enforceFailurePolicy: Ignore}
+namespaces: {ignoreLabel: true, protectedLabels: [tier, example.com/owner]}
 """)
     settings = load_settings(config_file=path, environ={})
     assert settings.webhook.client_ca == Path("/etc/gatewatch/client-ca/ca.crt")
-    assert settings.namespaces.ignore_label is False
+    assert settings.namespaces.ignore_label is True
+    assert settings.namespaces.protected_labels == ("tier", "example.com/owner")
+    assert settings.webhook.enforce_failure_policy == "Ignore"
+    assert load_settings(environ={"GATEWATCH_ENFORCE_FAILURE_POLICY": "Ignore"}).webhook.enforce_failure_policy == (
+        "Ignore")
+
+
+def test_enforce_namespaces_never_fail_more_open_than_the_others():
+    with pytest.raises(ConfigError, match="enforceFailurePolicy: Ignore with webhook.failurePolicy: Fail"):
+        load_settings(environ={"GATEWATCH_FAILURE_POLICY": "Fail", "GATEWATCH_ENFORCE_FAILURE_POLICY": "Ignore"})
+
+
+def test_a_protected_label_must_be_a_label_key(tmp_path):
+    with pytest.raises(ConfigError, match="line 2: namespaces.protectedLabels.0"):
+        load_settings(config_file=write(tmp_path, "namespaces:\n  protectedLabels: ['not a key']\n"), environ={})
     from_environment = load_settings(environ={"GATEWATCH_WEBHOOK_CLIENT_CA": "/ca.pem"})
     assert from_environment.webhook.client_ca == Path("/ca.pem")
 

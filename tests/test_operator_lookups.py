@@ -47,13 +47,14 @@ def api_reads(k8s: KubeEmulator, path: str) -> int:
     return sum(1 for request in k8s if request.url.path == path)
 
 
-async def test_config_decides_else_the_stronger_of_label_and_selector_or_default(emulator, core_api):
+async def test_config_decides_else_the_strongest_of_label_selectors_and_default(emulator, core_api):
     add_namespace(emulator, "payments", {"gatewatch.io/mode": "audit"})  # config says enforce: config wins
     add_namespace(emulator, "sandbox", {"gatewatch.io/mode": "enforce"})  # config may loosen: off
     add_namespace(emulator, "team-a", {"gatewatch.io/mode": "enforce", "env": "dev"})  # label tightens a selector
     add_namespace(emulator, "team-b", {"gatewatch.io/mode": "enforce"})  # label tightens the default
-    add_namespace(emulator, "shop", {"env": "prod"})  # first matching selector
-    add_namespace(emulator, "db", {"tier": "db", "env": "prod"})
+    add_namespace(emulator, "shop", {"env": "prod"})  # a matching selector
+    add_namespace(emulator, "db", {"tier": "db", "env": "prod"})  # tier=db cannot pull prod down to audit
+    add_namespace(emulator, "dev", {"env": "dev"})  # nor env=dev below the default
     add_namespace(emulator, "plain")  # the default
     modes = resolver(
         core_api,
@@ -67,7 +68,7 @@ async def test_config_decides_else_the_stronger_of_label_and_selector_or_default
             ],
         },
     )
-    names = ("payments", "sandbox", "team-a", "team-b", "shop", "db", "plain")
+    names = ("payments", "sandbox", "team-a", "team-b", "shop", "db", "dev", "plain")
     results = {name: await modes.resolve(name) for name in names}
     assert {name: (r.mode, r.source) for name, r in results.items()} == {
         "payments": (Mode.ENFORCE, "config"),
@@ -75,10 +76,16 @@ async def test_config_decides_else_the_stronger_of_label_and_selector_or_default
         "team-a": (Mode.ENFORCE, "label"),
         "team-b": (Mode.ENFORCE, "label"),
         "shop": (Mode.ENFORCE, "selector"),
-        "db": (Mode.AUDIT, "selector"),  # the first match wins
+        "db": (Mode.ENFORCE, "selector"),  # the strongest match, not the first
+        "dev": (Mode.WARN, "default"),
         "plain": (Mode.WARN, "default"),
     }
     assert all(r.ignored_label is None for r in results.values())
+    # The selectors that asked for less than the default say so in the alert.
+    assert results["dev"].alert_fields()["mode_selectors_ignored"] == [{
+        "selector": "namespaces.selectors[0]", "mode": "off",
+        "reason": "a selector reading labels not in namespaces.protectedLabels may only tighten the mode"}]
+    assert "mode_selectors_ignored" not in results["shop"].alert_fields()
 
 
 @pytest.mark.parametrize(
@@ -144,14 +151,19 @@ async def test_namespace_labels_are_cached(emulator, core_api):
     assert api_reads(emulator, "/api/v1/namespaces/shop") == 1  # concurrent callers share one read
 
 
-async def test_unreadable_labels_fall_back_to_the_default_and_say_why(emulator, core_api):
+async def test_unreadable_labels_never_fall_back_to_the_default(emulator, core_api):
     emulator["get", "/api/v1/namespaces/broken"] << 500 << {"kind": "Status", "code": 500, "message": "etcd down"}
-    modes = resolver(core_api, mode="audit")
-    result = await modes.resolve("broken")
-    assert (result.mode, result.source, result.labels_stale) == (Mode.AUDIT, "default", False)
-    assert "namespace 'broken'" in result.labels_error and "500" in result.labels_error
-    assert result.alert_fields()["namespace_lookup"] == {
-        "status": "failed", "reason": result.labels_error, "labels": "none"}
+    modes = resolver(core_api, mode="audit", namespaces={"modes": {"lab": "warn"}})
+    # What the API server said: the webhook entry that called, for its own reading of the labels.
+    told = await modes.resolve("broken", entry_mode=Mode.WARN)
+    assert (told.mode, told.source, told.labels_stale) == (Mode.WARN, "entry", False)
+    assert "namespace 'broken'" in told.labels_error and "500" in told.labels_error
+    assert told.alert_fields()["namespace_lookup"] == {"status": "failed", "reason": told.labels_error, "labels": "none"}
+    # Not told (an entry without a mode): the strongest mode the configuration could give.
+    untold = await modes.resolve("broken")
+    assert (untold.mode, untold.source) == (Mode.ENFORCE, "strongest")
+    # The platform team's explicit word needs no labels.
+    assert (await modes.resolve("lab")).mode is Mode.WARN
 
 
 class FlakyLabels:
@@ -168,18 +180,20 @@ class FlakyLabels:
 
 
 @pytest.mark.parametrize(
-    ("labels", "default", "expected_mode", "expected_source"),
+    ("labels", "default", "entry_mode", "expected_mode", "expected_source"),
     [
         # The stale label tightened the namespace: it stays tightened during the outage.
-        ({"gatewatch.io/mode": "enforce"}, "warn", Mode.ENFORCE, "label"),
-        # A stale selector match stronger than the default still counts.
-        ({"env": "prod"}, "audit", Mode.ENFORCE, "selector"),
-        # A stale selector match weaker than the default does not: the default is the floor.
-        ({"env": "dev"}, "warn", Mode.WARN, "default"),
+        ({"gatewatch.io/mode": "enforce"}, "warn", Mode.WARN, Mode.ENFORCE, "label"),
+        # A stale selector match stronger than the entry's mode still counts.
+        ({"env": "prod"}, "audit", Mode.AUDIT, Mode.ENFORCE, "selector"),
+        # The namespace was tightened since the last read: the API server saw it, its entry says so.
+        ({}, "warn", Mode.ENFORCE, Mode.ENFORCE, "entry"),
+        # An entry without a mode: the strongest the configuration could give, whatever was read before.
+        ({"env": "dev"}, "warn", None, Mode.ENFORCE, "strongest"),
     ],
 )
-async def test_a_failed_refresh_keeps_the_last_labels_and_fails_towards_the_stronger(
-    labels, default, expected_mode, expected_source
+async def test_a_failed_refresh_takes_the_entrys_mode_raised_by_the_last_labels(
+    labels, default, entry_mode, expected_mode, expected_source
 ):
     fetch = FlakyLabels({"team": labels})
     modes = NamespaceModeResolver(
@@ -192,12 +206,23 @@ async def test_a_failed_refresh_keeps_the_last_labels_and_fails_towards_the_stro
     fresh = await modes.resolve("team")
     assert fresh.labels_error is None
     fetch.failing = True
-    during_outage = await modes.resolve("team")
+    during_outage = await modes.resolve("team", entry_mode=entry_mode)
     assert (during_outage.mode, during_outage.source) == (expected_mode, expected_source)
-    assert during_outage.labels_stale and "503" in during_outage.labels_error
-    assert during_outage.alert_fields()["namespace_lookup"]["labels"] == "stale"
+    assert "503" in during_outage.labels_error
+    assert during_outage.labels_stale is (entry_mode is not None)
     fetch.failing = False
     assert (await modes.resolve("team")) == fresh  # recovered: fresh labels again
+
+
+async def test_the_entrys_mode_raises_what_cached_labels_give():
+    # Labels read a moment ago said nothing; the API server's reading now selects the enforce entry.
+    modes = NamespaceModeResolver(load_settings(environ={}, overrides={}), fetch_labels=FlakyLabels({"team": {}}),
+                                  cache_ttl=30.0)
+    assert (await modes.resolve("team")).mode is Mode.WARN
+    raised = await modes.resolve("team", entry_mode=Mode.ENFORCE)
+    assert (raised.mode, raised.source) == (Mode.ENFORCE, "entry")
+    # It never lowers: an entry saying audit (or a forged call to that path) leaves warn.
+    assert (await modes.resolve("team", entry_mode=Mode.AUDIT)).mode is Mode.WARN
 
 
 def silent_server() -> socket.socket:

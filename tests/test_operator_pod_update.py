@@ -40,20 +40,20 @@ def set_image(pod: dict[str, Any], image: str) -> ApiRequest:
 
 async def test_pod_update_webhook_is_registered_with_the_image_change_condition(cluster: Cluster):
     webhooks = {webhook["name"]: webhook for webhook in webhook_configuration(cluster)["webhooks"]}
-    update_hook = webhooks["pods-update.gatewatch.io"]
+    update_hook = webhooks["pods-update.warn.gatewatch.io"]
     assert update_hook["rules"][0]["resources"] == ["pods"]
     assert update_hook["rules"][0]["operations"] == ["UPDATE"]
-    assert update_hook["clientConfig"]["service"]["path"] == "/validate/pods-update"
+    assert update_hook["clientConfig"]["service"]["path"] == "/validate/pods-update/warn"
     assert update_hook["matchConditions"] == [POD_IMAGES_CHANGED.as_dict()]
     # Pod creation keeps its own webhook, with no condition.
-    assert "matchConditions" not in webhooks["pods.gatewatch.io"]
+    assert "matchConditions" not in webhooks["pods.warn.gatewatch.io"]
 
 
 async def test_set_image_to_busybox_in_a_warn_namespace_gets_the_warning(cluster: Cluster):
     pod = add_pod(cluster.k8s, "warn-ns", "web", images=["nginx:1.27"])
     result = await cluster.harness().admit(set_image(pod, "busybox:1.36"))
     assert result.allowed, result
-    assert result.called == ["pods-update.gatewatch.io"]
+    assert result.called == ["pods-update.warn.gatewatch.io"]
     assert result.warnings == [
         "gatewatch: [T1610,T1609] Kubernetes Pod Created or Updated with a Common Debug or Base Image "
         "(any registry) (medium)"
@@ -94,4 +94,4 @@ async def test_called_anyway_gatewatch_reports_only_images_an_update_adds_or_cha
     for webhook in harness.configuration["webhooks"]:
         webhook.pop("matchConditions", None)
     result = await harness.admit(relabel(pod))
-    assert result.allowed and result.warnings == [] and result.called == ["pods-update.gatewatch.io"]
+    assert result.allowed and result.warnings == [] and result.called == ["pods-update.warn.gatewatch.io"]

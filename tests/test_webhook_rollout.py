@@ -34,6 +34,10 @@ from gatewatch.kube.webhook_configuration import (
     WebhookHandler,
     WebhookRegistration,
 )
+from gatewatch.decision import Mode
+from gatewatch.namespace_modes import ModePolicy
+
+NAMESPACE_CLASSES = ModePolicy(default=Mode.WARN, excluded=("gatewatch", "kube-system")).namespace_classes()
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 OLD_CA = generate_ca(now=NOW - dt.timedelta(days=300)).cert_pem
@@ -44,7 +48,7 @@ EXPIRED_CA = generate_ca(now=NOW - dt.timedelta(days=30), lifetime=dt.timedelta(
 PREVIOUS_RELEASE = WebhookRegistration(  # before this release: no pods-update, a longer timeout
     name="gatewatch",
     handlers=(WebhookHandler("pods", "pods", ("CREATE",)), WebhookHandler("pods-exec", "pods/exec", ("CONNECT",))),
-    own_namespace="gatewatch",
+    namespace_classes=NAMESPACE_CLASSES,
     service=ServiceTarget(name="gatewatch", namespace="gatewatch"),
     timeout_seconds=10,
 )
@@ -52,7 +56,7 @@ THIS_RELEASE = WebhookRegistration(
     name="gatewatch",
     handlers=(*PREVIOUS_RELEASE.handlers,
               WebhookHandler("pods-update", "pods", ("UPDATE",), match_conditions=(POD_IMAGES_CHANGED,))),
-    own_namespace="gatewatch",
+    namespace_classes=NAMESPACE_CLASSES,
     service=ServiceTarget(name="gatewatch", namespace="gatewatch"),
     timeout_seconds=5,
 )
@@ -155,7 +159,7 @@ async def test_an_old_replica_left_running_restores_its_configuration_after_the_
     assert live(kube_emulator)["webhooks"] == PREVIOUS_RELEASE.build(NEW_CA)["webhooks"]
     (drift,) = drift_records(caplog)
     assert drift["live_generation"] == 2
-    assert ("pods-update.gatewatch.io", "<entry>") in {(c["webhook"], c["field"]) for c in drift["changes"]}
+    assert ("pods-update.enforce.gatewatch.io", "<entry>") in {(c["webhook"], c["field"]) for c in drift["changes"]}
 
 
 async def test_a_raised_generation_annotation_buys_a_bypass_at_most_the_bound_and_is_logged(
@@ -173,7 +177,7 @@ async def test_a_raised_generation_annotation_buys_a_bypass_at_most_the_bound_an
 
     # Then the bypass itself: reported at once, left alone only until the stand-back bound runs out.
     edited = live(kube_emulator)
-    edited["webhooks"][0]["failurePolicy"] = "Fail"
+    edited["webhooks"][0]["failurePolicy"] = "Ignore"  # the enforce entry fails open
     put_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, edited)
     assert (await ours.reconcile_once()).outcome is ReconcileOutcome.STOOD_BACK
     (record,) = security_records(caplog)
@@ -181,7 +185,7 @@ async def test_a_raised_generation_annotation_buys_a_bypass_at_most_the_bound_an
     assert (record["generation"], record["live_generation"]) == (4, 99999)
     assert record["changes"] == [
         {"webhook": None, "field": f"annotations[{GENERATION_ANNOTATION}]", "expected": "4", "found": "99999"},
-        {"webhook": "pods.gatewatch.io", "field": "failurePolicy", "expected": "Ignore", "found": "Fail"},
+        {"webhook": "pods.enforce.gatewatch.io", "field": "failurePolicy", "expected": "Fail", "found": "Ignore"},
     ]
     assert [r.levelname for r in caplog.records if r.name == "gatewatch.security"] == ["WARNING"]
     assert (await ours.reconcile_once()).outcome is ReconcileOutcome.STOOD_BACK
@@ -191,8 +195,8 @@ async def test_a_raised_generation_annotation_buys_a_bypass_at_most_the_bound_an
     assert live(kube_emulator)["webhooks"] == THIS_RELEASE.build(NEW_CA)["webhooks"]
     assert live(kube_emulator)["metadata"]["annotations"][GENERATION_ANNOTATION] == "4"
     (drift,) = drift_records(caplog)
-    assert drift["changes"] == [{"webhook": "pods.gatewatch.io", "field": "failurePolicy",
-                                 "expected": "Ignore", "found": "Fail"}]
+    assert drift["changes"] == [{"webhook": "pods.enforce.gatewatch.io", "field": "failurePolicy",
+                                 "expected": "Fail", "found": "Ignore"}]
 
 
 async def test_lowering_the_generation_does_not_hide_a_bypass(kube_emulator, kube_api_client, caplog):
@@ -205,7 +209,7 @@ async def test_lowering_the_generation_does_not_hide_a_bypass(kube_emulator, kub
 
     assert (await ours.reconcile_once()).outcome is ReconcileOutcome.RESTORED
     (drift,) = drift_records(caplog)
-    assert drift["changes"] == [{"webhook": "pods.gatewatch.io", "field": "timeoutSeconds",
+    assert drift["changes"] == [{"webhook": "pods.enforce.gatewatch.io", "field": "timeoutSeconds",
                                  "expected": 5, "found": 1}]
 
 
@@ -366,7 +370,7 @@ async def test_a_ca_added_to_one_entry_is_drift_and_not_copied_to_the_others(kub
     assert (await ours.reconcile_once()).outcome is ReconcileOutcome.RESTORED
     assert live_bundle(kube_emulator) == NEW_CA  # every entry, the edited one included
     (drift,) = drift_records(caplog)
-    assert [(c["webhook"], c["field"]) for c in drift["changes"]] == [("pods-exec.gatewatch.io", "clientConfig")]
+    assert [(c["webhook"], c["field"]) for c in drift["changes"]] == [("pods.warn.gatewatch.io", "clientConfig")]
     assert security_records(caplog, "webhook_configuration_foreign_ca") == []
 
 

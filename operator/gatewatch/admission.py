@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WebhookRoute:
-    """One admission handler: served at ``{path}/{handler_id}``, registered for one resource."""
+    """One admission handler: served at ``{path}/{handler_id}`` (and ``{path}/{handler_id}/{mode}``),
+    registered for one resource."""
 
     handler_id: str
     subresource: str | None
@@ -52,6 +53,14 @@ class WebhookRoute:
     match_conditions: tuple[MatchCondition, ...] = ()
     # Namespaced resources' reviews must name their namespace (its mode decides).
     namespaced: bool = True
+    # The namespace mode of the webhook entries that call this route's path (one entry per
+    # handler and mode, kube/webhook_configuration.py); None for the bare path.
+    entry_mode: Mode | None = None
+
+    @property
+    def path(self) -> str:
+        """Where it is served, under ``webhook.path``: ``pods``, or ``pods/enforce`` for an entry's mode."""
+        return self.handler_id if self.entry_mode is None else f"{self.handler_id}/{self.entry_mode.value}"
 
     @property
     def resource_path(self) -> str:
@@ -76,11 +85,19 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
+# Each route is also served at {handler_id}/{mode}, the path the webhook entry of namespaces
+# in that mode calls: so the API server tells gatewatch the namespace's mode with every
+# review, even when gatewatch cannot read the namespace's labels (kube/namespaces.py).
+ROUTES_BY_PATH = {route.path: route for route in (
+    *WEBHOOK_ROUTES,
+    *(replace(route, entry_mode=mode) for route in WEBHOOK_ROUTES for mode in Mode if mode is not Mode.OFF),
+)}
 
 
 def resolve_route(handler: str) -> WebhookRoute | None:
     """The route served at ``{webhook.path}/{handler}``, or None: looked up before any body is read."""
-    return ROUTES_BY_ID.get(handler)
+    return ROUTES_BY_PATH.get(handler)
+
 
 # exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
 POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
@@ -108,6 +125,11 @@ class CheckedReview:
 
     route: WebhookRoute
     request: AdmissionRequest
+
+    @property
+    def entry_mode(self) -> Mode | None:
+        """The mode of the webhook entry that called (its path), None for a bare path."""
+        return self.route.entry_mode
 
 
 def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute | None = None) -> CheckedReview:
@@ -217,7 +239,7 @@ class AdmissionReviewer:
     async def review(self, checked: CheckedReview) -> Decision:
         """AdmissionReview -> document -> rules -> matches -> decision (the response's content)."""
         request = checked.request
-        namespace_mode = await self._namespace_mode(request)
+        namespace_mode = await self._namespace_mode(request, entry_mode=checked.entry_mode)
         mode = namespace_mode.mode if namespace_mode is not None else Mode.OFF
         if mode is Mode.OFF:
             # Nothing to evaluate: no match could cause anything, and no history is written.
@@ -241,11 +263,11 @@ class AdmissionReviewer:
                          now=now, dry_run=dry_run)
         return decision
 
-    async def _namespace_mode(self, request: AdmissionRequest) -> NamespaceMode | None:
+    async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")
         if not namespace:
             return None  # cluster-scoped: gatewatch's routes take namespaced pods only
-        namespace_mode = await self.namespace_modes.resolve(namespace)
+        namespace_mode = await self.namespace_modes.resolve(namespace, entry_mode=entry_mode)
         if namespace_mode.labels_error:
             self.metrics.lookup_failures.labels(kind="namespace").inc()
         return namespace_mode
@@ -372,6 +394,7 @@ __all__ = [
     "AdmissionReviewer",
     "AlertSink",
     "CheckedReview",
+    "ROUTES_BY_PATH",
     "EventSink",
     "EventTarget",
     "POD_LOOKUP_SUBRESOURCES",

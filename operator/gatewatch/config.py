@@ -8,6 +8,7 @@ sees which key on which line is wrong.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
@@ -47,16 +48,49 @@ class _Section(BaseModel):
     )
 
 
+# Kubernetes' label syntax (apimachinery validation): the API server refuses a
+# webhook namespaceSelector that breaks it, so gatewatch refuses it first.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def _label_key(value: str) -> str:
+    prefix = value.rpartition("/")[0]
+    if not _LABEL_KEY.match(value) or len(prefix) > 253:
+        raise ValueError(f"{value!r} is not a Kubernetes label key")
+    return value
+
+
+def _label_value(value: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes label value")
+    return value
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+
 class LabelSelectorRequirement(_Section):
-    key: str
+    key: LabelKey
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[str, ...] = ()
+    values: tuple[LabelValue, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> "LabelSelectorRequirement":
+        # As Kubernetes validates a label selector.
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
 
 
 class NamespaceSelectorMode(_Section):
     """One entry of ``namespaces.selectors``: a Kubernetes label selector and the mode it gives."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     match_expressions: tuple[LabelSelectorRequirement, ...] = ()
     mode: ModeField
 
@@ -64,11 +98,21 @@ class NamespaceSelectorMode(_Section):
 class NamespacesSettings(_Section):
     # The platform team's explicit word per namespace: may loosen or tighten.
     modes: dict[str, ModeField] = Field(default_factory=dict)
+    # A selector may only raise a namespace's mode, unless every label it reads is
+    # listed in protected_labels: then it may loosen too (namespace_modes.py).
     selectors: tuple[NamespaceSelectorMode, ...] = ()
+    # Label keys only the platform team can set (guarded by the chart's policy or your own).
+    protected_labels: tuple[LabelKey, ...] = ()
     exempt: tuple[str, ...] = ()
     # True: namespaces labelled gatewatch.io/ignore=true are left out of the webhook.
     # Whoever may label a namespace can then opt it out (docs/install.md: guard the label).
-    ignore_label: bool = True
+    ignore_label: bool = False
+
+    @model_validator(mode="after")
+    def _mode_label_is_never_protected(self) -> "NamespacesSettings":
+        if MODE_LABEL in self.protected_labels:
+            raise ValueError(f"{MODE_LABEL} cannot be protected: it may only tighten a namespace's mode")
+        return self
 
 
 class RulesSettings(_Section):
@@ -97,7 +141,10 @@ def _url_path(value: str) -> str:
 
 class WebhookSettings(_Section):
     configuration_name: str = "gatewatch"
+    # For the webhook entries of namespaces not in enforce mode.
     failure_policy: Literal["Ignore", "Fail"] = "Ignore"
+    # For the entries of namespaces in enforce mode: an outage must not turn denials into admits.
+    enforce_failure_policy: Literal["Ignore", "Fail"] = "Fail"
     timeout_seconds: int = Field(default=5, ge=MIN_WEBHOOK_TIMEOUT_SECONDS, le=MAX_WEBHOOK_TIMEOUT_SECONDS)
     service: ServiceReference = Field(default_factory=ServiceReference)
     url: str | None = None
@@ -242,6 +289,14 @@ class Settings(_Section):
     pod_lookup: PodLookupSettings = Field(default_factory=PodLookupSettings)
 
     @model_validator(mode="after")
+    def _enforce_fails_at_least_as_closed(self) -> "Settings":
+        webhook = self.webhook
+        if webhook.failure_policy == "Fail" and webhook.enforce_failure_policy == "Ignore":
+            raise ValueError("webhook.enforceFailurePolicy: Ignore with webhook.failurePolicy: Fail would fail "
+                             "open only where gatewatch enforces")
+        return self
+
+    @model_validator(mode="after")
     def _lookups_fit_in_the_webhook_timeout(self) -> "Settings":
         # A review may wait for a namespace lookup and a pod lookup: both must end
         # well before the API server gives up on the webhook.
@@ -280,6 +335,7 @@ ENVIRONMENT_KEYS: dict[str, str] = {
     "GATEWATCH_NAMESPACE": "namespace",
     "GATEWATCH_WEBHOOK_CONFIGURATION_NAME": "webhook.configurationName",
     "GATEWATCH_FAILURE_POLICY": "webhook.failurePolicy",
+    "GATEWATCH_ENFORCE_FAILURE_POLICY": "webhook.enforceFailurePolicy",
     "GATEWATCH_TIMEOUT_SECONDS": "webhook.timeoutSeconds",
     "GATEWATCH_SERVICE_NAME": "webhook.service.name",
     "GATEWATCH_SERVICE_NAMESPACE": "webhook.service.namespace",

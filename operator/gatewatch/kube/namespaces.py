@@ -1,24 +1,18 @@
-"""Which mode applies to a namespace.
+"""Which mode applies to a namespace, with its labels read from the API.
 
-The platform team's configuration decides; a namespace label may only tighten
-(docs/configuration.md):
-
-1. ``namespaces.modes[<namespace>]`` in the config, if present: the platform
-   team's explicit word for that namespace, looser or stricter than the rest;
-2. otherwise the stronger of the namespace label ``gatewatch.io/mode`` (the Pod
-   Security Admission convention) and the baseline: the first matching entry of
-   ``namespaces.selectors``, else ``mode``, the default.
-
-Whoever may label a namespace (often its tenant) can so raise its mode but
-never lower it: a label asking for less than the baseline is ignored, logged
-once (logger ``gatewatch.security``) and named in the result, so the alert
-says why the label did not count.
+The rule is ``gatewatch.namespace_modes``'s (docs/configuration.md): the
+platform team's configuration decides, and whoever may label a namespace (often
+its tenant) can raise its mode but never lower it. A label or an unprotected
+selector asking for less is ignored, logged once (logger ``gatewatch.security``)
+and named in the result, so the alert says why it did not count.
 
 Namespace labels come from the API with a short timeout and are cached for a
-while, so a review costs at most one short lookup per namespace per TTL. When
-a refresh fails, the last labels read are used (stale) and the mode is the
-stronger of what they give and the default; with no labels ever read, the
-default. The result says why either way.
+while, so a review costs at most one short lookup per namespace per TTL. The
+webhook entry that called (its path) carries the mode the API server's own
+reading of the labels gives: it can only raise the mode. When the labels cannot
+be read, the mode is never the default: it is the entry's (raised by the last
+labels read, if any), else the strongest mode the configuration could give the
+namespace. The result says why either way.
 """
 from __future__ import annotations
 
@@ -29,9 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, Hashable, Literal, Mapping, TypeVar
 
-from gatewatch.config import MODE_LABEL, LabelSelectorRequirement, NamespaceSelectorMode, Settings
+from gatewatch.config import MODE_LABEL, Settings
 from gatewatch.decision import Mode
 from gatewatch.errors import GatewatchError
+from gatewatch.namespace_modes import ModePolicy, ModeSelector
 
 logger = logging.getLogger(__name__)
 # Label attempts to loosen the mode are security-relevant, like webhook-configuration drift.
@@ -164,7 +159,7 @@ def namespace_labels_fetcher(core_v1_api: Any, *, timeout: float) -> LabelsFetch
     return fetch
 
 
-ModeSource = Literal["config", "label", "selector", "default", "excluded"]
+ModeSource = Literal["config", "label", "selector", "default", "excluded", "entry", "strongest"]
 IgnoredLabelCallback = Callable[[str, Mode, "NamespaceMode"], None]
 
 
@@ -179,6 +174,8 @@ class NamespaceMode:
     labels_stale: bool = False
     # A ``gatewatch.io/mode`` label asking for a weaker mode than ``source`` gives: ignored.
     ignored_label: Mode | None = None
+    # Unprotected selectors that matched but asked for less than the baseline: ignored.
+    ignored_selectors: tuple[ModeSelector, ...] = ()
 
     def alert_fields(self) -> dict[str, Any]:
         """The alert's ``gatewatch`` extras: where the mode came from and why (docs/alerts.md)."""
@@ -188,6 +185,12 @@ class NamespaceMode:
                 "label": f"{MODE_LABEL}={self.ignored_label.value}",
                 "reason": f"a namespace label may only tighten the mode; the {self.source} gives {self.mode.value}",
             }
+        if self.ignored_selectors:
+            fields["mode_selectors_ignored"] = [
+                {"selector": f"namespaces.selectors[{selector.position}]", "mode": selector.mode.value,
+                 "reason": "a selector reading labels not in namespaces.protectedLabels may only tighten the mode"}
+                for selector in self.ignored_selectors
+            ]
         if self.labels_error is not None:
             fields["namespace_lookup"] = {
                 "status": "failed",
@@ -198,10 +201,13 @@ class NamespaceMode:
 
 
 class NamespaceModeResolver:
-    """Resolves a namespace's mode: explicit config, else the stronger of label and baseline.
+    """A namespace's mode (``gatewatch.namespace_modes``), from labels read through a cache.
 
+    ``entry_mode`` is the mode of the webhook entry that called (its path): what the
+    API server, reading the labels itself, says the mode is. It can only raise the
+    mode, and it is what counts when the labels cannot be read.
     ``on_ignored_label(namespace, asked_mode, result)`` is called once per namespace
-    and label value when a label asks for a weaker mode (e.g. to count it).
+    and label value, or selector, that asked for a weaker mode (e.g. to count it).
     """
 
     def __init__(
@@ -213,9 +219,7 @@ class NamespaceModeResolver:
         on_ignored_label: IgnoredLabelCallback | None = None,
         max_stale_entries: int = 10_000,
     ) -> None:
-        self._default = settings.mode
-        self._explicit = dict(settings.namespaces.modes)
-        self._selectors = tuple(settings.namespaces.selectors)
+        self.policy = ModePolicy.from_settings(settings)
         self._excluded = frozenset(settings.excluded_namespaces)
         self._labels = AsyncTtlCache(fetch_labels, ttl=cache_ttl)
         self._on_ignored_label = on_ignored_label
@@ -223,68 +227,58 @@ class NamespaceModeResolver:
         self._last_labels: dict[str, Mapping[str, str]] = {}
         self._max_stale_entries = max_stale_entries
         self._reported_bad_labels: set[tuple[str, str]] = set()
-        self._reported_weaker_labels: set[tuple[str, Mode]] = set()
+        self._reported_weaker: set[tuple[str, Any]] = set()
 
-    async def resolve(self, namespace: str) -> NamespaceMode:
+    async def resolve(self, namespace: str, *, entry_mode: Mode | None = None) -> NamespaceMode:
         if namespace in self._excluded:
             # The webhook's namespaceSelector keeps these away; if one arrives anyway
             # (a hand-edited configuration), gatewatch stays out of it.
             return NamespaceMode(namespace, Mode.OFF, "excluded")
-        explicit = self._explicit.get(namespace)
-        if explicit is not None:
-            return NamespaceMode(namespace, explicit, "config")
+        if namespace in self.policy.explicit:
+            return _raised(NamespaceMode(namespace, self.policy.explicit[namespace], "config"), entry_mode)
         try:
             labels = await self._labels.get(namespace)
         except LookupFailed as error:
-            return self._without_fresh_labels(namespace, str(error))
+            return self._without_fresh_labels(namespace, str(error), entry_mode)
         self._remember(namespace, labels)
-        return self.resolve_with_labels(namespace, labels)
+        return _raised(self.resolve_with_labels(namespace, labels), entry_mode)
 
     def resolve_with_labels(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
-        """The mode from the namespace's labels (no API call; ``namespaces.modes`` not consulted)."""
-        baseline = self._baseline(namespace, labels)
-        asked = self._label_mode(namespace, labels)
-        if asked is None:
-            return baseline
-        if asked > baseline.mode:
-            return NamespaceMode(namespace, asked, "label")
-        if asked < baseline.mode:
-            result = NamespaceMode(namespace, baseline.mode, baseline.source, ignored_label=asked)
-            self._report_weaker_label(namespace, asked, result)
-            return result
-        return baseline  # the label asks for what the platform gives anyway
-
-    def _baseline(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
-        for entry in self._selectors:
-            if selector_matches(entry, labels):
-                return NamespaceMode(namespace, entry.mode, "selector")
-        return NamespaceMode(namespace, self._default, "default")
-
-    def _label_mode(self, namespace: str, labels: Mapping[str, str]) -> Mode | None:
-        value = labels.get(MODE_LABEL)
-        if value is None:
-            return None
-        try:
-            return Mode.parse(value)
-        except GatewatchError:
-            if _first_time(self._reported_bad_labels, (namespace, value), limit=self._max_stale_entries):
+        """The mode from the namespace's labels (no API call), reporting what did not count."""
+        decision = self.policy.decide(namespace, labels)
+        result = NamespaceMode(namespace, decision.mode, decision.source, ignored_label=decision.ignored_label,
+                               ignored_selectors=decision.ignored_selectors)
+        if decision.invalid_label is not None:
+            if _first_time(self._reported_bad_labels, (namespace, decision.invalid_label),
+                           limit=self._max_stale_entries):
                 logger.warning(
-                    "namespace %r: label %s=%r is not a mode (off, audit, warn, enforce); ignored",
-                    namespace, MODE_LABEL, value,
+                    "namespace %r: label %s=%r is not a mode (exactly off, audit, warn or enforce); ignored",
+                    namespace, MODE_LABEL, decision.invalid_label,
                 )
-            return None
+        if decision.ignored_label is not None:
+            self._report_weaker(namespace, ("label", decision.ignored_label), decision.ignored_label, result,
+                                f"label {MODE_LABEL}={decision.ignored_label.value}",
+                                "a namespace label may only tighten the mode (set namespaces.modes to loosen it)")
+        for selector in decision.ignored_selectors:
+            self._report_weaker(namespace, ("selector", selector.position), selector.mode, result,
+                                f"matching {selector.describe()}",
+                                "a selector may loosen only when every label it reads is in "
+                                "namespaces.protectedLabels")
+        return result
 
-    def _without_fresh_labels(self, namespace: str, error: str) -> NamespaceMode:
-        # Fail towards the stronger: stale labels may only raise the mode above the default.
+    def _without_fresh_labels(self, namespace: str, error: str, entry_mode: Mode | None) -> NamespaceMode:
+        # Never the default: the API server's word (the entry that called), else the strongest
+        # mode the configuration could give; the last labels read may only raise it.
         stale = self._last_labels.get(namespace)
+        if entry_mode is None:
+            return NamespaceMode(namespace, self.policy.strongest(namespace), "strongest", labels_error=error,
+                                 labels_stale=False)
         if stale is None:
-            return NamespaceMode(namespace, self._default, "default", labels_error=error)
-        result = self.resolve_with_labels(namespace, stale)
-        if result.mode < self._default:
-            return NamespaceMode(namespace, self._default, "default", labels_error=error, labels_stale=True)
+            return NamespaceMode(namespace, entry_mode, "entry", labels_error=error)
+        result = _raised(self.resolve_with_labels(namespace, stale), entry_mode)
         return NamespaceMode(
             namespace, result.mode, result.source, labels_error=error, labels_stale=True,
-            ignored_label=result.ignored_label,
+            ignored_label=result.ignored_label, ignored_selectors=result.ignored_selectors,
         )
 
     def _remember(self, namespace: str, labels: Mapping[str, str]) -> None:
@@ -292,13 +286,13 @@ class NamespaceModeResolver:
             del self._last_labels[next(iter(self._last_labels))]  # the oldest inserted
         self._last_labels[namespace] = labels
 
-    def _report_weaker_label(self, namespace: str, asked: Mode, result: NamespaceMode) -> None:
-        if not _first_time(self._reported_weaker_labels, (namespace, asked), limit=self._max_stale_entries):
+    def _report_weaker(self, namespace: str, key: Any, asked: Mode, result: NamespaceMode, what: str,
+                       why: str) -> None:
+        if not _first_time(self._reported_weaker, (namespace, key), limit=self._max_stale_entries):
             return
         security_logger.warning(
-            "namespace %r: label %s=%s asks for a weaker mode than the %s gives (%s); ignored: "
-            "a namespace label may only tighten the mode (set namespaces.modes to loosen it)",
-            namespace, MODE_LABEL, asked.value, result.source, result.mode.value,
+            "namespace %r: %s asks for a weaker mode (%s) than the %s gives (%s); ignored: %s",
+            namespace, what, asked.value, result.source, result.mode.value, why,
         )
         if self._on_ignored_label is not None:
             try:
@@ -307,23 +301,12 @@ class NamespaceModeResolver:
                 logger.exception("ignored-label callback failed")
 
 
-def selector_matches(selector: NamespaceSelectorMode, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector semantics: every matchLabels pair and every expression holds."""
-    if any(labels.get(key) != value for key, value in selector.match_labels.items()):
-        return False
-    return all(_requirement_holds(requirement, labels) for requirement in selector.match_expressions)
-
-
-def _requirement_holds(requirement: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
-    present = requirement.key in labels
-    if requirement.operator == "Exists":
-        return present
-    if requirement.operator == "DoesNotExist":
-        return not present
-    if requirement.operator == "In":
-        return present and labels[requirement.key] in requirement.values
-    # NotIn: Kubernetes counts an absent key as "not in".
-    return not present or labels[requirement.key] not in requirement.values
+def _raised(result: NamespaceMode, entry_mode: Mode | None) -> NamespaceMode:
+    """``result``, or the entry's mode when that is stronger (the API server read fresher labels)."""
+    if entry_mode is None or entry_mode <= result.mode:
+        return result
+    return NamespaceMode(result.namespace, entry_mode, "entry", labels_error=result.labels_error,
+                         labels_stale=result.labels_stale)
 
 
 def _first_time(seen: set[Any], key: Any, *, limit: int) -> bool:

@@ -4,7 +4,9 @@ Managed by gatewatch, not by kopf: kopf's managed mode has no
 namespaceSelector, hard-codes timeoutSeconds 30 and empties the webhooks on
 every stop, which would drop enforcement during a rolling update.
 
-- ``build_webhook_configuration(...)``: the desired object (pure).
+- ``build_webhook_configuration(...)``: the desired object (pure): per handler,
+  one entry per namespace class of ``gatewatch.namespace_modes`` (its
+  namespaceSelector, its mode in the path, ``failurePolicy: Fail`` for enforce).
 - ``POD_IMAGES_CHANGED``: the CEL match condition that sends a pod UPDATE to
   gatewatch only when it changes a container image.
 - ``diff_webhook_configuration(desired, live)``: what differs (pure).
@@ -34,6 +36,8 @@ from urllib.parse import urlsplit
 
 import kubernetes.client
 
+from gatewatch.config import Settings
+from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError, KubernetesApiError
 from gatewatch.kube.ca_bundles import (
     FOREIGN_CA_GRACE_SECONDS,
@@ -44,13 +48,12 @@ from gatewatch.kube.ca_bundles import (
     unite_ca_bundles,
 )
 from gatewatch.kube.client import REQUEST_TIMEOUT_SECONDS, api_error
+from gatewatch.namespace_modes import ModePolicy, NamespaceClass
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("gatewatch.security")
 
 FailurePolicy = Literal["Ignore", "Fail"]
-IGNORE_LABEL = "gatewatch.io/ignore"
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 WEBHOOK_NAME_SUFFIX = "gatewatch.io"  # webhook entry names must be qualified: pods-exec.gatewatch.io
 MANAGED_BY_LABEL = {"app.kubernetes.io/managed-by": "gatewatch"}
 API_VERSION = "admissionregistration.k8s.io/v1"
@@ -151,47 +154,40 @@ class ServiceTarget:
     port: int = 443
 
 
-def webhook_entry_name(handler_id: str) -> str:
-    return f"{handler_id}.{WEBHOOK_NAME_SUFFIX}"
-
-
-def namespace_selector(
-    *, own_namespace: str, exempt_namespaces: Sequence[str] = (), ignore_label: bool = True
-) -> dict[str, Any]:
-    """Never call gatewatch for kube-system, its own namespace, exempt ones, or (``ignore_label``)
-    namespaces labelled ``gatewatch.io/ignore=true``."""
-    excluded = sorted({"kube-system", own_namespace, *exempt_namespaces})
-    expressions: list[dict[str, Any]] = [{"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": excluded}]
-    if ignore_label:
-        # Whoever may label the namespace can opt it out: namespaces.ignoreLabel turns this off.
-        expressions.append({"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]})
-    return {"matchExpressions": expressions}
+def webhook_entry_name(handler_id: str, mode: Mode, index: int = 1) -> str:
+    """``pods-exec.enforce.gatewatch.io``; ``pods-exec.enforce-2.gatewatch.io`` for a mode's second class."""
+    suffix = mode.value if index == 1 else f"{mode.value}-{index}"
+    return f"{handler_id}.{suffix}.{WEBHOOK_NAME_SUFFIX}"
 
 
 def build_webhook_configuration(
     *,
     name: str,
     handlers: Sequence[AdmissionHandler],
+    namespace_classes: Sequence[NamespaceClass],
     ca_bundle: bytes,
-    own_namespace: str,
     service: ServiceTarget | None = None,
     url: str | None = None,
     path: str = "/validate",
     failure_policy: FailurePolicy = "Ignore",
+    enforce_failure_policy: FailurePolicy = "Fail",
     timeout_seconds: int = 5,
-    exempt_namespaces: Sequence[str] = (),
-    ignore_label: bool = True,
 ) -> dict[str, Any]:
-    """The desired ValidatingWebhookConfiguration: one webhook per handler at ``{path}/{handler_id}``.
+    """The desired ValidatingWebhookConfiguration: per handler, one webhook per namespace class.
 
-    Exactly one of ``service`` and ``url`` (local development). Every field the
-    API server would default is set, so the live object can be compared as is.
-    Raises ConfigError for values Kubernetes would reject.
+    A class (``gatewatch.namespace_modes``) is a namespaceSelector and the mode of every
+    namespace it selects; its entries call ``{path}/{handler_id}/{mode}``, so the API
+    server's reading of the namespace's labels reaches gatewatch with each review, and
+    ``enforce`` classes get ``enforce_failure_policy`` (an outage must not turn denials into
+    admits), the others ``failure_policy``. Exactly one of ``service`` and ``url`` (local
+    development). Every field the API server would default is set, so the live object can
+    be compared as is. Raises ConfigError for values Kubernetes would reject.
     """
     if (service is None) == (url is None):
         raise ConfigError("exactly one of webhook.service and webhook.url must be set", source="webhook")
-    if failure_policy not in ("Ignore", "Fail"):
-        raise ConfigError(f"must be Ignore or Fail, not {failure_policy!r}", source="webhook.failurePolicy")
+    for policy, source in ((failure_policy, "failurePolicy"), (enforce_failure_policy, "enforceFailurePolicy")):
+        if policy not in ("Ignore", "Fail"):
+            raise ConfigError(f"must be Ignore or Fail, not {policy!r}", source=f"webhook.{source}")
     if not 1 <= timeout_seconds <= 30:
         raise ConfigError(f"must be between 1 and 30, not {timeout_seconds}", source="webhook.timeoutSeconds")
     if url is not None and urlsplit(url).scheme != "https":
@@ -199,43 +195,44 @@ def build_webhook_configuration(
     if not handlers:
         raise ConfigError("no admission handlers to register", source="webhook")
     prefix = "/" + path.strip("/") if path.strip("/") else ""
-    selector = namespace_selector(
-        own_namespace=own_namespace, exempt_namespaces=exempt_namespaces, ignore_label=ignore_label
-    )
     encoded_bundle = base64.b64encode(ca_bundle).decode("ascii")
     webhooks = []
     for handler in handlers:
-        handler_path = f"{prefix}/{handler.handler_id}"
-        client_config: dict[str, Any] = {"caBundle": encoded_bundle}
-        if service is not None:
-            client_config["service"] = {
-                "name": service.name, "namespace": service.namespace, "port": service.port, "path": handler_path,
+        seen: dict[Mode, int] = {}
+        for namespace_class in namespace_classes:
+            mode = namespace_class.mode
+            seen[mode] = seen.get(mode, 0) + 1
+            handler_path = f"{prefix}/{handler.handler_id}/{mode.value}"
+            client_config: dict[str, Any] = {"caBundle": encoded_bundle}
+            if service is not None:
+                client_config["service"] = {
+                    "name": service.name, "namespace": service.namespace, "port": service.port, "path": handler_path,
+                }
+            else:
+                client_config["url"] = f"{url.rstrip('/')}{handler_path}"  # type: ignore[union-attr]
+            entry: dict[str, Any] = {
+                "name": webhook_entry_name(handler.handler_id, mode, seen[mode]),
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": client_config,
+                "rules": [{
+                    "apiGroups": [handler.api_group],
+                    "apiVersions": [handler.api_version],
+                    "operations": list(handler.operations),
+                    "resources": [handler.resource_path],
+                    "scope": "Namespaced",
+                }],
+                "failurePolicy": enforce_failure_policy if mode is Mode.ENFORCE else failure_policy,
+                "matchPolicy": "Equivalent",
+                "namespaceSelector": namespace_class.selector(),
+                "objectSelector": {},
+                "sideEffects": "NoneOnDryRun",  # Events and alerts, none for dry-run requests
+                "timeoutSeconds": timeout_seconds,
             }
-        else:
-            client_config["url"] = f"{url.rstrip('/')}{handler_path}"  # type: ignore[union-attr]
-        entry: dict[str, Any] = {
-            "name": webhook_entry_name(handler.handler_id),
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": client_config,
-            "rules": [{
-                "apiGroups": [handler.api_group],
-                "apiVersions": [handler.api_version],
-                "operations": list(handler.operations),
-                "resources": [handler.resource_path],
-                "scope": "Namespaced",
-            }],
-            "failurePolicy": failure_policy,
-            "matchPolicy": "Equivalent",
-            "namespaceSelector": selector,
-            "objectSelector": {},
-            "sideEffects": "NoneOnDryRun",  # Events and alerts, none for dry-run requests
-            "timeoutSeconds": timeout_seconds,
-        }
-        if handler.match_conditions:
-            # Only when there are any: the API server omits an empty list, so the live
-            # entry can be compared as is (and a matchConditions added by someone else is drift).
-            entry["matchConditions"] = [condition.as_dict() for condition in handler.match_conditions]
-        webhooks.append(entry)
+            if handler.match_conditions:
+                # Only when there are any: the API server omits an empty list, so the live
+                # entry can be compared as is (and a matchConditions added by someone else is drift).
+                entry["matchConditions"] = [condition.as_dict() for condition in handler.match_conditions]
+            webhooks.append(entry)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -250,18 +247,16 @@ class WebhookRegistration:
 
     name: str
     handlers: tuple[AdmissionHandler, ...]
-    own_namespace: str
+    namespace_classes: tuple[NamespaceClass, ...]
     service: ServiceTarget | None = None
     url: str | None = None
     path: str = "/validate"
     failure_policy: FailurePolicy = "Ignore"
+    enforce_failure_policy: FailurePolicy = "Fail"
     timeout_seconds: int = 5
-    exempt_namespaces: tuple[str, ...] = ()
-    ignore_label: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Any, *, handlers: Sequence[AdmissionHandler]) -> WebhookRegistration:
-        """From ``gatewatch.config.Settings`` (typed loosely: kube/ does not import the config module)."""
+    def from_settings(cls, settings: Settings, *, handlers: Sequence[AdmissionHandler]) -> WebhookRegistration:
         webhook = settings.webhook
         service = None
         if webhook.url is None:
@@ -273,22 +268,20 @@ class WebhookRegistration:
         return cls(
             name=webhook.configuration_name,
             handlers=tuple(handlers),
-            own_namespace=settings.namespace,
+            namespace_classes=ModePolicy.from_settings(settings).namespace_classes(),
             service=service,
             url=webhook.url,
             path=webhook.path,
             failure_policy=webhook.failure_policy,
+            enforce_failure_policy=webhook.enforce_failure_policy,
             timeout_seconds=webhook.timeout_seconds,
-            exempt_namespaces=tuple(settings.namespaces.exempt),
-            ignore_label=settings.namespaces.ignore_label,
         )
 
     def build(self, ca_bundle: bytes) -> dict[str, Any]:
         return build_webhook_configuration(
-            name=self.name, handlers=self.handlers, ca_bundle=ca_bundle, own_namespace=self.own_namespace,
+            name=self.name, handlers=self.handlers, namespace_classes=self.namespace_classes, ca_bundle=ca_bundle,
             service=self.service, url=self.url, path=self.path, failure_policy=self.failure_policy,
-            timeout_seconds=self.timeout_seconds, exempt_namespaces=self.exempt_namespaces,
-            ignore_label=self.ignore_label,
+            enforce_failure_policy=self.enforce_failure_policy, timeout_seconds=self.timeout_seconds,
         )
 
 
@@ -746,6 +739,5 @@ __all__ = [
     "build_webhook_configuration",
     "delete_webhook_configuration",
     "diff_webhook_configuration",
-    "namespace_selector",
     "pod_images_changed_expression",
 ]
