@@ -8,6 +8,10 @@ webhooks the way kube-apiserver does (k8s.io/apiserver/pkg/admission/plugin/webh
   ``objectSelector`` against the namespace's and the object's labels, then
   ``matchConditions`` (CEL, evaluated with cel-python: all true, or the webhook
   is skipped; an evaluation error is decided by ``failurePolicy``);
+- the configuration itself is first checked as kube-apiserver validates it on
+  create/update (``validate_webhook_configuration``: unique qualified names,
+  label selectors, failurePolicy, sideEffects, timeouts, clientConfig): one it
+  would refuse to store cannot be called here either;
 - the call: HTTPS to ``clientConfig.url`` or the Service (here resolved to a
   local address, the certificate verified for ``<name>.<namespace>.svc`` against
   ``caBundle``), at ``path``, with ``timeoutSeconds``;
@@ -80,7 +84,11 @@ class ApiServerHarness:
         client_certificate: tuple[Path, Path] | None = None,
     ) -> None:
         """``client_certificate``: (cert file, key file) the API server presents to webhooks, as its
-        AdmissionConfiguration kubeconfig would name them; None: no client certificate (the default)."""
+        AdmissionConfiguration kubeconfig would name them; None: no client certificate (the default).
+        Raises ValueError for a configuration kube-apiserver would not have stored."""
+        problems = validate_webhook_configuration(configuration)
+        if problems:
+            raise ValueError("the API server would refuse this configuration: " + "; ".join(problems))
         self.configuration = configuration
         self._namespace_labels = namespace_labels
         self._service_address = service_address
@@ -260,6 +268,74 @@ def _rule_matches(rule: Mapping[str, Any], request: ApiRequest) -> bool:
         and resource_ok
         and scope_ok
     )
+
+
+# --- what kube-apiserver accepts (pkg/apis/admissionregistration/validation) ------------------
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_QUALIFIED_WEBHOOK_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL}){{2,}}$")  # at least three segments
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^({_DNS_LABEL}(\.{_DNS_LABEL})*/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+def validate_webhook_configuration(configuration: Mapping[str, Any]) -> list[str]:
+    """Why kube-apiserver would refuse to store ``configuration`` (empty: it would store it)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, webhook in enumerate(configuration.get("webhooks") or []):
+        where = f"webhooks[{index}]"
+        name = str(webhook.get("name", ""))
+        if not _QUALIFIED_WEBHOOK_NAME.match(name) or len(name) > 253:
+            problems.append(f"{where}.name: {name!r} is not a fully qualified name")
+        if name in seen:
+            problems.append(f"{where}.name: Duplicate value: {name!r}")
+        seen.add(name)
+        if webhook.get("failurePolicy") not in ("Ignore", "Fail"):
+            problems.append(f"{where}.failurePolicy: Unsupported value: {webhook.get('failurePolicy')!r}")
+        if webhook.get("sideEffects") not in ("None", "NoneOnDryRun"):
+            problems.append(f"{where}.sideEffects: Unsupported value: {webhook.get('sideEffects')!r}")
+        if not 1 <= int(webhook.get("timeoutSeconds", 10)) <= 30:
+            problems.append(f"{where}.timeoutSeconds: must be between 1 and 30 seconds")
+        if "v1" not in (webhook.get("admissionReviewVersions") or []):
+            problems.append(f"{where}.admissionReviewVersions: must include v1")
+        client_config = webhook.get("clientConfig") or {}
+        if ("url" in client_config) == ("service" in client_config):
+            problems.append(f"{where}.clientConfig: exactly one of url or service is required")
+        path = (client_config.get("service") or {}).get("path")
+        if path is not None and not str(path).startswith("/"):
+            problems.append(f"{where}.clientConfig.service.path: must start with a '/'")
+        for kind in ("namespaceSelector", "objectSelector"):
+            problems += [f"{where}.{kind}.{problem}" for problem in _selector_problems(webhook.get(kind) or {})]
+        condition_names = [condition.get("name") for condition in webhook.get("matchConditions") or []]
+        if len(condition_names) != len(set(condition_names)):
+            problems.append(f"{where}.matchConditions: Duplicate value")
+    return problems
+
+
+def _selector_problems(selector: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if not _LABEL_KEY.match(key):
+            problems.append(f"matchLabels: Invalid value: {key!r}")
+        if not _LABEL_VALUE.match(str(value)):
+            problems.append(f"matchLabels: Invalid value: {value!r}")
+    for index, expression in enumerate(selector.get("matchExpressions") or []):
+        where = f"matchExpressions[{index}]"
+        operator, values = expression.get("operator"), expression.get("values") or []
+        if not _LABEL_KEY.match(str(expression.get("key", ""))):
+            problems.append(f"{where}.key: Invalid value: {expression.get('key')!r}")
+        if operator in ("In", "NotIn"):
+            if not values:
+                problems.append(f"{where}.values: Required value: must be specified when `operator` is 'In' or 'NotIn'")
+        elif operator in ("Exists", "DoesNotExist"):
+            if values:
+                problems.append(f"{where}.values: Forbidden: may not be specified when `operator` is 'Exists' or "
+                                "'DoesNotExist'")
+        else:
+            problems.append(f"{where}.operator: Invalid value: {operator!r}")
+        problems += [f"{where}.values: Invalid value: {value!r}" for value in values if not _LABEL_VALUE.match(value)]
+    return problems
 
 
 def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
