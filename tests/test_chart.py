@@ -55,8 +55,15 @@ def production_values() -> dict[str, Any]:
     return yaml.safe_load(PRODUCTION_VALUES.read_text())
 
 
-def render(values: dict[str, Any] | None = None, *, release: str = "gatewatch") -> list[dict[str, Any]]:
-    return render_manifests.render_chart(values, chart_dir=CHART_DIR, release_name=release, namespace=NAMESPACE)
+# What a Kubernetes 1.30+ cluster adds to Helm's default capabilities, as `helm install` finds it
+# (or `helm template --api-versions`).
+SERVES_ADMISSION_POLICIES = (render_manifests.ADMISSION_POLICY_API,)
+
+
+def render(values: dict[str, Any] | None = None, *, release: str = "gatewatch",
+           api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return render_manifests.render_chart(values, chart_dir=CHART_DIR, release_name=release, namespace=NAMESPACE,
+                                         api_versions=api_versions)
 
 
 def only(objects: list[dict[str, Any]], kind: str, *, hook: bool = False) -> dict[str, Any]:
@@ -93,10 +100,14 @@ def test_helm_lint_strict_reports_no_warnings(values_name):
 
 
 @pytest.mark.parametrize("values_name", ["default", "enforce-production"])
-@pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
-def test_every_rendered_object_is_valid_for_the_kubernetes_api(values_name, kubernetes_version):
+@pytest.mark.parametrize(("kubernetes_version", "api_versions"), [
+    *((version, ()) for version in KUBERNETES_VERSIONS),
+    ("1.30", SERVES_ADMISSION_POLICIES),  # the first to serve ValidatingAdmissionPolicy v1
+    (KUBERNETES_VERSIONS[-1], SERVES_ADMISSION_POLICIES),
+])
+def test_every_rendered_object_is_valid_for_the_kubernetes_api(values_name, kubernetes_version, api_versions):
     values = None if values_name == "default" else production_values()
-    objects = render(values)
+    objects = render(values, api_versions=api_versions)
     for obj in objects:
         where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
@@ -712,9 +723,23 @@ def test_no_pre_stop_hook_when_the_sleep_is_zero():
 # --- namespaces: the ignore label, cert-manager, label guard ----------------------------------
 
 
-def test_the_ignore_label_exclusion_can_be_turned_off(default_objects, tmp_path):
-    assert _settings_from(default_objects, tmp_path).namespaces.ignore_label is True
-    assert _settings_from(render({"namespaces": {"ignoreLabel": False}}), tmp_path).namespaces.ignore_label is False
+def test_the_ignore_label_is_off_unless_turned_on(default_objects, tmp_path):
+    assert _settings_from(default_objects, tmp_path).namespaces.ignore_label is False
+    assert _settings_from(render({"namespaces": {"ignoreLabel": True}}), tmp_path).namespaces.ignore_label is True
+
+
+def test_protected_labels_and_the_enforce_failure_policy_reach_gatewatch(default_objects, tmp_path):
+    defaults = _settings_from(default_objects, tmp_path)
+    assert defaults.webhook.enforce_failure_policy == "Fail" and defaults.webhook.failure_policy == "Ignore"
+    assert defaults.namespaces.protected_labels == ()
+    settings = _settings_from(render({"namespaces": {"protectedLabels": ["tier"]},
+                                      "webhook": {"enforceFailurePolicy": "Ignore"}}), tmp_path)
+    assert settings.namespaces.protected_labels == ("tier",)
+    assert settings.webhook.enforce_failure_policy == "Ignore"
+    # As gatewatch refuses it: enforce namespaces never fail more open than the others.
+    refusal = _chart_refuses({"webhook": {"failurePolicy": "Fail", "enforceFailurePolicy": "Ignore"}})
+    assert refusal is not None and "enforceFailurePolicy: Ignore" in refusal
+    assert _chart_refuses({"namespaces": {"protectedLabels": ["gatewatch.io/mode"]}}) is not None
 
 
 def test_cert_manager_mode_exempts_cert_managers_namespace(default_objects, tmp_path):
@@ -733,14 +758,29 @@ def _policies(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             if o["apiVersion"] == "admissionregistration.k8s.io/v1" and o["kind"].startswith("ValidatingAdmissionPolicy")}
 
 
-def test_admission_policies_are_off_by_default(default_objects, production_objects):
+def test_the_label_guard_is_on_by_default_where_the_cluster_serves_admission_policies(default_objects,
+                                                                                   production_objects):
+    # Helm's default capabilities (`helm template` without --api-versions, a cluster before 1.30): none.
     assert _policies(default_objects) == {} and _policies(production_objects) == {}
+    for values in (None, production_values()):
+        assert set(_policies(render(values, api_versions=SERVES_ADMISSION_POLICIES))) == {
+            "gatewatch-namespace-labels"}
+    off = render({"namespaces": {"guardLabels": {"enabled": False}}}, api_versions=SERVES_ADMISSION_POLICIES)
+    assert _policies(off) == {}
+
+
+def test_notes_say_when_the_label_guard_could_not_be_created():
+    assert "does not serve ValidatingAdmissionPolicy v1" in _notes(None)
+    served = _notes(None, api_versions=SERVES_ADMISSION_POLICIES)
+    assert "does not serve" not in served and "gatewatch-namespace-labels" in served
+    assert "does not serve" not in _notes({"namespaces": {"guardLabels": {"enabled": False}}})
 
 
 def test_the_namespace_label_guard_lets_only_the_listed_subjects_set_gatewatch_labels():
     objects = render({"namespaces": {"guardLabels": {
         "enabled": True, "allowedGroups": ["platform-admins"],
-        "allowedUsers": ["system:serviceaccount:argocd:argocd-application-controller"]}}})
+        "allowedUsers": ["system:serviceaccount:argocd:argocd-application-controller"]}}},
+        api_versions=SERVES_ADMISSION_POLICIES)
     policy = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicy")
     binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
@@ -749,7 +789,10 @@ def test_the_namespace_label_guard_lets_only_the_listed_subjects_set_gatewatch_l
     (condition,) = policy["spec"]["matchConditions"]
     assert '["platform-admins"]' in condition["expression"]
     assert '["system:serviceaccount:argocd:argocd-application-controller"]' in condition["expression"]
-    assert all("gatewatch.io/" in variable["expression"] for variable in policy["spec"]["variables"])
+    # Whoever may update the policy (a cluster admin, whatever their group) could remove it anyway.
+    assert ".name('gatewatch-namespace-labels').check('update').allowed()" in condition["expression"]
+    assert all("gatewatch.io/" in variable["expression"] for variable in policy["spec"]["variables"]
+               if variable["name"] != "rank")
     assert policy["spec"]["failurePolicy"] == "Fail"
     for obj in (policy, binding):  # ValidatingAdmissionPolicy v1 is Kubernetes 1.30+
         kubernetes_validate.validate(obj, kubernetes_validate.utils.latest_version(), strict=True)
@@ -840,23 +883,32 @@ def test_the_chart_uses_only_what_helm_3_supports():
     assert {"include", "toYaml", "fail", "fromJsonArray"} <= used  # the scan sees functions at all
 
 
-def _notes(values: dict[str, Any] | None) -> str:
+def _notes(values: dict[str, Any] | None, *, api_versions: tuple[str, ...] = ()) -> str:
     with helm_python.Chart.load(CHART_DIR) as chart:
-        rendered = chart.render(values, name="gatewatch", namespace=NAMESPACE, is_install=True)
+        rendered = render_manifests.render_templates(chart, values, name="gatewatch", namespace=NAMESPACE,
+                                                     api_versions=api_versions)
     return next(text for name, text in rendered.items() if name.endswith("NOTES.txt"))
 
 
 @pytest.mark.parametrize(
-    ("values", "warned"),
+    ("values", "api_versions", "warned"),
     [
-        (None, True),
-        ({"namespaces": {"guardLabels": {"enabled": True}}}, False),
-        ({"namespaces": {"ignoreLabel": False}}, False),
+        (None, (), False),  # the label is off by default
+        ({"namespaces": {"ignoreLabel": True}}, (), True),
+        ({"namespaces": {"ignoreLabel": True}}, SERVES_ADMISSION_POLICIES, False),  # guarded
+        ({"namespaces": {"ignoreLabel": True, "guardLabels": {"enabled": False}}}, SERVES_ADMISSION_POLICIES, True),
     ],
 )
-def test_notes_warn_that_anyone_who_labels_namespaces_can_opt_out(values, warned):
-    assert ("WARNING: namespaces labelled gatewatch.io/ignore=true" in _notes(values)) is warned
-    assert "A namespace label can only tighten the mode" in _notes(values)
+def test_notes_warn_that_anyone_who_labels_namespaces_can_opt_out(values, api_versions, warned):
+    notes = _notes(values, api_versions=api_versions)
+    assert ("WARNING: namespaces labelled gatewatch.io/ignore=true" in notes) is warned
+    assert "A namespace label can only tighten the mode" in notes
+
+
+def test_notes_say_where_an_outage_fails_closed():
+    assert "refused in namespaces\nin enforce mode" in _notes(None)
+    assert "admitted unchecked elsewhere" in _notes(None)
+    assert "even in namespaces in\nenforce mode" in _notes({"webhook": {"enforceFailurePolicy": "Ignore"}})
 
 
 def test_notes_point_at_client_authentication_until_it_is_set():

@@ -125,6 +125,10 @@ async def test_kubectl_apply_installs_every_manifest_and_the_restricted_deployme
         assert (await kubectl_json(server, tmp_path, name, "-n", NAMESPACE))["metadata"]["namespace"] == NAMESPACE
     for kind in ("clusterrole/gatewatch", "clusterrolebinding/gatewatch"):
         assert (await kubectl_json(server, tmp_path, kind))["metadata"]["name"] == "gatewatch"
+    # The namespace label guard is on by default (manifests/admission-policies.yaml).
+    for kind in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+        guard = await kubectl_json(server, tmp_path, f"{kind}/gatewatch-namespace-labels")
+        assert guard["metadata"]["name"] == "gatewatch-namespace-labels"
     # Applying again is a no-op for what the user wrote (kubectl's three-way merge finds it all stored).
     again = await apply_manifests(server, tmp_path)
     assert "deployment.apps/gatewatch unchanged" in again and "configmap/gatewatch-config unchanged" in again
@@ -154,7 +158,9 @@ async def test_gatewatch_runs_from_the_installed_manifests_and_warns_on_a_busybo
         webhooks = webhook_configuration(cluster)["webhooks"]
         assert webhooks
         for webhook in webhooks:
-            assert webhook["failurePolicy"] == "Ignore", webhook["name"]
+            # Fail closed where gatewatch enforces, open elsewhere.
+            expected = "Fail" if ".enforce." in webhook["name"] else "Ignore"
+            assert webhook["failurePolicy"] == expected, webhook["name"]
             assert webhook["timeoutSeconds"] == 5, webhook["name"]
             assert webhook["clientConfig"]["service"]["namespace"] == NAMESPACE
             assert webhook["clientConfig"]["service"]["name"] == "gatewatch"

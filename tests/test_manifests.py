@@ -94,8 +94,20 @@ def test_manifests_are_the_default_install_without_helm():
         assert "helm.sh/hook" not in (metadata.get("annotations") or {}), obj["kind"]
         assert "helm.sh/chart" not in (metadata.get("labels") or {})
         assert (metadata.get("labels") or {}).get("app.kubernetes.io/managed-by") != "Helm"
-        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", *render_manifests.POLICY_KINDS):
             assert metadata["namespace"] == render_manifests.NAMESPACE
+
+
+def test_the_namespace_label_guard_is_part_of_the_plain_install_in_a_file_of_its_own():
+    # On by default where the cluster serves ValidatingAdmissionPolicy v1; clusters before 1.30 skip this file.
+    policies = [document for document in yaml.safe_load_all((MANIFESTS_DIR / "admission-policies.yaml").read_text())
+                if document]
+    assert [(o["kind"], o["metadata"]["name"]) for o in policies] == [
+        ("ValidatingAdmissionPolicy", "gatewatch-namespace-labels"),
+        ("ValidatingAdmissionPolicyBinding", "gatewatch-namespace-labels")]
+    others = [o["kind"] for path in ("00-namespace.yaml", "gatewatch.yaml")
+              for o in yaml.safe_load_all((MANIFESTS_DIR / path).read_text()) if o]
+    assert not set(others) & set(render_manifests.POLICY_KINDS)
 
 
 def test_objects_are_ordered_so_references_exist_before_use():
@@ -105,9 +117,12 @@ def test_objects_are_ordered_so_references_exist_before_use():
     assert kinds.index("ClusterRole") < kinds.index("ClusterRoleBinding")
 
 
-@pytest.mark.parametrize("kubernetes_version", ["1.28", kubernetes_validate.utils.latest_version()])  # Chart.yaml kubeVersion
+@pytest.mark.parametrize("kubernetes_version", ["1.28", "1.30", kubernetes_validate.utils.latest_version()])
 def test_every_manifest_is_valid_for_the_kubernetes_api(kubernetes_version):
+    # 1.28: Chart.yaml's kubeVersion, without admission-policies.yaml (ValidatingAdmissionPolicy v1 is 1.30+).
     for obj in manifest_objects():
+        if kubernetes_version == "1.28" and obj["kind"] in render_manifests.POLICY_KINDS:
+            continue
         try:
             kubernetes_validate.validate(obj, kubernetes_version, strict=True)
         except kubernetes_validate.ValidationError as error:

@@ -80,6 +80,9 @@ gatewatch would refuse at startup.
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add .Values.preStopSleepSeconds .Values.server.drainSeconds .Values.webhook.timeoutSeconds | int) -}}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must cover preStopSleepSeconds (%v) plus server.drainSeconds (%v) plus webhook.timeoutSeconds (%v): reviews in flight would be cut off" .Values.terminationGracePeriodSeconds .Values.preStopSleepSeconds .Values.server.drainSeconds .Values.webhook.timeoutSeconds) -}}
 {{- end -}}
+{{- if and (eq .Values.webhook.failurePolicy "Fail") (eq .Values.webhook.enforceFailurePolicy "Ignore") -}}
+{{- fail "webhook.enforceFailurePolicy: Ignore with webhook.failurePolicy: Fail would fail open only where gatewatch enforces" -}}
+{{- end -}}
 {{- if and .Values.webhook.clientCAFrom.secretName .Values.webhook.clientCAFrom.configMapName -}}
 {{- fail "webhook.clientCAFrom: set secretName or configMapName, not both" -}}
 {{- end -}}
@@ -87,6 +90,18 @@ gatewatch would refuse at startup.
 {{- if and (not (kindIs "invalid" $deadline)) (ge ($deadline | float64) (.Values.webhook.timeoutSeconds | float64)) -}}
 {{- fail (printf "server.limits.deadlineSeconds (%v) must be less than webhook.timeoutSeconds (%v): gatewatch answers before the API server gives up" $deadline .Values.webhook.timeoutSeconds) -}}
 {{- end -}}
+{{- end }}
+
+{{/* "true" when the cluster serves ValidatingAdmissionPolicy v1 (Kubernetes 1.30+), else empty.
+`helm install/upgrade` asks the cluster; `helm template` needs
+--api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy. */}}
+{{- define "gatewatch.admissionPoliciesServed" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the namespace label guard is rendered: enabled, and the cluster serves the API. */}}
+{{- define "gatewatch.guardLabelsRendered" -}}
+{{- if and .Values.namespaces.guardLabels.enabled (include "gatewatch.admissionPoliciesServed" .) }}true{{ end }}
 {{- end }}
 
 {{/* Namespaces the webhook never sees besides kube-system and the release namespace. */}}
@@ -154,6 +169,7 @@ serialized once so every key is spelled exactly like gatewatch reads it.
 {{- $webhook := dict
       "configurationName" .Values.webhook.configurationName
       "failurePolicy" .Values.webhook.failurePolicy
+      "enforceFailurePolicy" .Values.webhook.enforceFailurePolicy
       "timeoutSeconds" .Values.webhook.timeoutSeconds
       "path" .Values.webhook.path
       "generation" (.Values.webhook.generation | default .Release.Revision | int)
@@ -180,6 +196,7 @@ serialized once so every key is spelled exactly like gatewatch reads it.
       "namespaces" (dict
           "modes" .Values.namespaces.modes
           "selectors" .Values.namespaces.selectors
+          "protectedLabels" (.Values.namespaces.protectedLabels | default list)
           "exempt" (include "gatewatch.exemptNamespaces" . | fromJsonArray)
           "ignoreLabel" .Values.namespaces.ignoreLabel)
       "rules" (dict
