@@ -445,7 +445,9 @@ def test_rendered_config_carries_the_production_values(production_objects, tmp_p
     assert settings.namespaces.selectors[1].match_expressions[0].values == ("staging", "preprod")
     # cert-manager mode: cert-manager's namespace is exempted without being listed.
     assert set(settings.namespaces.exempt) == set(values["namespaces"]["exempt"]) | {"cert-manager"}
-    assert (settings.webhook.failure_policy, settings.webhook.timeout_seconds) == ("Fail", 3)
+    # Fail closed in enforce namespaces, open elsewhere.
+    assert (settings.webhook.failure_policy, settings.webhook.timeout_seconds) == ("Ignore", 3)
+    assert settings.webhook.enforce_failure_policy == "Fail"
     assert settings.alerts.http.batch_size == 200
 
 

@@ -44,9 +44,10 @@ def test_the_documented_policy_is_valid_for_the_kubernetes_api(kubernetes_versio
 def test_the_documented_policy_is_what_the_chart_renders_for_the_same_subjects():
     guard = {"enabled": True, "allowedGroups": ["system:masters", "platform-admins"],
              "allowedUsers": ["system:serviceaccount:argocd:argocd-application-controller"]}
-    rendered = _render_manifests().render_chart(
+    render_manifests = _render_manifests()
+    rendered = render_manifests.render_chart(
         {"namespaces": {"guardLabels": guard}}, chart_dir=REPO_ROOT / "charts" / "gatewatch",
-        release_name="gatewatch", namespace="gatewatch",
+        release_name="gatewatch", namespace="gatewatch", api_versions=[render_manifests.ADMISSION_POLICY_API],
     )
     from_chart = {(o["kind"], o["metadata"]["name"]): o["spec"] for o in rendered
                   if o["kind"].startswith("ValidatingAdmissionPolicy")}

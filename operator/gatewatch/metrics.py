@@ -100,8 +100,9 @@ class Metrics:
         )
         self.namespace_labels_ignored = Counter(
             "gatewatch_namespace_mode_labels_ignored",
-            "Namespace label gatewatch.io/mode values ignored because they asked for a weaker mode "
-            "than the configuration gives (a label may only tighten); counted once per namespace and value.",
+            "Namespace labels ignored because they asked for a weaker mode than the configuration gives "
+            "(a gatewatch.io/mode value, or a label matching an unprotected namespaces.selectors entry: labels "
+            "may only tighten); counted once per namespace and value or selector.",
             registry=r,
         )
         self.task_last_success = Gauge(
