@@ -183,3 +183,14 @@ def test_classes_stay_few_for_the_common_configurations():
     assert [c.mode for c in issue] == [Mode.ENFORCE, Mode.ENFORCE, Mode.WARN]
     assert policy(mode="enforce").namespace_classes()[0].selector() == {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["gatewatch", "kube-system"]}]}
+
+
+def test_a_configuration_too_complex_for_webhook_selectors_is_refused_clearly():
+    # Ten two-label selectors that only raise: their complement needs 2**10 disjoint selectors.
+    selectors = [{"matchLabels": {f"a{i}": "x", f"b{i}": "y"}, "mode": "enforce"} for i in range(10)]
+    with pytest.raises(ConfigError, match="namespaces.selectors.*more than 32 webhook namespaceSelectors"):
+        policy(mode="warn", namespaces={"selectors": selectors}).namespace_classes()
+    # The same selectors reading protected labels only: a first-match list, a handful of classes.
+    protected = policy(mode="warn", namespaces={"selectors": selectors[:4], "protectedLabels": [
+        key for selector in selectors[:4] for key in selector["matchLabels"]]})
+    assert len(protected.namespace_classes()) <= 32

@@ -29,12 +29,17 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from gatewatch.config import IGNORE_LABEL, MODE_LABEL, NamespaceSelectorMode, Settings
 from gatewatch.decision import Mode
+from gatewatch.errors import ConfigError
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace, immutable
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 _NEGATION: dict[str, Operator] = {"In": "NotIn", "NotIn": "In", "Exists": "DoesNotExist", "DoesNotExist": "Exists"}
 # Strongest first: the order in which label values are worth telling apart.
 _RAISING_LABEL_MODES = (Mode.ENFORCE, Mode.WARN, Mode.AUDIT)
+# Each class is one webhook entry per handler. Disjoint selectors for the complement of
+# many multi-label selectors grow exponentially: past this, the configuration is refused.
+MAX_NAMESPACE_CLASSES = 32
+_MAX_SPLITS = 4096
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class ModePolicy:
         self.ignore_label = ignore_label
         # Every entry's selector starts with these: the namespaces never sent to gatewatch.
         self._never_sent: tuple[Requirement, ...] = (
-            Requirement(NAMESPACE_NAME_LABEL, "NotIn", tuple(sorted(self.excluded))),
+            *((Requirement(NAMESPACE_NAME_LABEL, "NotIn", tuple(sorted(self.excluded))),) if self.excluded else ()),
             *((Requirement(IGNORE_LABEL, "NotIn", ("true",)),) if ignore_label else ()),
         )
         by_mode: dict[Mode, list[str]] = {}
@@ -189,7 +194,7 @@ class ModePolicy:
         cube = (*self._never_sent, Requirement(NAMESPACE_NAME_LABEL, "In", (namespace,)))
         if not _satisfiable(cube):
             return Mode.OFF
-        return max((mode for _, mode in self._split(cube)))
+        return max(mode for _, mode in self._split(cube, [_MAX_SPLITS]))
 
     # --- as label selectors ------------------------------------------------------------------
 
@@ -199,19 +204,31 @@ class ModePolicy:
         Together they match every namespace gatewatch is sent; ``off`` namespaces are
         left out (nothing would be evaluated there). Found by splitting the label space
         on the requirements the rule reads until the mode is known, then merging
-        splits that did not matter.
+        splits that did not matter. Raises ConfigError past ``MAX_NAMESPACE_CLASSES``.
         """
-        classes = [NamespaceClass(mode, _canonical(cube)) for cube, mode in self._split(self._never_sent)
-                   if mode is not Mode.OFF]
+        too_many = ConfigError(
+            f"the namespace modes need more than {MAX_NAMESPACE_CLASSES} webhook namespaceSelectors per handler; "
+            "use fewer selectors with several labels each, or protect their labels (namespaces.protectedLabels)",
+            source="namespaces.selectors")
+        try:
+            leaves = self._split(self._never_sent, [_MAX_SPLITS])
+        except _TooComplex:
+            raise too_many from None
+        classes = [NamespaceClass(mode, _canonical(cube)) for cube, mode in leaves if mode is not Mode.OFF]
+        if len(classes) > MAX_NAMESPACE_CLASSES:
+            raise too_many
         return tuple(sorted(classes, key=lambda entry: -entry.mode.rank))
 
-    def _split(self, cube: tuple[Requirement, ...]) -> list[tuple[tuple[Requirement, ...], Mode]]:
+    def _split(self, cube: tuple[Requirement, ...], budget: list[int]) -> list[tuple[tuple[Requirement, ...], Mode]]:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooComplex
         low, high = self._bounds(cube)
         if low == high:
             return [(cube, low)]
         atom = self._next_atom(cube, low, high)
-        holds = self._split((*cube, atom))
-        fails = self._split((*cube, atom.negated()))
+        holds = self._split((*cube, atom), budget)
+        fails = self._split((*cube, atom.negated()), budget)
         if len(holds) == len(fails) == 1 and holds[0][1] == fails[0][1]:
             return [(cube, holds[0][1])]  # the split did not matter
         return holds + fails
@@ -290,6 +307,10 @@ class ModePolicy:
             if mode > low and _state(cube, requirements) is None:
                 return _undecided(cube, requirements)
         raise AssertionError(f"mode bounds differ but nothing is left to split on: {cube}")
+
+
+class _TooComplex(Exception):
+    """The split ran out of its budget."""
 
 
 def _label_mode(value: str | None) -> Mode | None:
