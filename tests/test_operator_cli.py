@@ -168,7 +168,8 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
                 assert asyncio.get_running_loop().time() < deadline, "gatewatch run never became ready"
                 await asyncio.sleep(0.05)
         configuration = read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
-        assert configuration["webhooks"][0]["clientConfig"]["url"] == f"https://127.0.0.1:{port}/validate/pods"
+        urls = [webhook["clientConfig"]["url"] for webhook in configuration["webhooks"]]
+        assert urls[:2] == [f"https://127.0.0.1:{port}/validate/pods/enforce", f"https://127.0.0.1:{port}/validate/pods/warn"]
         harness = ApiServerHarness(configuration, namespace_labels=namespace_labels(kube_emulator))
         result = await harness.admit(ApiRequest(
             operation="CREATE", resource="pods", namespace="dev", name="shell",

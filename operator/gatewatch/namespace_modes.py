@@ -37,9 +37,10 @@ _NEGATION: dict[str, Operator] = {"In": "NotIn", "NotIn": "In", "Exists": "DoesN
 # Strongest first: the order in which label values are worth telling apart.
 _RAISING_LABEL_MODES = (Mode.ENFORCE, Mode.WARN, Mode.AUDIT)
 # Each class is one webhook entry per handler. Disjoint selectors for the complement of
-# many multi-label selectors grow exponentially: past this, the configuration is refused.
+# several multi-label selectors grow exponentially: past this, the configuration is refused
+# (and the search stops after _MAX_SPLITS steps, well before it would take long).
 MAX_NAMESPACE_CLASSES = 32
-_MAX_SPLITS = 4096
+_MAX_SPLITS = 1024
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,9 @@ class ModePolicy:
         splits that did not matter. Raises ConfigError past ``MAX_NAMESPACE_CLASSES``.
         """
         too_many = ConfigError(
-            f"the namespace modes need more than {MAX_NAMESPACE_CLASSES} webhook namespaceSelectors per handler; "
-            "use fewer selectors with several labels each, or protect their labels (namespaces.protectedLabels)",
+            f"the namespace modes need more than {MAX_NAMESPACE_CLASSES} webhook namespaceSelectors per handler: "
+            "selectors that each read several labels multiply them; prefer selectors reading one label, or "
+            "name namespaces in namespaces.modes",
             source="namespaces.selectors")
         try:
             leaves = self._split(self._never_sent, [_MAX_SPLITS])
