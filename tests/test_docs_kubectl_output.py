@@ -104,7 +104,8 @@ def kubectl_output(engine: RuleEngine, command: str, *, mode: Mode) -> list[str]
     if response["allowed"]:
         printed.append(f"pod/{review['request']['name']} created")
     else:
-        printed.append(f'Error from server (Forbidden): admission webhook "{webhook_entry_name("pods")}" '
+        # Only the entry of enforce namespaces denies: the entries are split by mode.
+        printed.append(f'Error from server (Forbidden): admission webhook "{webhook_entry_name("pods", mode)}" '
                        f"denied the request: {response['status']['message']}")
     return printed
 
