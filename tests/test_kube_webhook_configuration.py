@@ -53,7 +53,8 @@ NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
 CA_BUNDLE = generate_ca(now=NOW).cert_pem
 OTHER_CA_BUNDLE = generate_ca(now=NOW).cert_pem
 # The defaults: warn, a gatewatch.io/mode label may raise a namespace to enforce.
-NAMESPACE_CLASSES = ModePolicy(default=Mode.WARN, excluded=("gatewatch", "kube-system", "monitoring")).namespace_classes()
+NAMESPACE_CLASSES = ModePolicy(default=Mode.WARN,
+                               excluded=("gatewatch", "kube-system", "monitoring")).namespace_classes()
 REGISTRATION = WebhookRegistration(
     name="gatewatch",
     handlers=HANDLERS,

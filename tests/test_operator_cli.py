@@ -169,7 +169,8 @@ async def test_run_in_local_development_mode_serves_until_sigterm(kube_emulator:
                 await asyncio.sleep(0.05)
         configuration = read_object(kube_emulator, VALIDATING_WEBHOOK_CONFIGURATIONS, None, "gatewatch")
         urls = [webhook["clientConfig"]["url"] for webhook in configuration["webhooks"]]
-        assert urls[:2] == [f"https://127.0.0.1:{port}/validate/pods/enforce", f"https://127.0.0.1:{port}/validate/pods/warn"]
+        base = f"https://127.0.0.1:{port}/validate"
+        assert urls[:2] == [f"{base}/pods/enforce", f"{base}/pods/warn"]
         harness = ApiServerHarness(configuration, namespace_labels=namespace_labels(kube_emulator))
         result = await harness.admit(ApiRequest(
             operation="CREATE", resource="pods", namespace="dev", name="shell",

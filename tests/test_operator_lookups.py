@@ -158,7 +158,8 @@ async def test_unreadable_labels_never_fall_back_to_the_default(emulator, core_a
     told = await modes.resolve("broken", entry_mode=Mode.WARN)
     assert (told.mode, told.source, told.labels_stale) == (Mode.WARN, "entry", False)
     assert "namespace 'broken'" in told.labels_error and "500" in told.labels_error
-    assert told.alert_fields()["namespace_lookup"] == {"status": "failed", "reason": told.labels_error, "labels": "none"}
+    assert told.alert_fields()["namespace_lookup"] == {
+        "status": "failed", "reason": told.labels_error, "labels": "none"}
     # Not told (an entry without a mode): the strongest mode the configuration could give.
     untold = await modes.resolve("broken")
     assert (untold.mode, untold.source) == (Mode.ENFORCE, "strongest")
