@@ -8,6 +8,7 @@ default wherever the cluster serves ValidatingAdmissionPolicy v1.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import celpy
@@ -47,15 +48,19 @@ def authorizer(permissions: set[tuple[str, str, str, str]]) -> dict[str, Any]:
             "allowed": allowed}
 
 
+ENVIRONMENT = celpy.Environment()
+
+
+@functools.lru_cache(maxsize=None)
+def _program(expression: str, permissions: frozenset[tuple[str, str, str, str]]) -> Any:
+    return ENVIRONMENT.program(ENVIRONMENT.compile(expression), functions=authorizer(set(permissions)))
+
+
 def admitted(spec: dict[str, Any], old: dict[str, str] | None, new: dict[str, str], *, groups: list[str],
              permissions: set[tuple[str, str, str, str]] = frozenset()) -> bool:
     """What the API server decides for a namespace UPDATE from old to new labels (CREATE when old is None)."""
-    environment = celpy.Environment()
-    functions = authorizer(set(permissions))
-
     def evaluate(expression: str, activation: dict[str, Any]) -> Any:
-        program = environment.program(environment.compile(expression), functions=functions)
-        value = program.evaluate(activation)
+        value = _program(expression, frozenset(permissions)).evaluate(activation)
         assert not isinstance(value, celpy.CELEvalError), value
         return value
 
@@ -123,3 +128,42 @@ def test_without_selectors_only_gatewatch_labels_are_guarded():
     spec = label_policy([])
     assert admitted(spec, {"env": "prod"}, {"env": "dev"}, groups=["team-a"])
     assert not admitted(spec, {}, {"gatewatch.io/ignore": "true"}, groups=["team-a"])
+
+
+def test_no_label_change_a_tenant_may_make_lowers_the_mode_or_leaves_the_fail_closed_entry():
+    """The guard and the mode rule together: whatever a tenant may relabel, the namespace's mode
+    (and so its webhook entry) never goes down; checked on generated label changes."""
+    import itertools
+    import random
+
+    from apiserver_harness import label_selector_matches
+    from gatewatch.config import load_settings
+    from gatewatch.namespace_modes import ModePolicy
+
+    namespaces = {"selectors": [{"matchLabels": {"tier": "sandbox"}, "mode": "audit"},
+                                {"matchLabels": {"env": "prod"}, "mode": "enforce"},
+                                {"matchLabels": {"lab": "yes"}, "mode": "off"}],
+                  "protectedLabels": ["lab"], "ignoreLabel": True}
+    rule = ModePolicy.from_settings(load_settings(environ={}, overrides={"mode": "warn", "namespaces": namespaces}))
+    classes = rule.namespace_classes()
+    spec = label_policy(**namespaces)
+    values = {"env": ["prod", "dev", None], "tier": ["sandbox", None], "lab": ["yes", None], "owner": ["bob", None],
+              "gatewatch.io/mode": ["off", "audit", "warn", "enforce", None], "gatewatch.io/ignore": ["true", None]}
+    label_sets = [{key: value for key, value in zip(values, combination) if value is not None}
+                  for combination in itertools.product(*values.values())]
+    # What `kubectl label` does: one key set, changed or removed.
+    edits = [(old, {**{k: v for k, v in old.items() if k != key}, **({key: value} if value is not None else {})})
+             for old in label_sets for key, choices in values.items() for value in choices if old.get(key) != value]
+    changes = random.Random(11).sample(edits, 160)  # cel-python evaluates a few ms per expression
+    admitted_changes = 0
+    for old, new in changes:
+        if not admitted(spec, old, new, groups=["team-a"]):
+            continue
+        admitted_changes += 1
+        before, after = rule.decide("team-a", old), rule.decide("team-a", new)
+        assert after.mode >= before.mode, (old, new, before, after)
+        if before.mode.value == "enforce":
+            (entry,) = [c for c in classes if label_selector_matches(
+                c.selector(), {**new, "kubernetes.io/metadata.name": "team-a"})]
+            assert entry.mode.value == "enforce"  # still the entry that fails closed
+    assert admitted_changes >= 10  # the tenant could still change something: the check ran
