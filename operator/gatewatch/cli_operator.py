@@ -42,7 +42,8 @@ _context_option = click.option("--context", help="kubeconfig context (default: t
 @click.option("--namespace", help="gatewatch's own namespace (env GATEWATCH_NAMESPACE).")
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Rule file appended to rules.files; repeat for more.")
-@click.option("--failure-policy", type=click.Choice(["Ignore", "Fail"]), help="The webhook's failurePolicy.")
+@click.option("--failure-policy", type=click.Choice(["Ignore", "Fail"]),
+              help="failurePolicy of the webhook entries for namespaces not in enforce mode (webhook.failurePolicy).")
 @click.option("--timeout-seconds", type=click.IntRange(MIN_WEBHOOK_TIMEOUT_SECONDS, MAX_WEBHOOK_TIMEOUT_SECONDS),
               help="The webhook's timeoutSeconds.")
 @click.option("--webhook-url", help="Local development: register clientConfig.url (scheme://host:port) "
