@@ -121,3 +121,21 @@ def test_the_harness_refuses_a_configuration_the_api_server_would_not_store(conf
     with pytest.raises(ValueError, match="would refuse"):
         ApiServerHarness(configuration, namespace_labels=lambda _: {})
     assert validate_webhook_configuration(_configuration()) == []
+
+
+@pytest.mark.parametrize(("path", "mode"), [("pods/enforce", "enforce"), ("pods/warn", "warn"),
+                                            ("pods/audit", "audit"), ("pods", None)])
+def test_the_path_says_the_entrys_mode(path, mode):
+    from gatewatch.admission import check_review
+
+    checked = check_review(ApiServerHarness._review(create_pod("web", "nginx", namespace="team"), uid="u-1"),
+                           webhook=path)
+    assert (checked.entry_mode.value if checked.entry_mode else None) == mode
+
+
+@pytest.mark.parametrize("path", ["pods/off", "pods/Enforce", "pods/enforce/x", "enforce/pods"])
+def test_paths_of_no_entry_are_not_served(path):
+    from gatewatch.admission import UnknownWebhookPath, check_review
+
+    with pytest.raises(UnknownWebhookPath):
+        check_review(ApiServerHarness._review(create_pod("web", "nginx", namespace="team"), uid="u-1"), webhook=path)
