@@ -25,6 +25,7 @@ import pytest
 
 from gatewatch import background
 from gatewatch.alert_sinks import StdoutAlertSink
+from gatewatch.decision import Mode
 from gatewatch.kube.certificates import CertificateManager, serving_names
 from gatewatch.kube.events import EventRecorder
 from gatewatch.kube.newterms_store import ConfigMapNewTermsStore
@@ -35,6 +36,7 @@ from gatewatch.kube.webhook_configuration import (
     WebhookRegistration,
 )
 from gatewatch.metrics import Metrics
+from gatewatch.namespace_modes import ModePolicy
 from gatewatch.rules import load_rules
 from gatewatch.rules_reloader import RulesReloader
 from gatewatch.supervisor import SupervisedTask, Supervisor, TaskState
@@ -57,7 +59,7 @@ FAILURES_IN_OUTAGE = 2
 REGISTRATION = WebhookRegistration(
     name="gatewatch",
     handlers=(WebhookHandler("pods-exec", "pods/exec", ("CONNECT",)),),
-    own_namespace="gatewatch",
+    namespace_classes=ModePolicy(default=Mode.WARN, excluded=("gatewatch", "kube-system")).namespace_classes(),
     service=ServiceTarget(name="gatewatch", namespace="gatewatch", port=443),
 )
 
