@@ -13,10 +13,18 @@ from typing import Any
 import pytest
 
 from apiserver_harness import ApiServerHarness, add_namespace, add_pod, validate_webhook_configuration
-from test_operator_admission import Cluster, create_pod, eventually, exec_into, running_cluster, webhook_configuration
+from test_operator_admission import (
+    WEBHOOK_TIMEOUT_SECONDS,
+    Cluster,
+    create_pod,
+    eventually,
+    exec_into,
+    running_cluster,
+    webhook_configuration,
+)
 
-# The defaults but for the rules file and TLS (test_operator_admission.settings_for sets those).
-DEFAULT_POLICIES = {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}}
+# The default failure policies (test_operator_admission.settings_for sets Fail for every entry).
+DEFAULT_POLICIES = {"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS}}
 
 
 def add_pod_to_exec_into(cluster: Cluster, namespace: str) -> None:
