@@ -15,10 +15,9 @@ Nothing here knows kopf: ``gatewatch.controller``'s webhook server calls
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
@@ -41,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WebhookRoute:
-    """One admission handler: served at ``{path}/{handler_id}``, registered for one resource."""
+    """One admission handler: served at ``{path}/{handler_id}`` (and ``{path}/{handler_id}/{mode}``),
+    registered for one resource."""
 
     handler_id: str
     subresource: str | None
@@ -53,8 +53,14 @@ class WebhookRoute:
     match_conditions: tuple[MatchCondition, ...] = ()
     # Namespaced resources' reviews must name their namespace (its mode decides).
     namespaced: bool = True
-    # The mode of the webhook entry whose path this is ({handler_id}/{mode}); None: the bare path.
+    # The namespace mode of the webhook entries that call this route's path (one entry per
+    # handler and mode, kube/webhook_configuration.py); None for the bare path.
     entry_mode: Mode | None = None
+
+    @property
+    def path(self) -> str:
+        """Where it is served, under ``webhook.path``: ``pods``, or ``pods/enforce`` for an entry's mode."""
+        return self.handler_id if self.entry_mode is None else f"{self.handler_id}/{self.entry_mode.value}"
 
     @property
     def resource_path(self) -> str:
@@ -79,21 +85,19 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
-# Each route is also served at {handler_id}/{mode}: the webhook entries are split by
-# namespace mode (kube/webhook_configuration.py), and each calls the path of its mode,
-# so the API server tells gatewatch the namespace's mode even when its labels cannot be
-# read (kube/namespaces.py). The bare path is an entry without a mode (older configurations).
-ENTRY_PATHS: dict[str, WebhookRoute] = {
-    **{route.handler_id: route for route in WEBHOOK_ROUTES},
-    **{f"{route.handler_id}/{mode.value}": dataclasses.replace(route, entry_mode=mode)
-       for route in WEBHOOK_ROUTES for mode in Mode if mode is not Mode.OFF},
-}
+# Each route is also served at {handler_id}/{mode}, the path the webhook entry of namespaces
+# in that mode calls: so the API server tells gatewatch the namespace's mode with every
+# review, even when gatewatch cannot read the namespace's labels (kube/namespaces.py).
+ROUTES_BY_PATH = {route.path: route for route in (
+    *WEBHOOK_ROUTES,
+    *(replace(route, entry_mode=mode) for route in WEBHOOK_ROUTES for mode in Mode if mode is not Mode.OFF),
+)}
 
 
 def resolve_route(handler: str) -> WebhookRoute | None:
-    """The route served at ``{webhook.path}/{handler}`` (with the mode of its entry), or None:
-    looked up before any body is read."""
-    return ENTRY_PATHS.get(handler)
+    """The route served at ``{webhook.path}/{handler}``, or None: looked up before any body is read."""
+    return ROUTES_BY_PATH.get(handler)
+
 
 # exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
 POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
@@ -121,8 +125,11 @@ class CheckedReview:
 
     route: WebhookRoute
     request: AdmissionRequest
-    # The mode of the webhook entry that called (its path), None for a bare path.
-    entry_mode: Mode | None = None
+
+    @property
+    def entry_mode(self) -> Mode | None:
+        """The mode of the webhook entry that called (its path), None for a bare path."""
+        return self.route.entry_mode
 
 
 def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute | None = None) -> CheckedReview:
@@ -159,7 +166,7 @@ def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute
         raise UnexpectedReview(
             f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
         )
-    return CheckedReview(route=route, request=request, entry_mode=route.entry_mode)
+    return CheckedReview(route=route, request=request)
 
 
 def _json_type(value: Any) -> str:
@@ -387,7 +394,7 @@ __all__ = [
     "AdmissionReviewer",
     "AlertSink",
     "CheckedReview",
-    "ENTRY_PATHS",
+    "ROUTES_BY_PATH",
     "EventSink",
     "EventTarget",
     "POD_LOOKUP_SUBRESOURCES",
