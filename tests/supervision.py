@@ -54,7 +54,7 @@ async def supervised(*tasks: SupervisedTask, metrics: Metrics | None = None,
         await supervisor.stop()
 
 
-async def eventually(condition: Any, *, timeout: float = 20.0, what: str = "condition") -> None:
+async def eventually(condition: Any, *, timeout: float = 60.0, what: str = "condition") -> None:
     """Wait for background work; the deadline only bounds a failing test."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
