@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
             row("after the attacks", "-", reviews, target)
             print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
-            await asyncio.to_thread(target.stop)
+            await target.stop()
 
 
 def main() -> None:

@@ -44,6 +44,12 @@ MEMORY_LIMIT_MIB = 256  # the chart's resources.limits.memory
 PATIENCE = 60.0  # how long the half-body connections may take to be closed, at most
 
 
+def refused(statuses: dict[int, int], *, expected: int) -> bool:
+    """Every attack request got an error or a closed connection (0), never an answer (200), and the
+    refusal this attack is for came at least once (a slow machine may add 408 for a slow body)."""
+    return bool(statuses.get(expected)) and all(status == 0 or status >= 400 for status in statuses)
+
+
 def assert_answered_in_time(phase: str, reviews: RealReviews) -> None:
     assert not reviews.failures, f"{phase}: {reviews.failures[:3]}"
     assert reviews.latencies, f"{phase}: no real review was sent"
@@ -51,6 +57,7 @@ def assert_answered_in_time(phase: str, reviews: RealReviews) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # about a minute; several under faketime on a busy machine
 async def test_attacks_on_the_webhook_port_leave_real_reviews_answered_and_memory_bounded(tmp_path: Path):
     target = await asyncio.to_thread(Target.start, tmp_path)
     try:
@@ -59,7 +66,7 @@ async def test_attacks_on_the_webhook_port_leave_real_reviews_answered_and_memor
 
         # 8 MiB of [{},{},...] to an unserved path, four at once: 404 before the body is read.
         flood, reviews = await while_running(unserved_flood(target, concurrent=4, rounds=2), target)
-        assert set(flood.statuses) <= {404, 0} and flood.statuses.get(404), flood.statuses
+        assert refused(flood.statuses, expected=404), flood.statuses
         assert_answered_in_time("unserved flood", reviews)
 
         # The 7.7 MB exec review with a 1.1 million element command, from two connections, again
@@ -68,7 +75,7 @@ async def test_attacks_on_the_webhook_port_leave_real_reviews_answered_and_memor
         assert len(forged) > 7_500_000
         attack, reviews = await while_running(
             repeat(target, forged, path="/validate/pods-exec", connections=2, seconds=4), target)
-        assert set(attack.statuses) <= {413, 0} and attack.statuses.get(413), attack.statuses
+        assert refused(attack.statuses, expected=413), attack.statuses
         assert_answered_in_time("forged exec x2", reviews)
 
         # What an attacker sends next: as many command elements as fit under the exec limit
@@ -76,7 +83,7 @@ async def test_attacks_on_the_webhook_port_leave_real_reviews_answered_and_memor
         within = json.dumps(exec_review(["curl", *(["-vv"] * (2 * MiB // 7))])).encode()
         attack, reviews = await while_running(
             repeat(target, within, path="/validate/pods-exec", connections=2, seconds=4), target)
-        assert set(attack.statuses) <= {400, 0} and attack.statuses.get(400), attack.statuses
+        assert refused(attack.statuses, expected=400), attack.statuses
         assert_answered_in_time("exec within the size limit x2", reviews)
 
         # 2,000 TLS connections that announce 1 MiB and send half: at most maxConnections (100)
@@ -98,4 +105,4 @@ async def test_attacks_on_the_webhook_port_leave_real_reviews_answered_and_memor
         after = await RealReviews().send(target, count=10)
         assert_answered_in_time("after the attacks", after)
     finally:
-        await asyncio.to_thread(target.stop)
+        await target.stop()

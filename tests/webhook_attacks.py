@@ -87,14 +87,16 @@ class Target:
             raise
         return cls(gatewatch=gatewatch, emulator=emulator, port=port, tls_dir=tls_dir)
 
-    def stop(self) -> None:
-        for process in (self.gatewatch, self.emulator):
+    async def stop(self, *, patience: float = 20.0) -> None:
+        """Close the servers' stdin (they stop), kill what has not stopped after ``patience`` seconds.
+        Polled on the event loop: subprocess's own timed wait sleeps in a way faketime breaks."""
+        for process in (self.gatewatch, self.emulator):  # gatewatch first: its shutdown uses the API
             if process.stdin is not None:
-                process.stdin.close()  # the servers stop when stdin closes
-        for process in (self.gatewatch, self.emulator):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+                process.stdin.close()
+            deadline = asyncio.get_running_loop().time() + patience
+            while process.poll() is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            if process.poll() is None:
                 process.kill()
                 process.wait()
 
@@ -259,12 +261,14 @@ def half_bodies(target: Target, *, count: int = 2000, body_size: int = 1 * MiB) 
         try:
             raw = socket.create_connection(("127.0.0.1", target.port), timeout=5)
             sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-            sock.settimeout(0.05)
             sock.sendall(head)
-            try:
-                sock.sendall(half)
-            except (socket.timeout, ssl.SSLError, OSError):
-                pass  # the server is not reading it (yet): that is the point
+            sock.setblocking(False)
+            sent = 0
+            try:  # as much of the half as the socket takes now: the server need not be reading
+                while sent < len(half):
+                    sent += sock.send(half[sent:sent + 65536])
+            except (ssl.SSLWantWriteError, BlockingIOError, ssl.SSLError, OSError):
+                pass
             result.sockets.append(sock)
             result.opened += 1
         except (OSError, ssl.SSLError):
