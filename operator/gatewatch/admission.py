@@ -63,6 +63,11 @@ class WebhookRoute:
         return self.handler_id if self.entry_mode is None else f"{self.handler_id}/{self.entry_mode.value}"
 
     @property
+    def scope(self) -> str:
+        """The webhook rule's scope: "Cluster" (nodes/proxy) gets no namespaceSelector."""
+        return "Namespaced" if self.namespaced else "Cluster"
+
+    @property
     def resource_path(self) -> str:
         """``pods`` or ``pods/exec``: the webhook rule's resource and the metrics label."""
         return self.resource if self.subresource is None else f"{self.resource}/{self.subresource}"
@@ -83,6 +88,11 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-exec", "exec", ("CONNECT",)),
     WebhookRoute("pods-attach", "attach", ("CONNECT",)),
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
+    # Access paths (docs/operations.md, "Port-forward and proxy"): every HTTP method of a
+    # proxy request, and port-forward over SPDY or websocket, reach admission as CONNECT.
+    WebhookRoute("pods-portforward", "portforward", ("CONNECT",)),
+    WebhookRoute("pods-proxy", "proxy", ("CONNECT",)),
+    WebhookRoute("nodes-proxy", "proxy", ("CONNECT",), resource="nodes", namespaced=False),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
 # Each route is also served at {handler_id}/{mode}, the path the webhook entry of namespaces
@@ -99,8 +109,8 @@ def resolve_route(handler: str) -> WebhookRoute | None:
     return ROUTES_BY_PATH.get(handler)
 
 
-# exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
-POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
+# exec/attach/portforward/proxy of a pod carry only their options: the pod is looked up.
+POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
 
 
 class RejectedReview(Exception):
@@ -266,7 +276,9 @@ class AdmissionReviewer:
     async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")
         if not namespace:
-            return None  # cluster-scoped: gatewatch's routes take namespaced pods only
+            # nodes/proxy: a node runs pods of every namespace, so the strongest mode the
+            # configuration gives any of them (labels do not count: tenants may not set it).
+            return self.namespace_modes.resolve_cluster_scoped(entry_mode=entry_mode)
         namespace_mode = await self.namespace_modes.resolve(namespace, entry_mode=entry_mode)
         if namespace_mode.labels_error:
             self.metrics.lookup_failures.labels(kind="namespace").inc()
@@ -274,7 +286,7 @@ class AdmissionReviewer:
 
     async def _add_target_pod(self, checked: CheckedReview, document: dict[str, Any]) -> PodLookupResult | None:
         """exec/attach: the target pod's images, labels and service account go into the document."""
-        if checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
+        if checked.route.resource != "pods" or checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
             return None
         request = checked.request
         pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=request.get("name"))
