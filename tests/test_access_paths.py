@@ -18,6 +18,7 @@ import pytest
 from apiserver_harness import add_pod, connect_request
 from test_operator_admission import Cluster, eventually, running_cluster, webhook_configuration
 
+from gatewatch.admission import WEBHOOK_ROUTES
 from gatewatch.documents import document_from_admission_review, document_from_audit_event
 from gatewatch.engine import RuleEngine
 from gatewatch.kql import compile_query
@@ -87,6 +88,14 @@ async def test_nodes_proxy_is_registered_cluster_scoped_and_no_namespace_opts_ou
     # ... but a node has no namespace: its entry is always called.
     node = await harness.admit(connect_request("/api/v1/nodes/node-1/proxy/pods"))
     assert node.called == ["nodes-proxy.gatewatch.io"]
+
+
+def test_rules_lint_knows_every_reviewed_resource_and_subresource():
+    from gatewatch.rules.lint import _ADMISSION_VALUES
+
+    assert set(_ADMISSION_VALUES["kubernetes.audit.objectRef.resource"][0]) == {r.resource for r in WEBHOOK_ROUTES}
+    assert set(_ADMISSION_VALUES["kubernetes.audit.objectRef.subresource"][0]) == {
+        r.subresource for r in WEBHOOK_ROUTES if r.subresource}
 
 
 # --- evaluation ---------------------------------------------------------------------------------
