@@ -149,13 +149,19 @@ async def test_port_forward_is_warned_with_its_ports_and_an_event(cluster: Clust
 
 
 async def test_pod_proxy_is_warned_with_its_path(cluster: Cluster):
-    add_pod(cluster.k8s, "warn-ns", "web", images=["nginx:1.27"])
-    result = await cluster.harness().admit(connect_request("/api/v1/namespaces/warn-ns/pods/web/proxy/admin?x=1"))
+    add_pod(cluster.k8s, "warn-ns", "web", images=["nginx:1.27"], labels={"app": "web"})
+    # kubectl proxy's form: the pod's name with a scheme and port.
+    result = await cluster.harness().admit(
+        connect_request("/api/v1/namespaces/warn-ns/pods/https:web:8443/proxy/admin?x=1"))
     assert result.allowed and result.called == ["pods-proxy.gatewatch.io"]
     assert result.warnings == ["gatewatch: [T1609] Kubernetes API Server Proxying Request to Pod (low)"]
     await eventually(lambda: cluster.events() and cluster.alert_lines(), what="Event and alert")
-    assert cluster.events()[0]["reason"] == "PodProxyWarned"
-    assert cluster.alert_lines()[0]["kubernetes"]["audit"]["requestURI"] == "/api/v1/namespaces/warn-ns/pods/web/proxy/admin"
+    (event,) = cluster.events()
+    assert event["reason"] == "PodProxyWarned" and event["regarding"]["name"] == "web"
+    (alert,) = cluster.alert_lines()
+    # As the audit log writes it: the name as sent, the path without the query.
+    assert alert["kubernetes"]["audit"]["requestURI"] == "/api/v1/namespaces/warn-ns/pods/https:web:8443/proxy/admin"
+    assert alert["gatewatch"]["pod"]["labels"] == {"app": "web"}
 
 
 # --- replay: the audit log's verbs --------------------------------------------------------------

@@ -289,7 +289,7 @@ class AdmissionReviewer:
         if checked.route.resource != "pods" or checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
             return None
         request = checked.request
-        pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=request.get("name"))
+        pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=target_pod_name(request))
         if pod_lookup.pod is not None:
             document.setdefault("gatewatch", {})["pod"] = dict(pod_lookup.pod)
         else:
@@ -381,14 +381,29 @@ def event_target(
         operation = "create"
         uid = None
     else:
-        name = request.get("name")
-        operation = subresource  # exec, attach, ephemeralcontainers
+        name = target_pod_name(request)
+        operation = subresource  # exec, attach, ephemeralcontainers, portforward, proxy
         uid = metadata.get("uid")
         if uid is None and pod_lookup is not None and pod_lookup.pod is not None:
             uid = pod_lookup.pod["uid"]
     if not namespace or not name:
         return None
     return EventTarget(operation=operation, namespace=namespace, pod_name=name, user=user, pod_uid=uid)
+
+
+def target_pod_name(request: Mapping[str, Any]) -> str | None:
+    """The pod a subresource request names. A pods/proxy name may carry a scheme and port
+    (``web:8080``, ``https:web:8443``, as kube-apiserver's SplitSchemeNamePort reads it); the
+    document keeps the name as the audit log does, the lookup and the Event need the pod's."""
+    name = request.get("name")
+    if request.get("subResource") != "proxy" or not isinstance(name, str) or ":" not in name:
+        return name
+    parts = name.split(":")
+    if len(parts) == 2:
+        return parts[0]
+    if len(parts) == 3 and parts[0] in ("", "http", "https"):
+        return parts[1]
+    return name
 
 
 def _safely(call: Callable[..., Any], *args: Any, what: str) -> None:
@@ -420,4 +435,5 @@ __all__ = [
     "event_target",
     "resolve_route",
     "review_response",
+    "target_pod_name",
 ]
