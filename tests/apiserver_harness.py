@@ -20,6 +20,9 @@ webhooks the way kube-apiserver does (k8s.io/apiserver/pkg/admission/plugin/webh
   a webhook whose ``sideEffects`` is not None/NoneOnDryRun; warnings are
   collected; the first denial wins with its status code and message.
 
+``connect_request(url)`` builds the CONNECT kube-apiserver admits for a
+port-forward or proxy URL (pods/portforward, pods/proxy, nodes/proxy).
+
 Nothing of gatewatch is imported: this is the other side of the wire.
 """
 from __future__ import annotations
