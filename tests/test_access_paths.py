@@ -74,20 +74,27 @@ def test_the_api_server_sends_each_access_path_as_a_connect_with_its_options():
 
 
 async def test_nodes_proxy_is_registered_cluster_scoped_and_no_namespace_opts_out(cluster: Cluster):
-    webhooks = {webhook["name"]: webhook for webhook in webhook_configuration(cluster)["webhooks"]}
-    assert webhooks["nodes-proxy.gatewatch.io"]["rules"] == [{
+    webhooks = webhook_configuration(cluster)["webhooks"]
+    # One entry only: with no namespace, every per-mode entry would be called. Its mode is the
+    # strongest the configuration gives (here the default, warn), and so is its path.
+    (node,) = [webhook for webhook in webhooks if webhook["name"].startswith("nodes-proxy.")]
+    assert node["name"] == "nodes-proxy.warn.gatewatch.io"
+    assert node["clientConfig"]["service"]["path"] == "/validate/nodes-proxy/warn"
+    assert node["rules"] == [{
         "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"], "resources": ["nodes/proxy"],
         "scope": "Cluster"}]
+    assert node["namespaceSelector"] == {}  # the API server would not apply one
     for name, resource in (("pods-portforward", "pods/portforward"), ("pods-proxy", "pods/proxy")):
-        assert webhooks[f"{name}.gatewatch.io"]["rules"][0]["resources"] == [resource]
-        assert webhooks[f"{name}.gatewatch.io"]["rules"][0]["scope"] == "Namespaced"
+        entries = [webhook for webhook in webhooks if webhook["name"].startswith(f"{name}.")]
+        assert entries and all(entry["rules"][0]["resources"] == [resource] for entry in entries)
+        assert all(entry["rules"][0]["scope"] == "Namespaced" for entry in entries)
     harness = cluster.harness()
-    # A namespace labelled gatewatch.io/ignore stays out of pods/portforward ...
-    ignored = await harness.admit(connect_request("/api/v1/namespaces/ignored/pods/web/portforward"))
+    # kube-system stays out of pods/portforward (the namespaceSelector) ...
+    ignored = await harness.admit(connect_request("/api/v1/namespaces/kube-system/pods/web/portforward"))
     assert ignored.called == []
-    # ... but a node has no namespace: its entry is always called.
-    node = await harness.admit(connect_request("/api/v1/nodes/node-1/proxy/pods"))
-    assert node.called == ["nodes-proxy.gatewatch.io"]
+    # ... but a node has no namespace: its entry is always called, once.
+    called = await harness.admit(connect_request("/api/v1/nodes/node-1/proxy/pods"))
+    assert called.called == ["nodes-proxy.warn.gatewatch.io"]
 
 
 def test_rules_lint_knows_every_reviewed_resource_and_subresource():
@@ -104,7 +111,7 @@ def test_rules_lint_knows_every_reviewed_resource_and_subresource():
 async def test_kubelet_exec_through_nodes_proxy_is_reviewed_in_the_default_mode_as_a_warning(cluster: Cluster):
     result = await cluster.harness().admit(connect_request(NODE_EXEC_URL))
     # The namespace labelled enforce does not count for a node: the configuration's strongest mode (warn).
-    assert result.allowed and result.called == ["nodes-proxy.gatewatch.io"]
+    assert result.allowed and result.called == ["nodes-proxy.warn.gatewatch.io"]
     # One warning: the broader kubelet-API rule leaves the streaming endpoints to this one.
     assert result.warnings == [
         "gatewatch: [T1609,T1611] Kubernetes Command Execution through the Kubelet API (nodes/proxy) (high)"]
@@ -125,7 +132,7 @@ async def test_kubelet_exec_is_denied_when_any_namespace_is_enforced_by_configur
         assert "gatewatch-node-proxy-kubelet-exec" in result.message
         # Monitoring paths are evaluated and left alone.
         metrics = await harness.admit(connect_request("/api/v1/nodes/node-1/proxy/metrics/cadvisor"))
-        assert metrics.allowed and metrics.warnings == [] and metrics.called == ["nodes-proxy.gatewatch.io"]
+        assert metrics.allowed and metrics.warnings == [] and metrics.called == ["nodes-proxy.enforce.gatewatch.io"]
         # Reading pod specs through the kubelet: warned, not denied (action warn).
         pods = await harness.admit(connect_request("/api/v1/nodes/node-1/proxy/pods"))
         assert pods.allowed
@@ -137,7 +144,7 @@ async def test_port_forward_is_warned_with_its_ports_and_an_event(cluster: Clust
     result = await cluster.harness().admit(
         connect_request("/api/v1/namespaces/enforce-ns/pods/db/portforward?ports=5432"))
     # The rule's action is warn: even an enforce namespace is only warned.
-    assert result.allowed and result.called == ["pods-portforward.gatewatch.io"]
+    assert result.allowed and result.called == ["pods-portforward.enforce.gatewatch.io"]
     assert result.warnings == ["gatewatch: [T1609] Kubernetes Port-Forward to Pod (low)"]
     await eventually(lambda: cluster.events() and cluster.alert_lines(), what="Event and alert")
     (event,) = cluster.events()
@@ -153,7 +160,7 @@ async def test_pod_proxy_is_warned_with_its_path(cluster: Cluster):
     # kubectl proxy's form: the pod's name with a scheme and port.
     result = await cluster.harness().admit(
         connect_request("/api/v1/namespaces/warn-ns/pods/https:web:8443/proxy/admin?x=1"))
-    assert result.allowed and result.called == ["pods-proxy.gatewatch.io"]
+    assert result.allowed and result.called == ["pods-proxy.warn.gatewatch.io"]
     assert result.warnings == ["gatewatch: [T1609] Kubernetes API Server Proxying Request to Pod (low)"]
     await eventually(lambda: cluster.events() and cluster.alert_lines(), what="Event and alert")
     (event,) = cluster.events()
