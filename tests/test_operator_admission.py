@@ -367,8 +367,11 @@ async def test_registered_configuration_is_what_the_api_server_needs(cluster: Cl
     webhooks = {webhook["name"]: webhook for webhook in configuration["webhooks"]}
     # Per route (a route added to the table is registered too), one webhook per mode a namespace can have:
     # audit (namespaces.modes: audit-ns), enforce (the gatewatch.io/mode label), warn (the default).
+    # A cluster-scoped route (nodes/proxy) gets one, in the strongest mode the configuration gives (warn).
     assert set(webhooks) == {f"{route.handler_id}.{mode}.gatewatch.io"
-                             for route in WEBHOOK_ROUTES for mode in ("enforce", "warn", "audit")}
+                             for route in WEBHOOK_ROUTES if route.namespaced
+                             for mode in ("enforce", "warn", "audit")} | {
+        f"{route.handler_id}.warn.gatewatch.io" for route in WEBHOOK_ROUTES if not route.namespaced}
     assert {"pods.warn.gatewatch.io", "pods-exec.enforce.gatewatch.io", "pods-attach.audit.gatewatch.io",
             "pods-ephemeralcontainers.warn.gatewatch.io"} <= set(webhooks)
     exec_hook = webhooks["pods-exec.enforce.gatewatch.io"]
@@ -712,7 +715,9 @@ async def test_while_gatewatch_is_down_the_failure_policy_decides(cluster: Clust
     await cluster.running.join(timeout=20)
     # gatewatch leaves its configuration in place on shutdown: the next replica serves it.
     configuration = webhook_configuration(cluster)
-    assert len(configuration["webhooks"]) == 3 * len(WEBHOOK_ROUTES)  # enforce, warn, audit
+    namespaced = [route for route in WEBHOOK_ROUTES if route.namespaced]
+    # enforce, warn, audit per namespaced route; one entry for a cluster-scoped one (nodes/proxy)
+    assert len(configuration["webhooks"]) == 3 * len(namespaced) + len(WEBHOOK_ROUTES) - len(namespaced)
     request = create_pod("shell", "busybox", namespace="warn-ns")
 
     failing = await cluster.harness().admit(request)  # failurePolicy: Fail
