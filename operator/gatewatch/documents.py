@@ -31,6 +31,13 @@ gatewatch.images                        requestObject.spec.{containers,initConta
                                         ephemeralContainers}[].image                    UPDATE: only added/changed
                                                                                         images; JSON patch: the
                                                                                         images its operations set
+gatewatch.containers,                   a whole Pod (requestObject of a Pod create or   see podspec.py: one element
+gatewatch.security_contexts,            update, an ephemeralcontainers update, a        per container, security
+gatewatch.added_capabilities,           manifest): its spec and annotations,            context, added capability,
+gatewatch.volumes,                      normalized                                      volume source, host port,
+gatewatch.host_ports,                                                                   probe host, annotation;
+gatewatch.probe_hosts,                                                                  each with its path in the
+gatewatch.annotations                                                                   Pod
 gatewatch.exec                          requestURI query of pods/exec and pods/attach   command, container, stdin, tty
 gatewatch.admission.uid                 AdmissionRequest.uid                            admission only
 gatewatch.dry_run                       AdmissionRequest.dryRun                         admission only
@@ -105,6 +112,7 @@ from urllib.parse import parse_qs, quote_plus
 
 from gatewatch.errors import InputError
 from gatewatch.images import normalize_image
+from gatewatch.podspec import CONTAINER_KINDS, pod_fields
 
 DATASET = "kubernetes.audit_logs"
 AUDIT_API_VERSION = "audit.k8s.io/v1"
@@ -113,7 +121,6 @@ ADMISSION_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1b
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
 _DECISION_KEYS = (DECISION_ANNOTATION, DECISION_ANNOTATION.replace(".", "_"))
-CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 # Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
 INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
 
@@ -283,6 +290,13 @@ DOCUMENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("gatewatch.user.effective", "impersonatedUser.username, else user.username"),
     ("gatewatch.images", "requestObject.spec.{containers,initContainers,ephemeralContainers}[].image, normalized;"
      " for an UPDATE only the images it adds or changes; for a JSON patch the images it sets"),
+    ("gatewatch.containers", "a whole Pod's containers of every kind (see podspec.py)"),
+    ("gatewatch.security_contexts", "a whole Pod's securityContext and each container's (see podspec.py)"),
+    ("gatewatch.added_capabilities", "a whole Pod's securityContext.capabilities.add entries (see podspec.py)"),
+    ("gatewatch.volumes", "a whole Pod's volume sources (see podspec.py)"),
+    ("gatewatch.host_ports", "a whole Pod's hostPort settings (see podspec.py)"),
+    ("gatewatch.probe_hosts", "a whole Pod's probe and lifecycle handler hosts (see podspec.py)"),
+    ("gatewatch.annotations", "a whole Pod's metadata.annotations (see podspec.py)"),
     ("gatewatch.exec", "requestURI query of pods/exec and pods/attach: command, container, stdin, tty"),
     ("gatewatch.admission.uid", "AdmissionRequest.uid"),
     ("gatewatch.dry_run", "AdmissionRequest.dryRun"),
@@ -568,6 +582,26 @@ def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     }
 
 
+# Pod subresources whose request object is the whole Pod (Pod Security Admission evaluates them too).
+WHOLE_POD_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
+
+
+def _is_whole_pod(
+    event: Mapping[str, Any], object_ref: Mapping[str, Any], request_object: Mapping[str, Any], *, source: Source
+) -> bool:
+    """True when the request object is a whole Pod, not a patch of one or another kind of object.
+
+    At admission (and for a manifest) the object of a Pod create or update is
+    always whole, a patch included; in an audit log a ``patch`` event's
+    requestObject is the patch body, so only create and update count there.
+    """
+    if object_ref.get("resource") != "pods" or (object_ref.get("subresource") or "") not in WHOLE_POD_SUBRESOURCES:
+        return False
+    if request_object.get("kind", "Pod") != "Pod":
+        return False
+    return source != "audit" or event.get("verb") in ("create", "update")
+
+
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` unless ``value`` is None: absent, as Elastic leaves a field it has no value for."""
     if value is not None:
@@ -672,6 +706,8 @@ def _build_document(
     else:
         images = None
     _put(gatewatch, "images", images or None)
+    if request_object and _is_whole_pod(event, object_ref, request_object, source=source):
+        gatewatch.update(pod_fields(request_object, where=object_field))
     if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
         _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
     if admission is not None:
@@ -742,6 +778,8 @@ def check_audit_event(event: Any) -> None:
         _json_patch_images(request_object, "requestObject")
     elif request_object:
         _check_object(request_object, "requestObject.")
+        if _is_whole_pod(event, object_ref or _EMPTY, request_object, source="audit"):
+            pod_fields(request_object, where="requestObject.")
 
 
 def _audit_timestamp(event: Mapping[str, Any]) -> Any:
