@@ -209,7 +209,7 @@ def settings_for(tmp_path: Path, rules_file: Path, tls_dir: Path, **overrides: A
     config = {
         "mode": "warn",
         "namespace": "gatewatch",
-        "rules": {"files": [str(rules_file)], "packaged": False, "reloadIntervalSeconds": 0.1,
+        "rules": {"files": [str(rules_file)], "packaged": False, "packs": [], "reloadIntervalSeconds": 0.1,
                   "configMapName": "team-rules"},
         "server": {"host": "127.0.0.1", "port": 0, "metricsPort": 0},
         "certificates": {

@@ -36,6 +36,7 @@ from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
 from gatewatch.replay_stats import StatsRules
 from gatewatch.rules.model import Action, RuleSet
+from gatewatch.rules.packs import control_tags
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 # How many malformed line numbers to list before only counting them.
@@ -260,6 +261,12 @@ def _print_check_table(findings: Sequence[CheckFinding], mode: Mode, out: TextIO
                 f"  {_effect_text(finding.effect).upper():<5}  [{techniques}] {rule.name}{marker}"
                 f"  severity={_text(rule.severity)} id={rule.id}\n"
             )
+            detail = " ".join(control_tags(rule))
+            fields = finding.alert.get("gatewatch", {}).get("offending_fields") or []
+            if fields:
+                detail += (" at " if detail else "at ") + ", ".join(fields)
+            if detail:
+                out.write(f"         {detail}\n")
     out.write(f"(effects as in {mode.value} mode; a rule's action caps what it can do)\n")
 
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gatewatch.errors import RuleError
+from gatewatch.errors import GatewatchError
 from gatewatch.kql import compile_query
 from gatewatch.rules.loader import PathLike, default_rules_path, load_rules
 from gatewatch.rules.model import Action, Rule, RuleSet
 
 PACK_SUFFIX = ".yaml"
+# The tag naming the Pod Security Standards control a rule checks: "Pod Security: baseline/capabilities".
+CONTROL_TAG_PREFIX = "Pod Security: "
 # The fields the exemptions compare, as Pod Security Admission does: the
 # requesting user (at admission the effective one, after impersonation), the
 # namespace, and the Pod's spec.runtimeClassName.
@@ -55,14 +57,14 @@ class PackSelection:
         name, _, action = text.partition("=")
         name = name.strip()
         if not name:
-            raise RuleError(f"--pack {text!r}: a pack name is missing")
+            raise GatewatchError(f"--pack {text!r}: a pack name is missing")
         if not action:
             return cls(name)
         try:
             return cls(name, Action(action.strip().lower()))
         except ValueError:
             choices = ", ".join(item.value for item in Action)
-            raise RuleError(f"--pack {text!r}: the action must be one of {choices}") from None
+            raise GatewatchError(f"--pack {text!r}: the action must be one of {choices}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,11 @@ class Exemptions:
         )
 
 
+def control_tags(rule: Rule) -> list[str]:
+    """The rule's Pod Security control tags (``Pod Security: baseline/capabilities``)."""
+    return [tag for tag in rule.tags if tag.startswith(CONTROL_TAG_PREFIX)]
+
+
 def _quoted(value: str) -> str:
     # A quoted KQL value: only \ and " need escaping (docs/rules.md#kql-support).
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -112,10 +119,10 @@ def pack_names() -> list[str]:
 
 
 def pack_path(name: str) -> Path:
-    """The file of the pack ``name``; RuleError naming the packs there are when there is none."""
+    """The file of the pack ``name``; GatewatchError naming the packs there are when there is none."""
     path = packs_directory() / f"{name}{PACK_SUFFIX}"
     if "/" in name or name.startswith(".") or not path.is_file():
-        raise RuleError(f"unknown rule pack {name!r}; the packs are: {', '.join(pack_names()) or 'none'}")
+        raise GatewatchError(f"unknown rule pack {name!r}; the packs are: {', '.join(pack_names()) or 'none'}")
     return path
 
 
@@ -124,18 +131,19 @@ def load_ruleset(
     *,
     packs: Iterable[PackSelection] = (),
     exemptions: Exemptions | None = None,
+    allow_empty: bool = False,
 ) -> RuleSet:
     """Rule files (None or empty: the packaged rules.yaml) and then the selected packs, as one set.
 
     Rule ids are unique across all of them. A pack selected twice is loaded
-    once (the last selection's action wins).
+    once (the last selection's action wins). ``allow_empty``: as ``load_rules``.
     """
     selections = {selection.name: selection for selection in packs}
     paths = {name: pack_path(name) for name in selections}
     base = list(files) if files else None
     if not paths:
-        return load_rules(base)
-    ruleset = load_rules([*(base or [default_rules_path()]), *paths.values()])
+        return load_rules(base, allow_empty=allow_empty)
+    ruleset = load_rules([*(base or [default_rules_path()]), *paths.values()], allow_empty=allow_empty)
     pack_files = {str(path): selections[name] for name, path in paths.items()}
     extra = exemptions.exceptions() if exemptions else ()
     rules = tuple(
