@@ -1,0 +1,108 @@
+"""The Pod Security packs in the running operator: the harness plays kube-apiserver, kmock the API.
+
+What a user of the default install sees: a Pod that breaks the Baseline
+profile is warned about in warn and enforce namespaces (the pack's action is
+warn), denied when the pack's action is raised to deny, left alone for an
+exempt user; alerts carry the control tag and the offending field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from apiserver_harness import ApiRequest
+from test_operator_admission import eventually, running_cluster
+
+BASELINE_WARN = {"packs": [{"name": "pod-security-baseline", "action": "warn"}]}
+
+
+def rules(tmp_path: Path, **rules_settings: Any) -> dict[str, Any]:
+    """The ``rules`` settings of the test cluster (its own rule file only), with packs and exemptions."""
+    return {"rules": {"files": [str(tmp_path / "rules.yaml")], "packaged": False, "reloadIntervalSeconds": 0.1,
+                      "configMapName": "team-rules", **rules_settings}}
+
+
+def privileged_pod(name: str, *, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "initContainers": [{"name": "setup", "image": "registry.example.com/setup:1",
+                                "securityContext": {"privileged": True}}],
+            "containers": [{"name": "app", "image": "registry.example.com/app:1"}],
+        },
+    }
+
+
+def create(pod: dict[str, Any], *, user: str = "alice@example.com") -> ApiRequest:
+    return ApiRequest(operation="CREATE", resource="pods", namespace=pod["metadata"]["namespace"],
+                      name=pod["metadata"]["name"], object=pod,
+                      user={"username": user, "uid": "u-1", "groups": ["system:authenticated"]})
+
+
+async def test_baseline_at_warn_warns_in_warn_and_enforce_namespaces_and_alerts_with_the_control(tmp_path: Path):
+    async with running_cluster(tmp_path, **rules(tmp_path, **BASELINE_WARN)) as cluster:
+        harness = cluster.harness()
+        for namespace in ("warn-ns", "enforce-ns"):
+            result = await harness.admit(create(privileged_pod("agent", namespace=namespace)))
+            assert result.allowed, result.message
+            assert result.warnings == ["gatewatch: [T1611,T1610] Pod Security baseline: privileged container (high)"]
+        # A Pod that meets Baseline: nothing to say.
+        plain = privileged_pod("web", namespace="enforce-ns")
+        del plain["spec"]["initContainers"]
+        result = await harness.admit(create(plain))
+        assert result.allowed and not result.warnings
+
+        await eventually(lambda: len(cluster.alert_lines()) == 2, what="alerts")
+        alert = cluster.alert_lines()[-1]
+        assert alert["rule"]["id"] == "pss-baseline-privileged-containers"
+        assert "Pod Security: baseline/privileged-containers" in alert["tags"]
+        assert alert["gatewatch"]["offending_fields"] == ["spec.initContainers[0].securityContext.privileged"]
+        assert alert["gatewatch"]["offending_containers"] == ["setup"]
+        assert (alert["gatewatch"]["effect"], alert["gatewatch"]["mode"]) == ("warn", "enforce")
+
+
+async def test_baseline_at_deny_denies_in_enforce_namespaces_only(tmp_path: Path):
+    packs = {"packs": [{"name": "pod-security-baseline", "action": "deny"}]}
+    async with running_cluster(tmp_path, **rules(tmp_path, **packs)) as cluster:
+        harness = cluster.harness()
+        denied = await harness.admit(create(privileged_pod("agent", namespace="enforce-ns")))
+        assert not denied.allowed
+        assert "Pod Security baseline: privileged container" in denied.message
+        assert "pss-baseline-privileged-containers" in denied.message
+        warned = await harness.admit(create(privileged_pod("agent", namespace="warn-ns")))
+        assert warned.allowed and len(warned.warnings) == 1
+
+
+async def test_exempt_users_namespaces_and_runtime_classes_are_left_alone(tmp_path: Path):
+    settings = rules(tmp_path, packs=[{"name": "pod-security-baseline", "action": "deny"}], packExemptions={
+        "usernames": ["system:serviceaccount:kube-system:daemon-set-controller"],
+        "namespaces": ["warn-ns"], "runtimeClassNames": ["gvisor"]})
+    async with running_cluster(tmp_path, **settings) as cluster:
+        harness = cluster.harness()
+        by_controller = await harness.admit(create(
+            privileged_pod("agent", namespace="enforce-ns"), user="system:serviceaccount:kube-system:daemon-set-controller"))
+        assert by_controller.allowed and not by_controller.warnings
+        in_exempt_namespace = await harness.admit(create(privileged_pod("agent", namespace="warn-ns")))
+        assert in_exempt_namespace.allowed and not in_exempt_namespace.warnings
+        sandboxed = privileged_pod("agent", namespace="enforce-ns")
+        sandboxed["spec"]["runtimeClassName"] = "gvisor"
+        assert (await harness.admit(create(sandboxed))).allowed
+        # Anyone else, anywhere else: denied.
+        assert not (await harness.admit(create(privileged_pod("agent", namespace="enforce-ns")))).allowed
+        # The pack's exemptions do not touch the other rules: the test rules' debug-image rule still warns.
+        debug = privileged_pod("shell", namespace="warn-ns")
+        debug["spec"] = {"containers": [{"name": "c", "image": "busybox"}]}
+        assert (await harness.admit(create(debug))).warnings
+
+
+async def test_an_image_update_is_evaluated_as_the_whole_pod(tmp_path: Path):
+    async with running_cluster(tmp_path, **rules(tmp_path, **BASELINE_WARN)) as cluster:
+        harness = cluster.harness()
+        old = privileged_pod("agent", namespace="warn-ns")
+        new = privileged_pod("agent", namespace="warn-ns")
+        new["spec"]["containers"][0]["image"] = "registry.example.com/app:2"
+        result = await harness.admit(ApiRequest(
+            operation="UPDATE", resource="pods", namespace="warn-ns", name="agent", object=new, old_object=old,
+            options={"kind": "PatchOptions", "apiVersion": "meta.k8s.io/v1"}))
+        assert result.allowed
+        assert result.warnings == ["gatewatch: [T1611,T1610] Pod Security baseline: privileged container (high)"]
