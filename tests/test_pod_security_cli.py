@@ -117,13 +117,18 @@ def test_replay_with_a_pack_reports_pod_creations_from_an_audit_log(tmp_path: Pa
             "annotations": {"authorization.k8s.io/decision": "allow"},
         })
 
+    broken = {**pod, "spec": {**pod["spec"], "securityContext": "privileged"}}
     log = tmp_path / "audit.log"
     log.write_text("\n".join([
         event("a1", "create", pod),
         # A patch body is not a Pod: no Pod Security verdict on it.
         event("a2", "patch", {"metadata": {"labels": {"tier": "node"}}}),
+        # A Pod no API server would accept: a malformed line, named, and the run goes on.
+        event("a3", "create", broken),
     ]) + "\n")
     result = run("replay", "--format", "json", "--pack", "pod-security-baseline", str(log))
+    assert "audit.log:3: skipped malformed line: requestObject.spec.securityContext: expected an object, got str" \
+        in result.stderr
     alerts = json_lines(result.stdout)
     assert {alert["rule"]["id"] for alert in alerts} == {
         "pss-baseline-host-namespaces", "pss-baseline-privileged-containers", "pss-baseline-capabilities",

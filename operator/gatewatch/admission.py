@@ -247,7 +247,7 @@ class AdmissionReviewer:
 
         now = self._clock()
         dry_run = bool(request.get("dryRun"))
-        document = document_from_admission_request(request, now=now)
+        document = document_from_admission_request(request, now=now, pod_fields=self.engine.reads_pod_fields)
         pod_lookup = await self._add_target_pod(checked, document)
         matches = self.engine.evaluate(document, now=now, record=not dry_run)
         decision = decide(matches, mode=mode)

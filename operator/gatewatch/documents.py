@@ -112,7 +112,8 @@ from urllib.parse import parse_qs, quote_plus
 
 from gatewatch.errors import InputError
 from gatewatch.images import normalize_image
-from gatewatch.podspec import CONTAINER_KINDS, pod_fields
+from gatewatch.podspec import CONTAINER_KINDS
+from gatewatch.podspec import pod_fields as podspec_fields
 
 DATASET = "kubernetes.audit_logs"
 AUDIT_API_VERSION = "audit.k8s.io/v1"
@@ -618,6 +619,7 @@ def _build_document(
     object_field: str = "requestObject.",
     old_object: Mapping[str, Any] | None = None,
     object_checked: bool = False,
+    with_pod_fields: bool = True,
 ) -> dict[str, Any]:
     """The mapping itself: one block per group of DOCUMENT_FIELDS rows, in order.
 
@@ -626,7 +628,9 @@ def _build_document(
     ``object_field`` names the requestObject in errors (``request.object.``
     for a review); ``old_object`` (an UPDATE's) limits gatewatch.images to
     what changed; ``object_checked``: check_audit_event has checked the
-    requestObject already. Straight-line code rather than a loop over the
+    requestObject already; ``with_pod_fields=False`` leaves out the normalized
+    Pod lists (the engine says whether a rule reads them: they cost more than
+    the rest of the mapping). Straight-line code rather than a loop over the
     table: this is the hot path.
     """
     raw_annotations = _as_mapping(event.get("annotations"))
@@ -706,8 +710,8 @@ def _build_document(
     else:
         images = None
     _put(gatewatch, "images", images or None)
-    if request_object and _is_whole_pod(event, object_ref, request_object, source=source):
-        gatewatch.update(pod_fields(request_object, where=object_field))
+    if with_pod_fields and request_object and _is_whole_pod(event, object_ref, request_object, source=source):
+        gatewatch.update(podspec_fields(request_object, where=object_field))
     if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
         _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
     if admission is not None:
@@ -725,11 +729,13 @@ def _check_type(value: Any, expected: type | tuple[type, ...], field: str, what:
         raise InputError(f"{field}: expected {what}, got {type(value).__name__}")
 
 
-def check_audit_event(event: Any) -> None:
+def check_audit_event(event: Any, *, pod_fields: bool = True) -> None:
     """Raise InputError exactly as document_from_audit_event would for ``event``, without building its document.
 
     Checks the event's own fields (kind, apiVersion, verb, the types of the
-    fields the mapping reads) and then the requestObject's. Replay calls it
+    fields the mapping reads) and then the requestObject's; with ``pod_fields``
+    (as ``document_from_audit_event``'s) also those the normalized Pod lists
+    read (podspec.py). Replay calls it
     for every line and builds documents only for events a rule can match, so
     it is written for speed: ``type(...) is`` before the slower isinstance.
     """
@@ -778,8 +784,8 @@ def check_audit_event(event: Any) -> None:
         _json_patch_images(request_object, "requestObject")
     elif request_object:
         _check_object(request_object, "requestObject.")
-        if _is_whole_pod(event, object_ref or _EMPTY, request_object, source="audit"):
-            pod_fields(request_object, where="requestObject.")
+        if pod_fields and _is_whole_pod(event, object_ref or _EMPTY, request_object, source="audit"):
+            podspec_fields(request_object, where="requestObject.")
 
 
 def _audit_timestamp(event: Mapping[str, Any]) -> Any:
@@ -790,18 +796,23 @@ def _audit_timestamp(event: Mapping[str, Any]) -> Any:
     )
 
 
-def document_from_audit_event(event: Mapping[str, Any], *, checked: bool = False) -> dict[str, Any]:
+def document_from_audit_event(
+    event: Mapping[str, Any], *, checked: bool = False, pod_fields: bool = True
+) -> dict[str, Any]:
     """Map one audit.k8s.io/v1 (or v1beta1) Event onto the document.
 
     Raises InputError when ``event`` is not an audit event (wrong kind or
     apiVersion, no verb, a field of the wrong type; see check_audit_event);
     the caller adds the file and line. ``checked=True`` says the caller has
     just called check_audit_event on this event (replay checks every line
-    first), so the checks are not repeated.
+    first), so the checks are not repeated. ``pod_fields=False`` leaves out the
+    normalized Pod lists (``RuleEngine.reads_pod_fields`` says when none is needed).
     """
     if not checked:
-        check_audit_event(event)
-    return _build_document(event, source="audit", timestamp=_audit_timestamp(event), object_checked=True)
+        check_audit_event(event, pod_fields=pod_fields)
+    return _build_document(
+        event, source="audit", timestamp=_audit_timestamp(event), object_checked=True, with_pod_fields=pod_fields
+    )
 
 
 def document_from_audit_line(text: str | bytes, *, source: str | None = None, line: int | None = None) -> dict[str, Any]:
@@ -1078,15 +1089,21 @@ def document_from_admission_review(
 
 
 def document_from_admission_request(
-    request: AdmissionRequest, *, now: datetime | None = None, source: Source = "admission"
+    request: AdmissionRequest, *, now: datetime | None = None, source: Source = "admission", pod_fields: bool = True
 ) -> dict[str, Any]:
     """document_from_admission_review for a request ``parse_admission_request`` already returned
-    (the webhook checks every review before evaluating it: no second parse)."""
-    return _document_from_request(request, now=now, source=source)
+    (the webhook checks every review before evaluating it: no second parse). ``pod_fields=False``
+    leaves out the normalized Pod lists."""
+    return _document_from_request(request, now=now, source=source, pod_fields=pod_fields)
 
 
 def _document_from_request(
-    request: AdmissionRequest, *, now: datetime | None, source: Source, workload_kind: str | None = None
+    request: AdmissionRequest,
+    *,
+    now: datetime | None,
+    source: Source,
+    workload_kind: str | None = None,
+    pod_fields: bool = True,
 ) -> dict[str, Any]:
     timestamp = format_timestamp(now)
     event = audit_event_from_admission_request(request, timestamp=timestamp)
@@ -1099,6 +1116,7 @@ def _document_from_request(
         workload_kind=workload_kind,
         object_field="" if source == "manifest" else "request.object.",
         old_object=old_object,
+        with_pod_fields=pod_fields,
     )
 
 

@@ -57,6 +57,9 @@ HOST_ACTIONS = ("httpGet", "tcpSocket")
 # The type of a volume that names no source: the API server's default.
 DEFAULT_VOLUME_TYPE = "emptyDir"
 
+# The normalized lists, as named under ``gatewatch``.
+POD_FIELD_NAMES = ("containers", "security_contexts", "added_capabilities", "volumes", "host_ports", "probe_hosts",
+                   "annotations")
 # Lists whose elements are the Pod's own objects: a field a rule reads in one
 # of them is a field of the Pod, below the element's path.
 POD_OBJECT_LISTS = frozenset({"containers", "security_contexts"})
@@ -68,19 +71,23 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _mapping(value: Any, where: str) -> Mapping[str, Any] | None:
-    if value is None:
-        return None
-    if type(value) is dict or isinstance(value, Mapping):
+def _mapping(value: Any, where: str, path: str) -> Mapping[str, Any] | None:
+    """``value`` if it is an object, None if null; InputError naming ``where + path`` otherwise.
+
+    The field name is only built for the error: this runs for every Pod reviewed.
+    """
+    if value is None or type(value) is dict:
         return value
-    raise InputError(f"{where}: expected an object, got {_type_name(value)}")
+    if isinstance(value, Mapping):
+        return value
+    raise InputError(f"{where}{path}: expected an object, got {_type_name(value)}")
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def _list(value: Any, where: str, path: str) -> list[Any]:
     if value is None:
         return []
     if type(value) is not list:
-        raise InputError(f"{where}: expected a list, got {_type_name(value)}")
+        raise InputError(f"{where}{path}: expected a list, got {_type_name(value)}")
     return value
 
 
@@ -91,52 +98,66 @@ def pod_fields(pod: Mapping[str, Any], *, where: str = "") -> dict[str, list[dic
     with no element is left out (absent, as Elastic leaves an empty field).
     Elements share the Pod's sub-objects (shallow copies): treat them as read-only.
     """
-    spec = _mapping(pod.get("spec"), f"{where}spec") or {}
+    spec = _mapping(pod.get("spec"), where, "spec") or {}
+    fields: dict[str, list[dict[str, Any]]] = {}
     containers: list[dict[str, Any]] = []
     contexts: list[dict[str, Any]] = []
     capabilities: list[dict[str, Any]] = []
     host_ports: list[dict[str, Any]] = []
     probe_hosts: list[dict[str, Any]] = []
 
-    pod_context = _mapping(spec.get("securityContext"), f"{where}spec.securityContext")
+    pod_context = _mapping(spec.get("securityContext"), where, "spec.securityContext")
     if pod_context is not None:
         contexts.append({**pod_context, "level": "pod", "path": "spec.securityContext"})
 
     for kind in CONTAINER_KINDS:
-        for index, container in enumerate(_list(spec.get(kind), f"{where}spec.{kind}")):
+        items = spec.get(kind)
+        if not items:
+            continue
+        for index, container in enumerate(_list(items, where, f"spec.{kind}")):
             path = f"spec.{kind}[{index}]"
-            container = _mapping(container, f"{where}{path}")
+            container = _mapping(container, where, path)
             if container is None:
                 continue
             name = container.get("name")
             who = {"container_kind": kind, "container_index": index,
                    "container_name": name if type(name) is str else None}
             containers.append({**container, "container_kind": kind, "container_index": index, "path": path})
-            context = _mapping(container.get("securityContext"), f"{where}{path}.securityContext")
+            context = container.get("securityContext")
             if context is not None:
+                context = _mapping(context, where, f"{path}.securityContext")
                 contexts.append({**context, "level": "container", **who, "path": f"{path}.securityContext"})
-                capabilities += _added_capabilities(context, who, f"{path}.securityContext", where)
-            host_ports += _host_ports(container, who, path, where)
-            probe_hosts += _probe_hosts(container, who, path, where)
+                if context.get("capabilities") is not None:
+                    capabilities += _added_capabilities(context, who, f"{path}.securityContext", where)
+            if container.get("ports"):
+                host_ports += _host_ports(container, who, path, where)
+            if not _HANDLER_KEYS.isdisjoint(container):
+                probe_hosts += _probe_hosts(container, who, path, where)
 
-    fields = {
-        "containers": containers,
-        "security_contexts": contexts,
-        "added_capabilities": capabilities,
-        "volumes": _volumes(spec, where),
-        "host_ports": host_ports,
-        "probe_hosts": probe_hosts,
-        "annotations": _annotations(pod, where),
-    }
-    return {name: elements for name, elements in fields.items() if elements}
+    for name, elements in (
+        ("containers", containers),
+        ("security_contexts", contexts),
+        ("added_capabilities", capabilities),
+        ("volumes", _volumes(spec, where) if spec.get("volumes") else ()),
+        ("host_ports", host_ports),
+        ("probe_hosts", probe_hosts),
+        ("annotations", _annotations(pod, where)),
+    ):
+        if elements:
+            fields[name] = list(elements)
+    return fields
+
+
+# The container keys that may hold a probe or lifecycle handler.
+_HANDLER_KEYS = frozenset({*PROBES, "lifecycle"})
 
 
 def _added_capabilities(context: Mapping[str, Any], who: dict[str, Any], path: str, where: str) -> list[dict[str, Any]]:
-    capabilities = _mapping(context.get("capabilities"), f"{where}{path}.capabilities")
+    capabilities = _mapping(context.get("capabilities"), where, f"{path}.capabilities")
     if capabilities is None:
         return []
     found = []
-    for index, name in enumerate(_list(capabilities.get("add"), f"{where}{path}.capabilities.add")):
+    for index, name in enumerate(_list(capabilities.get("add"), where, f"{path}.capabilities.add")):
         at = f"{path}.capabilities.add[{index}]"
         if type(name) is not str:
             raise InputError(f"{where}{at}: expected a string, got {_type_name(name)}")
@@ -146,8 +167,8 @@ def _added_capabilities(context: Mapping[str, Any], who: dict[str, Any], path: s
 
 def _host_ports(container: Mapping[str, Any], who: dict[str, Any], path: str, where: str) -> list[dict[str, Any]]:
     found = []
-    for index, port in enumerate(_list(container.get("ports"), f"{where}{path}.ports")):
-        port = _mapping(port, f"{where}{path}.ports[{index}]")
+    for index, port in enumerate(_list(container.get("ports"), where, f"{path}.ports")):
+        port = _mapping(port, where, f"{path}.ports[{index}]")
         if port is not None and port.get("hostPort") is not None:
             found.append({"port": port["hostPort"], **who, "path": f"{path}.ports[{index}].hostPort"})
     return found
@@ -155,16 +176,16 @@ def _host_ports(container: Mapping[str, Any], who: dict[str, Any], path: str, wh
 
 def _probe_hosts(container: Mapping[str, Any], who: dict[str, Any], path: str, where: str) -> list[dict[str, Any]]:
     handlers: list[tuple[str, Any]] = [(probe, container.get(probe)) for probe in PROBES]
-    lifecycle = _mapping(container.get("lifecycle"), f"{where}{path}.lifecycle")
+    lifecycle = _mapping(container.get("lifecycle"), where, f"{path}.lifecycle")
     if lifecycle is not None:
         handlers += [(f"lifecycle.{hook}", lifecycle.get(hook)) for hook in LIFECYCLE_HOOKS]
     found = []
     for name, handler in handlers:
-        handler = _mapping(handler, f"{where}{path}.{name}")
+        handler = _mapping(handler, where, f"{path}.{name}")
         if handler is None:
             continue
         for action in HOST_ACTIONS:
-            target = _mapping(handler.get(action), f"{where}{path}.{name}.{action}")
+            target = _mapping(handler.get(action), where, f"{path}.{name}.{action}")
             if target is not None and target.get("host") is not None:
                 found.append({"host": target["host"], "handler": f"{name}.{action}", **who,
                               "path": f"{path}.{name}.{action}.host"})
@@ -173,9 +194,9 @@ def _probe_hosts(container: Mapping[str, Any], who: dict[str, Any], path: str, w
 
 def _volumes(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     found = []
-    for index, volume in enumerate(_list(spec.get("volumes"), f"{where}spec.volumes")):
+    for index, volume in enumerate(_list(spec.get("volumes"), where, "spec.volumes")):
         path = f"spec.volumes[{index}]"
-        volume = _mapping(volume, f"{where}{path}")
+        volume = _mapping(volume, where, path)
         if volume is None:
             continue
         name = volume.get("name")
@@ -186,7 +207,7 @@ def _volumes(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
         for source in sources:
             element: dict[str, Any] = {"name": name, "type": source, "path": f"{path}.{source}"}
             if source == "hostPath":
-                host_path = _mapping(volume[source], f"{where}{path}.hostPath")
+                host_path = _mapping(volume[source], where, f"{path}.hostPath")
                 if host_path is not None and host_path.get("path") is not None:
                     element["host_path"] = host_path["path"]
             found.append(element)
@@ -194,16 +215,17 @@ def _volumes(spec: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
 
 
 def _annotations(pod: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    metadata = _mapping(pod.get("metadata"), f"{where}metadata")
-    annotations = _mapping(metadata.get("annotations"), f"{where}metadata.annotations") if metadata else None
+    metadata = _mapping(pod.get("metadata"), where, "metadata")
+    annotations = _mapping(metadata.get("annotations"), where, "metadata.annotations") if metadata else None
     if not annotations:
         return []
     found = []
     for key, value in annotations.items():
-        if value is not None and type(value) is not str:
+        if value is None:
+            continue
+        if type(value) is not str:
             raise InputError(f"{where}metadata.annotations[{key!r}]: expected a string, got {_type_name(value)}")
-        if value is not None:
-            found.append({"key": str(key), "value": value, "path": f"metadata.annotations[{key}]"})
+        found.append({"key": str(key), "value": value, "path": f"metadata.annotations[{key}]"})
     return found
 
 
