@@ -1132,6 +1132,8 @@ def document_from_pod(
     user: Mapping[str, Any] | None = None,
     now: datetime | None = None,
     workload_kind: str | None = None,
+    source: Source = "manifest",
+    pod_fields: bool = True,
 ) -> dict[str, Any]:
     """A manifest Pod, evaluated as the Pod CREATE it would cause.
 
@@ -1139,6 +1141,8 @@ def document_from_pod(
     ``namespace`` overrides the Pod's own (default: ``default``); ``user``
     (userInfo shape) is absent unless given; ``workload_kind`` names the
     workload the Pod came from (orchestrator.resource.parent.type).
+    ``source`` is ``admission`` for the Pod template of a workload under
+    review (the webhook evaluates it as ``gatewatch check`` does).
     """
     if not isinstance(pod, Mapping):
         raise InputError(f"a Pod must be an object, got {type(pod).__name__}")
@@ -1167,5 +1171,5 @@ def document_from_pod(
     if user:
         request["userInfo"] = user
     return _document_from_request(
-        cast(AdmissionRequest, request), now=now, source="manifest", workload_kind=workload_kind
+        cast(AdmissionRequest, request), now=now, source=source, workload_kind=workload_kind, pod_fields=pod_fields
     )
