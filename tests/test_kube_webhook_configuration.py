@@ -141,6 +141,17 @@ def test_a_modes_second_class_gets_a_numbered_name():
         "/validate/pods/enforce", "/validate/pods/enforce", "/validate/pods/warn"]
 
 
+def test_a_handler_that_never_denies_is_registered_fail_open_whatever_the_policy():
+    handlers = (*HANDLERS, WebhookHandler("deployments", "deployments", ("CREATE", "UPDATE"), api_group="apps",
+                                          never_denies=True))
+    configuration = build_webhook_configuration(
+        name="gatewatch", handlers=handlers, ca_bundle=CA_BUNDLE, own_namespace="gatewatch",
+        service=ServiceTarget(name="gatewatch", namespace="gatewatch"), failure_policy="Fail")
+    policies = {webhook["name"]: webhook["failurePolicy"] for webhook in configuration["webhooks"]}
+    assert policies.pop("deployments.gatewatch.io") == "Ignore"
+    assert set(policies.values()) == {"Fail"}
+
+
 def test_the_configuration_is_valid_for_kubernetes():
     for configuration in (
         REGISTRATION.build(CA_BUNDLE),
