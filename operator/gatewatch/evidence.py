@@ -10,14 +10,29 @@ the admission hot path.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from gatewatch.kql.explain import matched_locations
-from gatewatch.podspec import pod_path
+from gatewatch.podspec import POD_FIELD_NAMES, pod_path
+
+# Where Pod fields are in the document: the request object, and the normalized lists.
+_POD_FIELD_PREFIXES = ("kubernetes.audit.requestObject.", *(f"gatewatch.{name}" for name in POD_FIELD_NAMES))
+
+
+@lru_cache(maxsize=1024)
+def _may_name_pod_fields(matcher: Any) -> bool:
+    """False when the query reads no Pod field at all (an exec rule): nothing to explain."""
+    fields = getattr(matcher, "fields", None)
+    if fields is None:
+        return True
+    return any("*" in field or field.startswith(_POD_FIELD_PREFIXES) for field in fields)
 
 
 def offending_fields(matcher: Any, document: Mapping[str, Any]) -> list[str]:
     """The Pod fields behind a match of ``matcher`` (a compiled query), in query order, without repeats."""
+    if not _may_name_pod_fields(matcher):
+        return []
     fields: dict[str, None] = {}
     for location in matched_locations(matcher, document):
         path = pod_path(location, document)
