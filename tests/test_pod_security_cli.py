@@ -234,3 +234,27 @@ def test_offending_fields_name_the_pod_field_as_psa_does(pod_spec: dict[str, Any
     document = document_from_pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec})
     assert rule is not None and rule.matcher(document)
     assert offending_fields(rule.matcher, document) == fields
+
+
+def test_an_esql_rule_matching_a_pod_alerts_without_offending_fields(tmp_path: Path) -> None:
+    # kql.explain walks KQL only: an ES|QL rule's alert simply names no field.
+    rules = tmp_path / "esql.yaml"
+    rules.write_text("""version: 1
+ruleset: esql-pods
+rules:
+  - id: esql-privileged
+    name: Privileged pod (ES|QL)
+    description: A pod with hostPID.
+    severity: high
+    risk_score: 73
+    language: esql
+    action: warn
+    query: |
+      FROM logs-kubernetes.audit_logs-*
+      | WHERE kubernetes.audit.objectRef.resource == "pods" AND kubernetes.audit.requestObject.spec.hostPID == true
+""")
+    result = run("check", "--format", "json", "--rules", str(rules), "--pack", "pod-security-baseline",
+                 str(EXAMPLES / "node-agent-daemonset.yaml"))
+    alerts = {alert["rule"]["id"]: alert for alert in json_lines(result.stdout)}
+    assert "offending_fields" not in alerts["esql-privileged"]["gatewatch"]
+    assert alerts["pss-baseline-host-namespaces"]["gatewatch"]["offending_fields"] == ["spec.hostNetwork", "spec.hostPID"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from gatewatch.kql import CompiledQuery
 from gatewatch.kql.explain import matched_locations
 from gatewatch.podspec import POD_FIELD_NAMES, pod_path
 
@@ -30,8 +31,9 @@ def _may_name_pod_fields(matcher: Any) -> bool:
 
 
 def offending_fields(matcher: Any, document: Mapping[str, Any]) -> list[str]:
-    """The Pod fields behind a match of ``matcher`` (a compiled query), in query order, without repeats."""
-    if not _may_name_pod_fields(matcher):
+    """The Pod fields behind a match of ``matcher`` (a compiled KQL query), in query order, without
+    repeats; none for a query of another language (ES|QL), which ``kql.explain`` cannot walk."""
+    if not isinstance(matcher, CompiledQuery) or not _may_name_pod_fields(matcher):
         return []
     fields: dict[str, None] = {}
     for location in matched_locations(matcher, document):
