@@ -152,7 +152,7 @@ async def test_every_workload_kind_gets_a_warning_for_its_template_in_warn_and_e
                 result = await harness.admit(apply(kind, workload(kind, privileged_pod("agent", namespace=namespace))))
                 assert result.allowed, (kind, namespace, result.message)
                 assert result.warnings == [TEMPLATE_WARNING], (kind, namespace)
-                assert result.called == [f"{WORKLOADS[kind][1]}.gatewatch.io"]
+                assert result.called == [f"{WORKLOADS[kind][1]}.{namespace.removesuffix('-ns')}.gatewatch.io"]
             # Audit mode: no warning (the Pods it creates get their Events and alerts).
             quiet = await harness.admit(apply(kind, workload(kind, privileged_pod("agent", namespace="audit-ns"))))
             assert quiet.allowed and not quiet.warnings
@@ -173,12 +173,14 @@ async def test_workload_entries_fail_open_whatever_the_failure_policy(tmp_path: 
     async with running_cluster(tmp_path, **rules(tmp_path, **BASELINE_WARN)) as cluster:
         configuration = webhook_configuration(cluster)
         policies = {entry["name"]: entry["failurePolicy"] for entry in configuration["webhooks"]}
-        workload_entries = {f"{resource}.gatewatch.io" for _, resource, _ in WORKLOADS.values()}
+        workload_entries = {f"{resource}.{mode}.gatewatch.io" for _, resource, _ in WORKLOADS.values()
+                            for mode in ("enforce", "warn")}
         assert workload_entries <= set(policies)
         assert {policies[name] for name in workload_entries} == {"Ignore"}
-        assert policies["pods.gatewatch.io"] == "Fail"  # the test cluster's webhook.failurePolicy
+        assert policies["pods.enforce.gatewatch.io"] == "Fail"  # enforce namespaces fail closed
+        assert not any(name.startswith("cronjobs.audit.") for name in policies)  # nothing to say there
         rules_of = {entry["name"]: entry["rules"] for entry in configuration["webhooks"]}
-        assert rules_of["cronjobs.gatewatch.io"] == [{"apiGroups": ["batch"], "apiVersions": ["v1"],
+        assert rules_of["cronjobs.warn.gatewatch.io"] == [{"apiGroups": ["batch"], "apiVersions": ["v1"],
                                                       "operations": ["CREATE", "UPDATE"], "resources": ["cronjobs"],
                                                       "scope": "Namespaced"}]
 
