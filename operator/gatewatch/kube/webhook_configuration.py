@@ -132,6 +132,9 @@ class AdmissionHandler(Protocol):
     @property
     def match_conditions(self) -> tuple[MatchCondition, ...]: ...  # () for none
 
+    @property
+    def never_denies(self) -> bool: ...  # warnings at most: always failurePolicy Ignore
+
 
 @dataclass(frozen=True)
 class WebhookHandler:
@@ -143,6 +146,7 @@ class WebhookHandler:
     api_group: str = ""
     api_version: str = "v1"
     match_conditions: tuple[MatchCondition, ...] = ()
+    never_denies: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,8 @@ def build_webhook_configuration(
         seen: dict[Mode, int] = {}
         for namespace_class in namespace_classes:
             mode = namespace_class.mode
+            if handler.never_denies and mode is Mode.AUDIT:
+                continue  # it would only ever answer "allowed, nothing to say": no call at all
             seen[mode] = seen.get(mode, 0) + 1
             handler_path = f"{prefix}/{handler.handler_id}/{mode.value}"
             client_config: dict[str, Any] = {"caBundle": encoded_bundle}
@@ -221,7 +227,11 @@ def build_webhook_configuration(
                     "resources": [handler.resource_path],
                     "scope": "Namespaced",
                 }],
-                "failurePolicy": enforce_failure_policy if mode is Mode.ENFORCE else failure_policy,
+                # A handler that never denies is never worth a refusal while gatewatch is down.
+                "failurePolicy": (
+                    "Ignore" if handler.never_denies
+                    else enforce_failure_policy if mode is Mode.ENFORCE else failure_policy
+                ),
                 "matchPolicy": "Equivalent",
                 "namespaceSelector": namespace_class.selector(),
                 "objectSelector": {},
