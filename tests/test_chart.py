@@ -954,3 +954,58 @@ def test_an_empty_rule_set_is_refused_unless_the_chart_allows_it(default_objects
     allowed = render({"rules": {"allowEmpty": True}})
     (tmp_path / "allowed").mkdir()
     assert _settings_from(allowed, tmp_path / "allowed").rules.allow_empty is True
+
+
+# --- rule packs ---------------------------------------------------------------------------
+
+
+def test_the_default_install_turns_on_pod_security_baseline_at_warn(default_objects, tmp_path):
+    settings = _settings_from(default_objects, tmp_path)
+    assert [(pack.name, pack.action.value) for pack in settings.rules.packs] == [("pod-security-baseline", "warn")]
+    assert not any(vars(settings.rules.pack_exemptions).values())
+
+
+def test_packs_and_their_exemptions_reach_the_config(production_objects, tmp_path):
+    settings = _settings_from(production_objects, tmp_path)
+    assert [(pack.name, pack.action.value) for pack in settings.rules.packs] == [
+        ("pod-security-baseline", "deny"), ("pod-security-restricted", "alert")]
+    assert settings.rules.pack_exemptions.runtime_class_names == ("gvisor",)
+    assert settings.rules.pack_exemptions.namespaces == ("monitoring",)
+
+
+@pytest.mark.parametrize(
+    ("values", "where", "reason"),
+    [
+        ({"rules": {"packs": [{"name": "pod-security-strict"}]}}, "/rules/packs/0/name", "must be one of"),
+        ({"rules": {"packs": [{"name": "pod-security-baseline", "action": "block"}]}}, "/rules/packs/0/action",
+         "must be one of"),
+        ({"rules": {"packs": [{"action": "deny"}]}}, "/rules/packs/0", "name"),
+        ({"rules": {"packExemptions": {"runtimeClasses": ["gvisor"]}}}, "/rules/packExemptions", "runtimeClasses"),
+        ({"rules": {"packExemptions": {"namespaces": ["Kube_System"]}}}, "/rules/packExemptions/namespaces/0", ""),
+    ],
+)
+def test_the_schema_rejects_bad_pack_values(values, where, reason):
+    test_the_schema_rejects_bad_values_naming_the_key(values, where, reason)
+
+
+@pytest.mark.parametrize("values_name", ["default", "enforce-production"])
+def test_the_charts_own_pods_pass_both_pod_security_packs(values_name, tmp_path):
+    # gatewatch's own Pods meet the Standards it enforces: checked with its packs.
+    from gatewatch.decision import Mode
+    from gatewatch.offline import run_check
+    from gatewatch.rules.model import Action
+    from gatewatch.rules.packs import PackSelection, load_ruleset
+    import io
+
+    values = None if values_name == "default" else production_values()
+    workloads = [o for o in render(values) if o["kind"] in ("Deployment", "Job")]
+    (tmp_path / "chart.yaml").write_text(yaml.safe_dump_all(workloads))
+    ruleset = load_ruleset(
+        None,
+        packs=[PackSelection("pod-security-baseline", Action.DENY), PackSelection("pod-security-restricted", Action.DENY)],
+    )
+    out, err = io.StringIO(), io.StringIO()
+    status = run_check(ruleset, [tmp_path], output_format="table", fail_on=Action.ALERT, mode=Mode.ENFORCE,
+                       out=out, err=err)
+    assert (status, out.getvalue()) == (0, "no rule matched\n")
+    assert "2 object(s) checked, 0 match(es)" in err.getvalue()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -547,12 +548,85 @@ def test_malformed_pod_is_an_input_error(pod: Any, message: str) -> None:
 # --- the mapping table --------------------------------------------------------------
 
 
+def hardened_pod() -> dict[str, Any]:
+    """A Pod that sets something of every kind gatewatch normalizes (podspec.py)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "annotations": {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True},
+            "volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}}, {"name": "scratch"}],
+            "containers": [{
+                "name": "app", "image": "nginx:1.27",
+                "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}},
+                "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 443}],
+                "livenessProbe": {"httpGet": {"host": "10.0.0.1", "port": 80}},
+                "lifecycle": {"preStop": {"tcpSocket": {"port": 80}}},
+            }],
+            "initContainers": [{"name": "init", "image": "busybox:1.36", "securityContext": {"privileged": True}}],
+        },
+    }
+
+
 def _all_documents() -> list[dict[str, Any]]:
     documents = [document_from_audit_event(e) for e in audit_events()]
     documents += [document_from_admission_review(example_review(n), now=NOW) for n in ("exec-review.json", "busybox-create-review.json")]
     pod = netshoot_pod()
     documents.append(document_from_pod(pod, now=NOW, workload_kind="Deployment"))
+    documents.append(document_from_pod(hardened_pod(), now=NOW))
     return documents
+
+
+def test_a_whole_pod_is_normalized_with_the_path_of_every_element() -> None:
+    gatewatch = document_from_pod(hardened_pod(), now=NOW)["gatewatch"]
+    assert [(c["container_kind"], c["container_index"], c["path"]) for c in gatewatch["containers"]] == [
+        ("containers", 0, "spec.containers[0]"), ("initContainers", 0, "spec.initContainers[0]")]
+    assert gatewatch["containers"][1]["securityContext"] == {"privileged": True}
+    assert [(c["level"], c.get("container_name"), c["path"]) for c in gatewatch["security_contexts"]] == [
+        ("pod", None, "spec.securityContext"),
+        ("container", "app", "spec.containers[0].securityContext"),
+        ("container", "init", "spec.initContainers[0].securityContext"),
+    ]
+    assert gatewatch["added_capabilities"] == [{
+        "name": "NET_ADMIN", "container_kind": "containers", "container_index": 0, "container_name": "app",
+        "path": "spec.containers[0].securityContext.capabilities.add[0]"}]
+    assert gatewatch["volumes"] == [
+        {"name": "logs", "type": "hostPath", "path": "spec.volumes[0].hostPath", "host_path": "/var/log"},
+        {"name": "scratch", "type": "emptyDir", "path": "spec.volumes[1]"},  # no source: the API server's default
+    ]
+    assert [(p["port"], p["path"]) for p in gatewatch["host_ports"]] == [(8080, "spec.containers[0].ports[0].hostPort")]
+    assert [(p["host"], p["handler"], p["path"]) for p in gatewatch["probe_hosts"]] == [
+        ("10.0.0.1", "livenessProbe.httpGet", "spec.containers[0].livenessProbe.httpGet.host")]
+    assert gatewatch["annotations"] == [{
+        "key": "container.apparmor.security.beta.kubernetes.io/app", "value": "runtime/default",
+        "path": "metadata.annotations[container.apparmor.security.beta.kubernetes.io/app]"}]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda pod: pod["spec"]["containers"][0].update(securityContext="privileged"),
+     "spec.containers[0].securityContext: expected an object, got str"),
+    (lambda pod: pod["spec"]["containers"][0]["securityContext"]["capabilities"].update(add="SYS_ADMIN"),
+     "spec.containers[0].securityContext.capabilities.add: expected a list, got str"),
+    (lambda pod: pod["spec"]["containers"][0]["securityContext"]["capabilities"].update(add=[1]),
+     "spec.containers[0].securityContext.capabilities.add[0]: expected a string, got int"),
+    (lambda pod: pod["spec"].update(volumes={"name": "x"}), "spec.volumes: expected a list, got dict"),
+    (lambda pod: pod["spec"]["containers"][0].update(ports=[80]), "spec.containers[0].ports[0]: expected an object, got int"),
+    (lambda pod: pod["metadata"]["annotations"].update(flag=True), "metadata.annotations['flag']: expected a string, got bool"),
+], ids=["securityContext", "add", "add item", "volumes", "ports", "annotation"])
+def test_a_normalized_field_of_the_wrong_type_is_named(change: Any, field: str) -> None:
+    pod = hardened_pod()
+    change(pod)
+    with pytest.raises(InputError, match=re.escape(field)):
+        document_from_pod(pod, now=NOW)
+    event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create", "stage": "ResponseComplete",
+             "objectRef": {"resource": "pods", "namespace": "default"}, "requestObject": pod}
+    for refuse in (document_from_audit_event, check_audit_event):  # replay's check says what building would
+        with pytest.raises(InputError, match=re.escape("requestObject." + field)):
+            refuse(event)
+    # Only the normalized lists read these fields: a rule set that reads none of them refuses nothing.
+    check_audit_event(event, pod_fields=False)
+    assert "containers" not in document_from_audit_event(event, pod_fields=False)["gatewatch"]
 
 
 def _leaf_paths(node: Any, prefix: str, table: set[str]) -> set[str]:

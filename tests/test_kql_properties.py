@@ -176,3 +176,56 @@ def test_numeric_ranges_follow_python_comparison(operator, bound, value):
 @given(st.sampled_from(sorted(OPERATORS)), st.text("abcXYZ_", min_size=1, max_size=6), st.text("abcXYZ_", max_size=6))
 def test_string_ranges_follow_python_comparison(operator, bound, value):
     assert compile_query(f"f {operator} {quote(bound)}")({"f": value}) is OPERATORS[operator](value, bound)
+
+
+# --- where a match is (kql.explain) -----------------------------------------------------
+
+from gatewatch.kql.explain import matched_locations  # noqa: E402
+from gatewatch.kql.fields import field_values, located_values  # noqa: E402
+
+
+def _at(document, location):
+    for part in location:
+        document = document[part]
+    return document
+
+
+@FAST
+@given(st.sampled_from(FIELDS + ["n", "n.c.d", "missing"]), documents())
+def test_located_values_are_field_values_with_where_they_are(field, document):
+    located = located_values(document, field)
+    assert [value for _, value in located] == field_values(document, field)
+    assert all(_at(document, location) == value for location, value in located)
+
+
+@FAST
+@given(queries, documents())
+def test_a_query_that_matches_is_explained_by_locations_in_the_document(query, document):
+    locations = matched_locations(query, document)
+    if not compile_query(query)(document):
+        assert locations == []
+    # Each location under a positive condition holds a value (one under `not` may name an absent field).
+    for location in locations:
+        try:
+            _at(document, location)
+        except (KeyError, IndexError, TypeError):
+            assert any(isinstance(n, Not) for n in _walk(query))
+
+
+def _walk(node):
+    yield node
+    for child in getattr(node, "items", ()) or ():
+        yield from _walk(child)
+    for attribute in ("item", "query"):
+        if hasattr(node, attribute):
+            yield from _walk(getattr(node, attribute))
+
+
+def test_a_nested_match_names_the_element_and_the_field_inside_it():
+    document = {"c": [{"s": {"p": False}}, {"s": {"p": True}, "n": "b"}, {"n": "c"}]}
+    assert matched_locations(parse("c:{ s.p:true }"), document) == [("c", 1, "s", "p")]
+    # Under `not` inside an element, the field it names, set or not.
+    assert matched_locations(parse("c:{ not s.p:false }"), document) == [("c", 1, "s", "p"), ("c", 2, "s", "p")]
+    # Only the branch of an `or` that holds; a top-level `not` is a condition, not a location.
+    assert matched_locations(parse("(c.n:b or c.n:z) and not x:1"), document) == [("c", 1, "n")]
+    assert matched_locations(parse("c:{ s.p:false } and c.n:nope"), document) == []

@@ -141,6 +141,22 @@ def test_a_modes_second_class_gets_a_numbered_name():
         "/validate/pods/enforce", "/validate/pods/enforce", "/validate/pods/warn"]
 
 
+def test_a_handler_that_never_denies_fails_open_in_enforce_namespaces_and_skips_audit_ones():
+    handlers = (*HANDLERS, WebhookHandler("deployments", "deployments", ("CREATE", "UPDATE"), api_group="apps",
+                                          never_denies=True))
+    classes = ModePolicy(default=Mode.AUDIT, excluded=("gatewatch", "kube-system"),
+                         explicit={"payments": Mode.ENFORCE, "shop": Mode.WARN}).namespace_classes()
+    configuration = build_webhook_configuration(
+        name="gatewatch", handlers=handlers, namespace_classes=classes, ca_bundle=CA_BUNDLE,
+        service=ServiceTarget(name="gatewatch", namespace="gatewatch"), failure_policy="Fail")
+    policies = {webhook["name"]: webhook["failurePolicy"] for webhook in configuration["webhooks"]}
+    workload = {name: policy for name, policy in policies.items() if name.startswith("deployments.")}
+    # Warnings at most: never a refusal while gatewatch is down; nothing to say in audit namespaces.
+    assert set(workload.values()) == {"Ignore"}
+    assert {name.split(".")[1].split("-")[0] for name in workload} == {"enforce", "warn"}
+    assert policies["pods.enforce.gatewatch.io"] == "Fail" and policies["pods.audit.gatewatch.io"] == "Fail"
+
+
 def test_the_configuration_is_valid_for_kubernetes():
     for configuration in (
         REGISTRATION.build(CA_BUNDLE),

@@ -46,7 +46,8 @@ def test_generated_files_are_up_to_date():
 
 
 def _copy_inputs(root: Path) -> None:
-    for relative in ("charts/gatewatch", "manifests", "docs/attack.md", "rules.yaml"):
+    for relative in ("charts/gatewatch", "manifests", "docs/attack.md", "docs/pod-security.md", "rules.yaml",
+                     "operator/gatewatch/data/packs"):
         source, target = REPO_ROOT / relative, root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():

@@ -164,3 +164,55 @@ def test_a_rule_for_pods_themselves_is_no_candidate_for_their_subresources() -> 
     pod_patch = {"verb": "patch", "objectRef": {"resource": "pods", "namespace": "a"}}
     assert not engine.may_match_audit_event(status_patch)
     assert engine.may_match_audit_event(pod_patch)
+
+
+# --- what a candidate is left to evaluate (residual_query) ------------------------
+
+INDEX_QUERIES = [
+    'kubernetes.audit.objectRef.resource:"pods" and kubernetes.audit.verb:("create" or "update" or "patch") and x:1',
+    "kubernetes.audit.objectRef.resource:pods and (not kubernetes.audit.objectRef.subresource:* "
+    "or kubernetes.audit.objectRef.subresource:ephemeralcontainers) and x:1",
+    "kubernetes.audit.verb:create and kubernetes.audit.verb:(create or get)",
+    "kubernetes.audit.objectRef.resource:pods",
+    "kubernetes.audit.objectRef.resource:10 and x:1",  # not plain: left to the query
+    "kubernetes.audit.objectRef.resource:pods or x:1",
+    "not kubernetes.audit.verb:get and kubernetes.audit.objectRef.resource:pods",
+    "x:1 and not kubernetes.audit.objectRef.subresource:*",
+]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(
+    query=st.sampled_from(INDEX_QUERIES),
+    resource=RAW_VALUES,
+    verb=RAW_VALUES,
+    subresource=st.one_of(st.none(), st.sampled_from(["exec", "ephemeralcontainers", ""]),
+                          st.lists(st.sampled_from(["exec", "status"]), max_size=2)),
+    x=st.sampled_from([None, 1, "1", 2]),
+)
+def test_a_candidate_with_exact_index_values_matches_its_residual_query_as_its_query(
+    query, resource, verb, subresource, x
+) -> None:
+    from gatewatch.kql import compile_query
+    from gatewatch.prefilter import residual_query
+
+    node = parse(query)
+    index = RuleIndex(["rule"], [node])
+    document = {"x": x, "kubernetes": {"audit": {"verb": verb, "objectRef": {"resource": resource,
+                                                                              "subresource": subresource}}}}
+    candidates, exact = index.lookup(document)
+    if candidates and exact:
+        assert compile_query(residual_query(node))(document) == compile_query(node)(document)
+    elif not candidates:
+        assert not compile_query(node)(document)
+
+
+def test_the_residual_of_a_pod_security_rule_is_its_pod_condition() -> None:
+    from gatewatch.kql import to_kql
+    from gatewatch.prefilter import residual_query
+    from gatewatch.rules.packs import PackSelection, load_ruleset
+
+    rule = load_ruleset([], packs=[PackSelection("pod-security-baseline")]).get("pss-baseline-privileged-containers")
+    assert rule is not None
+    assert to_kql(residual_query(rule.matcher.node)) == (
+        'gatewatch.containers:* and gatewatch.containers:{ securityContext.privileged:"true" }')

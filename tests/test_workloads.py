@@ -47,6 +47,7 @@ def test_examples_directory() -> None:
     items = list(read_inputs([EXAMPLES]))
     by_subject = {item.subject: item for item in items}
     assert [item.category for item in items] == [
+        "pod", "pod", "pod",  # examples/pod-security/: a CronJob, a DaemonSet, a Deployment
         "pod", "pod", "skipped", "admission_review", "admission_review", "admission_review"]
     netshoot = by_subject["Pod netshoot"]
     assert netshoot.line == 3 and netshoot.source.endswith("examples/pods/netshoot.yaml")

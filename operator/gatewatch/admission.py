@@ -23,7 +23,12 @@ from typing import Any, Callable, Mapping, Protocol
 
 from gatewatch.alerts import build_alert
 from gatewatch.decision import Decision, Mode, decide
-from gatewatch.documents import AdmissionRequest, document_from_admission_request, parse_admission_request
+from gatewatch.documents import (
+    AdmissionRequest,
+    document_from_admission_request,
+    document_from_pod,
+    parse_admission_request,
+)
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
 from gatewatch.kube.events import EventSource, Operation, match_event
@@ -31,6 +36,8 @@ from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup, PodLookupResult
 from gatewatch.kube.webhook_configuration import POD_IMAGES_CHANGED, MatchCondition
 from gatewatch.metrics import Metrics
+from gatewatch.rules.model import Action
+from gatewatch.workloads import pod_from_workload
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,14 @@ class WebhookRoute:
     # The namespace mode of the webhook entries that call this route's path (one entry per
     # handler and mode, kube/webhook_configuration.py); None for the bare path.
     entry_mode: Mode | None = None
+    # A workload: its Pod template is evaluated as the Pod it creates, for warnings only.
+    pod_template: bool = False
+
+    @property
+    def never_denies(self) -> bool:
+        """Answered with warnings at most: registered with failurePolicy Ignore whatever the setting
+        (refusing the request while gatewatch is down would deny what gatewatch never denies)."""
+        return self.pod_template
 
     @property
     def path(self) -> str:
@@ -93,6 +108,15 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-portforward", "portforward", ("CONNECT",)),
     WebhookRoute("pods-proxy", "proxy", ("CONNECT",)),
     WebhookRoute("nodes-proxy", "proxy", ("CONNECT",), resource="nodes", namespaced=False),
+    # Workloads: the Pods their templates create get a warning before the controller creates them
+    # (as Pod Security Admission gives one); the Pods themselves are where enforcement happens.
+    *(
+        WebhookRoute(resource, None, ("CREATE", "UPDATE"), resource=resource, api_group=group, pod_template=True)
+        for group, resource in (
+            ("apps", "deployments"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("apps", "replicasets"),
+            ("batch", "jobs"), ("batch", "cronjobs"), ("", "replicationcontrollers"),
+        )
+    ),
 )
 ROUTES_BY_ID = {route.handler_id: route for route in WEBHOOK_ROUTES}
 # Each route is also served at {handler_id}/{mode}, the path the webhook entry of namespaces
@@ -131,10 +155,13 @@ class UnexpectedReview(RejectedReview):
 
 @dataclass(frozen=True)
 class CheckedReview:
-    """A review its route takes: the route and the validated request."""
+    """A review its route takes: the route and the validated request (and for a workload, its
+    template's Pod, as ``gatewatch check`` derives it)."""
 
     route: WebhookRoute
     request: AdmissionRequest
+    # A workload's: its template's Pod, as ``gatewatch check`` derives it.
+    pod: Mapping[str, Any] | None = None
 
     @property
     def entry_mode(self) -> Mode | None:
@@ -176,12 +203,23 @@ def check_review(review: Any, *, webhook: str | None = None, route: WebhookRoute
         raise UnexpectedReview(
             f"webhook {route.handler_id!r} takes {'/'.join(route.operations)}, not {operation!r}"
         )
-    return CheckedReview(route=route, request=request)
+    pod = _template_pod(request) if route.pod_template else None
+    return CheckedReview(route=route, request=request, pod=pod)
 
 
 def _json_type(value: Any) -> str:
     return {type(None): "null", list: "an array", str: "a string", bool: "a boolean",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _template_pod(request: AdmissionRequest) -> Mapping[str, Any]:
+    """The Pod a workload's template creates (workloads.pod_from_workload, as ``gatewatch check``)."""
+    workload = request.get("object") or {}
+    try:
+        # The request names the kind; the object may leave it out.
+        return pod_from_workload({**workload, "kind": request["kind"]["kind"]})
+    except InputError as error:
+        raise UnexpectedReview(f"not a workload with a Pod template: {error}") from None
 
 
 # --- the answer ------------------------------------------------------------------------------
@@ -256,8 +294,10 @@ class AdmissionReviewer:
             return Decision(mode=mode, allowed=True)
 
         now = self._clock()
+        if checked.pod is not None:
+            return self._review_pod_template(checked, mode=mode, now=now)
         dry_run = bool(request.get("dryRun"))
-        document = document_from_admission_request(request, now=now)
+        document = document_from_admission_request(request, now=now, pod_fields=self.engine.reads_pod_fields)
         pod_lookup = await self._add_target_pod(checked, document)
         matches = self.engine.evaluate(document, now=now, record=not dry_run)
         decision = decide(matches, mode=mode)
@@ -272,6 +312,22 @@ class AdmissionReviewer:
             self._report(checked, decision, document, namespace_mode=namespace_mode, pod_lookup=pod_lookup,
                          now=now, dry_run=dry_run)
         return decision
+
+    def _review_pod_template(self, checked: CheckedReview, *, mode: Mode, now: datetime) -> Decision:
+        """A workload: its template's Pod evaluated as the Pod CREATE it will cause, warnings only.
+
+        The same Pod and document ``gatewatch check`` evaluates, by the requesting user. Never a
+        denial (the Pods are where enforcement happens), no Event and no alert (each Pod gets its
+        own), no new_terms history (no Pod was created), not counted as rule matches.
+        """
+        request = checked.request
+        assert checked.pod is not None
+        document = document_from_pod(
+            checked.pod, namespace=request.get("namespace"), user=request.get("userInfo"), now=now,
+            workload_kind=request["kind"]["kind"], source="admission", pod_fields=self.engine.reads_pod_fields,
+        )
+        matches = self.engine.evaluate(document, now=now, record=False)
+        return decide(matches, mode=mode, strongest=Action.WARN, about="pod template")
 
     async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")

@@ -4,6 +4,13 @@ The same document comes out of ``gatewatch check --format json``,
 ``gatewatch replay --format json`` and the operator's alert sinks, so a SIEM
 ingests all three alike. docs/alerts.md shows a sample.
 
+The alert carries the rule's tags in ECS's top-level ``tags`` (a Pod Security
+rule's ``Pod Security: baseline/privileged-containers`` among them) and, when
+the match is about a Pod's fields, which ones (``gatewatch.offending_fields``,
+``spec.initContainers[0].securityContext.privileged``) and the containers
+they belong to (``gatewatch.offending_containers``), as Pod Security
+Admission's messages name them.
+
 Alerts leave the cluster, so the objects they carry are redacted
 (``redact_object``): container environment values, managedFields and the
 last-applied-configuration annotation never reach a SIEM, and credentials in
@@ -24,6 +31,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
+from gatewatch.evidence import offending_containers, offending_fields
 
 ALERT_DATASET = "gatewatch.alerts"
 REDACTED = "[redacted]"
@@ -60,6 +68,7 @@ def build_alert(
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     audit = document.get("kubernetes", {}).get("audit", {})
     event = document.get("event", {})
+    fields = offending_fields(rule.matcher, document)
     alert: dict[str, Any] = {
         "@timestamp": stamp.isoformat().replace("+00:00", "Z"),
         "event": {
@@ -70,7 +79,8 @@ def build_alert(
             "severity": rule.risk_score,
             "risk_score": rule.risk_score,
         },
-        "message": f"{rule.name}: {_describe(document)}",
+        "message": f"{rule.name}: {_describe(document)}{_where(fields)}",
+        "tags": list(rule.tags) or None,
         "rule": {
             "id": rule.id,
             "name": rule.name,
@@ -90,6 +100,8 @@ def build_alert(
             "new_terms": match.is_new_terms,
             "new_terms_evaluated": match.new_terms_evaluated,
             "source": document.get("gatewatch", {}).get("source"),
+            "offending_fields": fields or None,
+            "offending_containers": offending_containers(fields, document) or None,
         },
     }
     for ecs_field in ("orchestrator", "user", "user_agent", "source", "container"):
@@ -165,6 +177,18 @@ def _describe(document: Mapping[str, Any]) -> str:
         resource += f"/{ref['subresource']}"
     target = "/".join(str(part) for part in (ref.get("namespace"), ref.get("name")) if part)
     return f"{user} {audit.get('verb', '?')} {resource} {target}".strip()
+
+
+# How many offending fields the message names (the alert's gatewatch.offending_fields has them all).
+_FIELDS_IN_MESSAGE = 3
+
+
+def _where(fields: list[str]) -> str:
+    if not fields:
+        return ""
+    more = len(fields) - _FIELDS_IN_MESSAGE
+    shown = ", ".join(fields[:_FIELDS_IN_MESSAGE]) + (f" and {more} more" if more > 0 else "")
+    return f" ({shown})"
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import sub
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -44,8 +44,7 @@ class JsonLimits:
     max_values: int = 100_000
 
 
-@dataclass(frozen=True)
-class JsonShape:
+class JsonShape(NamedTuple):
     """A body's measure: values (upper bound, see the module docstring) and nesting depth."""
 
     values: int

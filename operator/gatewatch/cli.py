@@ -51,11 +51,27 @@ def _allow_empty_option(func):  # type: ignore[no-untyped-def]
     )(func)
 
 
-def load_ruleset_or_exit(rules_files: Sequence[Path], *, allow_empty: bool = False) -> RuleSet:
-    from gatewatch.rules import load_rules
+def _pack_option(func):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--pack",
+        "packs",
+        multiple=True,
+        metavar="NAME[=ACTION]",
+        help="Add a rule pack shipped with gatewatch (see `gatewatch rules packs`), beside the rules; "
+        "repeat to add more. =ACTION (alert, warn, deny) sets the action of every rule of the pack.",
+    )(func)
+
+
+def load_ruleset_or_exit(
+    rules_files: Sequence[Path], packs: Sequence[str] = (), *, allow_empty: bool = False
+) -> RuleSet:
+    """The rule files (default: the shipped rules.yaml) and the ``--pack`` packs; exit 2 on an error."""
+    from gatewatch.rules.packs import PackSelection, load_ruleset
 
     try:
-        return load_rules(list(rules_files) or None, allow_empty=allow_empty)
+        return load_ruleset(
+            list(rules_files), packs=[PackSelection.parse(text) for text in packs], allow_empty=allow_empty
+        )
     except (GatewatchError, OSError) as error:
         click.echo(f"gatewatch: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -63,6 +79,7 @@ def load_ruleset_or_exit(rules_files: Sequence[Path], *, allow_empty: bool = Fal
 
 @main.command()
 @_rules_option
+@_pack_option
 @click.option("--format", "output_format", type=_FORMAT_CHOICE, default="table", show_default=True)
 @click.option(
     "--fail-on",
@@ -83,6 +100,7 @@ def load_ruleset_or_exit(rules_files: Sequence[Path], *, allow_empty: bool = Fal
 def check(
     rules_files: tuple[Path, ...],
     allow_empty_rules: bool,
+    packs: tuple[str, ...],
     output_format: str,
     fail_on: str,
     mode: str,
@@ -94,7 +112,8 @@ def check(
     stdin (read as YAML). Workloads (Deployment, StatefulSet, DaemonSet,
     ReplicaSet, Job, CronJob) count as the Pods their templates create.
     Every query match is reported, new_terms rules included (marked: history
-    is not consulted offline).
+    is not consulted offline). A Pod Security match names its control and
+    the offending fields (spec.initContainers[0].securityContext.privileged).
 
     \b
     Exit status, the same in every --mode (off included, so a CI gate
@@ -106,7 +125,7 @@ def check(
     """
     from gatewatch.offline import run_check
 
-    ruleset = load_ruleset_or_exit(rules_files, allow_empty=allow_empty_rules)
+    ruleset = load_ruleset_or_exit(rules_files, packs, allow_empty=allow_empty_rules)
     sys.exit(
         run_check(
             ruleset,
@@ -122,6 +141,7 @@ def check(
 
 @main.command()
 @_rules_option
+@_pack_option
 @click.option("--format", "output_format", type=_FORMAT_CHOICE, default="table", show_default=True)
 @click.option(
     "--mode",
@@ -144,6 +164,7 @@ def check(
 def replay(
     rules_files: tuple[Path, ...],
     allow_empty_rules: bool,
+    packs: tuple[str, ...],
     output_format: str,
     mode: str,
     exempt_namespaces: tuple[str, ...],
@@ -182,7 +203,7 @@ def replay(
     """
     from gatewatch.offline import run_replay
 
-    ruleset = load_ruleset_or_exit(rules_files, allow_empty=allow_empty_rules)
+    ruleset = load_ruleset_or_exit(rules_files, packs, allow_empty=allow_empty_rules)
     if progress is None:
         progress = sys.stderr.isatty()
     sys.exit(
@@ -201,7 +222,23 @@ def replay(
 
 @main.group()
 def rules() -> None:
-    """Rule tools: lint, import Elastic rules."""
+    """Rule tools: lint, list the rule packs, import Elastic rules."""
+
+
+@rules.command("packs")
+def rules_packs() -> None:
+    """List the rule packs shipped with gatewatch (add one with --pack NAME, or the chart's rules.packs)."""
+    from gatewatch.rules.packs import available_packs
+
+    try:
+        packs = available_packs()
+    except GatewatchError as error:
+        click.echo(f"gatewatch: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    width = max((len(pack.name) for pack in packs), default=4)
+    click.echo(f"{'NAME':<{width}}  RULES  DESCRIPTION")
+    for pack in packs:
+        click.echo(f"{pack.name:<{width}}  {pack.rule_count:>5}  {pack.description or ''}")
 
 
 @rules.command("lint")

@@ -42,6 +42,8 @@ _context_option = click.option("--context", help="kubeconfig context (default: t
 @click.option("--namespace", help="gatewatch's own namespace (env GATEWATCH_NAMESPACE).")
 @click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Rule file appended to rules.files; repeat for more.")
+@click.option("--pack", "packs", multiple=True, metavar="NAME[=ACTION]",
+              help="Rule pack appended to rules.packs (see `gatewatch rules packs`); repeat for more.")
 @click.option("--failure-policy", type=click.Choice(["Ignore", "Fail"]),
               help="failurePolicy of the webhook entries for namespaces not in enforce mode (webhook.failurePolicy).")
 @click.option("--timeout-seconds", type=click.IntRange(MIN_WEBHOOK_TIMEOUT_SECONDS, MAX_WEBHOOK_TIMEOUT_SECONDS),
@@ -59,6 +61,7 @@ def run(
     mode: str | None,
     namespace: str | None,
     rules_files: tuple[Path, ...],
+    packs: tuple[str, ...],
     failure_policy: str | None,
     timeout_seconds: int | None,
     webhook_url: str | None,
@@ -86,7 +89,7 @@ def run(
         "server.metricsPort": metrics_port,
     }
     try:
-        settings = with_extra_rules(load_settings(config_file=config_file, overrides=overrides), rules_files)
+        settings = with_extra_rules(load_settings(config_file=config_file, overrides=overrides), rules_files, packs)
         api_client = build_api_client(kubeconfig=kubeconfig, context=context)
         asyncio.run(Operator(settings, api_client=api_client).run())
     except GatewatchError as error:
@@ -129,11 +132,26 @@ def uninstall_webhook(
         click.echo(f"no ValidatingWebhookConfiguration {name}: nothing to delete")
 
 
-def with_extra_rules(settings: Settings, rules_files: tuple[Path, ...]) -> Settings:
-    """``--rules`` files appended to ``rules.files``."""
-    if not rules_files:
+def with_extra_rules(settings: Settings, rules_files: tuple[Path, ...], packs: tuple[str, ...] = ()) -> Settings:
+    """``--rules`` files appended to ``rules.files``, ``--pack`` packs to ``rules.packs`` (a pack
+    already there takes the action given here). Raises ConfigError for an unknown pack or action."""
+    from gatewatch.config import PackSetting
+    from gatewatch.errors import ConfigError
+    from gatewatch.rules.packs import PackSelection, pack_path
+
+    if not rules_files and not packs:
         return settings
-    rules = settings.rules.model_copy(update={"files": (*settings.rules.files, *rules_files)})
+    selected = {pack.name: pack for pack in settings.rules.packs}
+    for text in packs:
+        try:
+            selection = PackSelection.parse(text)
+            pack_path(selection.name)
+        except GatewatchError as error:
+            raise ConfigError(str(error), source="--pack") from None
+        selected[selection.name] = PackSetting(name=selection.name, action=selection.action)
+    rules = settings.rules.model_copy(
+        update={"files": (*settings.rules.files, *rules_files), "packs": tuple(selected.values())}
+    )
     return settings.model_copy(update={"rules": rules})
 
 

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError
 from gatewatch.limits import MAX_WEBHOOK_TIMEOUT_SECONDS, MIN_WEBHOOK_TIMEOUT_SECONDS
+from gatewatch.rules.model import Action
 
 MODE_LABEL = "gatewatch.io/mode"
 IGNORE_LABEL = "gatewatch.io/ignore"
@@ -115,8 +116,42 @@ class NamespacesSettings(_Section):
         return self
 
 
+def _known_pack(name: str) -> str:
+    from gatewatch.rules.packs import pack_names
+
+    if name not in pack_names():
+        raise ValueError(f"unknown rule pack {name!r}; the packs are: {', '.join(pack_names())}")
+    return name
+
+
+def _parse_action(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class PackSetting(_Section):
+    """One entry of ``rules.packs``: a rule pack shipped with gatewatch, and the action of all its rules."""
+
+    name: Annotated[str, AfterValidator(_known_pack)]
+    # None: the actions the pack's rules are written with.
+    action: Annotated[Action | None, BeforeValidator(_parse_action)] = None
+
+
+class PackExemptions(_Section):
+    """Requests the packs leave alone, as Pod Security Admission's ``exemptions`` (exact names)."""
+
+    usernames: tuple[str, ...] = ()
+    runtime_class_names: tuple[str, ...] = Field(default=(), alias="runtimeClassNames")
+    namespaces: tuple[str, ...] = ()
+
+
+# What an install without configuration runs: Pod Security baseline, warning only.
+DEFAULT_PACKS = (PackSetting(name="pod-security-baseline", action=Action.WARN),)
+
+
 class RulesSettings(_Section):
     files: tuple[Path, ...] = ()
+    packs: tuple[PackSetting, ...] = DEFAULT_PACKS
+    pack_exemptions: PackExemptions = Field(default_factory=PackExemptions)
     # False: only `files`, without the packaged rules.yaml.
     packaged: bool = True
     reload_interval_seconds: float = Field(default=10.0, gt=0)

@@ -38,6 +38,7 @@ from gatewatch.kube.pods import PodLookup, pod_fetcher
 from gatewatch.kube.webhook_configuration import WebhookConfigurationReconciler, WebhookRegistration
 from gatewatch.metrics import HealthServer, Metrics, Readiness
 from gatewatch.rules import RuleSet, default_rules_path
+from gatewatch.rules.packs import Exemptions, PackSelection, load_ruleset
 from gatewatch.rules_reloader import RulesReloader
 from gatewatch.supervisor import Sleep, Supervisor, describe_error
 from gatewatch.webhook_server import GuardedWebhookServer
@@ -54,6 +55,16 @@ def rule_paths(settings: Settings) -> list[Path]:
     if settings.rules.packaged or not files:
         return [default_rules_path(), *files]
     return files
+
+
+def rules_loader(settings: Settings) -> Callable[[list[Path]], RuleSet]:
+    """Loads the rule files and then the packs of ``rules.packs``, with their actions and exemptions."""
+    packs = [PackSelection(pack.name, pack.action) for pack in settings.rules.packs]
+    exempt = settings.rules.pack_exemptions
+    exemptions = Exemptions(usernames=exempt.usernames, runtime_class_names=exempt.runtime_class_names,
+                            namespaces=exempt.namespaces)
+    allow_empty = settings.rules.allow_empty
+    return lambda paths: load_ruleset(paths, packs=packs, exemptions=exemptions, allow_empty=allow_empty)
 
 
 def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
@@ -140,7 +151,7 @@ class Operator:
             rule_paths(settings),
             interval=settings.rules.reload_interval_seconds,
             on_change=self._rules_changed,
-            allow_empty=settings.rules.allow_empty,
+            load=rules_loader(settings),
             metrics=self.metrics,
             event_recorder=events,
             # Where the files come from (the chart's rules ConfigMap): a rejected update is an Event on it.

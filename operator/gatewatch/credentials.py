@@ -121,7 +121,9 @@ CREDENTIAL_PATTERNS: tuple[CredentialPattern, ...] = (
     ),
     _pattern(
         "private key",
-        r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----(?P<secret>[\s\S]{0,10000}?)-----END",
+        # Up to the END line or, for a key cut short, as far as it goes: never a rescan for an
+        # END that is not there (that made a text of repeated BEGIN lines quadratic).
+        r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----(?P<secret>(?:(?!-----END)[\s\S]){1,10000})",
         "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIB\n-----END RSA PRIVATE KEY-----",
     ),
     _pattern(

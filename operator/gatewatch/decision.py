@@ -106,42 +106,50 @@ def decide(
     *,
     mode: Mode,
     exception_hint: str = DEFAULT_EXCEPTION_HINT,
+    strongest: Action = Action.DENY,
+    about: str | None = None,
 ) -> Decision:
-    """Turn matches into the admission answer for a namespace in ``mode``."""
+    """Turn matches into the admission answer for a namespace in ``mode``.
+
+    ``strongest`` caps every effect further (a workload's Pod template: ``warn``,
+    never a denial); ``about`` says in each warning what it is about
+    (``pod template``).
+    """
     outcomes = []
     for match in matches:
         effect = effect_of(match.rule.action, mode)
         if effect is not None:
-            outcomes.append(Outcome(match=match, effect=effect))
+            outcomes.append(Outcome(match=match, effect=min(effect, strongest)))
     loud = [o for o in outcomes if o.effect is not Action.ALERT]
     denials = [o for o in outcomes if o.effect is Action.DENY]
     message = _denial_message(denials, exception_hint) if denials else None
     return Decision(
         mode=mode,
         allowed=not denials,
-        warnings=warning_lines([o.match for o in loud]),
+        warnings=warning_lines([o.match for o in loud], about=about),
         message=message,
         outcomes=outcomes,
     )
 
 
-def warning_line(match: Match) -> str:
-    """``gatewatch: [T1609] Kubernetes User Exec into Pod (medium)``, at most 120 characters."""
+def warning_line(match: Match, *, about: str | None = None) -> str:
+    """``gatewatch: [T1609] Kubernetes User Exec into Pod (medium)``, at most 120 characters;
+    with ``about``: ``gatewatch: pod template: [T1611,T1610] ...``."""
     rule = match.rule
     techniques = ",".join(rule.technique_ids) or "no ATT&CK id"
-    head = f"gatewatch: [{techniques}] "
+    head = f"gatewatch: {about + ': ' if about else ''}[{techniques}] "
     tail = f" ({_value(rule.severity)})"
     room = MAX_WARNING_LENGTH - len(head) - len(tail)
     name = rule.name if len(rule.name) <= room else rule.name[: max(room - 3, 0)] + "..."
     return (head + name + tail)[:MAX_WARNING_LENGTH]
 
 
-def warning_lines(matches: Sequence[Match]) -> list[str]:
+def warning_lines(matches: Sequence[Match], *, about: str | None = None) -> list[str]:
     """One warning per match, at most 4,096 characters together (the rest summarized)."""
     lines: list[str] = []
     total = 0
     for index, match in enumerate(matches):
-        line = warning_line(match)
+        line = warning_line(match, about=about)
         remaining = len(matches) - index
         summary = f"gatewatch: and {remaining} more rule(s) matched; see Events"
         # Keep room for the summary line should the next one not fit.

@@ -31,6 +31,13 @@ gatewatch.images                        requestObject.spec.{containers,initConta
                                         ephemeralContainers}[].image                    UPDATE: only added/changed
                                                                                         images; JSON patch: the
                                                                                         images its operations set
+gatewatch.containers,                   a whole Pod (requestObject of a Pod create or   see podspec.py: one element
+gatewatch.security_contexts,            update, an ephemeralcontainers update, a        per container, security
+gatewatch.added_capabilities,           manifest): its spec and annotations,            context, added capability,
+gatewatch.volumes,                      normalized                                      volume source, host port,
+gatewatch.host_ports,                                                                   probe host, annotation;
+gatewatch.probe_hosts,                                                                  each with its path in the
+gatewatch.annotations                                                                   Pod
 gatewatch.exec                          requestURI query of pods/exec and pods/attach   command, container, stdin, tty
 gatewatch.admission.uid                 AdmissionRequest.uid                            admission only
 gatewatch.dry_run                       AdmissionRequest.dryRun                         admission only
@@ -118,6 +125,8 @@ from urllib.parse import parse_qs, quote_plus
 
 from gatewatch.errors import InputError
 from gatewatch.images import normalize_image
+from gatewatch.podspec import CONTAINER_KINDS
+from gatewatch.podspec import pod_fields as podspec_fields
 
 DATASET = "kubernetes.audit_logs"
 AUDIT_API_VERSION = "audit.k8s.io/v1"
@@ -126,7 +135,6 @@ ADMISSION_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1b
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
 _DECISION_KEYS = (DECISION_ANNOTATION, DECISION_ANNOTATION.replace(".", "_"))
-CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 # Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
 INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
 # pods/proxy, nodes/proxy (and services/proxy): the options' path is part of the requestURI's path.
@@ -298,6 +306,13 @@ DOCUMENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("gatewatch.user.effective", "impersonatedUser.username, else user.username"),
     ("gatewatch.images", "requestObject.spec.{containers,initContainers,ephemeralContainers}[].image, normalized;"
      " for an UPDATE only the images it adds or changes; for a JSON patch the images it sets"),
+    ("gatewatch.containers", "a whole Pod's containers of every kind (see podspec.py)"),
+    ("gatewatch.security_contexts", "a whole Pod's securityContext and each container's (see podspec.py)"),
+    ("gatewatch.added_capabilities", "a whole Pod's securityContext.capabilities.add entries (see podspec.py)"),
+    ("gatewatch.volumes", "a whole Pod's volume sources (see podspec.py)"),
+    ("gatewatch.host_ports", "a whole Pod's hostPort settings (see podspec.py)"),
+    ("gatewatch.probe_hosts", "a whole Pod's probe and lifecycle handler hosts (see podspec.py)"),
+    ("gatewatch.annotations", "a whole Pod's metadata.annotations (see podspec.py)"),
     ("gatewatch.exec", "requestURI query of pods/exec and pods/attach: command, container, stdin, tty"),
     ("gatewatch.admission.uid", "AdmissionRequest.uid"),
     ("gatewatch.dry_run", "AdmissionRequest.dryRun"),
@@ -583,6 +598,26 @@ def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     }
 
 
+# Pod subresources whose request object is the whole Pod (Pod Security Admission evaluates them too).
+WHOLE_POD_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
+
+
+def _is_whole_pod(
+    event: Mapping[str, Any], object_ref: Mapping[str, Any], request_object: Mapping[str, Any], *, source: Source
+) -> bool:
+    """True when the request object is a whole Pod, not a patch of one or another kind of object.
+
+    At admission (and for a manifest) the object of a Pod create or update is
+    always whole, a patch included; in an audit log a ``patch`` event's
+    requestObject is the patch body, so only create and update count there.
+    """
+    if object_ref.get("resource") != "pods" or (object_ref.get("subresource") or "") not in WHOLE_POD_SUBRESOURCES:
+        return False
+    if request_object.get("kind", "Pod") != "Pod":
+        return False
+    return source != "audit" or event.get("verb") in ("create", "update")
+
+
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` unless ``value`` is None: absent, as Elastic leaves a field it has no value for."""
     if value is not None:
@@ -599,6 +634,7 @@ def _build_document(
     object_field: str = "requestObject.",
     old_object: Mapping[str, Any] | None = None,
     object_checked: bool = False,
+    with_pod_fields: bool = True,
 ) -> dict[str, Any]:
     """The mapping itself: one block per group of DOCUMENT_FIELDS rows, in order.
 
@@ -607,7 +643,9 @@ def _build_document(
     ``object_field`` names the requestObject in errors (``request.object.``
     for a review); ``old_object`` (an UPDATE's) limits gatewatch.images to
     what changed; ``object_checked``: check_audit_event has checked the
-    requestObject already. Straight-line code rather than a loop over the
+    requestObject already; ``with_pod_fields=False`` leaves out the normalized
+    Pod lists (the engine says whether a rule reads them: they cost more than
+    the rest of the mapping). Straight-line code rather than a loop over the
     table: this is the hot path.
     """
     raw_annotations = _as_mapping(event.get("annotations"))
@@ -687,6 +725,8 @@ def _build_document(
     else:
         images = None
     _put(gatewatch, "images", images or None)
+    if with_pod_fields and request_object and _is_whole_pod(event, object_ref, request_object, source=source):
+        gatewatch.update(podspec_fields(request_object, where=object_field))
     if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
         _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
     if admission is not None:
@@ -704,11 +744,13 @@ def _check_type(value: Any, expected: type | tuple[type, ...], field: str, what:
         raise InputError(f"{field}: expected {what}, got {type(value).__name__}")
 
 
-def check_audit_event(event: Any) -> None:
+def check_audit_event(event: Any, *, pod_fields: bool = True) -> None:
     """Raise InputError exactly as document_from_audit_event would for ``event``, without building its document.
 
     Checks the event's own fields (kind, apiVersion, verb, the types of the
-    fields the mapping reads) and then the requestObject's. Replay calls it
+    fields the mapping reads) and then the requestObject's; with ``pod_fields``
+    (as ``document_from_audit_event``'s) also those the normalized Pod lists
+    read (podspec.py). Replay calls it
     for every line and builds documents only for events a rule can match, so
     it is written for speed: ``type(...) is`` before the slower isinstance.
     """
@@ -757,6 +799,8 @@ def check_audit_event(event: Any) -> None:
         _json_patch_images(request_object, "requestObject")
     elif request_object:
         _check_object(request_object, "requestObject.")
+        if pod_fields and _is_whole_pod(event, object_ref or _EMPTY, request_object, source="audit"):
+            podspec_fields(request_object, where="requestObject.")
 
 
 def _audit_timestamp(event: Mapping[str, Any]) -> Any:
@@ -767,18 +811,23 @@ def _audit_timestamp(event: Mapping[str, Any]) -> Any:
     )
 
 
-def document_from_audit_event(event: Mapping[str, Any], *, checked: bool = False) -> dict[str, Any]:
+def document_from_audit_event(
+    event: Mapping[str, Any], *, checked: bool = False, pod_fields: bool = True
+) -> dict[str, Any]:
     """Map one audit.k8s.io/v1 (or v1beta1) Event onto the document.
 
     Raises InputError when ``event`` is not an audit event (wrong kind or
     apiVersion, no verb, a field of the wrong type; see check_audit_event);
     the caller adds the file and line. ``checked=True`` says the caller has
     just called check_audit_event on this event (replay checks every line
-    first), so the checks are not repeated.
+    first), so the checks are not repeated. ``pod_fields=False`` leaves out the
+    normalized Pod lists (``RuleEngine.reads_pod_fields`` says when none is needed).
     """
     if not checked:
-        check_audit_event(event)
-    return _build_document(event, source="audit", timestamp=_audit_timestamp(event), object_checked=True)
+        check_audit_event(event, pod_fields=pod_fields)
+    return _build_document(
+        event, source="audit", timestamp=_audit_timestamp(event), object_checked=True, with_pod_fields=pod_fields
+    )
 
 
 def document_from_audit_line(text: str | bytes, *, source: str | None = None, line: int | None = None) -> dict[str, Any]:
@@ -1063,15 +1112,21 @@ def document_from_admission_review(
 
 
 def document_from_admission_request(
-    request: AdmissionRequest, *, now: datetime | None = None, source: Source = "admission"
+    request: AdmissionRequest, *, now: datetime | None = None, source: Source = "admission", pod_fields: bool = True
 ) -> dict[str, Any]:
     """document_from_admission_review for a request ``parse_admission_request`` already returned
-    (the webhook checks every review before evaluating it: no second parse)."""
-    return _document_from_request(request, now=now, source=source)
+    (the webhook checks every review before evaluating it: no second parse). ``pod_fields=False``
+    leaves out the normalized Pod lists."""
+    return _document_from_request(request, now=now, source=source, pod_fields=pod_fields)
 
 
 def _document_from_request(
-    request: AdmissionRequest, *, now: datetime | None, source: Source, workload_kind: str | None = None
+    request: AdmissionRequest,
+    *,
+    now: datetime | None,
+    source: Source,
+    workload_kind: str | None = None,
+    pod_fields: bool = True,
 ) -> dict[str, Any]:
     timestamp = format_timestamp(now)
     event = audit_event_from_admission_request(request, timestamp=timestamp)
@@ -1084,6 +1139,7 @@ def _document_from_request(
         workload_kind=workload_kind,
         object_field="" if source == "manifest" else "request.object.",
         old_object=old_object,
+        with_pod_fields=pod_fields,
     )
 
 
@@ -1099,6 +1155,8 @@ def document_from_pod(
     user: Mapping[str, Any] | None = None,
     now: datetime | None = None,
     workload_kind: str | None = None,
+    source: Source = "manifest",
+    pod_fields: bool = True,
 ) -> dict[str, Any]:
     """A manifest Pod, evaluated as the Pod CREATE it would cause.
 
@@ -1106,6 +1164,8 @@ def document_from_pod(
     ``namespace`` overrides the Pod's own (default: ``default``); ``user``
     (userInfo shape) is absent unless given; ``workload_kind`` names the
     workload the Pod came from (orchestrator.resource.parent.type).
+    ``source`` is ``admission`` for the Pod template of a workload under
+    review (the webhook evaluates it as ``gatewatch check`` does).
     """
     if not isinstance(pod, Mapping):
         raise InputError(f"a Pod must be an object, got {type(pod).__name__}")
@@ -1134,5 +1194,5 @@ def document_from_pod(
     if user:
         request["userInfo"] = user
     return _document_from_request(
-        cast(AdmissionRequest, request), now=now, source="manifest", workload_kind=workload_kind
+        cast(AdmissionRequest, request), now=now, source=source, workload_kind=workload_kind, pod_fields=pod_fields
     )

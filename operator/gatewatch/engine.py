@@ -13,8 +13,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from gatewatch.kql.ast import And, Nested, Not, Or, Term, Wildcard
 from gatewatch.kql.fields import field_values
-from gatewatch.prefilter import RuleIndex
+from gatewatch.podspec import POD_FIELD_NAMES
+from gatewatch.kql import CompiledQuery, compile_query
+from gatewatch.prefilter import RuleIndex, residual_query
 from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
 from gatewatch.rules.model import Rule, RuleSet, RuleType
 
@@ -58,8 +61,16 @@ class RuleEngine:
         if replay_only:
             logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
                         "admission: %s", len(replay_only), ", ".join(replay_only))
+        # What is left of each query once the index has checked its fields (same meaning, less work).
+        residuals = {rule.id: _residual_matcher(rule) for rule in enabled}
         # One attribute, so a reader never sees a new set with an old index.
-        self._state = (ruleset, index)
+        self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)), residuals)
+
+    @property
+    def reads_pod_fields(self) -> bool:
+        """True when an enabled rule may read the normalized Pod lists (``gatewatch.containers``, ...):
+        documents need them only then (documents.py builds them on request)."""
+        return self._state[2]
 
     def may_match_audit_event(self, event: Mapping[str, Any]) -> bool:
         """False when no enabled rule can match the document this audit event becomes.
@@ -83,8 +94,11 @@ class RuleEngine:
         ``new_terms=False`` reports every query match of a new_terms rule.
         """
         found: list[Match] = []
-        for rule in self._state[1].candidates(document):
-            if not rule.matcher(document) or rule.is_excepted(document):
+        candidates, exact = self._state[1].lookup(document)
+        residuals = self._state[3]
+        for rule in candidates:
+            matches = residuals[rule.id] if exact else rule.matcher
+            if not matches(document) or rule.is_excepted(document):
                 continue
             key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None
             found.append(Match(rule=rule, new_terms_key=key))
@@ -108,6 +122,48 @@ class RuleEngine:
             ):
                 kept.append(replace(match, new_terms_evaluated=True))
         return kept
+
+
+def _residual_matcher(rule: Rule) -> Any:
+    """The rule's query without what the index decides, when the index reads that very query
+    (a KQL or EQL rule; an ES|QL rule's index node is only a requirement of it)."""
+    matcher = rule.matcher
+    node = getattr(matcher, "node", None)
+    if node is None or not isinstance(matcher, CompiledQuery) or rule.required_node is not node:
+        return matcher
+    residual = residual_query(node)
+    return matcher if residual is node else compile_query(residual)
+
+
+_POD_FIELD_PREFIXES = tuple(f"gatewatch.{name}" for name in POD_FIELD_NAMES)
+
+
+def _reads_pod_fields(rule: Rule) -> bool:
+    """Whether the rule's query or an exception may read a normalized Pod list.
+
+    Free text and wildcard field names may read anything: they count.
+    """
+    for matcher in (rule.matcher, *rule.exception_matchers):
+        node = getattr(matcher, "node", None)  # KQL and EQL; an ES|QL query names its fields only
+        fields = getattr(matcher, "fields", None)
+        if fields is None or (node is not None and _has_free_text(node)):
+            return True
+        for field in fields:
+            if "*" in field or field.startswith(_POD_FIELD_PREFIXES):
+                return True
+    return False
+
+
+def _has_free_text(node: Any) -> bool:
+    if isinstance(node, (Term, Wildcard)):
+        return node.field is None
+    if isinstance(node, (And, Or)):
+        return any(_has_free_text(item) for item in node.items)
+    if isinstance(node, Not):
+        return _has_free_text(node.item)
+    if isinstance(node, Nested):
+        return _has_free_text(node.query)
+    return False
 
 
 def new_terms_key(rule: Rule, document: Document) -> Key:

@@ -36,6 +36,7 @@ from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
 from gatewatch.replay_stats import StatsRules
 from gatewatch.rules.model import Action, RuleSet
+from gatewatch.rules.packs import control_tags
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 # How many malformed line numbers to list before only counting them.
@@ -260,6 +261,12 @@ def _print_check_table(findings: Sequence[CheckFinding], mode: Mode, out: TextIO
                 f"  {_effect_text(finding.effect).upper():<5}  [{techniques}] {rule.name}{marker}"
                 f"  severity={_text(rule.severity)} id={rule.id}\n"
             )
+            detail = " ".join(control_tags(rule))
+            fields = finding.alert.get("gatewatch", {}).get("offending_fields") or []
+            if fields:
+                detail += (" at " if detail else "at ") + ", ".join(fields)
+            if detail:
+                out.write(f"         {detail}\n")
     out.write(f"(effects as in {mode.value} mode; a rule's action caps what it can do)\n")
 
 
@@ -345,7 +352,7 @@ def run_replay(
         with _open_lines(source, progress=progress, err=err) as lines:
             for line_no, raw in lines:
                 stats.lines += 1
-                event = _audit_event(raw, line_no, stats)
+                event = _audit_event(raw, line_no, stats, pod_fields=engine.reads_pod_fields)
                 if event is None:
                     continue
                 # No document is built when no rule can match (most events are
@@ -353,7 +360,7 @@ def run_replay(
                 may_match = engine.may_match_audit_event(event)
                 document = None
                 if may_match:
-                    document = _document(event, line_no, stats)
+                    document = _document(event, line_no, stats, pod_fields=engine.reads_pod_fields)
                     if document is None:
                         continue
                     if stats_rules.runners:
@@ -439,7 +446,7 @@ def _keep(
         settled[audit_id] = verdict.rank
 
 
-def _audit_event(raw: str, line_no: int, stats: ReplayStats) -> Mapping[str, Any] | None:
+def _audit_event(raw: str, line_no: int, stats: ReplayStats, *, pod_fields: bool) -> Mapping[str, Any] | None:
     """The line's audit event, if it is JSON and passes every check building its document would make, and replay's."""
     if not raw.strip():
         return None
@@ -452,7 +459,7 @@ def _audit_event(raw: str, line_no: int, stats: ReplayStats) -> Mapping[str, Any
         stats.malformed_line(line_no, "not JSON: nested too deeply")
         return None
     try:
-        check_audit_event(event)
+        check_audit_event(event, pod_fields=pod_fields)
     except InputError as error:
         stats.malformed_line(line_no, error.reason)
         return None
@@ -466,10 +473,12 @@ def _audit_event(raw: str, line_no: int, stats: ReplayStats) -> Mapping[str, Any
     return event
 
 
-def _document(event: Mapping[str, Any], line_no: int, stats: ReplayStats) -> dict[str, Any] | None:
+def _document(
+    event: Mapping[str, Any], line_no: int, stats: ReplayStats, *, pod_fields: bool
+) -> dict[str, Any] | None:
     """The document of an event _audit_event accepted (so documents.py's checks are not repeated)."""
     try:
-        return document_from_audit_event(event, checked=True)
+        return document_from_audit_event(event, checked=True, pod_fields=pod_fields)
     except InputError as error:
         stats.malformed_line(line_no, error.reason)
     except _UNEXPECTED as error:
@@ -520,7 +529,8 @@ def _report_request(
     if denied:
         stats.denied_requests += 1
         stats.denied_but_refused += request.refused
-    document = document_from_audit_event(json.loads(request.raw)) if request.raw is not None else None
+    document = (document_from_audit_event(json.loads(request.raw), pod_fields=engine.reads_pod_fields)
+                if request.raw is not None else None)
     for match in matches:
         effect = effect_of(match.rule.action, mode)
         stats.matches += 1

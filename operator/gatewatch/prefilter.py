@@ -13,6 +13,13 @@ hold one of a set of plain strings (`field:value` or `field:(a or b)`, alone
 or inside a top-level `and`), or to be absent (`not field:*`, as in "a Pod
 itself, not one of its subresources"); on other fields it is unconstrained.
 
+The index also spares the candidates re-checking what it has just checked:
+``residual_query`` drops from a rule's top-level ``and`` the conditions on
+index fields, and the engine evaluates that residue when the document's
+index values are plain single strings (or absent), which is when the index's
+answer is exact (``RuleIndex.lookup``). A rule set of many Pod rules, each
+starting with ``resource:"pods" and verb:(...)``, then pays for those once.
+
 Replay asks before it builds a document at all (``candidates_for_audit_event``):
 the document's ``kubernetes.audit`` is the audit event itself (only its
 annotations are rewritten), so ``objectRef.resource`` and the others read from
@@ -23,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence, TypeVar
 
-from gatewatch.kql import And, Exists, Node, Not, Or, Term
+from gatewatch.kql import And, Exists, MatchAll, Node, Not, Or, Term
 from gatewatch.kql.fields import compile_path
 
 INDEX_FIELDS = (
@@ -68,6 +75,38 @@ def required_values(node: Node | None, field: str) -> frozenset[str] | None:
     return None
 
 
+def _decided_by_index(node: Node) -> bool:
+    """True when ``node`` reads one index field only, and holds for every value ``required_values`` admits for it."""
+    for field in INDEX_FIELDS:
+        values = required_values(node, field)
+        if values is not None and _only_reads(node, field):
+            return True
+    return False
+
+
+def _only_reads(node: Node, field: str) -> bool:
+    if isinstance(node, Term):
+        return node.field == field and not node.case_insensitive and _is_plain(node.value)
+    if isinstance(node, Not):
+        return isinstance(node.item, Exists) and node.item.field == field
+    if isinstance(node, Or):
+        return all(_only_reads(item, field) for item in node.items)
+    return False
+
+
+def residual_query(node: Node) -> Node:
+    """``node`` without the conditions the index decides: what is left to evaluate for a candidate
+    whose index values are exact (plain single strings, or absent)."""
+    if _decided_by_index(node):
+        return MatchAll()
+    if isinstance(node, And):
+        kept = tuple(item for item in node.items if not _decided_by_index(item))
+        if len(kept) == len(node.items):
+            return node
+        return MatchAll() if not kept else kept[0] if len(kept) == 1 else And(kept)
+    return node
+
+
 class RuleIndex:
     """The rules that can match a document, given its values of ``INDEX_FIELDS``, in rule-set order."""
 
@@ -80,6 +119,12 @@ class RuleIndex:
 
     def candidates(self, document: Mapping[str, Any]) -> tuple[R, ...]:
         return self._candidates_for_key(tuple(_single_string(resolve(document)) for resolve in self._resolvers))
+
+    def lookup(self, document: Mapping[str, Any]) -> tuple[tuple[R, ...], bool]:
+        """``candidates``, and whether the answer is exact: every index value a plain single string
+        or absent, so each candidate's conditions on index fields hold (see ``residual_query``)."""
+        key = tuple(_single_string(resolve(document)) for resolve in self._resolvers)
+        return self._candidates_for_key(key), _ANY not in key
 
     def candidates_for_audit_event(self, event: Mapping[str, Any]) -> tuple[R, ...]:
         """``candidates`` of the document this audit event becomes, without building it."""

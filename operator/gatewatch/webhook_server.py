@@ -226,7 +226,8 @@ class GuardedWebhookServer(kopf.WebhookServer):
         finally:
             if held:
                 bodies.give_back(weight)
-        self._note_caller(request.remote)
+        if connection is None or connection.requests == 1:  # once per connection is enough
+            self._note_caller(request.remote)
         return aiohttp.web.Response(body=answer, content_type="application/json")
 
     def _timed_out(self, progress: "_Progress") -> Refused:

@@ -202,6 +202,8 @@ serialized once so every key is spelled exactly like gatewatch reads it.
       "rules" (dict
           "packaged" false
           "files" $ruleFiles
+          "packs" .Values.rules.packs
+          "packExemptions" .Values.rules.packExemptions
           "reloadIntervalSeconds" .Values.rules.reloadIntervalSeconds
           "allowEmpty" .Values.rules.allowEmpty
           "configMapName" (include "gatewatch.rulesConfigMapName" .))

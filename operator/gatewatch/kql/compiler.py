@@ -127,7 +127,15 @@ def _compile(node: Node) -> Predicate:
     if isinstance(node, Nested):
         resolve = _resolver(node.field)
         inner = _compile(node.query)
-        return lambda document: any(inner(element) for element in resolve(document) if isinstance(element, Mapping))
+
+        def some_element(document: Mapping[str, Any]) -> bool:
+            for element in resolve(document):
+                # dict first: the Mapping ABC check costs more, and nested lists hold dicts.
+                if (element.__class__ is dict or isinstance(element, Mapping)) and inner(element):
+                    return True
+            return False
+
+        return some_element
     if isinstance(node, MatchAll):
         return lambda document: True
     raise TypeError(f"not a KQL node: {node!r}")

@@ -134,3 +134,43 @@ def compile_wildcard_path(pattern: str) -> Resolver:
     (``labels.*``, ``*.name``: ``*`` spans dots too), in linear time per name (``kql.glob``)."""
     name_matches = glob_matcher(split_pattern(pattern))
     return lambda document: [value for path, value in flattened_fields(document) if name_matches(path)]
+
+
+Location = tuple[str | int, ...]
+
+
+def located_values(document: Any, path: str) -> list[tuple[Location, Any]]:
+    """``field_values`` with where each value is: ``(location, value)`` pairs, in the same order.
+
+    A location is the concrete path to the value: keys (a dotted key whole)
+    and list indexes, ``("spec", "containers", 1, "image")``. Not for the hot
+    path: alerts use it to name the fields a match looked at.
+    """
+    segments = path.split(".")
+    count = len(segments)
+    found: list[tuple[Location, Any]] = []
+
+    def collect(node: Any, position: int, location: Location) -> None:
+        if isinstance(node, (list, tuple)):
+            for index, item in enumerate(node):
+                if item is not None:
+                    collect(item, position, (*location, index))
+            return
+        if position == count:
+            found.append((location, node))
+            return
+        if not isinstance(node, Mapping):
+            return
+        child = node.get(segments[position], _MISSING)
+        if child is _MISSING or child is None:
+            for end in range(position + 2, count + 1):
+                key = ".".join(segments[position:end])
+                value = node.get(key)
+                if value is not None:
+                    collect(value, end, (*location, key))
+            return
+        collect(child, position + 1, (*location, segments[position]))
+
+    if document is not None:
+        collect(document, 0, ())
+    return found

@@ -134,6 +134,7 @@ class AdmissionHandler(Protocol):
 
     @property
     def scope(self) -> str: ...  # "Namespaced", or "Cluster" for nodes/proxy
+    def never_denies(self) -> bool: ...  # warnings at most: always failurePolicy Ignore
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class WebhookHandler:
     api_version: str = "v1"
     match_conditions: tuple[MatchCondition, ...] = ()
     scope: str = "Namespaced"
+    never_denies: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def build_webhook_configuration(
             classes = () if cluster_mode is Mode.OFF else (NamespaceClass(cluster_mode, ()),)
         for namespace_class in classes:
             mode = namespace_class.mode
+            if handler.never_denies and mode is Mode.AUDIT:
+                continue  # it would only ever answer "allowed, nothing to say": no call at all
             seen[mode] = seen.get(mode, 0) + 1
             handler_path = f"{prefix}/{handler.handler_id}/{mode.value}"
             client_config: dict[str, Any] = {"caBundle": encoded_bundle}
@@ -236,7 +240,11 @@ def build_webhook_configuration(
                     "resources": [handler.resource_path],
                     "scope": handler.scope,
                 }],
-                "failurePolicy": enforce_failure_policy if mode is Mode.ENFORCE else failure_policy,
+                # A handler that never denies is never worth a refusal while gatewatch is down.
+                "failurePolicy": (
+                    "Ignore" if handler.never_denies
+                    else enforce_failure_policy if mode is Mode.ENFORCE else failure_policy
+                ),
                 "matchPolicy": "Equivalent",
                 "namespaceSelector": namespace_class.selector() if namespace_class.requirements else {},
                 "objectSelector": {},

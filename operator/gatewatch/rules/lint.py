@@ -201,13 +201,19 @@ class AdmissionReachability:
                 )
 
 
+# A rule tagged so checks hygiene, not an attack technique: it has no ATT&CK mapping by design.
+HYGIENE_TAG = "Rule Type: Hygiene"
+
+
 class AttackMapping:
-    """Every rule should say which ATT&CK tactics and techniques it detects."""
+    """Every rule should say which ATT&CK tactics and techniques it detects (unless it says it is hygiene)."""
 
     name = "attack-mapping"
 
     def validate(self, rule: Rule) -> Iterable[Finding]:
-        if not rule.threat:
+        if not rule.threat and HYGIENE_TAG in rule.tags:
+            yield _finding(rule, "info", f"no ATT&CK mapping: a hygiene control ({HYGIENE_TAG!r})", self.name)
+        elif not rule.threat:
             yield _finding(rule, "warning", "no ATT&CK mapping (threat): add its tactic and technique", self.name)
         elif not rule.technique_ids:
             yield _finding(rule, "info", "ATT&CK tactic without a technique", self.name)

@@ -44,7 +44,8 @@ from gatewatch.rules.yamlsource import MAX_FILE_BYTES, LocatedList, LocatedMappi
 PathLike = str | Path
 E = TypeVar("E", bound=Enum)
 
-TOP_LEVEL_KEYS = ("version", "ruleset", "rules")
+TOP_LEVEL_KEYS = ("version", "ruleset", "description", "rules")
+REQUIRED_TOP_LEVEL_KEYS = ("version", "ruleset", "rules")
 REQUIRED_RULE_KEYS = ("id", "name", "description", "severity", "risk_score", "query")
 RULE_KEYS = (
     "id", "name", "description", "severity", "risk_score", "type", "language", "query",
@@ -126,6 +127,7 @@ class _ParsedFile:
     version: int
     rules: tuple[Rule, ...]
     rules_line: int  # of the 'rules' key
+    description: str | None = None
 
 
 def _merge(files: list[_ParsedFile], *, allow_empty: bool) -> RuleSet:
@@ -158,6 +160,7 @@ def _merge(files: list[_ParsedFile], *, allow_empty: bool) -> RuleSet:
         version=FORMAT_VERSION,
         rules=tuple(rules),
         sources=tuple(parsed.file for parsed in files),
+        description=files[0].description if len(files) == 1 else None,
     )
 
 
@@ -174,7 +177,7 @@ def _read_file_data(data: Any, *, file: str) -> _ParsedFile:
     if not isinstance(data, LocatedMapping):
         raise RuleError("the top level must be a mapping with 'version', 'ruleset' and 'rules'", file=file, line=1)
     _reject_unknown_keys(data, TOP_LEVEL_KEYS, file=file, rule_id=None, prefix="")
-    for key in TOP_LEVEL_KEYS:
+    for key in REQUIRED_TOP_LEVEL_KEYS:
         if key not in data:
             raise RuleError(f"missing top-level key {quoted(key)}", file=file, line=data.line)
     version = data["version"]
@@ -186,6 +189,11 @@ def _read_file_data(data: Any, *, file: str) -> _ParsedFile:
     name = data["ruleset"]
     if not isinstance(name, str) or not name.strip():
         raise RuleError("must be a non-empty string", file=file, line=data.value_line("ruleset"), field="ruleset")
+    description = data.get("description")
+    if description is not None and (not isinstance(description, str) or not description.strip()):
+        raise RuleError(
+            "must be a non-empty string", file=file, line=data.value_line("description"), field="description"
+        )
     raw_rules = data["rules"]
     if raw_rules is None:
         raw_rules = LocatedList()
@@ -199,7 +207,8 @@ def _read_file_data(data: Any, *, file: str) -> _ParsedFile:
             raise RuleError(f"rule #{index + 1} must be a mapping", file=file, line=line)
         rules.append(_RuleReader(raw, file=file, ruleset=name.strip()).read())
     return _ParsedFile(file=file, name=name.strip(), version=version, rules=tuple(rules),
-                       rules_line=data.key_line("rules"))
+                       rules_line=data.key_line("rules"),
+                       description=description.strip() if description else None)
 
 
 def _reject_unknown_keys(

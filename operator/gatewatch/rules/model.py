@@ -237,6 +237,7 @@ class RuleSet:
     version: int
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()
+    description: str | None = None  # the file's optional top-level description (one file only)
 
     @property
     def enabled_rules(self) -> tuple[Rule, ...]:
