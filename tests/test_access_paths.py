@@ -100,7 +100,9 @@ async def test_nodes_proxy_is_registered_cluster_scoped_and_no_namespace_opts_ou
 def test_rules_lint_knows_every_reviewed_resource_and_subresource():
     from gatewatch.rules.lint import _ADMISSION_VALUES
 
-    assert set(_ADMISSION_VALUES["kubernetes.audit.objectRef.resource"][0]) == {r.resource for r in WEBHOOK_ROUTES}
+    # A workload's template is evaluated as the Pod it creates: its document's resource is pods.
+    assert set(_ADMISSION_VALUES["kubernetes.audit.objectRef.resource"][0]) == {
+        r.resource for r in WEBHOOK_ROUTES if not r.pod_template}
     assert set(_ADMISSION_VALUES["kubernetes.audit.objectRef.subresource"][0]) == {
         r.subresource for r in WEBHOOK_ROUTES if r.subresource}
 
