@@ -20,6 +20,9 @@ webhooks the way kube-apiserver does (k8s.io/apiserver/pkg/admission/plugin/webh
   a webhook whose ``sideEffects`` is not None/NoneOnDryRun; warnings are
   collected; the first denial wins with its status code and message.
 
+``connect_request(url)`` builds the CONNECT kube-apiserver admits for a
+port-forward or proxy URL (pods/portforward, pods/proxy, nodes/proxy).
+
 Nothing of gatewatch is imported: this is the other side of the wire.
 """
 from __future__ import annotations
@@ -336,6 +339,58 @@ def _selector_problems(selector: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where}.operator: Invalid value: {operator!r}")
         problems += [f"{where}.values: Invalid value: {value!r}" for value in values if not _LABEL_VALUE.match(value)]
     return problems
+
+
+# --- connect subresources: what kube-apiserver sends through admission ---------------------------
+#
+# kube-apiserver's connecters (pkg/registry/core/pod/rest/subresources.go, node/rest/proxy.go):
+# the options kind each decodes, and whether the rest of the URL path becomes its ``path``.
+# Every HTTP method of these calls (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS for proxies;
+# the SPDY POST or the websocket GET of a port-forward) is admitted as one CONNECT
+# (endpoints/handlers/rest.go ConnectResource); only the audit log knows the method, as its
+# verb (get, create, update, patch, delete).
+CONNECT_OPTIONS: dict[tuple[str, str], tuple[str, bool]] = {
+    ("pods", "portforward"): ("PodPortForwardOptions", False),
+    ("pods", "proxy"): ("PodProxyOptions", True),
+    ("nodes", "proxy"): ("NodeProxyOptions", True),
+}
+_CONNECT_URL = re.compile(
+    r"^/api/v1/(?:namespaces/(?P<namespace>[^/]+)/)?(?P<resource>pods|nodes)/(?P<name>[^/]+)"
+    r"/(?P<subresource>portforward|proxy)(?P<rest>/.*)?$"
+)
+
+
+def connect_request(url: str, *, user: Mapping[str, Any] | None = None) -> ApiRequest:
+    """The admission request kube-apiserver makes for a port-forward or proxy call to ``url``.
+
+    The object is the options decoded from the query (getRequestOptions): for
+    PodPortForwardOptions its ``ports`` (kubectl sends none: it names ports in
+    SPDY stream headers); for the proxy options only ``path``, the rest of the
+    URL path with a leading "/" (and the trailing one kept). Query keys the
+    options do not have (a kubelet exec's ``command``) are dropped: admission
+    never sees them. ``namespace`` is None for nodes, so the webhook's
+    namespaceSelector does not apply.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    match = _CONNECT_URL.match(parts.path)
+    if match is None or (match["resource"] == "nodes") == (match["namespace"] is not None):
+        raise ValueError(f"not a port-forward or proxy URL: {url!r}")
+    kind, has_path = CONNECT_OPTIONS[(match["resource"], match["subresource"])]
+    if match["subresource"] == "portforward" and match["rest"]:
+        raise ValueError(f"portforward takes no subpath: {url!r}")
+    options: dict[str, Any] = {"kind": kind, "apiVersion": "v1"}
+    query = parse_qs(parts.query)
+    if kind == "PodPortForwardOptions" and query.get("ports"):
+        options["ports"] = [int(port) for port in query["ports"]]
+    if has_path:
+        options["path"] = match["rest"] or ""
+    return ApiRequest(
+        operation="CONNECT", resource=match["resource"], subresource=match["subresource"],
+        namespace=match["namespace"], name=match["name"], kind=kind, object=options,
+        **({"user": dict(user)} if user is not None else {}),
+    )
 
 
 def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

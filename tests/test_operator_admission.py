@@ -368,9 +368,12 @@ async def test_registered_configuration_is_what_the_api_server_needs(cluster: Cl
     # Per route (a route added to the table is registered too), one webhook per mode a namespace can have:
     # audit (namespaces.modes: audit-ns), enforce (the gatewatch.io/mode label), warn (the default).
     # (A route that never denies, a workload's, has nothing to do in audit namespaces.)
+    # A cluster-scoped route (nodes/proxy) gets one, in the strongest mode the configuration gives (warn).
     assert set(webhooks) == {f"{route.handler_id}.{mode}.gatewatch.io"
-                             for route in WEBHOOK_ROUTES for mode in ("enforce", "warn", "audit")
-                             if not (route.never_denies and mode == "audit")}
+                             for route in WEBHOOK_ROUTES if route.namespaced
+                             for mode in ("enforce", "warn", "audit")
+                             if not (route.never_denies and mode == "audit")} | {
+        f"{route.handler_id}.warn.gatewatch.io" for route in WEBHOOK_ROUTES if not route.namespaced}
     assert {"pods.warn.gatewatch.io", "pods-exec.enforce.gatewatch.io", "pods-attach.audit.gatewatch.io",
             "pods-ephemeralcontainers.warn.gatewatch.io"} <= set(webhooks)
     exec_hook = webhooks["pods-exec.enforce.gatewatch.io"]
@@ -714,8 +717,10 @@ async def test_while_gatewatch_is_down_the_failure_policy_decides(cluster: Clust
     await cluster.running.join(timeout=20)
     # gatewatch leaves its configuration in place on shutdown: the next replica serves it.
     configuration = webhook_configuration(cluster)
-    # enforce, warn, audit; workloads' entries (never a denial) enforce and warn only
-    assert len(configuration["webhooks"]) == sum(2 if route.never_denies else 3 for route in WEBHOOK_ROUTES)
+    # enforce, warn, audit per namespaced route; workloads' entries (never a denial) enforce and warn
+    # only; one entry for a cluster-scoped one (nodes/proxy)
+    assert len(configuration["webhooks"]) == sum(
+        1 if not route.namespaced else 2 if route.never_denies else 3 for route in WEBHOOK_ROUTES)
     request = create_pod("shell", "busybox", namespace="warn-ns")
 
     failing = await cluster.harness().admit(request)  # failurePolicy: Fail

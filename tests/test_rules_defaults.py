@@ -150,6 +150,11 @@ def test_every_default_rule_carries_attack_ids_and_an_action(ruleset):
         EPHEMERAL_COMPANION: Action.DENY,
         DEBUG_IMAGE_SEED: Action.WARN,
         DEBUG_IMAGE_COMPANION: Action.DENY,
+        # Access paths (issue #9 item 7): only a command through the kubelet is refused.
+        "gatewatch-pod-port-forward": Action.WARN,
+        "gatewatch-pod-proxy": Action.WARN,
+        "gatewatch-node-proxy-kubelet-exec": Action.DENY,
+        "gatewatch-node-proxy-kubelet-api": Action.WARN,
     }
 
 

@@ -78,6 +78,11 @@ class WebhookRoute:
         return self.handler_id if self.entry_mode is None else f"{self.handler_id}/{self.entry_mode.value}"
 
     @property
+    def scope(self) -> str:
+        """The webhook rule's scope: "Cluster" (nodes/proxy) gets no namespaceSelector."""
+        return "Namespaced" if self.namespaced else "Cluster"
+
+    @property
     def resource_path(self) -> str:
         """``pods`` or ``pods/exec``: the webhook rule's resource and the metrics label."""
         return self.resource if self.subresource is None else f"{self.resource}/{self.subresource}"
@@ -98,6 +103,11 @@ WEBHOOK_ROUTES: tuple[WebhookRoute, ...] = (
     WebhookRoute("pods-exec", "exec", ("CONNECT",)),
     WebhookRoute("pods-attach", "attach", ("CONNECT",)),
     WebhookRoute("pods-ephemeralcontainers", "ephemeralcontainers", ("UPDATE",)),
+    # Access paths (docs/operations.md, "Port-forward and proxy"): every HTTP method of a
+    # proxy request, and port-forward over SPDY or websocket, reach admission as CONNECT.
+    WebhookRoute("pods-portforward", "portforward", ("CONNECT",)),
+    WebhookRoute("pods-proxy", "proxy", ("CONNECT",)),
+    WebhookRoute("nodes-proxy", "proxy", ("CONNECT",), resource="nodes", namespaced=False),
     # Workloads: the Pods their templates create get a warning before the controller creates them
     # (as Pod Security Admission gives one); the Pods themselves are where enforcement happens.
     *(
@@ -123,8 +133,8 @@ def resolve_route(handler: str) -> WebhookRoute | None:
     return ROUTES_BY_PATH.get(handler)
 
 
-# exec/attach carry PodExecOptions/PodAttachOptions only: the pod is looked up.
-POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach"})
+# exec/attach/portforward/proxy of a pod carry only their options: the pod is looked up.
+POD_LOOKUP_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
 
 
 class RejectedReview(Exception):
@@ -322,7 +332,9 @@ class AdmissionReviewer:
     async def _namespace_mode(self, request: AdmissionRequest, *, entry_mode: Mode | None) -> NamespaceMode | None:
         namespace = request.get("namespace")
         if not namespace:
-            return None  # cluster-scoped: gatewatch's routes take namespaced pods only
+            # nodes/proxy: a node runs pods of every namespace, so the strongest mode the
+            # configuration gives any of them (labels do not count: tenants may not set it).
+            return self.namespace_modes.resolve_cluster_scoped(entry_mode=entry_mode)
         namespace_mode = await self.namespace_modes.resolve(namespace, entry_mode=entry_mode)
         if namespace_mode.labels_error:
             self.metrics.lookup_failures.labels(kind="namespace").inc()
@@ -330,10 +342,10 @@ class AdmissionReviewer:
 
     async def _add_target_pod(self, checked: CheckedReview, document: dict[str, Any]) -> PodLookupResult | None:
         """exec/attach: the target pod's images, labels and service account go into the document."""
-        if checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
+        if checked.route.resource != "pods" or checked.route.subresource not in POD_LOOKUP_SUBRESOURCES:
             return None
         request = checked.request
-        pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=request.get("name"))
+        pod_lookup = await self.pod_lookup.lookup(namespace=request.get("namespace"), name=target_pod_name(request))
         if pod_lookup.pod is not None:
             document.setdefault("gatewatch", {})["pod"] = dict(pod_lookup.pod)
         else:
@@ -425,14 +437,29 @@ def event_target(
         operation = "create"
         uid = None
     else:
-        name = request.get("name")
-        operation = subresource  # exec, attach, ephemeralcontainers
+        name = target_pod_name(request)
+        operation = subresource  # exec, attach, ephemeralcontainers, portforward, proxy
         uid = metadata.get("uid")
         if uid is None and pod_lookup is not None and pod_lookup.pod is not None:
             uid = pod_lookup.pod["uid"]
     if not namespace or not name:
         return None
     return EventTarget(operation=operation, namespace=namespace, pod_name=name, user=user, pod_uid=uid)
+
+
+def target_pod_name(request: Mapping[str, Any]) -> str | None:
+    """The pod a subresource request names. A pods/proxy name may carry a scheme and port
+    (``web:8080``, ``https:web:8443``, as kube-apiserver's SplitSchemeNamePort reads it); the
+    document keeps the name as the audit log does, the lookup and the Event need the pod's."""
+    name = request.get("name")
+    if request.get("subResource") != "proxy" or not isinstance(name, str) or ":" not in name:
+        return name
+    parts = name.split(":")
+    if len(parts) == 2:
+        return parts[0]
+    if len(parts) == 3 and parts[0] in ("", "http", "https"):
+        return parts[1]
+    return name
 
 
 def _safely(call: Callable[..., Any], *args: Any, what: str) -> None:
@@ -464,4 +491,5 @@ __all__ = [
     "event_target",
     "resolve_route",
     "review_response",
+    "target_pod_name",
 ]

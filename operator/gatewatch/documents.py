@@ -77,6 +77,19 @@ ResponseComplete, decision allow (authorization has already passed when
 admission runs), verb create for CREATE and CONNECT, patch for an UPDATE sent
 as a patch (``kubectl debug``), requestURI rebuilt the way kubectl sends it.
 
+Access paths at admission (each a CONNECT whatever the HTTP method; the audit
+log has the method's verb instead: get, create, update, patch, delete):
+
+- ``pods/portforward``: PodPortForwardOptions, ``ports`` in the query
+  (``/api/v1/namespaces/NS/pods/NAME/portforward?ports=8080``), when the
+  client sent any: kubectl names its ports in SPDY stream headers instead,
+  which admission never sees;
+- ``pods/proxy`` and ``nodes/proxy``: PodProxyOptions / NodeProxyOptions,
+  whose ``path`` is the rest of the URL path
+  (``/api/v1/nodes/NAME/proxy/exec/NS/POD/CONTAINER``); the query string the
+  client sent (an exec's ``command=``) and the body are not in the options,
+  so they are not in the requestURI either.
+
 Where this follows Elastic's ingest pipeline (elastic/integrations,
 packages/kubernetes/data_stream/audit_logs/elasticsearch/ingest_pipeline/
 default.yml) and where it deviates:
@@ -124,6 +137,8 @@ OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
 _DECISION_KEYS = (DECISION_ANNOTATION, DECISION_ANNOTATION.replace(".", "_"))
 # Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
 INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
+# pods/proxy, nodes/proxy (and services/proxy): the options' path is part of the requestURI's path.
+PROXY_SUBRESOURCES = frozenset({"proxy"})
 
 Source = Literal["admission", "audit", "manifest"]
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
@@ -997,6 +1012,14 @@ def _request_uri(
         path += f"/{subresource}"
     if operation == "DELETE":  # DeleteOptions travel in the body
         return path
+    if subresource in PROXY_SUBRESOURCES and isinstance(options, Mapping):
+        # PodProxyOptions/NodeProxyOptions.path is the URL path after .../proxy, leading "/"
+        # included (kube-apiserver's getRequestOptions): it goes back into the path. The
+        # client's query string is not in the options, so admission never sees it.
+        proxied = options.get("path")
+        if isinstance(proxied, str) and proxied:
+            path += proxied if proxied.startswith("/") else f"/{proxied}"
+        options = {key: value for key, value in options.items() if key != "path"}
     query = _query_string(options)
     return f"{path}?{query}" if query else path
 

@@ -197,6 +197,16 @@ class ModePolicy:
             return Mode.OFF
         return max(mode for _, mode in self._split(cube, [_MAX_SPLITS]))
 
+    def cluster_mode(self) -> Mode:
+        """The mode for a cluster-scoped request (``nodes/proxy``): the strongest mode ``mode``,
+        ``namespaces.selectors`` and ``namespaces.modes`` give. Through a node's kubelet a request
+        reaches the pods of every namespace on the node, so the enforced namespaces decide; the
+        ``gatewatch.io/mode`` label does not count (a tenant's label must not set what applies
+        cluster-wide)."""
+        explicit = (mode for name, mode in self.explicit.items() if name not in self.excluded)
+        return max((self.default, *(selector.mode for selector in self.selectors), *explicit),
+                   key=lambda mode: mode.rank)
+
     # --- as label selectors ------------------------------------------------------------------
 
     def namespace_classes(self) -> tuple[NamespaceClass, ...]:

@@ -69,7 +69,7 @@ COMBINED_PREFIX = "(combined from similar events): "
 IDLE_CYCLE_SECONDS = 5.0
 
 EventType = Literal["Normal", "Warning"]
-Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers"]
+Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers", "portforward", "proxy"]
 
 _REASONS: dict[tuple[str, str], str] = {
     ("create", "deny"): "PodCreationDenied",
@@ -82,6 +82,10 @@ _REASONS: dict[tuple[str, str], str] = {
     ("attach", "warn"): "AttachWarned",
     ("ephemeralcontainers", "deny"): "EphemeralContainerDenied",
     ("ephemeralcontainers", "warn"): "EphemeralContainerWarned",
+    ("portforward", "deny"): "PortForwardDenied",
+    ("portforward", "warn"): "PortForwardWarned",
+    ("proxy", "deny"): "PodProxyDenied",
+    ("proxy", "warn"): "PodProxyWarned",
 }
 # An alert-only match: nothing was refused or shown to the user.
 REASON_ALERT = "RuleMatched"
@@ -101,7 +105,7 @@ EVENT_ANNOTATIONS: dict[str, str] = {
     ANNOTATION_PREFIX + "mitre-techniques": "the rule's ATT&CK technique ids, comma-separated",
     ANNOTATION_PREFIX + "action": "the rule's action, the strongest response it may cause (alert, warn, deny)",
     ANNOTATION_PREFIX + "effect": "what gatewatch did, given the mode (alert, warn, deny; reject on RulesRejected)",
-    ANNOTATION_PREFIX + "operation": "create, update, exec, attach or ephemeralcontainers",
+    ANNOTATION_PREFIX + "operation": "create, update, exec, attach, ephemeralcontainers, portforward or proxy",
     ANNOTATION_PREFIX + "user": "the requesting user",
     ANNOTATION_PREFIX + "combined": '"true" on an Event counting similar matches on more than one pod',
 }
@@ -112,6 +116,8 @@ _OPERATION_WORDS: dict[str, str] = {
     "exec": "exec into pod",
     "attach": "attach to pod",
     "ephemeralcontainers": "add an ephemeral container to pod",
+    "portforward": "port-forward to pod",
+    "proxy": "proxy to pod",
 }
 
 

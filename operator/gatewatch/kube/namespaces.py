@@ -159,7 +159,7 @@ def namespace_labels_fetcher(core_v1_api: Any, *, timeout: float) -> LabelsFetch
     return fetch
 
 
-ModeSource = Literal["config", "label", "selector", "default", "excluded", "entry", "strongest"]
+ModeSource = Literal["config", "label", "selector", "default", "excluded", "entry", "strongest", "cluster"]
 IgnoredLabelCallback = Callable[[str, Mode, "NamespaceMode"], None]
 
 
@@ -242,6 +242,15 @@ class NamespaceModeResolver:
             return self._without_fresh_labels(namespace, str(error), entry_mode)
         self._remember(namespace, labels)
         return _raised(self.resolve_with_labels(namespace, labels), entry_mode)
+
+    def resolve_cluster_scoped(self, *, entry_mode: Mode | None = None) -> NamespaceMode:
+        """The mode for a request on a cluster-scoped resource (``nodes/proxy``): the policy's
+        ``cluster_mode`` (the strongest ``mode``, ``namespaces.selectors`` or ``namespaces.modes``
+        gives), raised to the calling entry's. ``namespace`` is empty, ``source`` "cluster"."""
+        mode = self.policy.cluster_mode()
+        if entry_mode is not None and entry_mode > mode:
+            mode = entry_mode
+        return NamespaceMode("", mode, "cluster")
 
     def resolve_with_labels(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
         """The mode from the namespace's labels (no API call), reporting what did not count."""

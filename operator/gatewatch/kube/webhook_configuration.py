@@ -133,6 +133,7 @@ class AdmissionHandler(Protocol):
     def match_conditions(self) -> tuple[MatchCondition, ...]: ...  # () for none
 
     @property
+    def scope(self) -> str: ...  # "Namespaced", or "Cluster" for nodes/proxy
     def never_denies(self) -> bool: ...  # warnings at most: always failurePolicy Ignore
 
 
@@ -146,6 +147,7 @@ class WebhookHandler:
     api_group: str = ""
     api_version: str = "v1"
     match_conditions: tuple[MatchCondition, ...] = ()
+    scope: str = "Namespaced"
     never_denies: bool = False
 
 
@@ -176,8 +178,11 @@ def build_webhook_configuration(
     failure_policy: FailurePolicy = "Ignore",
     enforce_failure_policy: FailurePolicy = "Fail",
     timeout_seconds: int = 5,
+    cluster_mode: Mode | None = None,
 ) -> dict[str, Any]:
-    """The desired ValidatingWebhookConfiguration: per handler, one webhook per namespace class.
+    """The desired ValidatingWebhookConfiguration: per handler, one webhook per namespace class
+    (a cluster-scoped handler, nodes/proxy: one webhook, in ``cluster_mode``; None: the
+    strongest class's mode; off: none).
 
     A class (``gatewatch.namespace_modes``) is a namespaceSelector and the mode of every
     namespace it selects; its entries call ``{path}/{handler_id}/{mode}``, so the API
@@ -201,9 +206,17 @@ def build_webhook_configuration(
     prefix = "/" + path.strip("/") if path.strip("/") else ""
     encoded_bundle = base64.b64encode(ca_bundle).decode("ascii")
     webhooks = []
+    if cluster_mode is None:
+        cluster_mode = max((entry.mode for entry in namespace_classes), default=Mode.OFF, key=lambda m: m.rank)
     for handler in handlers:
         seen: dict[Mode, int] = {}
-        for namespace_class in namespace_classes:
+        # A cluster-scoped resource (nodes/proxy) has no namespace: the API server applies no
+        # namespaceSelector to it (only to namespaces themselves), so every entry would be called.
+        # One entry then, in ``cluster_mode``; exempt namespaces and labels cannot opt a node out.
+        classes: Sequence[Any] = namespace_classes
+        if handler.scope == "Cluster":
+            classes = () if cluster_mode is Mode.OFF else (NamespaceClass(cluster_mode, ()),)
+        for namespace_class in classes:
             mode = namespace_class.mode
             if handler.never_denies and mode is Mode.AUDIT:
                 continue  # it would only ever answer "allowed, nothing to say": no call at all
@@ -225,7 +238,7 @@ def build_webhook_configuration(
                     "apiVersions": [handler.api_version],
                     "operations": list(handler.operations),
                     "resources": [handler.resource_path],
-                    "scope": "Namespaced",
+                    "scope": handler.scope,
                 }],
                 # A handler that never denies is never worth a refusal while gatewatch is down.
                 "failurePolicy": (
@@ -233,7 +246,7 @@ def build_webhook_configuration(
                     else enforce_failure_policy if mode is Mode.ENFORCE else failure_policy
                 ),
                 "matchPolicy": "Equivalent",
-                "namespaceSelector": namespace_class.selector(),
+                "namespaceSelector": namespace_class.selector() if namespace_class.requirements else {},
                 "objectSelector": {},
                 "sideEffects": "NoneOnDryRun",  # Events and alerts, none for dry-run requests
                 "timeoutSeconds": timeout_seconds,
@@ -264,6 +277,7 @@ class WebhookRegistration:
     failure_policy: FailurePolicy = "Ignore"
     enforce_failure_policy: FailurePolicy = "Fail"
     timeout_seconds: int = 5
+    cluster_mode: Mode | None = None  # nodes/proxy's entry (None: the strongest class's)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, handlers: Sequence[AdmissionHandler]) -> WebhookRegistration:
@@ -275,10 +289,12 @@ class WebhookRegistration:
                 namespace=webhook.service.namespace or settings.namespace,
                 port=webhook.service.port,
             )
+        policy = ModePolicy.from_settings(settings)
         return cls(
             name=webhook.configuration_name,
             handlers=tuple(handlers),
-            namespace_classes=ModePolicy.from_settings(settings).namespace_classes(),
+            namespace_classes=policy.namespace_classes(),
+            cluster_mode=policy.cluster_mode(),
             service=service,
             url=webhook.url,
             path=webhook.path,
@@ -292,6 +308,7 @@ class WebhookRegistration:
             name=self.name, handlers=self.handlers, namespace_classes=self.namespace_classes, ca_bundle=ca_bundle,
             service=self.service, url=self.url, path=self.path, failure_policy=self.failure_policy,
             enforce_failure_policy=self.enforce_failure_policy, timeout_seconds=self.timeout_seconds,
+            cluster_mode=self.cluster_mode,
         )
 
 

@@ -133,11 +133,12 @@ class AdmissionUnavailableFields:
 # Values a gatewatch admission document can have, per field (documents.py).
 _DATASET_FIELDS = ("event.dataset", "data_stream.dataset")
 _ADMISSION_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
-    "kubernetes.audit.objectRef.resource": (("pods",), "only pods are reviewed"),
-    "orchestrator.resource.type": (("pods",), "only pods are reviewed"),
+    # Kept equal to admission.WEBHOOK_ROUTES by tests/test_access_paths.py (rules may not import admission).
+    "kubernetes.audit.objectRef.resource": (("pods", "nodes"), "only pods and nodes/proxy are reviewed"),
+    "orchestrator.resource.type": (("pods", "nodes"), "only pods and nodes/proxy are reviewed"),
     "kubernetes.audit.objectRef.subresource": (
-        ("exec", "attach", "ephemeralcontainers"),
-        "the reviewed subresources are exec, attach and ephemeralcontainers",
+        ("exec", "attach", "ephemeralcontainers", "portforward", "proxy"),
+        "the reviewed subresources are exec, attach, ephemeralcontainers, portforward and proxy",
     ),
     "kubernetes.audit.verb": (
         ("create", "update", "patch"),
