@@ -16,8 +16,7 @@ from typing import Any, Mapping
 from gatewatch.kql.ast import And, Nested, Not, Or, Term, Wildcard
 from gatewatch.kql.fields import field_values
 from gatewatch.podspec import POD_FIELD_NAMES
-from gatewatch.kql import CompiledQuery, compile_query
-from gatewatch.prefilter import RuleIndex, residual_query
+from gatewatch.prefilter import RuleIndex
 from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
 from gatewatch.rules.model import Rule, RuleSet, RuleType
 
@@ -61,10 +60,8 @@ class RuleEngine:
         if replay_only:
             logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
                         "admission: %s", len(replay_only), ", ".join(replay_only))
-        # What is left of each query once the index has checked its fields (same meaning, less work).
-        residuals = {rule.id: _residual_matcher(rule) for rule in enabled}
         # One attribute, so a reader never sees a new set with an old index.
-        self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)), residuals)
+        self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)))
 
     @property
     def reads_pod_fields(self) -> bool:
@@ -75,8 +72,9 @@ class RuleEngine:
     def may_match_audit_event(self, event: Mapping[str, Any]) -> bool:
         """False when no enabled rule can match the document this audit event becomes.
 
-        Decided on the raw event's resource, subresource and verb (gatewatch.prefilter),
-        so replay skips building documents for the reads that make up most logs.
+        Decided by the rule index on the raw event's own fields (verb, objectRef...;
+        gatewatch.prefilter), so replay skips building documents for the reads that
+        make up most logs.
         """
         return bool(self._state[1].candidates_for_audit_event(event))
 
@@ -94,11 +92,8 @@ class RuleEngine:
         ``new_terms=False`` reports every query match of a new_terms rule.
         """
         found: list[Match] = []
-        candidates, exact = self._state[1].lookup(document)
-        residuals = self._state[3]
-        for rule in candidates:
-            matches = residuals[rule.id] if exact else rule.matcher
-            if not matches(document) or rule.is_excepted(document):
+        for rule in self._state[1].candidates(document):
+            if not rule.matcher(document) or rule.is_excepted(document):
                 continue
             key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None
             found.append(Match(rule=rule, new_terms_key=key))
@@ -122,17 +117,6 @@ class RuleEngine:
             ):
                 kept.append(replace(match, new_terms_evaluated=True))
         return kept
-
-
-def _residual_matcher(rule: Rule) -> Any:
-    """The rule's query without what the index decides, when the index reads that very query
-    (a KQL or EQL rule; an ES|QL rule's index node is only a requirement of it)."""
-    matcher = rule.matcher
-    node = getattr(matcher, "node", None)
-    if node is None or not isinstance(matcher, CompiledQuery) or rule.required_node is not node:
-        return matcher
-    residual = residual_query(node)
-    return matcher if residual is node else compile_query(residual)
 
 
 _POD_FIELD_PREFIXES = tuple(f"gatewatch.{name}" for name in POD_FIELD_NAMES)

@@ -169,10 +169,10 @@ def _compile_or(node: Or) -> Predicate:
 def _compile_field_matches(field: str | None, matches: list[Term | Wildcard]) -> Predicate:
     """True when a value of ``field`` matches any of ``matches``."""
     resolve = _resolver(field)
-    if len(matches) == 1 and isinstance(matches[0], Term) and _is_plain(matches[0]):
+    if len(matches) == 1 and isinstance(matches[0], Term) and is_plain_term(matches[0]):
         value = matches[0].value
         return lambda document: value in resolve(document)  # list membership: == per element
-    test = _any_value_test(matches)
+    test = any_value_test(matches)
     return lambda document: any(map(test, resolve(document)))
 
 
@@ -237,8 +237,8 @@ def _as_network(text: str) -> IPNetwork | None:
         return None
 
 
-def _scalar_text(value: Any) -> str | None:
-    """A scalar as a keyword field would store it; None for objects."""
+def keyword_text(value: Any) -> str | None:
+    """A scalar as a keyword field would store it (what wildcards are matched on); None for objects."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -248,7 +248,7 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
-def _is_plain(term: Term) -> bool:
+def is_plain_term(term: Term) -> bool:
     """A case-sensitive term with no number / boolean / IP reading: a bare string compare."""
     value = term.value
     return (
@@ -259,13 +259,17 @@ def _is_plain(term: Term) -> bool:
     )
 
 
-def _any_value_test(matches: list[Term | Wildcard]) -> ValueTest:
-    """One test for ``any(match(value) for match in matches)``, merged where possible."""
+def any_value_test(matches: list[Term | Wildcard]) -> ValueTest:
+    """One test for ``any(match(value) for match in matches)``, merged where possible.
+
+    The one definition of what a single value of a field must be for a match on
+    it to hold; compiled queries and the rule index (``gatewatch.prefilter``) both use it.
+    """
     exact: set[str] = set()
     patterns: list[tuple[str, ...]] = []
     tests: list[ValueTest] = []
     for match in matches:
-        if isinstance(match, Term) and _is_plain(match):
+        if isinstance(match, Term) and is_plain_term(match):
             exact.add(match.value)
         elif isinstance(match, Wildcard) and not match.case_insensitive:
             patterns.append(match.parts)
@@ -351,7 +355,7 @@ def _on_text(text_test: Callable[[str], bool]) -> ValueTest:
     def test(candidate: Any) -> bool:
         if isinstance(candidate, str):
             return text_test(candidate)
-        text = _scalar_text(candidate)
+        text = keyword_text(candidate)
         return text is not None and text_test(text)
 
     return test
