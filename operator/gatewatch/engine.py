@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from gatewatch.kql.ast import And, Nested, Not, Or, Term, Wildcard
+from gatewatch.kql import And, CompiledQuery, MatchAll, Nested, Node, Not, Or, Term, Wildcard
+from gatewatch.kql.codegen import GeneratedQuery, compile_program
 from gatewatch.kql.fields import field_values
 from gatewatch.podspec import POD_FIELD_NAMES
 from gatewatch.prefilter import RuleIndex
@@ -52,14 +53,27 @@ class RuleEngine:
         return self._state[0]
 
     def replace_rules(self, ruleset: RuleSet) -> None:
-        """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
+        """Swap the rule set atomically: a review in flight sees the old or the new set whole.
+
+        The enabled rules are compiled together (``kql.codegen``): one generated
+        function per rule, its query and its exceptions, reading the document's
+        fields from the ``FieldValues`` the rule index filled.
+        """
         enabled = [rule for rule in ruleset.rules if rule.enabled]
-        # STATS rules stay in the index: replay builds documents for them (RuleEngine never matches them).
-        index = RuleIndex(enabled, [rule.required_node for rule in enabled])
         replay_only = [rule.id for rule in enabled if rule.aggregates]
         if replay_only:
             logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
                         "admission: %s", len(replay_only), ", ".join(replay_only))
+        nodes = [_rule_node(rule) for rule in enabled]
+        program = compile_program([MatchAll() if node is None else node for node in nodes])
+        tests = [
+            _closure_test(rule) if node is None else generated
+            for rule, node, generated in zip(enabled, nodes, program.functions)
+        ]
+        # STATS rules stay in the index: replay builds documents for them (RuleEngine never matches them:
+        # their matcher is false on one document). An ES|QL rule's index node is a requirement of its query.
+        index = RuleIndex(list(zip(enabled, tests)), [rule.required_node for rule in enabled],
+                          resolvers=program.resolvers)
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)))
 
@@ -92,8 +106,10 @@ class RuleEngine:
         ``new_terms=False`` reports every query match of a new_terms rule.
         """
         found: list[Match] = []
-        for rule in self._state[1].candidates(document):
-            if not rule.matcher(document) or rule.is_excepted(document):
+        index = self._state[1]
+        values = index.values(document)
+        for rule, matches in index.candidates_in(values):
+            if not matches(values):
                 continue
             key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None
             found.append(Match(rule=rule, new_terms_key=key))
@@ -148,6 +164,28 @@ def _has_free_text(node: Any) -> bool:
     if isinstance(node, Nested):
         return _has_free_text(node.query)
     return False
+
+
+def _query_node(rule: Rule) -> Node | None:
+    """The KQL tree the rule's matcher evaluates (KQL and EQL rules), else None (ES|QL)."""
+    matcher = rule.matcher
+    return matcher.node if isinstance(matcher, CompiledQuery) else None
+
+
+def _rule_node(rule: Rule) -> Node | None:
+    """The rule as one tree: its query and none of its exceptions (None: a matcher with no tree)."""
+    query = _query_node(rule)
+    exceptions = [matcher.node if isinstance(matcher, CompiledQuery) else None for matcher in rule.exception_matchers]
+    if query is None or None in exceptions:
+        return None
+    if not exceptions:
+        return query
+    return And((query, Not(exceptions[0] if len(exceptions) == 1 else Or(tuple(exceptions)))))  # type: ignore[arg-type]
+
+
+def _closure_test(rule: Rule) -> GeneratedQuery:
+    """A rule whose matchers carry no KQL tree (ES|QL, or built in code): called as they are."""
+    return lambda values: bool(rule.matcher(values.document)) and not rule.is_excepted(values.document)
 
 
 def new_terms_key(rule: Rule, document: Document) -> Key:

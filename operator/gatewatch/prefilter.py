@@ -40,7 +40,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 from gatewatch.kql import And, Exists, Node, Not, Or, Term, Wildcard
 from gatewatch.kql.compiler import any_value_test, is_plain_term, keyword_text
-from gatewatch.kql.fields import Resolver, compile_path
+from gatewatch.kql.fields import FieldValues, Resolvers
 
 # Where the document keeps the audit event, and the part of it the document rewrites.
 AUDIT_EVENT_PREFIX = "kubernetes.audit."
@@ -109,13 +109,13 @@ def _indexable(field: str | None) -> bool:
 class _FieldIndex:
     """One field: which rules each of its values admits."""
 
-    __slots__ = ("field", "resolve", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
+    __slots__ = ("field", "path", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
                  "_cache", "atom_count")
 
     def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
-                 resolve: Resolver) -> None:
+                 path: str) -> None:
         self.field = field
-        self.resolve = resolve
+        self.path = path  # where it is read: the field itself, or its place in a raw audit event
         constrained = 0
         self.present = self.absent = 0
         exact: dict[str, int] = {}
@@ -192,10 +192,12 @@ class RuleIndex(Generic[R]):
     """The rules that can match a document, in rule-set order.
 
     ``rules`` and ``nodes`` (each rule's query tree; None: always a candidate)
-    are parallel sequences.
+    are parallel sequences. ``resolvers``: those of the compiled rules, when
+    they share a document's ``FieldValues`` with the index.
     """
 
-    def __init__(self, rules: Sequence[R], nodes: Sequence[Node | None]) -> None:
+    def __init__(self, rules: Sequence[R], nodes: Sequence[Node | None], *, resolvers: Resolvers | None = None) -> None:
+        self._resolvers = Resolvers() if resolvers is None else resolvers
         self._rules = tuple(rules)
         self._all = (1 << len(self._rules)) - 1
         by_field: dict[str, list[tuple[int, frozenset[Atom]]]] = {}
@@ -203,7 +205,7 @@ class RuleIndex(Generic[R]):
             for field, atoms in requirements(node).items():
                 by_field.setdefault(field, []).append((1 << position, atoms))
         fields = [
-            _FieldIndex(field, constraints, all_rules=self._all, resolve=compile_path(field))
+            _FieldIndex(field, constraints, all_rules=self._all, path=field)
             for field, constraints in by_field.items()
         ]
         # The fields with the most distinct values first: they rule out the most, and
@@ -212,7 +214,7 @@ class RuleIndex(Generic[R]):
         self._fields = tuple(fields)
         self._event_fields = tuple(
             _FieldIndex(index.field, by_field[index.field], all_rules=self._all,
-                        resolve=compile_path(index.field.removeprefix(AUDIT_EVENT_PREFIX)))
+                        path=index.field.removeprefix(AUDIT_EVENT_PREFIX))
             for index in fields
             if _read_from_audit_event(index.field)
         )
@@ -228,18 +230,26 @@ class RuleIndex(Generic[R]):
         """The raw audit event's fields ``candidates_for_audit_event`` reads (paths from the event's root)."""
         return tuple(index.field.removeprefix(AUDIT_EVENT_PREFIX) for index in self._event_fields)
 
+    def values(self, document: Mapping[str, Any]) -> FieldValues:
+        """The document's field values, resolved on first use, for ``candidates_in`` and the compiled rules."""
+        return FieldValues(document, self._resolvers)
+
     def candidates(self, document: Mapping[str, Any]) -> tuple[R, ...]:
-        return self._rules_of(self._mask(self._fields, document))
+        return self.candidates_in(FieldValues(document, self._resolvers))
+
+    def candidates_in(self, values: FieldValues) -> tuple[R, ...]:
+        """``candidates`` of ``values.document``, its fields resolved into ``values`` for what reads them next."""
+        return self._rules_of(self._mask(self._fields, values))
 
     def candidates_for_audit_event(self, event: Mapping[str, Any]) -> tuple[R, ...]:
         """The rules the document of this audit event could match (a superset of its
         ``candidates``), without building the document."""
-        return self._rules_of(self._mask(self._event_fields, event))
+        return self._rules_of(self._mask(self._event_fields, FieldValues(event, self._resolvers)))
 
-    def _mask(self, fields: tuple[_FieldIndex, ...], document: Mapping[str, Any]) -> int:
+    def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
         mask = self._all
         for index in fields:
-            mask &= index.admitted(index.resolve(document))
+            mask &= index.admitted(values[index.path])
             if not mask:
                 break
         return mask

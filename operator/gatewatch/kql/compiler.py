@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 
 from gatewatch.kql.ast import And, Exists, MatchAll, Nested, Node, Not, Or, Range, Term, Wildcard
-from gatewatch.kql.fields import Resolver, compile_path, compile_wildcard_path, leaf_values
+from gatewatch.kql.fields import Resolver, resolver_for
 from gatewatch.kql.glob import glob_matcher
 from gatewatch.errors import KqlRenderError
 from gatewatch.kql.parser import parse, to_kql
@@ -70,7 +70,7 @@ def compile_query(query: str | Node, *, source: str | None = None) -> CompiledQu
     else:
         node = query
         text = source if source is not None else _render_lenient(node)
-    return CompiledQuery(query=text, fields=frozenset(referenced_fields(node)), node=node, matches=_compile(node))
+    return CompiledQuery(query=text, fields=frozenset(referenced_fields(node)), node=node, matches=compile_predicate(node))
 
 
 def _render_lenient(node: Node) -> str:
@@ -96,11 +96,12 @@ def referenced_fields(node: Node, prefix: str = "") -> set[str]:
 # --- tree -> predicate ----------------------------------------------------------
 
 
-def _compile(node: Node) -> Predicate:
+def compile_predicate(node: Node) -> Predicate:
+    """The tree as nested closures: the reference evaluator (``kql.codegen`` must agree with it)."""
     if isinstance(node, Or):
         return _compile_or(node)
     if isinstance(node, And):
-        items = tuple(_compile(item) for item in node.items)
+        items = tuple(compile_predicate(item) for item in node.items)
         if len(items) == 2:
             first, second = items
             return lambda document: first(document) and second(document)
@@ -113,20 +114,20 @@ def _compile(node: Node) -> Predicate:
 
         return all_match
     if isinstance(node, Not):
-        inner = _compile(node.item)
+        inner = compile_predicate(node.item)
         return lambda document: not inner(document)
     if isinstance(node, (Term, Wildcard)):
         return _compile_field_matches(node.field, [node])
     if isinstance(node, Exists):
         resolve = _resolver(node.field)
-        return lambda document: any(map(_is_present, resolve(document)))
+        return lambda document: any(map(is_present, resolve(document)))
     if isinstance(node, Range):
         resolve = _resolver(node.field)
-        test = _range_test(node.operator, node.value)
+        test = range_test(node.operator, node.value)
         return lambda document: any(map(test, resolve(document)))
     if isinstance(node, Nested):
         resolve = _resolver(node.field)
-        inner = _compile(node.query)
+        inner = compile_predicate(node.query)
 
         def some_element(document: Mapping[str, Any]) -> bool:
             for element in resolve(document):
@@ -152,7 +153,7 @@ def _compile_or(node: Or) -> Predicate:
             others.append(item)
     items = tuple(
         [_compile_field_matches(field, matches) for field, matches in by_field.items()]
-        + [_compile(item) for item in others]
+        + [compile_predicate(item) for item in others]
     )
     if len(items) == 1:
         return items[0]
@@ -177,14 +178,11 @@ def _compile_field_matches(field: str | None, matches: list[Term | Wildcard]) ->
 
 
 def _resolver(field: str | None) -> Resolver:
-    if field is None:
-        return leaf_values
-    if "*" in field:
-        return compile_wildcard_path(field)
-    return compile_path(field)
+    return resolver_for(field)
 
 
-def _is_present(value: Any) -> bool:
+def is_present(value: Any) -> bool:
+    """What ``field:*`` asks of a value: anything but an empty object."""
     return not (isinstance(value, Mapping) and not value)
 
 
@@ -366,7 +364,7 @@ def _on_text(text_test: Callable[[str], bool]) -> ValueTest:
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {"<": op.lt, "<=": op.le, ">": op.gt, ">=": op.ge}
 
 
-def _range_test(operator: str, bound_text: str) -> ValueTest:
+def range_test(operator: str, bound_text: str) -> ValueTest:
     """``value <op> bound``: numeric, IP, date (ISO 8601 or ``now`` math) or string order."""
     compare = _COMPARE[operator]
 
