@@ -24,7 +24,10 @@ other wildcards, case-insensitive matches). That test is the definition of a
 match, so the index cannot disagree with evaluating the rule. Masks of string
 values are cached per field. The candidates are the rules left in every
 field's mask: they grow with the rules that could match the document, not
-with the size of the rule set.
+with the size of the rule set. Fields are consulted in the order expected to
+rule out the most, and a field that constrains none of the rules still left is
+not even resolved (with Elastic's 36 Kubernetes rules, most documents resolve
+4-6 of the 48 fields the rules constrain).
 
 Replay asks before it builds a document at all (``candidates_for_audit_event``):
 the document's ``kubernetes.audit`` is the audit event itself (only its
@@ -109,8 +112,8 @@ def _indexable(field: str | None) -> bool:
 class _FieldIndex:
     """One field: which rules each of its values admits."""
 
-    __slots__ = ("field", "path", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
-                 "_cache", "atom_count")
+    __slots__ = ("field", "path", "constrained", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
+                 "_cache", "expected_exclusions")
 
     def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
                  path: str) -> None:
@@ -136,8 +139,10 @@ class _FieldIndex:
                     by_prefix[atom.parts[0]] = by_prefix.get(atom.parts[0], 0) | bit
                 else:
                     tests[atom] = tests.get(atom, 0) | bit
+        self.constrained = constrained
         self.unconstrained = all_rules & ~constrained
-        self.atom_count = len(exact) + sum(map(len, prefixes.values())) + len(tests)
+        distinct = len(exact) + sum(map(len, prefixes.values())) + len(tests) + bool(self.present) + bool(self.absent)
+        self.expected_exclusions = constrained.bit_count() * (1 - 1 / distinct) if distinct else 0.0
         self._exact = exact
         self._prefixes = tuple(sorted(prefixes.items()))
         self._tests: tuple[tuple[Callable[[Any], bool], int], ...] = tuple(
@@ -208,9 +213,11 @@ class RuleIndex(Generic[R]):
             _FieldIndex(field, constraints, all_rules=self._all, path=field)
             for field, constraints in by_field.items()
         ]
-        # The fields with the most distinct values first: they rule out the most, and
-        # a document left with no candidate stops there.
-        fields.sort(key=lambda index: (-index.atom_count, -(self._all & ~index.unconstrained).bit_count()))
+        # The fields expected to rule out the most first, as a document left with no
+        # candidate stops there: a value meets one of a field's k distinct requirements,
+        # so of the c rules constrained on it about c * (1 - 1/k) go. A field every rule
+        # wants the same value of (event.dataset) rules out nothing on normal traffic.
+        fields.sort(key=lambda index: -index.expected_exclusions)
         self._fields = tuple(fields)
         self._event_fields = tuple(
             _FieldIndex(index.field, by_field[index.field], all_rules=self._all,
@@ -249,9 +256,10 @@ class RuleIndex(Generic[R]):
     def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
         mask = self._all
         for index in fields:
-            mask &= index.admitted(values[index.path])
-            if not mask:
-                break
+            if mask & index.constrained:  # else it could rule out none of the rules left: not even resolved
+                mask &= index.admitted(values[index.path])
+                if not mask:
+                    break
         return mask
 
     def _rules_of(self, mask: int) -> tuple[R, ...]:
