@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Mapping
 
 from gatewatch.kql import And, CompiledQuery, MatchAll, Nested, Node, Not, Or, Term, Wildcard
 from gatewatch.kql.codegen import GeneratedQuery, compile_program
-from gatewatch.kql.fields import field_values
+from gatewatch.kql.fields import FieldValues, field_values
 from gatewatch.podspec import POD_FIELD_NAMES
 from gatewatch.prefilter import RuleIndex
 from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
-from gatewatch.rules.model import Rule, RuleSet, RuleType
+from gatewatch.rules.model import NewTerms, Rule, RuleSet, RuleType
 
 Document = Mapping[str, Any]
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class RuleEngine:
         for rule, matches in index.candidates_in(values):
             if not matches(values):
                 continue
-            key = new_terms_key(rule, document) if rule.type is RuleType.NEW_TERMS else None
+            key = new_terms_key(rule, values) if rule.type is RuleType.NEW_TERMS else None
             found.append(Match(rule=rule, new_terms_key=key))
         if not new_terms or not found:
             return found
@@ -188,22 +189,34 @@ def _closure_test(rule: Rule) -> GeneratedQuery:
     return lambda values: bool(rule.matcher(values.document)) and not rule.is_excepted(values.document)
 
 
-def new_terms_key(rule: Rule, document: Document) -> Key:
+def new_terms_key(rule: Rule, document: Document | FieldValues) -> Key:
     """The combination of values a new_terms rule keys on for this document.
 
     Admission requests never carry some fields (source.ip, user_agent.original):
     there the rule keys on the remaining ones (``rules lint`` says which). A field
     with several values contributes them sorted; an absent field contributes ""
-    so that the rule still alerts once rather than never.
+    so that the rule still alerts once rather than never. Given the document's
+    ``FieldValues``, the values already resolved are reused.
     """
     if rule.new_terms is None:
         return ()
+    if isinstance(document, FieldValues):
+        values, document = document, document.document
+    else:
+        values = None
     from_admission = _get(document, "gatewatch", "source") == "admission"
-    fields = rule.new_terms.admission_fields() if from_admission else rule.new_terms.fields
+    fields = _admission_fields(rule.new_terms.fields) if from_admission else rule.new_terms.fields
     return tuple(
-        "\x1e".join(sorted(str(value) for value in field_values(document, field)))
+        "\x1e".join(sorted(str(value) for value in (
+            values[field] if values is not None else field_values(document, field))))
         for field in fields
     )
+
+
+@lru_cache(maxsize=1024)
+def _admission_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
+    """``NewTerms.admission_fields``, worked out once per field list rather than per match."""
+    return NewTerms(fields=fields, history_window=timedelta(0)).admission_fields()
 
 
 def event_time(document: Document, *, now: datetime | None = None) -> datetime:
