@@ -29,6 +29,7 @@ from gatewatch.kql.fields import FieldValues, Resolvers
 GeneratedQuery: TypeAlias = Callable[[FieldValues], bool]
 # Deeper subtrees become closures: CPython's parser refuses about 200 nested parentheses.
 MAX_DEPTH = 40
+_CHUNK = 32  # functions per compile() call
 
 
 class Program:
@@ -57,12 +58,16 @@ class Program:
 def compile_program(queries: Sequence[Node], *, resolvers: Resolvers | None = None) -> Program:
     """Generate and compile one function per query (``MatchAll`` for an always-true one)."""
     generator = _Generator()
-    lines = [f"def q{position}(V):\n    return {generator.expression(node, depth=0)}\n"
-             for position, node in enumerate(queries)]
-    source = "\n".join(lines)
+    functions = [f"def q{position}(V):\n    return {generator.expression(node, depth=0)}\n"
+                 for position, node in enumerate(queries)]
     namespace: dict[str, Any] = dict(generator.constants)
     namespace.update(_any_in=_any_in, _exists=_exists, __builtins__={"any": any, "map": map})
-    exec(compile(source, "<gatewatch.kql.codegen>", "exec"), namespace)  # noqa: S102 - our own generated source
+    # Compiled a chunk at a time: CPython's compiler needs tens of times the source's size while it
+    # works (30 MiB for 1,000 rules at once), and the process would keep that high-water mark.
+    for start in range(0, len(functions), _CHUNK):
+        chunk = "\n".join(functions[start:start + _CHUNK])
+        exec(compile(chunk, "<gatewatch.kql.codegen>", "exec"), namespace)  # noqa: S102 - our own generated source
+    source = "\n".join(functions)
     return Program(
         functions=tuple(namespace[f"q{position}"] for position in range(len(queries))),
         resolvers=Resolvers() if resolvers is None else resolvers,
