@@ -31,10 +31,14 @@ not even resolved (with Elastic's 36 Kubernetes rules, most documents resolve
 
 Replay asks before it builds a document at all (``candidates_for_audit_event``):
 the document's ``kubernetes.audit`` is the audit event itself (only its
-annotations are rewritten), so the fields beneath it (annotations aside) read
-from the raw event resolve exactly as on the document. Fields elsewhere in the
-document are not consulted there: the raw event's candidates include the
-document's.
+annotations are rewritten), so the fields beneath it read from the raw event
+resolve exactly as on the document. Only the fields of the request itself are
+consulted there (``REQUEST_FIELDS``: verb, objectRef, user...), never those
+that differ between the stages of one request (stage, requestObject,
+responseStatus, annotations): replay relies on every stage of a request
+getting the same answer (a ResponseComplete it skipped could not overrule an
+earlier stage that matched). Fields elsewhere in the document are not
+consulted either: the raw event's candidates include the document's.
 """
 from __future__ import annotations
 
@@ -45,9 +49,11 @@ from gatewatch.kql import And, Exists, Node, Not, Or, Term, Wildcard
 from gatewatch.kql.compiler import any_value_test, is_plain_term, keyword_text
 from gatewatch.kql.fields import FieldValues, Resolvers
 
-# Where the document keeps the audit event, and the part of it the document rewrites.
+# Where the document keeps the audit event.
 AUDIT_EVENT_PREFIX = "kubernetes.audit."
-_REWRITTEN_IN_DOCUMENT = "annotations"
+# The audit event's fields that are the same in every stage of one request (audit.k8s.io/v1 Event).
+REQUEST_FIELDS = frozenset({"auditID", "requestURI", "verb", "user", "impersonatedUser", "sourceIPs",
+                            "userAgent", "objectRef"})
 # Distinct string values whose mask a field remembers; past that the cache starts over.
 _MAX_CACHED_VALUES = 4096
 # Distinct candidate sets remembered (a cluster's traffic gives a few dozen).
@@ -280,8 +286,7 @@ class RuleIndex(Generic[R]):
 
 
 def _read_from_audit_event(field: str) -> bool:
-    """True when the raw audit event holds ``field`` exactly as its document does."""
+    """True when the raw audit event holds ``field`` as its document does, the same in every stage."""
     if not field.startswith(AUDIT_EVENT_PREFIX):
         return False
-    rest = field.removeprefix(AUDIT_EVENT_PREFIX)
-    return rest.split(".", 1)[0] != _REWRITTEN_IN_DOCUMENT
+    return field.removeprefix(AUDIT_EVENT_PREFIX).split(".", 1)[0] in REQUEST_FIELDS
