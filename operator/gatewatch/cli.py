@@ -266,7 +266,10 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
     """Convert Elastic detection-rule TOML files to gatewatch rules.yaml.
 
     Converts every file it can; names each file it cannot on stderr
-    (FILE: reason) and exits 1 if any failed. Imported rules get action
+    (FILE: reason) and exits 1 if any failed. Odd but harmless metadata
+    (an ATT&CK id Elastic wrote in the wrong slot, a revoked id, a wrong
+    reference URL) is fixed where certain and is a warning
+    (FILE: warning: ...): it never fails a rule. Imported rules get action
     `alert`: raise it by hand once you trust them.
     """
     from gatewatch.rules.elastic_import import import_elastic_rules
@@ -274,8 +277,8 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
     result = import_elastic_rules(list(files))
     for path, reason in result.failures:
         click.echo(f"{path}: {reason}", err=True)
-    for path, note in result.notes:
-        click.echo(f"{path}: note: {note}", err=True)
+    for path, warning in result.warnings:
+        click.echo(f"{path}: warning: {warning}", err=True)
     if result.rules_yaml:
         if output is None:
             click.echo(result.rules_yaml, nl=False)

@@ -14,6 +14,11 @@ references, false_positives, tags, new_terms fields and history window.
 Every imported rule gets ``action: alert``: it never warns or denies until a
 person raises it. Each converted rule is loaded back before it is accepted, so
 the output always loads.
+
+A rule fails only when it cannot be converted at all (its query, its type, a
+required field), and the failure names why. Metadata never fails it: the
+ATT&CK mapping is normalized against the shipped ATT&CK table
+(``elastic_threat``), and whatever was odd is a warning.
 """
 from __future__ import annotations
 
@@ -29,9 +34,10 @@ import yaml
 from gatewatch.errors import EqlSyntaxError, EsqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
 from gatewatch.esql import parse as parse_esql
 from gatewatch.kql import KqlRenderError, parse, to_kql
-from gatewatch.rules.eql import eql_to_ast
+from gatewatch.rules.elastic_threat import normalize_threat
+from gatewatch.rules.eql import eql_to_ast, event_category
 from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
-from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
+from gatewatch.rules.model import FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
 REJECTED_TYPES = {
@@ -50,11 +56,12 @@ _HEADER = (
 class ImportResult:
     """``rules_yaml`` holds the converted rules ("" when none converted);
     ``failures`` one (file, reason) per file that could not be converted;
-    ``notes`` (file, message) about data left behind in converted files."""
+    ``warnings`` (file, message) about what was changed or left behind in
+    converted files."""
 
     rules_yaml: str
     failures: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     rule_ids: list[str] = field(default_factory=list)
 
 
@@ -64,12 +71,12 @@ def import_elastic_rules(
     """Convert every file it can; name each file it cannot with the reason."""
     converted: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
-    notes: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     first_file_of: dict[str, str] = {}
     for path in paths:
         file = str(path)
         try:
-            rule, rule_notes = convert_elastic_file(path)
+            rule, rule_warnings = convert_elastic_file(path)
             _check_loads([rule], ruleset=ruleset, file=file)
         except ImportRuleError as error:
             failures.append((file, error.reason))
@@ -79,11 +86,11 @@ def import_elastic_rules(
             continue
         first_file_of[rule["id"]] = file
         converted.append(rule)
-        notes.extend((file, note) for note in rule_notes)
+        warnings.extend((file, warning) for warning in rule_warnings)
     text = render_rules_yaml(converted, ruleset=ruleset) if converted else ""
     if converted:
         load_rules_text(text, file="<imported rules>")  # the whole file must load, not only each rule
-    return ImportResult(rules_yaml=text, failures=failures, notes=notes, rule_ids=[r["id"] for r in converted])
+    return ImportResult(rules_yaml=text, failures=failures, warnings=warnings, rule_ids=[r["id"] for r in converted])
 
 
 def convert_elastic_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
@@ -103,11 +110,11 @@ def convert_elastic_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
 
 
 def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tuple[dict[str, Any], list[str]]:
-    """One parsed Elastic rule file -> (our rule mapping, notes about what was left behind)."""
+    """One parsed Elastic rule file -> (our rule mapping, warnings about what was changed or left behind)."""
     rule = data.get("rule")
     if not isinstance(rule, Mapping):
         raise ImportRuleError("no [rule] table: not an Elastic detection rule file", file=file)
-    notes: list[str] = []
+    warnings: list[str] = []
 
     def required(key: str, kind: type | tuple[type, ...] = str) -> Any:
         value = rule.get(key)
@@ -138,6 +145,7 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     if rule_type == "eql":
         if language != "eql":
             raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
+        _refuse_endpoint_data(query, rule.get("index"), file=file)
         converted["language"], converted["query"] = _convert_eql(query, file=file)
     elif rule_type == "esql":
         if language != "esql":
@@ -147,7 +155,7 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
             # Replay runs it as Elastic schedules it; admission never can.
             converted["schedule"] = {"interval": str(rule.get("interval") or "5m"),
                                      "from": str(rule.get("from") or "now-6m")}
-            notes.append(STATS_AT_ADMISSION)
+            warnings.append(STATS_AT_ADMISSION)
     else:
         if language != "kuery":
             raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)
@@ -155,8 +163,8 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
         converted["language"], converted["query"] = "kuery", query
     if rule_type == "new_terms":
         converted["new_terms"] = _new_terms(rule.get("new_terms"), file=file)
-    threat, threat_notes = _threat(rule.get("threat", []), file=file)
-    notes.extend(threat_notes)
+    threat, threat_warnings = normalize_threat(rule.get("threat"))
+    warnings.extend(threat_warnings)
     if threat:
         converted["threat"] = threat
     converted["action"] = Action.ALERT.value
@@ -170,13 +178,13 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
                 converted[key] = cleaned
     indices = rule.get("index") or []
     if isinstance(indices, list) and indices and not any("kubernetes" in str(index) for index in indices):
-        notes.append(
+        warnings.append(
             f"index {', '.join(map(str, indices))} is not Kubernetes audit logs: "
             "the rule may never match a gatewatch document"
         )
     if rule.get("exceptions_list"):
-        notes.append("exceptions_list refers to Kibana exception lists, which are not imported")
-    return converted, notes
+        warnings.append("exceptions_list refers to Kibana exception lists, which are not imported")
+    return converted, warnings
 
 
 def _has_stats(query: str) -> bool:
@@ -193,6 +201,19 @@ def _check_kql(query: str, *, file: str) -> None:
         raise ImportRuleError(
             f"KQL syntax error at query line {error.line}, column {error.column}: {error.reason}", file=file
         ) from None
+
+
+def _refuse_endpoint_data(query: str, index: Any, *, file: str) -> None:
+    """``process where`` / ``file where`` rules read what a sensor inside the node saw."""
+    category = event_category(query)
+    if category is None or category == "any":
+        return
+    indices = ", ".join(map(str, index)) if isinstance(index, list) and index else "endpoint indices"
+    raise ImportRuleError(
+        f"endpoint-data rule (EQL '{category} where'): it needs {category} events from Elastic Defend for "
+        f"Containers ({indices}), not Kubernetes audit logs, which are all gatewatch sees",
+        file=file,
+    )
 
 
 def _convert_eql(query: str, *, file: str) -> tuple[str, str]:
@@ -236,47 +257,6 @@ def _new_terms(raw: Any, *, file: str) -> dict[str, Any]:
                 raise ImportRuleError("history_window_start value must be a string like now-7d", file=file)
             result["history_window"] = value.strip()
     return result
-
-
-def _attack_item(raw: Any, *, file: str, what: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
-        raise ImportRuleError(f"{what} without an id", file=file)
-    item = {"id": raw["id"]}
-    for key in ("name", "reference"):
-        if isinstance(raw.get(key), str):
-            item[key] = raw[key]
-    return item
-
-
-def _threat(raw: Any, *, file: str) -> tuple[list[dict[str, Any]], list[str]]:
-    if not isinstance(raw, list):
-        raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
-    threats, notes = [], []
-    for entry in raw:
-        if not isinstance(entry, Mapping):
-            raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
-        framework = entry.get("framework", ATTACK_FRAMEWORK)
-        if framework != ATTACK_FRAMEWORK:
-            notes.append(f"threat framework {framework!r} is not imported (only {ATTACK_FRAMEWORK})")
-            continue
-        threat: dict[str, Any] = {
-            "framework": ATTACK_FRAMEWORK,
-            "tactic": _attack_item(entry.get("tactic"), file=file, what="threat tactic"),
-        }
-        techniques = []
-        for technique_raw in entry.get("technique", []) or []:
-            technique = _attack_item(technique_raw, file=file, what="threat technique")
-            subs = [
-                _attack_item(sub, file=file, what="threat subtechnique")
-                for sub in (technique_raw.get("subtechnique", []) or [])
-            ]
-            if subs:
-                technique["subtechniques"] = subs
-            techniques.append(technique)
-        if techniques:
-            threat["techniques"] = techniques
-        threats.append(threat)
-    return threats, notes
 
 
 # --- output -----------------------------------------------------------------------

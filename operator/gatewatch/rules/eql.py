@@ -335,6 +335,16 @@ def eql_to_ast(query: str) -> Node:
         raise EqlSyntaxError(reason, query=query, offset=offset, unsupported=unsupported) from None
 
 
+_CATEGORY = re.compile(r"^\s*(?:/\*[\s\S]*?\*/\s*|//[^\n]*\n\s*)*([A-Za-z_][\w]*)\s+where\b")
+
+
+def event_category(query: str) -> str | None:
+    """The event category of a single-event query (``any``, ``process``, ``file`` ...);
+    None for sequences, samples and anything that is not ``<category> where``."""
+    match = _CATEGORY.match(query)
+    return match.group(1) if match else None
+
+
 def _explain(error: UnexpectedInput, query: str) -> tuple[str, int]:
     if isinstance(error, UnexpectedEOF):
         return "unexpected end of query", len(query)
