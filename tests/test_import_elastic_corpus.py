@@ -119,3 +119,22 @@ def test_importing_all_files_at_once_names_the_second_copy_of_a_rule(corpus, per
     ids = [per_file[row["filename"]].rule_ids[0] for row in corpus if not per_file[row["filename"]].failures]
     assert len(duplicates) == len(ids) - len(set(ids)) > 0
     assert len(load_rules_text(result.rules_yaml).rules) == len(result.rule_ids)
+
+
+def test_elastics_eql_parser_reads_every_eql_rule_and_only_the_subset_is_refused(corpus):
+    from gatewatch.errors import EqlSyntaxError
+    from gatewatch.rules.eql import eql_to_ast
+
+    outcomes = {}
+    for row in corpus:
+        if row["rule_language"] != "eql":
+            continue
+        query = tomllib.loads((CORPUS / row["filename"]).read_text())["rule"]["query"]
+        try:
+            eql_to_ast(query)
+            outcomes[row["filename"]] = "translated"
+        except EqlSyntaxError as error:
+            assert error.unsupported, f"{row['filename']}: {error}"  # never a syntax error
+            outcomes[row["filename"]] = error.reason
+    assert len(outcomes) == 13
+    assert sum(outcome == "translated" for outcome in outcomes.values()) == 6
