@@ -1,18 +1,22 @@
-"""``gatewatch rules import-elastic``: Elastic detection-rule TOML -> rules.yaml text.
+"""``gatewatch rules import-elastic``: Elastic detection rules -> rules.yaml text.
 
 Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
-``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
-``eql`` rules whose condition is a single ``any where`` expression through
-``gatewatch.rules.eql``, ``esql`` rules as they are (``language: esql``, compiled
-by ``gatewatch.esql``); one with STATS keeps Elastic's ``interval`` and ``from``
-as its ``schedule``, for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
+``[rule]`` tables) and Kibana's rule export NDJSON (read by ``elastic_files``):
+``query`` and ``new_terms`` rules in kuery as they are, ``eql`` rules whose
+condition is a single ``any where`` expression through ``gatewatch.rules.eql``,
+``esql`` rules as they are (``language: esql``, compiled by ``gatewatch.esql``);
+one with STATS keeps Elastic's ``interval`` and ``from`` as its ``schedule``,
+for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
 KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
 and its original text (the loader translates it the same way).
 
 Kept: rule_id (as id), name, description, severity, risk_score, threat,
 references, false_positives, tags, new_terms fields and history window.
 Every imported rule gets ``action: alert``: it never warns or denies until a
-person raises it. Each converted rule is loaded back before it is accepted, so
+person raises it (``keep_action`` takes the action a gatewatch export recorded).
+A rule gatewatch exported comes back as it was: its id, query and exceptions
+are restored from ``meta.gatewatch`` (``elastic_meta``) where they agree with
+what Elastic has. Each converted rule is loaded back before it is accepted, so
 the output always loads.
 
 A rule fails only when it cannot be converted at all (its query, its type, a
@@ -23,7 +27,6 @@ ATT&CK mapping is normalized against the shipped ATT&CK table
 from __future__ import annotations
 
 import textwrap
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,8 @@ import yaml
 from gatewatch.errors import EqlSyntaxError, EsqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
 from gatewatch.esql import parse as parse_esql
 from gatewatch.kql import KqlRenderError, parse, to_kql
+from gatewatch.rules.elastic_files import read_elastic_file
+from gatewatch.rules.elastic_meta import restore
 from gatewatch.rules.elastic_threat import normalize_threat
 from gatewatch.rules.eql import eql_to_ast, event_category
 from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
@@ -66,27 +71,38 @@ class ImportResult:
 
 
 def import_elastic_rules(
-    paths: Sequence[str | Path], *, ruleset: str = DEFAULT_RULESET
+    paths: Sequence[str | Path], *, ruleset: str = DEFAULT_RULESET, keep_action: bool = False
 ) -> ImportResult:
-    """Convert every file it can; name each file it cannot with the reason."""
+    """Convert every rule it can; name each one it cannot (``file`` or ``file:line``) with the reason.
+
+    ``keep_action``: take the action a gatewatch export recorded (meta.gatewatch.action)
+    instead of ``alert``.
+    """
     converted: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
     warnings: list[tuple[str, str]] = []
     first_file_of: dict[str, str] = {}
     for path in paths:
-        file = str(path)
         try:
-            rule, rule_warnings = convert_elastic_file(path)
-            _check_loads([rule], ruleset=ruleset, file=file)
+            elastic_file = read_elastic_file(path)
         except ImportRuleError as error:
-            failures.append((file, error.reason))
+            failures.append((str(path), error.reason))
             continue
-        if rule["id"] in first_file_of:
-            failures.append((file, f"duplicate rule_id {rule['id']} (also in {first_file_of[rule['id']]})"))
-            continue
-        first_file_of[rule["id"]] = file
-        converted.append(rule)
-        warnings.extend((file, warning) for warning in rule_warnings)
+        failures.extend(elastic_file.failures)
+        warnings.extend(elastic_file.warnings)
+        for where, data in elastic_file.rules:
+            try:
+                rule, rule_warnings = convert_elastic_rule(data, file=where, keep_action=keep_action)
+                _check_loads([rule], ruleset=ruleset, file=where)
+            except ImportRuleError as error:
+                failures.append((where, error.reason))
+                continue
+            if rule["id"] in first_file_of:
+                failures.append((where, f"duplicate rule_id {rule['id']} (also in {first_file_of[rule['id']]})"))
+                continue
+            first_file_of[rule["id"]] = where
+            converted.append(rule)
+            warnings.extend((where, warning) for warning in rule_warnings)
     text = render_rules_yaml(converted, ruleset=ruleset) if converted else ""
     if converted:
         load_rules_text(text, file="<imported rules>")  # the whole file must load, not only each rule
@@ -94,22 +110,19 @@ def import_elastic_rules(
 
 
 def convert_elastic_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """Read and convert one Elastic TOML rule file (raises ImportRuleError)."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        raise ImportRuleError(f"cannot read: {error.strerror or error}", file=file) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ImportRuleError(f"not UTF-8 text: {error.reason} at byte {error.start}", file=file) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ImportRuleError(f"invalid TOML: {error}", file=file) from None
-    return convert_elastic_rule(data, file=file)
+    """Read and convert a file holding one Elastic rule (raises ImportRuleError)."""
+    elastic_file = read_elastic_file(path)
+    if elastic_file.failures:
+        raise ImportRuleError(elastic_file.failures[0][1], file=elastic_file.failures[0][0])
+    if len(elastic_file.rules) != 1:
+        raise ImportRuleError(f"holds {len(elastic_file.rules)} rules, not one", file=str(path))
+    ((where, data),) = elastic_file.rules
+    return convert_elastic_rule(data, file=where)
 
 
-def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tuple[dict[str, Any], list[str]]:
+def convert_elastic_rule(
+    data: Mapping[str, Any], *, file: str = "<toml>", keep_action: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """One parsed Elastic rule file -> (our rule mapping, warnings about what was changed or left behind)."""
     rule = data.get("rule")
     if not isinstance(rule, Mapping):
@@ -167,15 +180,30 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     warnings.extend(threat_warnings)
     if threat:
         converted["threat"] = threat
+    own = restore(rule, query=query)  # what a gatewatch export kept of the rule
+    warnings.extend(own.warnings)
+    if own.rule_id is not None:
+        converted["id"] = own.rule_id
+    if own.query is not None and converted["language"] == "kuery":
+        converted["query"] = own.query
     converted["action"] = Action.ALERT.value
+    if own.action is not None and keep_action:
+        converted["action"] = own.action
+    elif own.action not in (None, Action.ALERT.value):
+        warnings.append(f"exported by gatewatch with action {own.action}: imported with action alert (--keep-action keeps it)")
+    if own.exceptions:
+        converted["exceptions"] = own.exceptions
     for key in ("false_positives", "references", "tags"):
         values = rule.get(key)
         if values:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ImportRuleError(f"[rule] {key} must be a list of strings", file=file)
+                warnings.append(f"[rule] {key} is not a list of strings: left out")
+                continue
             cleaned = [textwrap.dedent(v).strip() for v in values if v.strip()]
             if cleaned:
                 converted[key] = cleaned
+    if own.enabled is False:
+        converted["enabled"] = False
     indices = rule.get("index") or []
     if isinstance(indices, list) and indices and not any("kubernetes" in str(index) for index in indices):
         warnings.append(
@@ -280,6 +308,8 @@ def render_rules_yaml(rules: Sequence[Mapping[str, Any]], *, ruleset: str = DEFA
     """A complete rules.yaml (version, ruleset, rules) for converted rules."""
     document = {"version": FORMAT_VERSION, "ruleset": ruleset, "rules": [dict(rule) for rule in rules]}
     body = yaml.dump(document, Dumper=_RulesDumper, sort_keys=False, allow_unicode=True, width=100)
+    if any(rule.get("action", Action.ALERT.value) != Action.ALERT.value for rule in rules):
+        return _HEADER.replace("Every rule has action: alert", "Actions as a gatewatch export recorded them") + body
     return _HEADER + body
 
 
