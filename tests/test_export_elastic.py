@@ -51,7 +51,7 @@ def round_trip(rules: list[Rule], tmp_path: Path, *, keep_action: bool) -> dict[
     for form, paths in (("ndjson", [ndjson]), ("toml", toml_files)):
         result = import_elastic_rules(paths, keep_action=keep_action)
         assert result.failures == [], (form, result.failures)
-        back[form] = list(load_rules_text(result.rules_yaml, file=f"<{form}>").rules)
+        back[form] = list(load_rules_text(result.rules_yaml, file=f"<{form}>", allow_empty=True).rules)
     return back
 
 
@@ -62,6 +62,13 @@ def test_the_shipped_rules_come_back_the_same_through_both_forms(tmp_path):
     rules = list(load_rules().rules)
     for form, back in round_trip(rules, tmp_path, keep_action=True).items():
         assert [same(rule) for rule in back] == [same(rule) for rule in rules], form
+
+
+def test_a_disabled_rule_comes_back_disabled_and_kibana_gets_it_disabled(tmp_path):
+    rule = dataclasses.replace(load_rules().rules[0], enabled=False)
+    assert export_rule(rule, today=TODAY).api["enabled"] is False
+    for back in round_trip([rule], tmp_path, keep_action=True).values():
+        assert [same(r) for r in back] == [same(rule)]
 
 
 def test_without_keep_action_the_rules_come_back_alerting_and_the_import_says_so(tmp_path):

@@ -73,7 +73,7 @@ def test_a_reference_pointing_at_another_technique_is_a_warning_and_attacks_page
     ])])
     assert threat[0]["techniques"][0]["reference"] == "https://attack.mitre.org/techniques/T1098/"
     assert warnings == [
-        "the reference of T1098 points at T1133 (https://attack.mitre.org/techniques/T1133/): ATT&CK's page of T1098 used"
+        "the reference of T1098 points at T1133 ('https://attack.mitre.org/techniques/T1133/'): ATT&CK's page of T1098 used"
     ]
 
 

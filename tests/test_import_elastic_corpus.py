@@ -77,7 +77,7 @@ def test_metadata_oddities_are_warnings_naming_the_file(per_file):
     assert [w for _, w in secrets.warnings] == ["T1552.007 is a sub-technique: imported under its technique T1552"]
     anonymous = per_file["persistence_anonymous_user_bound_to_clusterrole.toml"]
     assert [w for _, w in anonymous.warnings] == [
-        "the reference of T1098 points at T1133 (https://attack.mitre.org/techniques/T1133/): ATT&CK's page of T1098 used"
+        "the reference of T1098 points at T1133 ('https://attack.mitre.org/techniques/T1133/'): ATT&CK's page of T1098 used"
     ]
 
 

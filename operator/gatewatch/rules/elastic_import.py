@@ -105,7 +105,7 @@ def import_elastic_rules(
             warnings.extend((where, warning) for warning in rule_warnings)
     text = render_rules_yaml(converted, ruleset=ruleset) if converted else ""
     if converted:
-        load_rules_text(text, file="<imported rules>")  # the whole file must load, not only each rule
+        load_rules_text(text, file="<imported rules>", allow_empty=True)  # the whole file must load, not only each rule
     return ImportResult(rules_yaml=text, failures=failures, warnings=warnings, rule_ids=[r["id"] for r in converted])
 
 
@@ -316,7 +316,7 @@ def render_rules_yaml(rules: Sequence[Mapping[str, Any]], *, ruleset: str = DEFA
 def _check_loads(rules: Sequence[Mapping[str, Any]], *, ruleset: str, file: str) -> None:
     """Load the converted rule back; a rule our format refuses is a failed import."""
     try:
-        load_rules_text(render_rules_yaml(rules, ruleset=ruleset), file="<converted>")
+        load_rules_text(render_rules_yaml(rules, ruleset=ruleset), file="<converted>", allow_empty=True)
     except RuleError as error:
         where = f"field {error.field}: " if error.field else ""
         raise ImportRuleError(f"{where}{error.reason}", file=file) from None

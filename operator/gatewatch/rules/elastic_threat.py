@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gatewatch.errors import quoted
 from gatewatch.rules.attack import (
     AttackData,
     Status,
@@ -92,7 +93,7 @@ class _Normalizer:
             return None
         framework = entry.get("framework", ATTACK_FRAMEWORK)
         if framework != ATTACK_FRAMEWORK:
-            self.warn(f"threat framework {framework!r} is not imported (only {ATTACK_FRAMEWORK})")
+            self.warn(f"threat framework {quoted(framework)} is not imported (only {ATTACK_FRAMEWORK})")
             return None
         tactic = self.tactic(entry.get("tactic"))
         if tactic is None:
@@ -120,9 +121,9 @@ class _Normalizer:
         if attack_id is None or not is_tactic_id(attack_id.upper()):
             by_name = self.data.tactic_named(name) if name else None
             if by_name is None:
-                self.warn(f"tactic id {raw.get('id')!r} is not an ATT&CK tactic id: its threat entry is left out")
+                self.warn(f"tactic id {quoted(raw.get('id'))} is not an ATT&CK tactic id: its threat entry is left out")
                 return None
-            self.warn(f"tactic id {raw.get('id')!r} is not an ATT&CK tactic id: {by_name.id} {by_name.name} by its name")
+            self.warn(f"tactic id {quoted(raw.get('id'))} is not an ATT&CK tactic id: {by_name.id} {by_name.name} by its name")
             attack_id = by_name.id
         attack_id = attack_id.upper()
         entry = self.data.tactic(attack_id)
@@ -134,7 +135,7 @@ class _Normalizer:
         elif name is None:
             name = entry.name
         elif not entry.accepts_name(name):
-            self.warn(f"{attack_id} is named {entry.name!r} in ATT&CK Enterprise v{self.data.version}, not {name!r}: "
+            self.warn(f"{attack_id} is named {entry.name!r} in ATT&CK Enterprise v{self.data.version}, not {quoted(name)}: "
                       "Elastic's name kept")
         reference = tactic_reference(attack_id)
         self._check_reference(raw.get("reference"), attack_id, reference)
@@ -180,7 +181,7 @@ class _Normalizer:
             return None
         attack_id, name = _text(raw.get("id")), _text(raw.get("name"))
         if attack_id is None or not (is_technique_id(attack_id.upper()) or is_subtechnique_id(attack_id.upper())):
-            self.warn(f"technique id {raw.get('id')!r} is not an ATT&CK technique id: left out")
+            self.warn(f"technique id {quoted(raw.get('id'))} is not an ATT&CK technique id: left out")
             return None
         attack_id = attack_id.upper()
         resolution = self.data.resolve_technique(attack_id)
@@ -193,7 +194,7 @@ class _Normalizer:
                 name = resolution.entry.name
             elif not resolution.entry.accepts_name(name):
                 self.warn(f"{attack_id} is named {resolution.entry.name!r} in ATT&CK Enterprise v{self.data.version}, "
-                          f"not {name!r}: Elastic's name kept")
+                          f"not {quoted(name)}: Elastic's name kept")
         else:
             name = name or resolution.old_name
             if name is None:
@@ -230,9 +231,9 @@ class _Normalizer:
             return
         pointed = _pointed_at(written) if isinstance(written, str) else None
         if pointed is not None and pointed != attack_id:
-            self.warn(f"the reference of {attack_id} points at {pointed} ({written}): ATT&CK's page of {attack_id} used")
+            self.warn(f"the reference of {attack_id} points at {pointed} ({quoted(written)}): ATT&CK's page of {attack_id} used")
         else:
-            self.warn(f"the reference of {attack_id} is {written!r}, not ATT&CK's page of it: {reference} used")
+            self.warn(f"the reference of {attack_id} is {quoted(written)}, not ATT&CK's page of it: {reference} used")
 
     # -- merging
 

@@ -246,7 +246,7 @@ class AttackIds:
 
     def _renamed(self, rule: Rule, attack_id: str, written: str, name: str, version: str) -> Finding:
         return _finding(
-            rule, "warning", f"{attack_id} is named {name!r} in ATT&CK Enterprise v{version}, not {written!r}",
+            rule, "warning", f"{attack_id} is named {name!r} in ATT&CK Enterprise v{version}, not {quoted(written)}",
             self.name,
         )
 
