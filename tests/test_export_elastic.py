@@ -229,3 +229,18 @@ def test_export_elastic_writes_ndjson_to_stdout_and_toml_files_into_a_directory(
     assert "Actions as a gatewatch export recorded them" in back.stdout
     result = runner.invoke(main, ["rules", "export-elastic", "--format", "toml"])
     assert result.exit_code == 2 and "give a directory with -o" in result.stderr
+
+
+def test_a_new_terms_rule_over_eql_has_no_elastic_form_and_is_named(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nruleset: t\nrules:\n"
+        "  - {id: kept, name: Kept, description: d, severity: low, risk_score: 21, query: 'user.name:alice'}\n"
+        "  - id: eql-new-terms\n    name: EQL new terms\n    description: d\n    severity: low\n    risk_score: 21\n"
+        "    type: new_terms\n    language: eql\n    query: 'any where user.name : \"ALICE\"'\n"
+        "    new_terms: {fields: [user.name]}\n"
+    )
+    result = CliRunner().invoke(main, ["rules", "export-elastic", str(rules)])
+    assert result.exit_code == 1
+    assert "rule 'eql-new-terms': Elastic's new_terms rules are KQL only; this one is eql: not exported" in result.stderr
+    assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["Kept"]

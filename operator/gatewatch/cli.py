@@ -13,7 +13,7 @@ import click
 
 from gatewatch import __version__
 from gatewatch.decision import Mode
-from gatewatch.errors import GatewatchError
+from gatewatch.errors import ExportRuleError, GatewatchError
 from gatewatch.rules.model import Action, RuleSet
 
 # The webhook's namespaceSelector always leaves these out (gatewatch's own
@@ -310,15 +310,23 @@ def rules_export_elastic(files: tuple[Path, ...], export_format: str, output: Pa
     rule's own id, query and exceptions are kept in meta.gatewatch, so
     `gatewatch rules import-elastic` gives the same rules back. Import the
     NDJSON in Kibana (Security > Rules > Import, or
-    POST /api/detection_engine/rules/_import).
+    POST /api/detection_engine/rules/_import). A rule Elastic has no form for
+    (a new_terms rule over EQL) is named on stderr and the command exits 1.
     """
     from datetime import date
 
     from gatewatch.rules.elastic_export import export_rule, to_ndjson, to_toml, toml_file_names
 
     ruleset = load_ruleset_or_exit(files)
-    exported = [export_rule(rule, today=date.today()) for rule in ruleset.rules]
-    for rule, result in zip(ruleset.rules, exported):
+    exported, failed = [], False
+    for rule in ruleset.rules:
+        try:
+            result = export_rule(rule, today=date.today())
+        except ExportRuleError as error:
+            click.echo(f"{error}: not exported", err=True)
+            failed = True
+            continue
+        exported.append(result)
         for warning in result.warnings:
             click.echo(f"rule {rule.id!r}: warning: {warning}", err=True)
     if export_format == "ndjson":
@@ -328,7 +336,7 @@ def rules_export_elastic(files: tuple[Path, ...], export_format: str, output: Pa
         else:
             output.write_text(text, encoding="utf-8")
             click.echo(f"wrote {len(exported)} rule(s) to {output}", err=True)
-        return
+        sys.exit(EXIT_FINDINGS if failed else 0)
     if output is None:
         click.echo("gatewatch: --format toml writes one file a rule: give a directory with -o", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -336,6 +344,7 @@ def rules_export_elastic(files: tuple[Path, ...], export_format: str, output: Pa
     for name, result in zip(toml_file_names(exported), exported):
         (output / name).write_text(to_toml(result), encoding="utf-8")
     click.echo(f"wrote {len(exported)} rule file(s) to {output}", err=True)
+    sys.exit(EXIT_FINDINGS if failed else 0)
 
 
 def _register_operator_commands() -> None:

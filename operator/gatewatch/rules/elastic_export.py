@@ -29,6 +29,7 @@ from typing import Any
 
 import tomli_w
 
+from gatewatch.errors import ExportRuleError
 from gatewatch.rules.elastic_meta import elastic_query, elastic_rule_id, meta_for
 from gatewatch.rules.model import Rule, RuleType, Threat
 
@@ -47,9 +48,14 @@ class ExportedRule:
 
 
 def export_rule(rule: Rule, *, today: date) -> ExportedRule:
-    """``today`` dates the TOML's metadata (creation and update date), as detection-rules requires."""
+    """``today`` dates the TOML's metadata (creation and update date), as detection-rules requires.
+
+    Raises ``ExportRuleError`` for a rule Elastic has no form for.
+    """
     warnings: list[str] = []
     language = str(rule.language)
+    if rule.type is RuleType.NEW_TERMS and language != "kuery":
+        raise ExportRuleError(f"Elastic's new_terms rules are KQL only; this one is {language}", rule_id=rule.id)
     query = elastic_query(rule.query, rule.exceptions) if language == "kuery" else rule.query.strip()
     if rule.exceptions and language != "kuery":
         warnings.append(
