@@ -138,3 +138,11 @@ def test_elastics_eql_parser_reads_every_eql_rule_and_only_the_subset_is_refused
             outcomes[row["filename"]] = error.reason
     assert len(outcomes) == 13
     assert sum(outcome == "translated" for outcome in outcomes.values()) == 6
+
+
+def test_only_endpoint_data_rules_and_the_eql_sequence_are_not_imported(per_file):
+    refused = {name: result.failures[0][1] for name, result in per_file.items() if result.failures}
+    endpoint = {name for name, reason in refused.items() if reason.startswith("endpoint-data rule")}
+    sequence = {name for name, reason in refused.items() if "sequence queries are not supported" in reason}
+    assert set(refused) == endpoint | sequence
+    assert (len(endpoint), len(sequence), len(per_file) - len(refused)) == (6, 1, 65)

@@ -81,6 +81,9 @@ def export_rule(rule: Rule, *, today: date) -> ExportedRule:
     if language != "esql":  # an ES|QL query names its indices in FROM
         body["index"] = list(AUDIT_LOG_INDEX)
     body["enabled"] = rule.enabled
+    if rule.schedule is not None:  # Elastic's own names for when it runs the rule
+        body["interval"] = _duration(rule.schedule.interval)
+        body["from"] = "now-" + _duration(rule.schedule.lookback)
     for key in ("false_positives", "references", "tags"):
         values = getattr(rule, key)
         if values:
