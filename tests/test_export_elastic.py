@@ -244,3 +244,13 @@ def test_a_new_terms_rule_over_eql_has_no_elastic_form_and_is_named(tmp_path):
     assert result.exit_code == 1
     assert "rule 'eql-new-terms': Elastic's new_terms rules are KQL only; this one is eql: not exported" in result.stderr
     assert [json.loads(line)["name"] for line in result.stdout.splitlines()] == ["Kept"]
+
+
+def test_the_pod_security_packs_come_back_the_same(tmp_path):
+    from gatewatch.rules.packs import PackSelection, load_ruleset, available_packs
+
+    selections = [PackSelection.parse(pack.name) for pack in available_packs()]
+    rules = [rule for rule in load_ruleset([], packs=selections).rules if rule.ruleset != "gatewatch-default"]
+    assert rules
+    for form, back in round_trip(rules, tmp_path, keep_action=True).items():
+        assert [same(rule) for rule in back] == [same(rule) for rule in rules], form

@@ -294,6 +294,7 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None, keep_acti
 
 @rules.command("export-elastic")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_pack_option
 @click.option(
     "--format", "export_format", type=click.Choice(["ndjson", "toml"]), default="ndjson", show_default=True,
     help="ndjson: Kibana's rule import file (one rule a line); toml: Elastic detection-rules files, one a rule.",
@@ -302,8 +303,8 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None, keep_acti
     "-o", "--output", type=click.Path(path_type=Path),
     help="ndjson: the file to write (default: stdout). toml: the directory to write the files into (required).",
 )
-def rules_export_elastic(files: tuple[Path, ...], export_format: str, output: Path | None) -> None:
-    """Write gatewatch rules (default: the shipped rules.yaml) as Elastic detection rules.
+def rules_export_elastic(files: tuple[Path, ...], packs: tuple[str, ...], export_format: str, output: Path | None) -> None:
+    """Write gatewatch rules (default: the shipped rules.yaml; --pack adds packs) as Elastic detection rules.
 
     Elastic then alerts where gatewatch would: a KQL rule's exceptions are
     folded into its query. Elastic has no action (alert/warn/deny): it and the
@@ -317,7 +318,7 @@ def rules_export_elastic(files: tuple[Path, ...], export_format: str, output: Pa
 
     from gatewatch.rules.elastic_export import export_rule, to_ndjson, to_toml, toml_file_names
 
-    ruleset = load_ruleset_or_exit(files)
+    ruleset = load_ruleset_or_exit(files, packs)
     exported, failed = [], False
     for rule in ruleset.rules:
         try:
