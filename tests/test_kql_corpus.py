@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-from pathlib import Path
 
 import pytest
 from kql_documents import matching_document, near_miss
+from shared_corpus import KQL_QUERIES as CORPUS
 
 from gatewatch.kql import compile_query, parse, to_kql
 from gatewatch.kql.codegen import compile_program
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("GATEWATCH_KQL_CORPUS") or REPO_ROOT.parent / "shared" / "corpus" / "elastic-kql-queries.jsonl")
 
 
 def _corpus_queries() -> list[dict]:

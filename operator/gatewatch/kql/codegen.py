@@ -75,6 +75,19 @@ def compile_program(queries: Sequence[Node], *, resolvers: Resolvers | None = No
     )
 
 
+def _literal(text: str | None) -> str:
+    """Rule text as a Python string literal, the only way it enters generated source.
+
+    ``str.__repr__`` itself, whatever the type: a ``str`` subclass (a parser's
+    token) could define a ``__repr__`` that is not a literal.
+    """
+    if text is None:  # free text: no field
+        return "None"
+    if not isinstance(text, str):
+        raise TypeError(f"a field name or value must be text, not {type(text).__name__}")
+    return str.__repr__(text)
+
+
 def _any_in(members: frozenset[str], values: list[Any]) -> bool:
     """A value is one of the literal strings ``members`` (``isinstance(value, str) and value in members``)."""
     try:
@@ -116,10 +129,10 @@ class _Generator:
         if isinstance(node, (Term, Wildcard)):
             return self._field_matches(node.field, [node])
         if isinstance(node, Exists):
-            return f"_exists(V[{node.field!r}])"
+            return f"_exists(V[{_literal(node.field)}])"
         if isinstance(node, Range):
             test = self.constant(("range", node.operator, node.value), lambda: range_test(node.operator, node.value))
-            return f"any(map({test}, V[{node.field!r}]))"
+            return f"any(map({test}, V[{_literal(node.field)}]))"
         if isinstance(node, Nested):  # rare: its inner query reads each element, not the document
             return f"{self.constant(('closure', node), lambda: compile_predicate(node))}(V.document)"
         if isinstance(node, MatchAll):
@@ -140,12 +153,12 @@ class _Generator:
         return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
 
     def _field_matches(self, field: str | None, matches: list[Term | Wildcard]) -> str:
-        values = f"V[{field!r}]"
+        values = f"V[{_literal(field)}]"
         if all(isinstance(match, Term) and is_plain_term(match) for match in matches):
             literals = frozenset(match.value for match in matches)  # type: ignore[union-attr]
             if len(literals) == 1:
                 (literal,) = literals
-                return f"({literal!r} in {values})"  # list membership: == per value, as the closure
+                return f"({_literal(literal)} in {values})"  # list membership: == per value, as the closure
             return f"_any_in({self.constant(('in', literals), lambda: literals)}, {values})"
         key = ("test", tuple(matches))
         return f"any(map({self.constant(key, lambda: any_value_test(list(matches)))}, {values}))"
