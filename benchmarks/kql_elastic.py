@@ -40,14 +40,16 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from figures import report  # noqa: E402  (sibling script)
 from kql_documents import matching_document, near_miss  # noqa: E402
+from shared_corpus import KQL_QUERIES  # noqa: E402  (../shared/corpus, from a clone or a worktree)
 
 from gatewatch.documents import document_from_admission_review, document_from_audit_event  # noqa: E402
 from gatewatch.kql import compile_query, parse  # noqa: E402
 from gatewatch.kql.codegen import compile_program  # noqa: E402
 from gatewatch.prefilter import RuleIndex  # noqa: E402
 
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "elastic-kql-queries.jsonl"
 Matrix = list[list[bool]]
 
 
@@ -99,7 +101,7 @@ def timed(run: Callable[[], Matrix], repeat: int) -> tuple[float, Matrix]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--elastic-kql", type=Path, help="a checkout of elastic/detection-rules (its lib/kql is used)")
-    parser.add_argument("--corpus", type=Path, default=Path(os.environ.get("GATEWATCH_KQL_CORPUS") or DEFAULT_CORPUS))
+    parser.add_argument("--corpus", type=Path, default=KQL_QUERIES)
     parser.add_argument("--documents", type=int, default=2207)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
@@ -164,6 +166,12 @@ def main() -> int:
         differing += pairs - same
         print(f"{name:<38} {pairs / seconds:>18,.0f} {reference_seconds / seconds:>21.1f}x  "
               + ("identical" if same == pairs else f"{pairs - same:,} DIFFER"))
+    if args.elastic_kql is not None:
+        seconds = results["gatewatch engine (index + generated)"][0]
+        ratio = reference_seconds / seconds
+        report(f"KQL evaluations/CPU-s, {len(queries)} rules x {len(documents):,} documents",
+               gatewatch=f"{pairs / seconds:,.0f}/s", peer=f"{pairs / reference_seconds:,.0f}/s Elastic lib/kql",
+               ratio=f"{ratio:.1f}", goal=">= 20x, identical verdicts", met=ratio >= 20 and not differing)
     if differing:
         for name, (_, matrix) in results.items():
             for position, (row, other) in enumerate(zip(matrix, reference)):

@@ -17,7 +17,7 @@ Setup (printed with the result), on 127.0.0.1 only:
   subresources, kopf's HTTPS ``WebhookServer``; ``gatewatch``: the real
   ``controller.Operator`` as `gatewatch run` starts it (default rules, Events
   and alerts queued; alerts to /dev/null); ``gatewatch-large``: the same with
-  the generated 1,000 rules (the 5 shipped, 95 copies bound to other users, 900
+  the generated 1,000 rules (the shipped ones, copies bound to other users, 900
   bound to unused namespaces: each review matches what it matches with the
   default rules); each in a process of its own (benchmarks/webhook_servers.py),
   all with the same cryptography-made certificate;
@@ -61,6 +61,7 @@ from typing import Literal
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import report  # noqa: E402  (sibling script)
 from rulesets import large_ruleset, ruleset_yaml  # noqa: E402  (sibling script)
 from webhook_servers import (  # noqa: E402  (sibling script)
     BASELINE_HANDLER_ID, BENCH_NAMESPACE, EXEC_TARGET_POD, WEBHOOK_PATH, write_tls_files,
@@ -473,6 +474,34 @@ def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], c
     return "\n".join(lines)
 
 
+def report_figures(args: argparse.Namespace, results: dict[ServerName, Summary]) -> None:
+    """The issue's webhook and memory figures, for benchmarks/run_all.py's table."""
+    medians = {name: summary.median() for name, summary in results.items()}
+    baseline, gatewatch = medians["baseline"], medians["gatewatch"]
+    ratio = gatewatch.rate / baseline.rate
+    report("webhook reviews/s, default rules", gatewatch=f"{gatewatch.rate:,.0f}/s",
+           peer=f"{baseline.rate:,.0f}/s kopf no-op", ratio=f"{ratio:.2f}", goal=f">= {GOAL_RATIO}",
+           met=ratio >= GOAL_RATIO)
+    if "gatewatch-large" in medians:
+        large = medians["gatewatch-large"]
+        large_ratio, p99 = large.rate / gatewatch.rate, large.percentile_ms(0.99)
+        report(f"webhook reviews/s, {args.large_rules:,} rules", gatewatch=f"{large.rate:,.0f}/s",
+               peer=f"{gatewatch.rate:,.0f}/s default rules", ratio=f"{large_ratio:.2f}",
+               goal=f">= {LARGE_GOAL_RATIO}", met=large_ratio >= LARGE_GOAL_RATIO)
+        report(f"webhook p99, {args.large_rules:,} rules", gatewatch=f"{p99:.1f} ms",
+               peer=f"{gatewatch.percentile_ms(0.99):.1f} ms default rules",
+               ratio=f"{p99 / gatewatch.percentile_ms(0.99):.2f}", goal=f"< {LARGE_GOAL_P99_MS:.0f} ms",
+               met=p99 < LARGE_GOAL_P99_MS)
+    peer_rss = results["baseline"].rss_after
+    for name, label in (("gatewatch", "default rules"), ("gatewatch-large", f"{args.large_rules:,} rules")):
+        if name in results:
+            summary = results[name]
+            goal = RSS_GOALS_MIB[name]
+            report(f"RSS, {label}, after {summary.reviews_answered:,} reviews", gatewatch=mib(summary.rss_after),
+                   peer=f"{mib(peer_rss)} kopf no-op", ratio=f"{summary.rss_after / peer_rss:.2f}",
+                   goal=f"<= {goal:.0f} MiB", met=summary.rss_after <= goal * 2**20)
+
+
 def _verdict(met: bool) -> str:
     return "meets" if met else "MISSES"
 
@@ -543,6 +572,7 @@ def main() -> int:
         print("no complete round: nothing to report", file=sys.stderr)
         return 1
     print(result_block(args, results, command))
+    report_figures(args, results)
     if errors:
         print(f"{len(errors)} failed review(s), e.g.: {errors[0]}", file=sys.stderr)
         return 1
