@@ -9,7 +9,9 @@ recursively, in sorted order, skipping hidden entries), reads multi-document YAM
   ReplicationController): the Pod its template creates, with the template's
   metadata, the workload's namespace and a readable name,
   ``<workload>-<kind>-pod`` (``web-deployment-pod``);
-- an AdmissionReview, to be evaluated as the request it is;
+- an AdmissionReview, or a bare AdmissionRequest (the ``request`` without
+  the envelope, as kwctl and Kubewarden's policy test data write it), to be
+  evaluated as the request it is;
 - anything else: skipped, with the reason (not an error);
 - an object that cannot be evaluated (a workload without a Pod template, a
   document that is not a mapping, a document that contains itself through a
@@ -270,6 +272,9 @@ def _item_from_object(
     if not isinstance(obj, Mapping):
         error = InputError(f"expected a Kubernetes object, got {type(obj).__name__}", source=source, line=line)
         return replace(unread, error=error)
+    if is_admission_request(obj):
+        return replace(unread, category="admission_review", review=obj, manifest_kind="AdmissionRequest",
+                       manifest_name=_review_summary(obj))
     kind = obj.get("kind")
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -293,9 +298,14 @@ def _item_from_object(
     return replace(named, category="pod", pod=dict(pod))
 
 
+def is_admission_request(obj: Mapping[str, Any]) -> bool:
+    """A bare AdmissionRequest: its ``kind`` is a group/version/kind object, and it has an operation and a resource."""
+    return isinstance(obj.get("kind"), Mapping) and "operation" in obj and "resource" in obj and "request" not in obj
+
+
 def _review_summary(review: Mapping[str, Any]) -> str | None:
     """``CONNECT pods/exec payments/api-0`` for reports (None when there is no request)."""
-    request = review.get("request")
+    request = review if is_admission_request(review) else review.get("request")
     if not isinstance(request, Mapping):
         return None
     resource = request.get("resource")
