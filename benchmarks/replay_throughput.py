@@ -96,10 +96,10 @@ def main() -> None:
         floor, cpu, table, every = min(floors), min(run[0] for run in runs), min(tables), min(everys)
         alerts = runs[0][2].count('"kind":"alert"')
         print(f"parse-only floor (orjson.loads of every line): {args.lines / floor:,.0f} lines per CPU-second")
-        print(f"gatewatch replay --format json: {args.lines / cpu:,.0f} events per CPU-second "
+        print(f"replay (gatewatch), JSON alerts: {args.lines / cpu:,.0f} events per CPU-second "
               f"({alerts:,} alerts); {cpu / floor:.2f}x the floor's CPU time")
-        print(f"gatewatch replay --format table: {args.lines / table:,.0f} events per CPU-second; {table / floor:.2f}x the floor")
-        print(f"gatewatch replay --every-event --format json: {args.lines / every:,.0f} events per CPU-second; "
+        print(f"replay (gatewatch), table: {args.lines / table:,.0f} events per CPU-second; {table / floor:.2f}x the floor")
+        print(f"replay (gatewatch), every event, JSON alerts: {args.lines / every:,.0f} events per CPU-second; "
               f"{every / floor:.2f}x the floor")
 
         packed = Path(tmp) / "audit.jsonl.gz"

@@ -12,7 +12,7 @@ integration indexes (its ingest pipeline, followed below field by field,
 independently of gatewatch.documents), and Elastic's evaluator (lib/kql of
 github.com/elastic/detection-rules) runs each rule's query on it. A request
 (auditID) matches a rule when any of its events does, as Elastic alerts on
-any document. The checkout is given by GATEWATCH_DETECTION_RULES (its lib/kql
+any document. The checkout is given by DETECTION_RULES_CHECKOUT (its lib/kql
 needs the `eql` package); without it the test is skipped, saying so.
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ from audit_log import audit_lines  # noqa: E402  (the benchmark's realistic log)
 
 
 def elastic_kql():
-    checkout = os.environ.get("GATEWATCH_DETECTION_RULES")
+    checkout = os.environ.get("DETECTION_RULES_CHECKOUT")
     if not checkout:
-        pytest.skip("GATEWATCH_DETECTION_RULES is not set: give it a checkout of github.com/elastic/detection-rules "
+        pytest.skip("DETECTION_RULES_CHECKOUT is not set: give it a checkout of github.com/elastic/detection-rules "
                     "(its lib/kql is Elastic's KQL evaluator)")
     sys.path.insert(0, str(Path(checkout) / "lib" / "kql"))
     try:

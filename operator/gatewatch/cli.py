@@ -170,8 +170,8 @@ def check(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes to scan the log with (default: every core for a file of 32 MiB or more, else 1). "
-    "The report is the same for any number.",
+    help="Processes to scan the log with (default: every core for a file of 32 MiB or more, else 1; "
+    "one with ES|QL STATS rules, which aggregate the whole log). The report is the same for any number.",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
