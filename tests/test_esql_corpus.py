@@ -54,10 +54,11 @@ def test_the_four_exec_rules_import_and_stats_rules_import_for_replay_only():
     assert not result.failures and len(result.rule_ids) == 4
     stats = [path for path in esql_files() if parse(query_of(path)).has_stats]
     imported = import_elastic_rules(stats)
-    notes = {Path(path).name for path, note in imported.notes if "replay only" in note}
-    # A STATS rule fails only where the others do: on ATT&CK metadata, never on its query.
-    assert all("ATT&CK" in reason or "reference" in reason for _, reason in imported.failures)
-    assert len(notes) + len(imported.failures) == len(stats) == 5
+    replay_only = {Path(path).name for path, warning in imported.warnings if "replay only" in warning}
+    # Every one imports: ATT&CK metadata never fails a rule (T1530 is in the whole matrix, a wrong
+    # reference URL is a warning), and the query never does.
+    assert imported.failures == []
+    assert len(replay_only) == len(stats) == 5
 
 
 def review(command: list[str]) -> dict:

@@ -230,6 +230,11 @@ def test_to_kql_folds_value_lists():
     assert to_kql(parse("a:(x or y*) and b:1")) == 'a:("x" or y*) and b:"1"'
 
 
+def test_to_kql_keeps_inner_spaces_of_a_wildcard_as_written():
+    # Elastic's own KQL grammar (detection-rules lib/kql) has no \u escape in unquoted values
+    assert to_kql(parse("process.args:(* curl* or *wget *)")) == "process.args:(* curl* or *wget *)"
+
+
 def test_to_kql_escapes_wildcard_text():
     tree = Wildcard("f", (" a or b(", ""))
     assert parse(to_kql(tree)) == tree

@@ -73,11 +73,20 @@ def test_numbers_and_ranges():
 
 
 def test_string_escapes_and_raw_strings():
-    document = {"process": {"args": 'say "hi"\n', "path": "C:\\tmp\\new"}}
+    document = {"process": {"args": 'say "hi"\n', "path": "C:\\tmp\\new", "name": "A"}}
     assert eql_matches(r'any where process.args == "say \"hi\"\n"', document)
-    # ?"..." is a raw string: backslashes are kept as written
-    assert eql_matches(r'any where process.path == ?"C:\tmp\new"', document)
-    assert not eql_matches(r'any where process.path == "C:\tmp\new"', document)
+    assert eql_matches(r'any where process.name == "\u{41}"', document)
+    # """...""" is a raw string: backslashes are kept as written
+    assert eql_matches(r'any where process.path == """C:\tmp\new"""', document)
+    assert not eql_matches(r'any where process.path == "C:\\tmp\new"', document)
+
+
+@pytest.mark.parametrize("query", [r'any where process.path == ?"C:\tmp"', "any where process.path == 'C:'"])
+def test_string_forms_elasticsearch_refuses_are_refused(query):
+    # Elasticsearch removed EQL's single-quoted and ?"..." strings (elastic/elasticsearch#61659)
+    with pytest.raises(EqlSyntaxError) as caught:
+        eql_to_ast(query)
+    assert 'Use " or """ based strings' in caught.value.reason and not caught.value.unsupported
 
 
 @pytest.mark.parametrize(
@@ -89,7 +98,9 @@ def test_string_escapes_and_raw_strings():
         ('any where startsWith(user.name, "a")', "function startsWith()", 11),
         ('any where user.name : "al?ce"', "'?' wildcard", 23),
         ('any where user.name regex "a.*"', "'regex' is not supported", 21),
-        ("any where user.name == process.name", "another field", 21),
+        ('any where length(user.name) > 3', "function length()", 11),
+        ('any where user.uid + 1 == 5', "arithmetic", 11),
+        ('any where user.names[0] == "a"', "array indexes", 11),
     ],
 )
 def test_unsupported_eql_is_refused_with_reason_and_position(query, reason, column):
@@ -104,7 +115,8 @@ def test_unsupported_eql_is_refused_with_reason_and_position(query, reason, colu
     ("query", "reason"),
     [
         ('any where user.name == "x" and', "unexpected end of query"),
-        ("any where user.name == 'x'", "single-quoted strings"),
+        ("any where user.name == process.name", "Comparisons against fields are not (currently) supported"),
+        ("any where user.name = \"x\"", "Compare with == instead of ="),
         ('any where user.name == "x', "unterminated string"),
         ('any where (user.name == "x"', "unexpected end of query"),
         ("", "empty EQL query"),

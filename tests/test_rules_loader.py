@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from gatewatch.errors import RuleError
-from gatewatch.rules import Action, Language, RuleType, default_rules_path, load_rules, load_rules_text
+from gatewatch.rules import Action, Language, RuleSet, RuleType, default_rules_path, load_rules, load_rules_text
+from gatewatch.rules.lint import lint_ruleset
 
 GOOD_RULE = """\
 version: 1
@@ -289,21 +290,43 @@ def threat_rule(threat: str) -> str:
     return rules_text(MINIMAL + "threat:\n" + textwrap.indent(textwrap.dedent(threat), "  "))
 
 
-def test_unknown_technique_id_is_an_error():
+def test_unknown_technique_id_without_a_name_is_an_error():
     error = load_error(threat_rule("- tactic: {id: TA0002}\n  techniques:\n    - {id: T9999}\n"))
     assert error.field == "threat[0].techniques[0].id" and error.line == 13
-    assert "unknown ATT&CK technique T9999" in error.reason
+    assert "ATT&CK technique T9999 is not in ATT&CK Enterprise v18.1" in error.reason
+    assert "give its name" in error.reason
 
 
-def test_wrong_name_names_the_right_one():
-    error = load_error(threat_rule("- tactic: {id: TA0002, name: Persistence}\n"))
-    assert error.field == "threat[0].tactic.name"
-    assert "TA0002 is named 'Execution' in ATT&CK, not 'Persistence'" in error.reason
+def test_an_id_newer_than_the_shipped_attack_loads_with_its_name_and_lint_says_so():
+    (rule,) = load_rules_text(threat_rule(
+        "- tactic: {id: TA0099, name: Defense Impairment}\n  techniques:\n    - {id: T9999, name: Future Technique}\n"
+    )).rules
+    assert (rule.tactic_ids, rule.technique_ids) == (("TA0099",), ("T9999",))
+    technique = rule.threat[0].techniques[0]
+    assert (technique.name, technique.reference) == ("Future Technique", "https://attack.mitre.org/techniques/T9999/")
+    messages = [f.message for f in lint_ruleset(RuleSet("r", 1, (rule,))) if f.validator == "attack-ids"]
+    assert messages == ["tactic TA0099 is not in ATT&CK Enterprise v18.1", "T9999 is not in ATT&CK Enterprise v18.1"]
 
 
-def test_names_from_earlier_attack_versions_are_accepted():
+def test_revoked_and_deprecated_ids_load_as_written_and_lint_names_the_replacement():
+    (rule,) = load_rules_text(threat_rule(
+        "- tactic: {id: TA0002}\n  techniques:\n    - {id: T1086}\n    - {id: T1064}\n"
+    )).rules
+    assert [(t.id, t.name) for t in rule.threat[0].techniques] == [("T1086", "PowerShell"), ("T1064", "Scripting")]
+    messages = [f.message for f in lint_ruleset(RuleSet("r", 1, (rule,))) if f.validator == "attack-ids"]
+    assert messages == [
+        "T1086 (PowerShell) was revoked in ATT&CK; it is now T1059.001 PowerShell",
+        "T1064 (Scripting) is deprecated in ATT&CK (no replacement)",
+    ]
+
+
+def test_another_name_for_a_current_id_loads_and_lint_names_attacks_name():
+    # ATT&CK renames; Elastic's rules say "Stealth" for TA0005 ahead of the shipped version
     (rule,) = load_rules_text(threat_rule("- tactic: {id: TA0005, name: Stealth}\n")).rules
-    assert rule.tactic_ids == ("TA0005",)
+    assert (rule.tactic_ids, rule.threat[0].tactic.name) == (("TA0005",), "Stealth")
+    (finding,) = [f for f in lint_ruleset(RuleSet("r", 1, (rule,))) if f.validator == "attack-ids"]
+    assert finding.level == "warning"
+    assert finding.message == "TA0005 is named 'Defense Evasion' in ATT&CK Enterprise v18.1, not 'Stealth'"
 
 
 def test_malformed_ids_and_foreign_subtechniques():

@@ -13,7 +13,7 @@ import click
 
 from gatewatch import __version__
 from gatewatch.decision import Mode
-from gatewatch.errors import GatewatchError
+from gatewatch.errors import ExportRuleError, GatewatchError
 from gatewatch.rules.model import Action, RuleSet
 
 # The webhook's namespaceSelector always leaves these out (gatewatch's own
@@ -250,7 +250,7 @@ def replay(
 
 @main.group()
 def rules() -> None:
-    """Rule tools: lint, list the rule packs, import Elastic rules."""
+    """Rule tools: lint, list the rule packs, import and export Elastic rules."""
 
 
 @rules.command("packs")
@@ -290,20 +290,27 @@ def rules_lint(allow_empty_rules: bool, files: tuple[Path, ...]) -> None:
 @rules.command("import-elastic")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write rules.yaml here (default: stdout).")
-def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
-    """Convert Elastic detection-rule TOML files to gatewatch rules.yaml.
+@click.option(
+    "--keep-action", is_flag=True,
+    help="Keep the action a gatewatch export recorded (meta.gatewatch.action) instead of alert.",
+)
+def rules_import_elastic(files: tuple[Path, ...], output: Path | None, keep_action: bool) -> None:
+    """Convert Elastic detection rules (TOML files, or Kibana's rule export NDJSON) to gatewatch rules.yaml.
 
     Converts every file it can; names each file it cannot on stderr
-    (FILE: reason) and exits 1 if any failed. Imported rules get action
+    (FILE: reason) and exits 1 if any failed. Odd but harmless metadata
+    (an ATT&CK id Elastic wrote in the wrong slot, a revoked id, a wrong
+    reference URL) is fixed where certain and is a warning
+    (FILE: warning: ...): it never fails a rule. Imported rules get action
     `alert`: raise it by hand once you trust them.
     """
     from gatewatch.rules.elastic_import import import_elastic_rules
 
-    result = import_elastic_rules(list(files))
+    result = import_elastic_rules(list(files), keep_action=keep_action)
     for path, reason in result.failures:
         click.echo(f"{path}: {reason}", err=True)
-    for path, note in result.notes:
-        click.echo(f"{path}: note: {note}", err=True)
+    for path, warning in result.warnings:
+        click.echo(f"{path}: warning: {warning}", err=True)
     if result.rules_yaml:
         if output is None:
             click.echo(result.rules_yaml, nl=False)
@@ -311,6 +318,62 @@ def rules_import_elastic(files: tuple[Path, ...], output: Path | None) -> None:
             output.write_text(result.rules_yaml, encoding="utf-8")
             click.echo(f"wrote {output}", err=True)
     sys.exit(EXIT_FINDINGS if result.failures else 0)
+
+
+@rules.command("export-elastic")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_pack_option
+@click.option(
+    "--format", "export_format", type=click.Choice(["ndjson", "toml"]), default="ndjson", show_default=True,
+    help="ndjson: Kibana's rule import file (one rule a line); toml: Elastic detection-rules files, one a rule.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path),
+    help="ndjson: the file to write (default: stdout). toml: the directory to write the files into (required).",
+)
+def rules_export_elastic(files: tuple[Path, ...], packs: tuple[str, ...], export_format: str, output: Path | None) -> None:
+    """Write gatewatch rules (default: the shipped rules.yaml; --pack adds packs) as Elastic detection rules.
+
+    Elastic then alerts where gatewatch would: a KQL rule's exceptions are
+    folded into its query. Elastic has no action (alert/warn/deny): it and the
+    rule's own id, query and exceptions are kept in meta.gatewatch, so
+    `gatewatch rules import-elastic` gives the same rules back. Import the
+    NDJSON in Kibana (Security > Rules > Import, or
+    POST /api/detection_engine/rules/_import). A rule Elastic has no form for
+    (a new_terms rule over EQL) is named on stderr and the command exits 1.
+    """
+    from datetime import date
+
+    from gatewatch.rules.elastic_export import export_rule, to_ndjson, to_toml, toml_file_names
+
+    ruleset = load_ruleset_or_exit(files, packs)
+    exported, failed = [], False
+    for rule in ruleset.rules:
+        try:
+            result = export_rule(rule, today=date.today())
+        except ExportRuleError as error:
+            click.echo(f"{error}: not exported", err=True)
+            failed = True
+            continue
+        exported.append(result)
+        for warning in result.warnings:
+            click.echo(f"rule {rule.id!r}: warning: {warning}", err=True)
+    if export_format == "ndjson":
+        text = to_ndjson(exported)
+        if output is None:
+            click.echo(text, nl=False)
+        else:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"wrote {len(exported)} rule(s) to {output}", err=True)
+        sys.exit(EXIT_FINDINGS if failed else 0)
+    if output is None:
+        click.echo("gatewatch: --format toml writes one file a rule: give a directory with -o", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, result in zip(toml_file_names(exported), exported):
+        (output / name).write_text(to_toml(result), encoding="utf-8")
+    click.echo(f"wrote {len(exported)} rule file(s) to {output}", err=True)
+    sys.exit(EXIT_FINDINGS if failed else 0)
 
 
 def _register_operator_commands() -> None:

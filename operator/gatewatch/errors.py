@@ -138,6 +138,15 @@ class ImportRuleError(GatewatchError):
         super().__init__(f"{file}: {reason}" if file else reason)
 
 
+class ExportRuleError(GatewatchError):
+    """A gatewatch rule Elastic has no form for (a new_terms rule over EQL)."""
+
+    def __init__(self, reason: str, *, rule_id: str) -> None:
+        self.reason = reason
+        self.rule_id = rule_id
+        super().__init__(f"rule {quoted(rule_id)}: {reason}")
+
+
 class ConfigError(GatewatchError):
     """Operator settings (config file, GATEWATCH_* variables, flags) that cannot be used."""
 

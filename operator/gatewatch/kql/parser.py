@@ -351,10 +351,18 @@ def quote(value: str) -> str:
 
 def escape_unquoted(value: str) -> str:
     """``value`` as an unquoted KQL literal matching exactly that text (``*`` escaped)."""
+    return _keep_outer_spaces(_escape_inner(value))
+
+
+def _escape_inner(value: str) -> str:
     escaped = _SPECIAL.sub(lambda m: "\\" + m.group(), value)
     escaped = _KEYWORD.sub(lambda m: "\\" + m.group(), escaped)
-    escaped = escaped.replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
-    # Unquoted literals are trimmed: keep outer spaces as \u0020.
+    return escaped.replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _keep_outer_spaces(escaped: str) -> str:
+    # Unquoted literals are trimmed: keep outer spaces as \u0020 (inner spaces are
+    # kept as written, which Elastic's own grammar also reads; it has no \u escape).
     stripped = escaped.lstrip(" ")
     escaped = "\\u0020" * (len(escaped) - len(stripped)) + stripped
     stripped = escaped.rstrip(" ")
@@ -372,7 +380,7 @@ def _value_text(node: Node) -> str:
     if isinstance(node, Term):
         return quote(node.value)
     if isinstance(node, Wildcard):
-        return "*".join(escape_unquoted(part) for part in node.parts)
+        return _keep_outer_spaces("*".join(_escape_inner(part) for part in node.parts))
     if isinstance(node, Exists):
         return "*"
     raise AssertionError(node)  # pragma: no cover

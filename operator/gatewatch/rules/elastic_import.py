@@ -1,24 +1,32 @@
-"""``gatewatch rules import-elastic``: Elastic detection-rule TOML -> rules.yaml text.
+"""``gatewatch rules import-elastic``: Elastic detection rules -> rules.yaml text.
 
 Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
-``[rule]`` tables): ``query`` and ``new_terms`` rules in kuery as they are,
-``eql`` rules whose condition is a single ``any where`` expression through
-``gatewatch.rules.eql``, ``esql`` rules as they are (``language: esql``, compiled
-by ``gatewatch.esql``); one with STATS keeps Elastic's ``interval`` and ``from``
-as its ``schedule``, for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
+``[rule]`` tables) and Kibana's rule export NDJSON (read by ``elastic_files``):
+``query`` and ``new_terms`` rules in kuery as they are, ``eql`` rules whose
+condition is a single ``any where`` expression through ``gatewatch.rules.eql``,
+``esql`` rules as they are (``language: esql``, compiled by ``gatewatch.esql``);
+one with STATS keeps Elastic's ``interval`` and ``from`` as its ``schedule``,
+for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
 KQL; one that needs EQL's case-insensitive matching keeps ``language: eql``
 and its original text (the loader translates it the same way).
 
 Kept: rule_id (as id), name, description, severity, risk_score, threat,
 references, false_positives, tags, new_terms fields and history window.
 Every imported rule gets ``action: alert``: it never warns or denies until a
-person raises it. Each converted rule is loaded back before it is accepted, so
+person raises it (``keep_action`` takes the action a gatewatch export recorded).
+A rule gatewatch exported comes back as it was: its id, query and exceptions
+are restored from ``meta.gatewatch`` (``elastic_meta``) where they agree with
+what Elastic has. Each converted rule is loaded back before it is accepted, so
 the output always loads.
+
+A rule fails only when it cannot be converted at all (its query, its type, a
+required field), and the failure names why. Metadata never fails it: the
+ATT&CK mapping is normalized against the shipped ATT&CK table
+(``elastic_threat``), and whatever was odd is a warning.
 """
 from __future__ import annotations
 
 import textwrap
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +37,12 @@ import yaml
 from gatewatch.errors import EqlSyntaxError, EsqlSyntaxError, GatewatchError, ImportRuleError, KqlSyntaxError, RuleError
 from gatewatch.esql import parse as parse_esql
 from gatewatch.kql import KqlRenderError, parse, to_kql
-from gatewatch.rules.eql import eql_to_ast
+from gatewatch.rules.elastic_files import read_elastic_file
+from gatewatch.rules.elastic_meta import restore
+from gatewatch.rules.elastic_threat import normalize_threat
+from gatewatch.rules.eql import eql_to_ast, event_category
 from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
-from gatewatch.rules.model import ATTACK_FRAMEWORK, FORMAT_VERSION, Action
+from gatewatch.rules.model import FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
 REJECTED_TYPES = {
@@ -50,64 +61,73 @@ _HEADER = (
 class ImportResult:
     """``rules_yaml`` holds the converted rules ("" when none converted);
     ``failures`` one (file, reason) per file that could not be converted;
-    ``notes`` (file, message) about data left behind in converted files."""
+    ``warnings`` (file, message) about what was changed or left behind in
+    converted files."""
 
     rules_yaml: str
     failures: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     rule_ids: list[str] = field(default_factory=list)
 
 
 def import_elastic_rules(
-    paths: Sequence[str | Path], *, ruleset: str = DEFAULT_RULESET
+    paths: Sequence[str | Path], *, ruleset: str = DEFAULT_RULESET, keep_action: bool = False
 ) -> ImportResult:
-    """Convert every file it can; name each file it cannot with the reason."""
+    """Convert every rule it can; name each one it cannot (``file`` or ``file:line``) with the reason.
+
+    ``keep_action``: take the action a gatewatch export recorded (meta.gatewatch.action)
+    instead of ``alert``.
+    """
     converted: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
-    notes: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     first_file_of: dict[str, str] = {}
     for path in paths:
-        file = str(path)
         try:
-            rule, rule_notes = convert_elastic_file(path)
-            _check_loads([rule], ruleset=ruleset, file=file)
+            elastic_file = read_elastic_file(path)
         except ImportRuleError as error:
-            failures.append((file, error.reason))
+            failures.append((str(path), error.reason))
             continue
-        if rule["id"] in first_file_of:
-            failures.append((file, f"duplicate rule_id {rule['id']} (also in {first_file_of[rule['id']]})"))
-            continue
-        first_file_of[rule["id"]] = file
-        converted.append(rule)
-        notes.extend((file, note) for note in rule_notes)
+        failures.extend(elastic_file.failures)
+        warnings.extend(elastic_file.warnings)
+        for where, data in elastic_file.rules:
+            try:
+                rule, rule_warnings = convert_elastic_rule(data, file=where, keep_action=keep_action)
+                _check_loads([rule], ruleset=ruleset, file=where)
+            except ImportRuleError as error:
+                failures.append((where, error.reason))
+                continue
+            if rule["id"] in first_file_of:
+                failures.append((where, f"duplicate rule_id {rule['id']} (also in {first_file_of[rule['id']]})"))
+                continue
+            first_file_of[rule["id"]] = where
+            converted.append(rule)
+            warnings.extend((where, warning) for warning in rule_warnings)
     text = render_rules_yaml(converted, ruleset=ruleset) if converted else ""
     if converted:
-        load_rules_text(text, file="<imported rules>")  # the whole file must load, not only each rule
-    return ImportResult(rules_yaml=text, failures=failures, notes=notes, rule_ids=[r["id"] for r in converted])
+        load_rules_text(text, file="<imported rules>", allow_empty=True)  # the whole file must load, not only each rule
+    return ImportResult(rules_yaml=text, failures=failures, warnings=warnings, rule_ids=[r["id"] for r in converted])
 
 
 def convert_elastic_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
-    """Read and convert one Elastic TOML rule file (raises ImportRuleError)."""
-    file = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        raise ImportRuleError(f"cannot read: {error.strerror or error}", file=file) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ImportRuleError(f"not UTF-8 text: {error.reason} at byte {error.start}", file=file) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ImportRuleError(f"invalid TOML: {error}", file=file) from None
-    return convert_elastic_rule(data, file=file)
+    """Read and convert a file holding one Elastic rule (raises ImportRuleError)."""
+    elastic_file = read_elastic_file(path)
+    if elastic_file.failures:
+        raise ImportRuleError(elastic_file.failures[0][1], file=elastic_file.failures[0][0])
+    if len(elastic_file.rules) != 1:
+        raise ImportRuleError(f"holds {len(elastic_file.rules)} rules, not one", file=str(path))
+    ((where, data),) = elastic_file.rules
+    return convert_elastic_rule(data, file=where)
 
 
-def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tuple[dict[str, Any], list[str]]:
-    """One parsed Elastic rule file -> (our rule mapping, notes about what was left behind)."""
+def convert_elastic_rule(
+    data: Mapping[str, Any], *, file: str = "<toml>", keep_action: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """One parsed Elastic rule file -> (our rule mapping, warnings about what was changed or left behind)."""
     rule = data.get("rule")
     if not isinstance(rule, Mapping):
         raise ImportRuleError("no [rule] table: not an Elastic detection rule file", file=file)
-    notes: list[str] = []
+    warnings: list[str] = []
 
     def required(key: str, kind: type | tuple[type, ...] = str) -> Any:
         value = rule.get(key)
@@ -138,6 +158,7 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
     if rule_type == "eql":
         if language != "eql":
             raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
+        _refuse_endpoint_data(query, rule.get("index"), file=file)
         converted["language"], converted["query"] = _convert_eql(query, file=file)
     elif rule_type == "esql":
         if language != "esql":
@@ -147,7 +168,7 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
             # Replay runs it as Elastic schedules it; admission never can.
             converted["schedule"] = {"interval": str(rule.get("interval") or "5m"),
                                      "from": str(rule.get("from") or "now-6m")}
-            notes.append(STATS_AT_ADMISSION)
+            warnings.append(STATS_AT_ADMISSION)
     else:
         if language != "kuery":
             raise ImportRuleError(f"query language {language!r} is not supported (kuery is)", file=file)
@@ -155,28 +176,43 @@ def convert_elastic_rule(data: Mapping[str, Any], *, file: str = "<toml>") -> tu
         converted["language"], converted["query"] = "kuery", query
     if rule_type == "new_terms":
         converted["new_terms"] = _new_terms(rule.get("new_terms"), file=file)
-    threat, threat_notes = _threat(rule.get("threat", []), file=file)
-    notes.extend(threat_notes)
+    threat, threat_warnings = normalize_threat(rule.get("threat"))
+    warnings.extend(threat_warnings)
     if threat:
         converted["threat"] = threat
+    own = restore(rule, query=query)  # what a gatewatch export kept of the rule
+    warnings.extend(own.warnings)
+    if own.rule_id is not None:
+        converted["id"] = own.rule_id
+    if own.query is not None and converted["language"] == "kuery":
+        converted["query"] = own.query
     converted["action"] = Action.ALERT.value
+    if own.action is not None and keep_action:
+        converted["action"] = own.action
+    elif own.action not in (None, Action.ALERT.value):
+        warnings.append(f"exported by gatewatch with action {own.action}: imported with action alert (--keep-action keeps it)")
+    if own.exceptions:
+        converted["exceptions"] = own.exceptions
     for key in ("false_positives", "references", "tags"):
         values = rule.get(key)
         if values:
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise ImportRuleError(f"[rule] {key} must be a list of strings", file=file)
+                warnings.append(f"[rule] {key} is not a list of strings: left out")
+                continue
             cleaned = [textwrap.dedent(v).strip() for v in values if v.strip()]
             if cleaned:
                 converted[key] = cleaned
+    if own.enabled is False:
+        converted["enabled"] = False
     indices = rule.get("index") or []
     if isinstance(indices, list) and indices and not any("kubernetes" in str(index) for index in indices):
-        notes.append(
+        warnings.append(
             f"index {', '.join(map(str, indices))} is not Kubernetes audit logs: "
             "the rule may never match a gatewatch document"
         )
     if rule.get("exceptions_list"):
-        notes.append("exceptions_list refers to Kibana exception lists, which are not imported")
-    return converted, notes
+        warnings.append("exceptions_list refers to Kibana exception lists, which are not imported")
+    return converted, warnings
 
 
 def _has_stats(query: str) -> bool:
@@ -193,6 +229,19 @@ def _check_kql(query: str, *, file: str) -> None:
         raise ImportRuleError(
             f"KQL syntax error at query line {error.line}, column {error.column}: {error.reason}", file=file
         ) from None
+
+
+def _refuse_endpoint_data(query: str, index: Any, *, file: str) -> None:
+    """``process where`` / ``file where`` rules read what a sensor inside the node saw."""
+    category = event_category(query)
+    if category is None or category == "any":
+        return
+    indices = ", ".join(map(str, index)) if isinstance(index, list) and index else "endpoint indices"
+    raise ImportRuleError(
+        f"endpoint-data rule (EQL '{category} where'): it needs {category} events from Elastic Defend for "
+        f"Containers ({indices}), not Kubernetes audit logs, which are all gatewatch sees",
+        file=file,
+    )
 
 
 def _convert_eql(query: str, *, file: str) -> tuple[str, str]:
@@ -238,47 +287,6 @@ def _new_terms(raw: Any, *, file: str) -> dict[str, Any]:
     return result
 
 
-def _attack_item(raw: Any, *, file: str, what: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
-        raise ImportRuleError(f"{what} without an id", file=file)
-    item = {"id": raw["id"]}
-    for key in ("name", "reference"):
-        if isinstance(raw.get(key), str):
-            item[key] = raw[key]
-    return item
-
-
-def _threat(raw: Any, *, file: str) -> tuple[list[dict[str, Any]], list[str]]:
-    if not isinstance(raw, list):
-        raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
-    threats, notes = [], []
-    for entry in raw:
-        if not isinstance(entry, Mapping):
-            raise ImportRuleError("[[rule.threat]] must be an array of tables", file=file)
-        framework = entry.get("framework", ATTACK_FRAMEWORK)
-        if framework != ATTACK_FRAMEWORK:
-            notes.append(f"threat framework {framework!r} is not imported (only {ATTACK_FRAMEWORK})")
-            continue
-        threat: dict[str, Any] = {
-            "framework": ATTACK_FRAMEWORK,
-            "tactic": _attack_item(entry.get("tactic"), file=file, what="threat tactic"),
-        }
-        techniques = []
-        for technique_raw in entry.get("technique", []) or []:
-            technique = _attack_item(technique_raw, file=file, what="threat technique")
-            subs = [
-                _attack_item(sub, file=file, what="threat subtechnique")
-                for sub in (technique_raw.get("subtechnique", []) or [])
-            ]
-            if subs:
-                technique["subtechniques"] = subs
-            techniques.append(technique)
-        if techniques:
-            threat["techniques"] = techniques
-        threats.append(threat)
-    return threats, notes
-
-
 # --- output -----------------------------------------------------------------------
 
 
@@ -300,13 +308,15 @@ def render_rules_yaml(rules: Sequence[Mapping[str, Any]], *, ruleset: str = DEFA
     """A complete rules.yaml (version, ruleset, rules) for converted rules."""
     document = {"version": FORMAT_VERSION, "ruleset": ruleset, "rules": [dict(rule) for rule in rules]}
     body = yaml.dump(document, Dumper=_RulesDumper, sort_keys=False, allow_unicode=True, width=100)
+    if any(rule.get("action", Action.ALERT.value) != Action.ALERT.value for rule in rules):
+        return _HEADER.replace("Every rule has action: alert", "Actions as a gatewatch export recorded them") + body
     return _HEADER + body
 
 
 def _check_loads(rules: Sequence[Mapping[str, Any]], *, ruleset: str, file: str) -> None:
     """Load the converted rule back; a rule our format refuses is a failed import."""
     try:
-        load_rules_text(render_rules_yaml(rules, ruleset=ruleset), file="<converted>")
+        load_rules_text(render_rules_yaml(rules, ruleset=ruleset), file="<converted>", allow_empty=True)
     except RuleError as error:
         where = f"field {error.field}: " if error.field else ""
         raise ImportRuleError(f"{where}{error.reason}", file=file) from None

@@ -1,6 +1,17 @@
 """EQL (Elastic's Event Query Language), the subset a rule can hold: one
 ``any where <condition>`` over a single event, translated to ``gatewatch.kql.ast``
-nodes with EQL's own semantics, so the KQL compiler evaluates it.
+nodes with Elasticsearch's EQL semantics, so the KQL compiler evaluates it.
+
+Parsing is Elastic's: the ``eql`` package (the EQL reference implementation,
+the version Elastic's detection-rules pins) parses the query with its
+Elasticsearch syntax, and refuses what Elasticsearch refuses (single-quoted
+and ``?"..."`` strings, ``=`` for ``==``, a field compared with a field). It
+parses every EQL rule of Elastic's Kubernetes rule set (13 of 13, sequences
+and endpoint rules included). Its own syntax tree cannot be used for the
+semantics: it keeps Endgame EQL's case-insensitive reading and folds ``:``,
+``like`` and ``like~`` into one ``wildcard()`` and ``in``/``in~`` into one
+set, so the translation below walks the parse tree of eql's grammar, where
+each operator is still as written.
 
 Semantics kept (Elasticsearch EQL reference):
 
@@ -19,98 +30,32 @@ EQL                    meaning, as AST
 =====================  ==========================================================
 
 A value list after ``:``/``like`` means any of the values. Field names may be
-backticked (`` `kubernetes.audit.annotations.authorization_k8s_io/decision` ``).
+backticked (`` `kubernetes.audit.annotations.authorization_k8s_io/decision` ``)
+or optional (``?field``: absent is null, as for any field here).
 
 Everything else is refused with ``EqlSyntaxError(unsupported=True)`` naming the
 construct and its position: other event categories (``process where``),
 sequences and samples, pipes, functions, ``regex``, the ``?`` wildcard (the AST
-has only ``*``), comparing two fields, arithmetic.
+has only ``*``), arithmetic, array indexes in field names.
 """
 from __future__ import annotations
 
 import re
 from functools import cache
+from typing import Any
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from gatewatch.errors import EqlSyntaxError
 from gatewatch.kql.ast import And, Exists, Node, Not, Or, Range, Term, Wildcard
 
-# The grammar of the subset (plus the constructs we recognise only to refuse them
-# by name). Keywords are lowercase, as in EQL; `in~`, `like~`, `regex~` are the
-# case-insensitive operators. Lives here rather than in a .lark file so that it
-# ships with the module whatever the package data says.
-GRAMMAR = r"""
-start: category _WHERE expr pipes?
-
-category: NAME | ANY
-pipes: PIPE
-
-?expr: or_expr
-?or_expr: and_expr (_OR and_expr)*
-?and_expr: not_expr (_AND not_expr)*
-?not_expr: _NOT not_expr                    -> negation
-         | predicate
-
-?predicate: _LPAR expr _RPAR
-          | field COMPARE value            -> compare
-          | field COLON values             -> colon
-          | field LIKE values              -> like
-          | field REGEX values             -> regex
-          | field IN value_list            -> in_
-          | field _NOT IN value_list       -> not_in
-          | field COMPARE field            -> field_compare
-          | call                           -> function_call
-          | call COMPARE value             -> function_call
-          | field                          -> bare_field
-
-values: value | value_list
-value_list: _LPAR value (_COMMA value)* _COMMA? _RPAR
-value: STRING | NUMBER | NULL | TRUE | FALSE
-
-call: NAME _LPAR (arg (_COMMA arg)*)? _RPAR
-    | NAME_CI _LPAR (arg (_COMMA arg)*)? _RPAR
-?arg: value | field | call
-
-field: NAME | BACKTICKED
-
-_WHERE.3: /where(?![\w@.~])/
-ANY.3: /any(?![\w@.~])/
-_AND.3: /and(?![\w@.~])/
-_OR.3: /or(?![\w@.~])/
-_NOT.3: /not(?![\w@.~])/
-IN.3: /in(~|(?![\w@.]))/
-LIKE.3: /like(~|(?![\w@.]))/
-REGEX.3: /regex(~|(?![\w@.]))/
-NULL.3: /null(?![\w@.~])/
-TRUE.3: /true(?![\w@.~])/
-FALSE.3: /false(?![\w@.~])/
-
-NAME_CI.2: /[A-Za-z_@][\w@.]*~(?=\s*\()/
-NAME: /[A-Za-z_@][\w@.]*/
-BACKTICKED: /`(?:[^`]|``)+`/
-STRING: /\"\"\"[\s\S]*?\"\"\"/ | /\?"(?:[^"\\\n]|\\.)*"/ | /"(?:[^"\\\n]|\\.)*"/
-NUMBER: /-?\d+(\.\d+)?([eE][+-]?\d+)?/
-COMPARE: "==" | "!=" | "<=" | ">=" | "<" | ">"
-COLON: ":"
-PIPE: /\|[\s\S]*/
-_LPAR: "("
-_RPAR: ")"
-_COMMA: ","
-
-%ignore /[ \t\r\n]+/
-%ignore /\/\/[^\n]*/
-%ignore /\/\*[\s\S]*?\*\//
-"""
-
-_SINGLE_EVENT_ONLY = re.compile(r"^\s*(sequence|sample|join)\b")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\"}
-_ESCAPE = re.compile(r"\\(u\{([0-9a-fA-F]{1,8})\}|.)", re.DOTALL)
+_CATEGORY = re.compile(r"^\s*(?:/\*[\s\S]*?\*/\s*|//[^\n]*\n\s*)*([A-Za-z_][\w]*)\s+where\b")
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
 class _Refused(Exception):
-    """Raised inside the transformer; becomes EqlSyntaxError with the query text."""
+    """Raised while walking the tree; becomes EqlSyntaxError with the query text."""
 
     def __init__(self, reason: str, offset: int, *, unsupported: bool = True) -> None:
         super().__init__(reason)
@@ -119,50 +64,18 @@ class _Refused(Exception):
         self.unsupported = unsupported
 
 
-_NULL = object()  # EQL null, distinct from the string "null"
+class _Literal:
+    """A literal as EQL read it, with where it was written."""
 
+    __slots__ = ("value", "offset")
 
-class _FieldName(str):
-    """A field name that remembers where it was written (for error positions)."""
-
-    offset: int
-
-    def __new__(cls, name: str, offset: int) -> _FieldName:
-        instance = super().__new__(cls, name)
-        instance.offset = offset
-        return instance
-
-
-def _unescape(text: str, offset: int) -> str:
-    def replace(match: re.Match[str]) -> str:
-        if match.group(2) is not None:
-            return chr(int(match.group(2), 16))
-        char = match.group(1)
-        if char not in _ESCAPES:
-            raise _Refused(f"invalid escape sequence '\\{char}'", offset + match.start(), unsupported=False)
-        return _ESCAPES[char]
-
-    return _ESCAPE.sub(replace, text)
-
-
-def _string_value(token: Token) -> str:
-    text = str(token)
-    if text.startswith('"""'):
-        return text[3:-3]
-    if text.startswith("?"):
-        return text[2:-1]  # raw string: no escapes
-    return _unescape(text[1:-1], token.start_pos + 1)
-
-
-class _Value:
-    """A literal with where it was written (for error positions)."""
-
-    __slots__ = ("value", "offset", "is_string")
-
-    def __init__(self, value: object, offset: int, *, is_string: bool) -> None:
-        self.value = value
+    def __init__(self, value: object, offset: int) -> None:
+        self.value = value  # str, int, float, bool, or None (null)
         self.offset = offset
-        self.is_string = is_string
+
+    @property
+    def is_string(self) -> bool:
+        return isinstance(self.value, str)
 
     @property
     def text(self) -> str:
@@ -173,134 +86,20 @@ class _Value:
         return str(self.value)
 
 
-def _flatten(kind: type[And] | type[Or], items: list[Node]) -> Node:
-    flat: list[Node] = []
-    for item in items:
-        flat.extend(item.items if isinstance(item, kind) else (item,))
-    return flat[0] if len(flat) == 1 else kind(tuple(flat))
-
-
-def _pattern_node(field: str, value: _Value, *, case_insensitive: bool, operator: str) -> Node:
-    """``:``/``like``: ``*`` is a wildcard; ``?`` cannot be expressed."""
-    if value.value is _NULL:
-        raise _Refused(f"'{operator}' with null is not supported (use == null)", value.offset)
-    text = value.text
-    if value.is_string and "?" in text:
-        raise _Refused(
-            f"the '?' wildcard in {text!r} is not supported (only '*')", value.offset
-        )
-    if value.is_string and "*" in text:
-        return Wildcard.from_pattern(field, text, case_insensitive=case_insensitive)
-    return Term(field, text, case_insensitive)
-
-
-@v_args(inline=True)
-class _ToAst(Transformer):
-    def start(self, _category: Node, expr: Node, pipes: Token | None = None) -> Node:
-        return expr
-
-    def category(self, token: Token) -> None:
-        if token.type != "ANY":
-            raise _Refused(
-                f"event category {str(token)!r}: only 'any where' queries are supported", token.start_pos
-            )
-
-    def pipes(self, token: Token) -> None:
-        raise _Refused("pipes ('| head', '| filter', ...) are not supported", token.start_pos)
-
-    def negation(self, item: Node) -> Node:
-        return Not(item)
-
-    def or_expr(self, *items: Node) -> Node:
-        return _flatten(Or, list(items))
-
-    def and_expr(self, *items: Node) -> Node:
-        return _flatten(And, list(items))
-
-    def field(self, token: Token) -> str:
-        text = str(token)
-        name = text[1:-1].replace("``", "`") if text.startswith("`") else text
-        return _FieldName(name, token.start_pos or 0)
-
-    def value(self, token: Token) -> _Value:
-        kind = token.type
-        if kind == "STRING":
-            return _Value(_string_value(token), token.start_pos, is_string=True)
-        if kind == "NUMBER":
-            number = float(token) if any(c in token for c in ".eE") else int(token)
-            return _Value(number, token.start_pos, is_string=False)
-        if kind == "NULL":
-            return _Value(_NULL, token.start_pos, is_string=False)
-        return _Value(kind == "TRUE", token.start_pos, is_string=False)
-
-    def value_list(self, *values: _Value) -> list[_Value]:
-        return list(values)
-
-    def values(self, item: _Value | list[_Value]) -> list[_Value]:
-        return item if isinstance(item, list) else [item]
-
-    def compare(self, field: str, operator: Token, value: _Value) -> Node:
-        field = str(field)  # a plain str in the tree
-        op = str(operator)
-        if value.value is _NULL:
-            if op == "==":
-                return Not(Exists(field))
-            if op == "!=":
-                return Exists(field)
-            raise _Refused(f"'{op} null' is not supported", operator.start_pos)
-        if op == "==":
-            return Term(field, value.text)
-        if op == "!=":
-            return Not(Term(field, value.text))
-        return Range(field, op, value.text)  # type: ignore[arg-type]
-
-    def colon(self, field: str, _colon: Token, values: list[_Value]) -> Node:
-        field = str(field)  # a plain str in the tree
-        return _flatten(Or, [_pattern_node(field, v, case_insensitive=True, operator=":") for v in values])
-
-    def like(self, field: str, operator: Token, values: list[_Value]) -> Node:
-        field = str(field)  # a plain str in the tree
-        insensitive = str(operator).endswith("~")
-        return _flatten(
-            Or, [_pattern_node(field, v, case_insensitive=insensitive, operator=str(operator)) for v in values]
-        )
-
-    def regex(self, _field: str, operator: Token, _values: list[_Value]) -> Node:
-        raise _Refused(f"'{operator}' is not supported", operator.start_pos)
-
-    def in_(self, field: str, operator: Token, values: list[_Value]) -> Node:
-        field = str(field)  # a plain str in the tree
-        insensitive = str(operator).endswith("~")
-        terms: list[Node] = []
-        for value in values:
-            if value.value is _NULL:
-                terms.append(Not(Exists(field)))
-            else:
-                terms.append(Term(field, value.text, insensitive))
-        return _flatten(Or, terms)
-
-    def not_in(self, field: str, operator: Token, values: list[_Value]) -> Node:
-        return Not(self.in_(field, operator, values))
-
-    def field_compare(self, _left: str, operator: Token, _right: str) -> Node:
-        raise _Refused("comparing a field with another field is not supported", operator.start_pos)
-
-    def call(self, name: Token, *_args: object) -> Token:
-        return name
-
-    def function_call(self, name: Token, *_rest: object) -> Node:
-        raise _Refused(f"function {str(name).rstrip('~')}() is not supported", name.start_pos)
-
-    def bare_field(self, field: str) -> Node:
-        raise _Refused(
-            f"a bare field ({str(field)!r}) is not a condition; compare it with a value",
-            getattr(field, "offset", 0),
-        )
-
-
 @cache
-def _parser() -> Lark:
-    return Lark(GRAMMAR, parser="lalr", maybe_placeholders=False)
+def _eql() -> Any:
+    """The eql package, imported on first use (it takes a few hundred ms to import)."""
+    import eql
+    import eql.parser
+
+    return eql
+
+
+def event_category(query: str) -> str | None:
+    """The event category of a single-event query (``any``, ``process``, ``file`` ...);
+    None for sequences, samples and anything that is not ``<category> where``."""
+    match = _CATEGORY.match(query)
+    return match.group(1) if match else None
 
 
 def eql_to_ast(query: str) -> Node:
@@ -311,48 +110,218 @@ def eql_to_ast(query: str) -> Node:
     """
     if not isinstance(query, str) or not query.strip():
         raise EqlSyntaxError("empty EQL query", query=str(query or ""), offset=0)
-    match = _SINGLE_EVENT_ONLY.match(query)
-    if match:
-        raise EqlSyntaxError(
-            f"{match.group(1)} queries are not supported (only a single-event 'any where' condition)",
-            query=query, offset=match.start(1), unsupported=True,
-        )
+    eql = _eql()
     try:
-        tree = _parser().parse(query)
-        return _ToAst().transform(tree)
-    except VisitError as error:
-        cause = error.orig_exc
-        if isinstance(cause, _Refused):
-            raise EqlSyntaxError(
-                cause.reason, query=query, offset=cause.offset, unsupported=cause.unsupported
-            ) from None
-        raise
-    except _Refused as error:  # raised while lexing string escapes
-        raise EqlSyntaxError(error.reason, query=query, offset=error.offset, unsupported=error.unsupported) from None
+        tree = eql.parser.lark_parser.parse(query + "\n", start="piped_query")
     except UnexpectedInput as error:
         reason, offset = _explain(error, query)
-        unsupported = reason.endswith("is not supported")
-        raise EqlSyntaxError(reason, query=query, offset=offset, unsupported=unsupported) from None
+        raise EqlSyntaxError(reason, query=query, offset=offset) from None
+    _check_with_elastic(query)
+    try:
+        return _Translator().piped_query(tree)
+    except _Refused as error:
+        raise EqlSyntaxError(error.reason, query=query, offset=error.offset, unsupported=error.unsupported) from None
+
+
+def _check_with_elastic(query: str) -> None:
+    """What Elasticsearch's EQL refuses, as Elastic's eql package says it (types,
+    string forms, field-to-field comparisons)."""
+    eql = _eql()
+    parser = eql.parser
+    try:
+        with parser.elasticsearch_syntax, parser.ignore_missing_functions, parser.skip_optimizations:
+            eql.parse_query(query)
+    except eql.EqlParseError as error:
+        lines = (query + "\n").split("\n")
+        offset = sum(len(line) + 1 for line in lines[: error.line]) + error.column
+        raise EqlSyntaxError(error.error_msg, query=query, offset=offset) from None
+
+
+def _offset(node: Tree | Token) -> int:
+    if isinstance(node, Token):
+        return node.start_pos or 0
+    return getattr(node.meta, "start_pos", 0) if not node.meta.empty else 0
+
+
+class _Translator:
+    """Walks the parse tree of eql's grammar (``eql/etc/eql.g``)."""
+
+    def piped_query(self, tree: Tree) -> Node:
+        base = tree.children[0]
+        if len(tree.children) > 1 and tree.children[1] is not None:
+            raise _Refused("pipes ('| head', '| filter', ...) are not supported", _offset(tree.children[1]))
+        query = base.children[0]
+        if query.data != "event_query":
+            raise _Refused(
+                f"{query.data} queries are not supported (only a single-event 'any where' condition)", _offset(query)
+            )
+        category, condition = query.children
+        if category is None or str(category.children[0]) != "any":
+            where = category if category is not None else query
+            name = str(category.children[0]) if category is not None else ""
+            raise _Refused(f"event category {name!r}: only 'any where' queries are supported", _offset(where))
+        return self.condition(condition)
+
+    # -- conditions
+
+    def condition(self, node: Tree | Token) -> Node:
+        if isinstance(node, Token) or node.data in ("field", "base_field", "literal", "value"):
+            if isinstance(node, Tree) and node.data in ("field", "base_field"):
+                name = self.field(node)
+                raise _Refused(f"a bare field ({name!r}) is not a condition; compare it with a value", _offset(node))
+            raise _Refused("a constant is not a condition", _offset(node))
+        handler = getattr(self, f"_{node.data}", None)
+        if handler is None:
+            raise _Refused(f"{node.data.replace('_', ' ')} is not supported", _offset(node))
+        return handler(node)
+
+    def _or_expr(self, node: Tree) -> Node:
+        return _flatten(Or, [self.condition(child) for child in node.children])
+
+    def _and_expr(self, node: Tree) -> Node:
+        return _flatten(And, [self.condition(child) for child in node.children])
+
+    def _not_expr(self, node: Tree) -> Node:
+        nots = [child for child in node.children if isinstance(child, Token) and child.type == "NOT_OP"]
+        inner = self.condition(node.children[-1])
+        return Not(inner) if len(nots) % 2 else inner
+
+    def _comparison(self, node: Tree) -> Node:
+        left, operator, right = node.children
+        op = str(operator)
+        if self._is_field(right) and not self._is_field(left):
+            left, right, op = right, left, _FLIPPED[op]
+        field = self.operand_field(left)
+        value = self.literal(right)
+        if value.value is None:
+            if op in ("==", "!="):
+                return Not(Exists(field)) if op == "==" else Exists(field)
+            raise _Refused(f"'{op} null' is not supported", _offset(operator))
+        if op == "==":
+            return Term(field, value.text)
+        if op == "!=":
+            return Not(Term(field, value.text))
+        return Range(field, op, value.text)  # type: ignore[arg-type]
+
+    def _string_predicate(self, node: Tree) -> Node:
+        subject, operator, *values = node.children
+        op = str(operator)
+        field = self.operand_field(subject)
+        if op.startswith("regex"):
+            raise _Refused(f"'{op}' is not supported", _offset(operator))
+        insensitive = op == ":" or op.endswith("~")
+        return _flatten(Or, [self._pattern(field, self.literal(v), insensitive=insensitive, operator=op) for v in values])
+
+    def _in_set(self, node: Tree) -> Node:
+        subject, operator, expressions = node.children
+        field = self.operand_field(subject)
+        insensitive = str(operator).endswith("~")
+        terms: list[Node] = []
+        for item in expressions.children:
+            value = self.literal(item)
+            terms.append(Not(Exists(field)) if value.value is None else Term(field, value.text, insensitive))
+        return _flatten(Or, terms)
+
+    def _not_in_set(self, node: Tree) -> Node:
+        return Not(self._in_set(node))
+
+    def _function_call(self, node: Tree) -> Node:
+        name = str(node.children[0]).rstrip("~")
+        raise _Refused(f"function {name}() is not supported", _offset(node))
+
+    def _method_chain(self, node: Tree) -> Node:
+        raise _Refused("method calls (field:function()) are not supported", _offset(node))
+
+    def _sum_expr(self, node: Tree) -> Node:
+        raise _Refused("arithmetic is not supported", _offset(node))
+
+    _mul_expr = _sum_expr
+
+    # -- operands
+
+    @staticmethod
+    def _is_field(node: Tree | Token) -> bool:
+        return isinstance(node, Tree) and node.data in ("field", "base_field")
+
+    def operand_field(self, node: Tree | Token) -> str:
+        if not self._is_field(node):
+            if isinstance(node, Tree) and node.data == "function_call":
+                self._function_call(node)
+            if isinstance(node, Tree) and node.data in ("sum_expr", "mul_expr"):
+                self._sum_expr(node)
+            raise _Refused("the left side must be a field", _offset(node))
+        return self.field(node)  # type: ignore[arg-type]
+
+    def field(self, node: Tree) -> str:
+        text = "".join(str(token) for token in node.scan_values(lambda value: isinstance(value, Token)))
+        eql = _eql()
+        with eql.parser.elasticsearch_syntax:
+            parsed = eql.parser.parse_field(text)
+        path = [parsed.base, *parsed.path]
+        if any(isinstance(part, int) for part in path):
+            raise _Refused(f"array indexes in field names ({text!r}) are not supported", _offset(node))
+        return ".".join(path)
+
+    def literal(self, node: Tree | Token) -> _Literal:
+        sign = ""
+        if isinstance(node, Tree) and node.data == "value":  # -5: a signed literal
+            sign_token, node = node.children
+            sign = str(sign_token)
+        if not (isinstance(node, Tree) and node.data == "literal"):
+            if self._is_field(node):
+                raise _Refused("comparing a field with another field is not supported", _offset(node))
+            raise _Refused("only a literal value can be compared with a field", _offset(node))
+        (inner,) = node.children
+        offset = _offset(node)
+        kind = inner.data
+        if kind == "null":
+            return _Literal(None, offset)
+        if kind == "boolean":
+            return _Literal(str(inner.children[0]) == "true", offset)
+        token = str(inner.children[0])
+        if kind == "number":
+            number: int | float = float(token) if any(c in token for c in ".eE") else int(token)
+            return _Literal(-number if sign == "-" else number, offset)
+        # strings: eql has checked they are "..." or """...""" (Elasticsearch's forms)
+        if token.startswith('"""'):
+            return _Literal(token[3:-3], offset)
+        return _Literal(_eql().ast.String.unescape(token[1:-1]), offset)
+
+    @staticmethod
+    def _pattern(field: str, value: _Literal, *, insensitive: bool, operator: str) -> Node:
+        """``:``/``like``: ``*`` is a wildcard; ``?`` cannot be expressed."""
+        if value.value is None:
+            raise _Refused(f"'{operator}' with null is not supported (use == null)", value.offset)
+        text = value.text
+        if value.is_string and "?" in text:
+            raise _Refused(f"the '?' wildcard in {text!r} is not supported (only '*')", value.offset)
+        if value.is_string and "*" in text:
+            return Wildcard.from_pattern(field, text, case_insensitive=insensitive)
+        return Term(field, text, insensitive)
+
+
+def _flatten(kind: type[And] | type[Or], items: list[Node]) -> Node:
+    flat: list[Node] = []
+    for item in items:
+        flat.extend(item.items if isinstance(item, kind) else (item,))
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
 
 
 def _explain(error: UnexpectedInput, query: str) -> tuple[str, int]:
     if isinstance(error, UnexpectedEOF):
         return "unexpected end of query", len(query)
     if isinstance(error, UnexpectedCharacters):
-        char = query[error.pos_in_stream] if error.pos_in_stream < len(query) else ""
-        if char == "'":
-            return "single-quoted strings are not EQL: use double quotes", error.pos_in_stream
+        position = min(error.pos_in_stream, len(query))
+        char = query[position] if position < len(query) else ""
         if char == '"':
-            return "unterminated string", error.pos_in_stream
-        if char in "+-*/%":
-            return f"arithmetic ({char!r}) is not supported", error.pos_in_stream
-        return f"unexpected character {char!r}", error.pos_in_stream
+            return "unterminated string", position
+        if char == "'":
+            return "unterminated single-quoted string (EQL strings use double quotes)", position
+        return f"unexpected character {char!r}", position
     if isinstance(error, UnexpectedToken):
         token = error.token
-        if token.type == "$END":
+        if token.type == "$END" or (token.start_pos is not None and token.start_pos >= len(query)):
             return "unexpected end of query", len(query)
         offset = token.start_pos if token.start_pos is not None else 0
-        if token.type in ("NAME", "ANY") and offset == 0 or (token.type == "_WHERE" and offset == 0):
-            return "expected '<category> where <condition>'", offset
         return f"unexpected {str(token)!r}", offset
     return str(error), getattr(error, "pos_in_stream", 0) or 0

@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from gatewatch.kql.ast import And, Exists, Nested, Node, Not, Or, Range, Term, Wildcard
 from gatewatch.errors import quoted
 from gatewatch.kql.glob import glob_matcher
+from gatewatch.rules.attack import Status, attack_data
 from gatewatch.rules.model import Action, Origin, Rule, RuleSet, RuleType, Severity, is_admission_unavailable
 
 Level = Literal["error", "warning", "info"]
@@ -219,6 +220,38 @@ class AttackMapping:
             yield _finding(rule, "info", "ATT&CK tactic without a technique", self.name)
 
 
+class AttackIds:
+    """ATT&CK ids and names as the shipped ATT&CK version has them: a revoked,
+    deprecated or unknown id, or another name for a current one, loads (the id
+    counts) but is probably out of date or a typo."""
+
+    name = "attack-ids"
+
+    def validate(self, rule: Rule) -> Iterable[Finding]:
+        data = attack_data()
+        for threat in rule.threat:
+            tactic = data.tactic(threat.tactic.id)
+            if tactic is None:
+                yield _finding(
+                    rule, "warning", f"tactic {threat.tactic.id} is not in ATT&CK Enterprise v{data.version}", self.name
+                )
+            elif not tactic.accepts_name(threat.tactic.name):
+                yield self._renamed(rule, threat.tactic.id, threat.tactic.name, tactic.name, data.version)
+            for technique in threat.techniques:
+                for item in (technique, *technique.subtechniques):
+                    resolution = data.resolve_technique(item.id)
+                    if resolution.status is not Status.CURRENT:
+                        yield _finding(rule, "warning", resolution.describe(data.version), self.name)
+                    elif resolution.entry is not None and not resolution.entry.accepts_name(item.name):
+                        yield self._renamed(rule, item.id, item.name, resolution.entry.name, data.version)
+
+    def _renamed(self, rule: Rule, attack_id: str, written: str, name: str, version: str) -> Finding:
+        return _finding(
+            rule, "warning", f"{attack_id} is named {name!r} in ATT&CK Enterprise v{version}, not {quoted(written)}",
+            self.name,
+        )
+
+
 class DenyOnLowSeverity:
     """A low-severity rule that may deny requests is probably mis-set."""
 
@@ -289,6 +322,7 @@ DEFAULT_VALIDATORS: tuple[RuleValidator, ...] = (
     AdmissionReachability(),
     AdmissionUnavailableFields(),
     AttackMapping(),
+    AttackIds(),
     DenyOnLowSeverity(),
     DisabledRule(),
     ExpensiveQuery(),

@@ -2,8 +2,10 @@
 
 The format is described in docs/rules.md. Everything a rule says is checked
 here, once, at load time: keys, types, enums, ranges, ATT&CK ids and names
-(against ``data/attack.json``), and every query and exception is compiled, so
-a loaded rule set never fails while evaluating.
+(against the shipped ATT&CK Enterprise table, ``gatewatch.rules.attack``), and
+every query and exception is compiled, so a loaded rule set never fails while
+evaluating. An ATT&CK id that is not current (revoked, deprecated, or newer
+than the shipped ATT&CK version) loads as written; ``rules lint`` says why.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError, RuleError, quoted
 from gatewatch.esql import compile_esql
 from gatewatch.kql import compile_query
-from gatewatch.rules.attack import AttackEntry, attack_data
+from gatewatch.rules.attack import AttackEntry, attack_data, tactic_reference, technique_reference
 from gatewatch.rules.eql import eql_to_ast
 from gatewatch.rules.model import (
     ATTACK_FRAMEWORK,
@@ -522,25 +524,37 @@ class _RuleReader:
         lookup: Callable[[str], AttackEntry | None],
         id_format: str,
     ) -> AttackEntry:
-        """Check id, name and reference of a tactic/technique against the shipped ATT&CK data."""
+        """Check id and reference of a tactic/technique against the shipped ATT&CK data.
+
+        The id is what counts. A rule's own name for it is kept even where ATT&CK
+        names it differently (ATT&CK renames: Elastic's rules say "Stealth" for
+        TA0005 ahead of the shipped version); ``rules lint`` points the difference
+        out. An id that is not current (revoked, deprecated, or newer than the
+        shipped ATT&CK) is taken as written, named by the rule or by ATT&CK's last
+        name for it; an unknown id needs a name.
+        """
         if "id" not in raw:
             raise self.error("missing required field", field=f"{where}.id", line=raw.line)
         attack_id = raw["id"]
         id_line = raw.value_line("id")
         if not isinstance(attack_id, str) or not pattern.match(attack_id):
             raise self.error(f"ATT&CK {kind} id must be {id_format} (got {quoted(attack_id)})", field=f"{where}.id", line=id_line)
+        name = raw.get("name")
+        if "name" in raw and (not isinstance(name, str) or not name.strip()):
+            raise self.error(f"must be a non-empty string (got {quoted(name)})", field=f"{where}.name", line=raw.value_line("name"))
         entry = lookup(attack_id)
         if entry is None:
-            raise self.error(
-                f"unknown ATT&CK {kind} {attack_id} (not in gatewatch's ATT&CK data)", field=f"{where}.id", line=id_line
-            )
-        if "name" in raw:
-            name = raw["name"]
-            if not isinstance(name, str) or not entry.accepts_name(name):
+            data = attack_data()
+            written = name.strip() if isinstance(name, str) else None
+            former = data.resolve_technique(attack_id).old_name if kind != "tactic" else None
+            if written is None and former is None:
                 raise self.error(
-                    f"{attack_id} is named {entry.name!r} in ATT&CK, not {quoted(name)}",
-                    field=f"{where}.name", line=raw.value_line("name"),
+                    f"ATT&CK {kind} {attack_id} is not in ATT&CK Enterprise v{data.version} "
+                    "(gatewatch's ATT&CK data): give its name",
+                    field=f"{where}.id", line=id_line,
                 )
+            reference = tactic_reference(attack_id) if kind == "tactic" else technique_reference(attack_id)
+            entry = AttackEntry(attack_id, written or former or attack_id, reference)
         if "reference" in raw:
             reference = raw["reference"]
             if not isinstance(reference, str) or reference.rstrip("/") != entry.reference.rstrip("/"):
