@@ -362,6 +362,8 @@ def _report_requests(engine: RuleEngine, result: ScanResult, *, options: ReplayO
             stats.by_user[request.user] += 1
             if writer is not None:
                 replay: dict[str, Any] = {"line": request.line_no}
+                if request.audit_id is not None:
+                    replay["audit_id"] = request.audit_id
                 if request.refused:
                     replay["refused_by_api_server"] = True
                 alert = build_alert(match, request.document, effect=effect, mode=mode,
