@@ -127,6 +127,7 @@ from gatewatch.images import normalize_image
 from gatewatch.podspec import pod_fields as podspec_fields
 from gatewatch.shapes import (
     AUDIT_API_VERSIONS,
+    CONNECT_OPTIONS,
     CONTAINER_KINDS,
     POD,
     USER_INFO,
@@ -767,11 +768,6 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
     return cast(AdmissionRequest, request)
 
 
-# The options of pods/exec and pods/attach (PodExecOptions, PodAttachOptions) and their types.
-_CONNECT_OPTION_FIELDS = {"command": list, "container": str, "stdin": bool, "stdout": bool, "stderr": bool,
-                          "tty": bool}
-
-
 def _admission_objects_problem(request: Mapping[str, Any], prefix: str) -> str | None:
     """What a real API server never sends in the fields gatewatch reads: the user, a Pod's spec and
     containers, exec/attach options. At admission the object has passed the API server's schema
@@ -791,19 +787,9 @@ def _admission_objects_problem(request: Mapping[str, Any], prefix: str) -> str |
             found = pod_problem(pod, prefix=f"{prefix}{field}.")
             if found is not None:
                 return found
-    if operation == "CONNECT" and is_object(request.get("object")):
-        options = request["object"]
-        for key, expected in _CONNECT_OPTION_FIELDS.items():
-            value = options.get(key)
-            if value is not None and type(value) is not expected:
-                return f"{prefix}object.{key}: expected {_TYPE_WORDS[expected]}, got {_type_name(value)}"
-        command = options.get("command")
-        if command and not all(type(argument) is str for argument in command):
-            return f"{prefix}object.command: expected a list of strings"
+    if operation == "CONNECT":
+        return problem(request.get("object"), CONNECT_OPTIONS, f"{prefix}object")
     return None
-
-
-_TYPE_WORDS = {list: "a list", str: "a string", bool: "true or false"}
 
 
 def _query_string(options: Any) -> str:

@@ -66,6 +66,7 @@ Spec = Union[Leaf, ListOf, ObjectOf]
 
 STRING = Leaf("a string", str)
 INTEGER = Leaf("an integer", int)
+BOOLEAN = Leaf("true or false", bool)
 
 # --- the table ------------------------------------------------------------------------
 
@@ -105,6 +106,14 @@ POD_SPEC = ObjectOf({
 })
 # A Pod, or a patch of one: what rules, reports, alerts and the normalized Pod lists (podspec.py) read of it.
 POD = ObjectOf({"metadata": POD_METADATA, "spec": POD_SPEC})
+# The options of pods/exec and pods/attach at admission (PodExecOptions, PodAttachOptions): the API
+# server builds them from the URL, so another type is a forged review. (In an audit event they are
+# the requestURI's query, a string.)
+CONNECT_OPTIONS = ObjectOf({
+    "command": ListOf(STRING),
+    "container": STRING,
+    **{stream: BOOLEAN for stream in ("stdin", "stdout", "stderr", "tty")},
+})
 # The audit event's own fields (requestObject and responseObject: see audit_event_view).
 AUDIT_EVENT = ObjectOf({
     "level": STRING,

@@ -37,6 +37,7 @@ import yaml
 
 from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.errors import InputError
+from gatewatch.shapes import CONTAINER_KINDS, is_object, pod_problem, type_name
 from gatewatch.yamlbounds import expanded_size, node_inside_itself
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
@@ -345,31 +346,23 @@ def pod_from_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_pod(pod: Mapping[str, Any], *, field_prefix: str) -> None:
-    """The parts of a Pod the rules read: a spec with containers that name images."""
+    """A manifest Pod the API server would accept, as far as the rules read it: every field of the
+    right type (gatewatch.shapes, strict), a spec with containers, each naming an image."""
     spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         raise InputError(f"{field_prefix}spec: missing or not an object")
-    metadata = pod.get("metadata")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise InputError(f"{field_prefix}metadata: expected an object")
-    for key in ("labels", "annotations"):
-        value = (metadata or {}).get(key)
-        if value is not None and not isinstance(value, Mapping):
-            raise InputError(f"{field_prefix}metadata.{key}: expected an object, got {type(value).__name__}")
-    if not isinstance(spec.get("containers"), list) or not spec["containers"]:
+    found = pod_problem(pod, prefix=field_prefix)
+    if found is not None:
+        raise InputError(found)
+    if not spec.get("containers"):
         raise InputError(f"{field_prefix}spec.containers: missing or empty")
-    for container_kind in ("containers", "initContainers", "ephemeralContainers"):
-        containers = spec.get(container_kind)
-        if containers is None:
-            continue
-        if not isinstance(containers, list):
-            raise InputError(f"{field_prefix}spec.{container_kind}: expected a list")
-        for index, container in enumerate(containers):
-            field = f"{field_prefix}spec.{container_kind}[{index}]"
-            if not isinstance(container, Mapping):
-                raise InputError(f"{field}: expected an object")
-            if not isinstance(container.get("image"), str) or not container["image"]:
-                raise InputError(f"{field}.image: missing or not a string")
+    for container_kind in CONTAINER_KINDS:
+        for index, container in enumerate(spec.get(container_kind) or ()):
+            if not is_object(container):
+                raise InputError(f"{field_prefix}spec.{container_kind}[{index}]: expected an object, "
+                                 f"got {type_name(container)}")
+            if not container.get("image"):
+                raise InputError(f"{field_prefix}spec.{container_kind}[{index}].image: missing or empty")
 
 
 # --- documents -----------------------------------------------------------------------
@@ -389,8 +382,8 @@ def document_from_item(item: InputItem, *, now: datetime | None = None) -> dict[
     if item.category == "admission_review" and item.review is not None:
         try:
             return document_from_admission_review(item.review, now=now)
-        except InputError as error:
-            raise InputError(error.reason, source=item.source, line=item.line) from None
+        except InputError as error:  # named as a Pod's errors are: AdmissionReview CREATE pods ns/name
+            raise InputError(f"{item.subject}: {error.reason}", source=item.source, line=item.line) from None
     if item.error is not None:
         raise item.error
     raise InputError(f"nothing to evaluate: {item.skip_reason}", source=item.source, line=item.line)

@@ -30,7 +30,6 @@ from gatewatch.offline.report import (
 )
 from gatewatch.rules.model import Action, RuleSet
 from gatewatch.rules.packs import control_tags
-from gatewatch.shapes import USER_INFO, is_object, pod_problem, problem
 
 
 @dataclass
@@ -77,7 +76,6 @@ def run_check(
                     click.echo(f"gatewatch: {item.location}: skipped: {item.skip_reason}", err=True, file=err)
                     continue
                 try:
-                    _check_item_shape(item)
                     document = document_from_item(item)
                     found = _check_document(engine, document, item, mode=mode)
                 except GatewatchError as error:
@@ -111,38 +109,6 @@ def run_check(
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_FINDINGS if reached else EXIT_OK
-
-
-def _check_item_shape(item: Any) -> None:
-    """InputError (file, line, field) for a Pod or AdmissionReview with a field of the wrong type."""
-    found = None
-    if item.category == "pod" and item.pod is not None:
-        found = pod_problem(item.pod)
-    elif item.category == "admission_review" and is_object(item.review):
-        found = _review_problem(item.review)
-    if found is not None:
-        raise InputError(f"{item.subject}: {found}", source=item.source, line=item.line)
-
-
-def _review_problem(review: Mapping[str, Any]) -> str | None:
-    """What documents.parse_admission_request leaves unchecked: value types of the strings
-    it compares, the user, and the reviewed Pod (a review wrapped in its envelope, or a bare request)."""
-    wrapped = "request" in review
-    request = review.get("request") if wrapped else review
-    prefix = "request." if wrapped else ""
-    if wrapped and type(review.get("apiVersion", "")) is not str:
-        return f"apiVersion: expected a string, got {type(review['apiVersion']).__name__}"
-    if not is_object(request):
-        return None  # parse_admission_request says so
-    if type(request.get("operation", "")) is not str:
-        return f"{prefix}operation: expected a string, got {type(request['operation']).__name__}"
-    found = problem(request.get("userInfo"), USER_INFO, f"{prefix}userInfo")
-    if found is not None:
-        return found
-    resource, obj = request.get("resource"), request.get("object")
-    if is_object(resource) and resource.get("resource") == "pods" and not request.get("subResource") and is_object(obj):
-        return pod_problem(obj, prefix=f"{prefix}object.")
-    return None
 
 
 def _check_document(engine: RuleEngine, document: dict[str, Any], item: Any, *, mode: Mode) -> list[CheckFinding]:
