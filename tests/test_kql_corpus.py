@@ -6,11 +6,10 @@ import random
 
 import pytest
 from kql_documents import matching_document, near_miss
-from shared_corpus import KQL_QUERIES as CORPUS
+from shared_corpus import KQL_QUERIES as CORPUS  # found from a clone or a worktree alike
 
 from gatewatch.kql import compile_query, parse, to_kql
 from gatewatch.kql.codegen import compile_program
-
 
 
 def _corpus_queries() -> list[dict]:
