@@ -103,9 +103,11 @@ def run_step(step: Step, *, figures_file: Path) -> tuple[int, str]:
         output = expired.stdout if isinstance(expired.stdout, str) else (expired.stdout or b"").decode()
         print(output + f"\n(benchmarks/{step.script} did not finish within {step.timeout:.0f} s)", flush=True)
         return -1, output
-    print(finished.stdout.rstrip(), flush=True)
+    # Without the Markdown fences some benchmarks print for pasting: this output is pasted whole.
+    output = "\n".join(line for line in finished.stdout.splitlines() if line.strip() != "```")
+    print(output, flush=True)
     print(f"({time.monotonic() - started:.0f} s, exit status {finished.returncode})", flush=True)
-    return finished.returncode, finished.stdout
+    return finished.returncode, output
 
 
 def table(rows: list[dict]) -> str:
