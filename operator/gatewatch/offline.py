@@ -34,6 +34,7 @@ from gatewatch.documents import (
 )
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import GatewatchError, InputError
+from gatewatch.replay_sequences import SequenceRules
 from gatewatch.replay_stats import StatsRules
 from gatewatch.rules.model import Action, RuleSet
 from gatewatch.rules.packs import control_tags
@@ -344,6 +345,7 @@ def run_replay(
     """
     engine = RuleEngine(ruleset)
     stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed every document, run on their schedule at the end
+    sequence_rules = SequenceRules.of(ruleset)  # EQL sequences: fed every document, matched in event time at the end
     stats = ReplayStats()
     by_audit_id: dict[str, _Verdict] = {}  # requests whose highest stage so far matched
     settled: dict[str, int] = {}  # requests whose highest stage so far did not: that stage's rank
@@ -365,6 +367,8 @@ def run_replay(
                         continue
                     if stats_rules.runners:
                         stats_rules.add(document)
+                    if sequence_rules.runners:
+                        sequence_rules.add(document, line=line_no)
                 stats.events += 1
                 if exempt_namespaces and (event.get("objectRef") or _NOTHING).get("namespace") in exempt_namespaces:
                     stats.exempt += 1
@@ -393,6 +397,7 @@ def run_replay(
     if output_format == "table":
         _print_replay_summary(stats, mode, out)
     stats_results = stats_rules.report(mode=mode, output_format=output_format, out=out)
+    sequences = sequence_rules.report(mode=mode, output_format=output_format, out=out)
     _print_malformed(stats, source, err)
     refused_anyway = f" ({stats.denied_but_refused} refused by the API server anyway)" if stats.denied_but_refused else ""
     click.echo(
@@ -401,7 +406,8 @@ def run_replay(
         f"{stats.malformed_count} malformed line(s), {stats.exempt} event(s) in exempt namespaces skipped, "
         f"{stats.refused_by_authorization} event(s) refused by authorization skipped"
         + (f", {stats_results} ES|QL STATS result(s) from {len(stats_rules.runners)} rule(s)"
-           if stats_rules.runners else ""),
+           if stats_rules.runners else "")
+        + sequence_rules.summary(sequences),
         err=True,
         file=err,
     )
