@@ -195,6 +195,9 @@ def replay(
     after the log is read, as Elastic schedules it (every schedule.interval
     over the last schedule.from), on every event, exempt namespaces and
     refused requests included; each result row is reported after the requests.
+    EQL sequence rules (replay only) are matched the same way, over event
+    time (@timestamp) after the log is read; each sequence is reported after
+    the requests, with every event of it.
 
     new_terms rules are applied in event-time order. Malformed lines
     (not JSON, not an audit event, a field of the wrong type) are counted
