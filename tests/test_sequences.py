@@ -1,7 +1,9 @@
 """EQL sequence rules: loading, never at admission, bounded memory of the matcher."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +11,7 @@ from gatewatch.documents import document_from_audit_event
 from gatewatch.engine import RuleEngine, event_time
 from gatewatch.errors import RuleError
 from gatewatch.rules import load_rules_text
-from gatewatch.sequences import SequenceMatcher
+from gatewatch.sequences import SequenceMatcher, match_sequences
 
 from audit_events import audit_event
 
@@ -81,3 +83,41 @@ def test_expired_sequences_are_swept_before_any_is_evicted():
     for user in ["u3", "u4"]:  # 10 minutes later: the first three are past maxspan
         _feed(matcher, _document("patch", "roles", user=user, at=timedelta(minutes=10)))
     assert (matcher.pending, matcher.evicted, matcher.expired) == (2, 0, 3)
+
+
+# --- docs/rules.md "EQL sequences" -------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+
+
+def _doc_rule():
+    text = DOC.read_text()
+    start = text.index("\n### EQL sequences\n")
+    section = text[start:text.index("\n## ", start + 1)]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
+    (rule,) = load_rules_text(block, file="docs/rules.md").rules
+    return rule
+
+
+def _sequences(rule, events) -> list[tuple[int, ...]]:
+    observations = []
+    for line, event in enumerate(events, start=1):
+        document = document_from_audit_event(event)
+        observation = rule.matcher.observe(document, at=event_time(document), item=line)
+        if observation is not None:
+            observations.append(observation)
+    completed, _ = match_sequences(rule.matcher, observations)
+    return [done.items for done in completed]
+
+
+def test_the_documented_example_does_what_the_text_says():
+    rule = _doc_rule()
+    assert rule.sequence and rule.matcher.maxspan == timedelta(minutes=5)
+    role = audit_event("patch", "clusterroles", namespace=None, name="edit")
+    workload = audit_event("create", "cronjobs", at=timedelta(minutes=5))  # 5 minutes exactly still counts
+    unbind = audit_event("delete", "rolebindings", at=timedelta(minutes=1))
+    assert _sequences(rule, [role, workload]) == [(1, 2)]
+    assert _sequences(rule, [role, unbind, workload]) == []  # until between the steps
+    assert _sequences(rule, [role, workload, audit_event("delete", "rolebindings", at=timedelta(minutes=6))]) == [(1, 2)]
+    too_late = audit_event("create", "cronjobs", at=timedelta(minutes=5, milliseconds=1))
+    assert _sequences(rule, [role, too_late]) == []
