@@ -121,3 +121,57 @@ def test_the_documented_example_does_what_the_text_says():
     assert _sequences(rule, [role, workload, audit_event("delete", "rolebindings", at=timedelta(minutes=6))]) == [(1, 2)]
     too_late = audit_event("create", "cronjobs", at=timedelta(minutes=5, milliseconds=1))
     assert _sequences(rule, [role, too_late]) == []
+
+
+# --- join keys as Elasticsearch reads them (elastic/elasticsearch#79677, #89965) ----------------
+
+
+def _query_sequences(query: str, events) -> list[tuple]:
+    from gatewatch.rules.eql import eql_sequence
+    from gatewatch.sequences import compile_sequence
+
+    sequence = compile_sequence(eql_sequence(query), source=query)
+    observations = []
+    for line, event in enumerate(events, start=1):
+        document = document_from_audit_event(event)
+        observation = sequence.observe(document, at=event_time(document), item=line)
+        if observation is not None:
+            observations.append(observation)
+    completed, _ = match_sequences(sequence, observations)
+    return [(done.key, done.items) for done in completed]
+
+
+BY_NAMESPACE = """
+sequence by {field} with maxspan=10m
+  [any where kubernetes.audit.objectRef.resource == "clusterroles"]
+  [any where kubernetes.audit.objectRef.resource in ("clusterrolebindings", "deployments")]
+"""
+
+
+def test_an_absent_join_field_keeps_the_event_out_unless_the_field_is_optional():
+    # Cluster-scoped objects have no namespace.
+    events = [audit_event("create", "clusterroles", namespace=None, name="r"),
+              audit_event("create", "clusterrolebindings", namespace=None, name="rb", at=timedelta(minutes=1))]
+    assert _query_sequences(BY_NAMESPACE.format(field="kubernetes.audit.objectRef.namespace"), events) == []
+    optional = BY_NAMESPACE.format(field="?kubernetes.audit.objectRef.namespace")
+    assert _query_sequences(optional, events) == [((None,), (1, 2))]
+    # An optional null does not join with a value.
+    namespaced = [events[0], audit_event("create", "deployments", at=timedelta(minutes=1))]
+    assert _query_sequences(optional, namespaced) == []
+
+
+def test_each_value_of_a_multi_valued_join_field_is_a_key_of_its_own():
+    query = """
+    sequence by kubernetes.audit.user.groups with maxspan=10m
+      [any where kubernetes.audit.objectRef.resource == "roles"]
+      [any where kubernetes.audit.objectRef.resource == "deployments"]
+    """
+    events = [audit_event("patch", "roles", user="alice", groups=("team-a", "system:authenticated")),
+              audit_event("patch", "deployments", user="bob", groups=("team-a",), at=timedelta(minutes=1)),
+              audit_event("patch", "deployments", user="carol", groups=("team-b",), at=timedelta(minutes=2))]
+    assert _query_sequences(query, events) == [(("team-a",), (1, 2))]
+    # Both values shared: two sequences of the same events, one per key.
+    both_groups = [events[0], audit_event("patch", "deployments", user="dave", at=timedelta(minutes=1),
+                                          groups=("system:authenticated", "team-a"))]
+    assert sorted(_query_sequences(query, both_groups)) == [
+        (("system:authenticated",), (1, 2)), (("team-a",), (1, 2))]

@@ -13,6 +13,11 @@ package's ``PythonEngine``, the differential test's referee):
 
 - each step matches a distinct event; events come in timestamp order (ties:
   in the order given, replay gives line order);
+- join keys as Elasticsearch reads them (elastic/elasticsearch#79677,
+  #89965; the reference engine differs here): an event whose join field is
+  absent takes no part in the step, unless the field is optional
+  (``?field``), whose null joins with null; a multi-valued field gives one
+  key per value (several: their cartesian product), each joined on its own;
 - per join key there is at most one partial sequence waiting at each step: an
   event matching step 1 starts a new one for its key (replacing a waiting one
   that has not gone further); an event matching step ``i`` takes the partial
@@ -53,8 +58,8 @@ class Observation:
     at: datetime
     item: Any  # what a completed sequence gives back for this event (replay: the line and document)
     steps: tuple[int, ...]  # indexes of the steps it matches
-    keys: tuple[Key | None, ...]  # per step: its join key (None where the step does not match)
-    until_key: Key | None = None  # its join key for ``until``, when it matches ``until``
+    keys: tuple[tuple[Key, ...], ...]  # per step: its join keys (none where the step does not match)
+    until_keys: tuple[Key, ...] = ()  # its join keys for ``until``, when it matches ``until``
 
 
 class CompiledSequence:
@@ -63,7 +68,8 @@ class CompiledSequence:
 
     ``requirement`` (any step, or ``until``) is what the rule index reads, so
     every document a step could match is built; ``fields`` are the fields the
-    steps and join keys read.
+    steps and join keys read. ``keys`` name the join fields without the ``?``
+    of an optional one.
     """
 
     is_sequence = True
@@ -76,18 +82,18 @@ class CompiledSequence:
                  maxspan: timedelta | None, until: CompiledQuery | None, until_keys: tuple[str, ...]) -> None:
         self.query = query
         self.steps = tuple(steps)
-        self.keys = tuple(keys)
+        self.keys = tuple(tuple(name.lstrip("?") for name in names) for names in keys)
         self.maxspan = maxspan
         self.until = until
-        self.until_keys = until_keys
+        self.until_keys = tuple(name.lstrip("?") for name in until_keys)
         conditions = [step.node for step in self.steps] + ([until.node] if until is not None else [])
         self.requirement: Node = conditions[0] if len(conditions) == 1 else Or(tuple(conditions))
-        fields = set().union(*(step.fields for step in self.steps), *self.keys, until_keys)
+        fields = set().union(*(step.fields for step in self.steps), *self.keys, self.until_keys)
         if until is not None:
             fields |= until.fields
         self.fields = frozenset(fields)
-        self._key_paths = tuple(tuple(compile_path(name) for name in names) for names in self.keys)
-        self._until_key_paths = tuple(compile_path(name) for name in until_keys)
+        self._key_paths = tuple(_key_paths(names) for names in keys)
+        self._until_key_paths = _key_paths(until_keys)
 
     def __call__(self, document: Mapping[str, Any]) -> bool:
         return False
@@ -97,14 +103,13 @@ class CompiledSequence:
 
     def observe(self, document: Mapping[str, Any], *, at: datetime, item: Any) -> Observation | None:
         """The document as an observation; None when it matches no step and not ``until``."""
-        steps = tuple(index for index, step in enumerate(self.steps) if step(document))
-        until = self.until is not None and self.until(document)
-        if not steps and not until:
+        keys = tuple(_keys(self._key_paths[index], document) if step(document) else ()
+                     for index, step in enumerate(self.steps))
+        until_keys = _keys(self._until_key_paths, document) if self.until is not None and self.until(document) else ()
+        steps = tuple(index for index, step_keys in enumerate(keys) if step_keys)
+        if not steps and not until_keys:
             return None
-        keys = tuple(_key(self._key_paths[index], document) if index in steps else None
-                     for index in range(len(self.steps)))
-        until_key = _key(self._until_key_paths, document) if until else None
-        return Observation(at=at, item=item, steps=steps, keys=keys, until_key=until_key)
+        return Observation(at=at, item=item, steps=steps, keys=keys, until_keys=until_keys)
 
 
 def compile_sequence(sequence: EqlSequence, *, source: str) -> CompiledSequence:
@@ -119,17 +124,30 @@ def compile_sequence(sequence: EqlSequence, *, source: str) -> CompiledSequence:
     )
 
 
-def _key(paths: tuple[Callable[[Any], list[Any]], ...], document: Mapping[str, Any]) -> Key:
-    """One value per join field: absent is None, one value itself (a list of one is the
-    value, as in Elasticsearch), several the tuple of them."""
-    return tuple(_key_value(path(document)) for path in paths)
+_KeyPath = tuple[Callable[[Any], list[Any]], bool]  # the field's resolver, and whether it is optional
 
 
-def _key_value(values: list[Any]) -> Any:
-    if not values:
-        return None
-    hashable = tuple(value if isinstance(value, (str, int, float, bool)) else repr(value) for value in values)
-    return hashable[0] if len(hashable) == 1 else hashable
+def _key_paths(names: Sequence[str]) -> tuple[_KeyPath, ...]:
+    return tuple((compile_path(name.lstrip("?")), name.startswith("?")) for name in names)
+
+
+def _keys(paths: tuple[_KeyPath, ...], document: Mapping[str, Any]) -> tuple[Key, ...]:
+    """The event's join keys: one per combination of the fields' values (Elasticsearch
+    joins each value of a multi-valued field on its own); none when a field that is not
+    optional is absent (Elasticsearch filters those events out), an optional one's null."""
+    keys: list[Key] = [()]
+    for resolve, optional in paths:
+        values = list(dict.fromkeys(_hashable(value) for value in resolve(document) if value is not None))
+        if not values:
+            if not optional:
+                return ()
+            values = [None]
+        keys = [key + (value,) for key in keys for value in values]
+    return tuple(keys)
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) else repr(value)
 
 
 @dataclass(slots=True)
@@ -167,14 +185,12 @@ class SequenceMatcher:
         at = observation.at
         pending = self._pending
         last = len(self.sequence.steps) - 1
-        if observation.until_key is not None:
+        for until_key in observation.until_keys:
             for waiting in range(1, last + 1):
-                pending.pop((waiting, observation.until_key), None)
+                pending.pop((waiting, until_key), None)
         completed: list[Completed] = []
         # Last step first, so that one event never takes a partial two steps at once.
-        for step in reversed(observation.steps):
-            key = observation.keys[step]
-            assert key is not None
+        for step, key in ((step, key) for step in reversed(observation.steps) for key in observation.keys[step]):
             if step == 0:
                 partial = _Partial(start=at, items=[observation.item])
             else:

@@ -114,7 +114,8 @@ class EqlSequence:
 
     ``keys[i]`` are the join fields of step ``i`` (the sequence's own ``by``
     fields first, then the step's), ``until_keys`` those of the ``until``
-    condition; ``maxspan`` None: no limit.
+    condition; an optional field (``?field``, which may be null) keeps its
+    ``?``. ``maxspan`` None: no limit.
     """
 
     steps: tuple[Node, ...]
@@ -274,7 +275,8 @@ class _Translator:
         for item in items:
             if not self._is_field(item):
                 raise _Refused("a join key must be a field", _offset(item))
-            fields.append(self.field(item))
+            text = "".join(str(token) for token in item.scan_values(lambda value: isinstance(value, Token)))
+            fields.append(("?" if text.startswith("?") else "") + self.field(item))
         return tuple(fields)
 
     # -- conditions
