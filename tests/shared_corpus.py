@@ -20,3 +20,22 @@ def corpus_path(name: str, *, environment: str) -> Path:
 
 ELASTIC_RULES = corpus_path("elastic-kubernetes-rules", environment="GATEWATCH_ELASTIC_RULES")
 KQL_QUERIES = corpus_path("elastic-kql-queries.jsonl", environment="GATEWATCH_KQL_CORPUS")
+
+
+# Elastic's own implementation, for differential tests: a checkout of
+# github.com/elastic/detection-rules (only its lib/kql is used). One variable
+# for every test that needs it; without it those tests skip, saying so.
+DETECTION_RULES_CHECKOUT = "DETECTION_RULES_CHECKOUT"
+
+
+def elastic_lib_kql() -> Path | None:
+    """lib/kql of the detection-rules checkout $DETECTION_RULES_CHECKOUT (the folder holding
+    ``kql/kql.g``), or None when the variable is unset; a checkout without it raises."""
+    checkout = os.environ.get(DETECTION_RULES_CHECKOUT)
+    if not checkout:
+        return None
+    folder = Path(checkout) / "lib" / "kql"
+    if not (folder / "kql" / "kql.g").is_file():
+        raise FileNotFoundError(f"{DETECTION_RULES_CHECKOUT}={checkout} holds no lib/kql/kql/kql.g "
+                                "(give it a checkout of github.com/elastic/detection-rules)")
+    return folder

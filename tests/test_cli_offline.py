@@ -273,7 +273,6 @@ BAD_AUDIT_EVENTS = [
     ("subresource-a-list", {"objectRef": {"resource": "pods", "subresource": ["exec"]}}, "objectRef.subresource"),
     ("username-a-list", {"user": {"username": ["alice"]}}, "user.username"),
     ("decision-a-list", {"annotations": {"authorization.k8s.io/decision": []}}, "annotations['authorization.k8s.io/decision']"),
-    ("api-version-a-list", {"apiVersion": ["audit.k8s.io/v1"]}, "apiVersion"),
     ("audit-id-a-number", {"auditID": 7}, "auditID"),
     ("code-a-string", {"responseStatus": {"code": "201"}}, "responseStatus.code"),
     ("pod-image-a-number", {"requestObject": {"kind": "Pod", "spec": {"containers": [{"image": 5}]}}},
@@ -284,7 +283,8 @@ BAD_AUDIT_EVENTS = [
 
 @pytest.mark.parametrize(("change", "field"), [(c, f) for _, c, f in BAD_AUDIT_EVENTS], ids=[i for i, _, _ in BAD_AUDIT_EVENTS])
 @pytest.mark.parametrize("output_format", ["table", "json"])
-def test_replay_counts_a_wrongly_typed_field_as_malformed(tmp_path: Path, change: dict, field: str, output_format: str) -> None:
+def test_replay_ignores_a_wrongly_typed_field_with_a_warning(tmp_path: Path, change: dict, field: str, output_format: str) -> None:
+    # Elastic's semantics: the field is absent for matching; the event is still evaluated.
     lines = (EXAMPLES / "audit" / "audit.jsonl").read_text().splitlines()
     bad = json.loads(lines[6])  # a busybox pod creation in namespace default
     for key, value in change.items():
@@ -293,7 +293,17 @@ def test_replay_counts_a_wrongly_typed_field_as_malformed(tmp_path: Path, change
     log.write_text("\n".join([*lines, json.dumps(bad)]) + "\n")
     result = run("replay", "--format", output_format, "--all-namespaces", str(log))
     assert result.exit_code == 0, result.output
-    assert f"{log}:{len(lines) + 1}: skipped malformed line: {field}" in result.stderr
+    assert f"{log}:{len(lines) + 1}: warning: {field}" in result.stderr
+    assert "0 malformed line(s), 1 field(s) of the wrong type ignored in 1 event(s)" in result.stderr
+
+
+def test_replay_drops_only_what_is_not_an_audit_event(tmp_path: Path) -> None:
+    lines = (EXAMPLES / "audit" / "audit.jsonl").read_text().splitlines()
+    bad = {**json.loads(lines[6]), "apiVersion": ["audit.k8s.io/v1"]}
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join([*lines, json.dumps(bad)]) + "\n")
+    result = run("replay", "--all-namespaces", str(log))
+    assert f"{log}:{len(lines) + 1}: skipped malformed line: apiVersion" in result.stderr
     assert "1 malformed line(s)" in result.stderr
 
 
@@ -360,3 +370,28 @@ def test_json_nested_deeper_than_python_recurses_is_bad_input_not_a_traceback(tm
     assert result.exit_code == 0
     assert f"{log}:1: skipped malformed line: not JSON: nested too deeply\n" in result.stderr
     assert "1 malformed line(s)" in result.stderr
+
+
+@pytest.mark.parametrize("review", ["busybox-create-review.json", "exec-review.json", "set-image-review.json"])
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_check_takes_a_bare_admission_request_as_it_takes_the_review(tmp_path: Path, review: str, suffix: str) -> None:
+    # kwctl and Kubewarden's policy test data write the `request` without the AdmissionReview envelope.
+    wrapped = EXAMPLES / "reviews" / review
+    bare = tmp_path / f"request{suffix}"
+    bare.write_text(json.dumps(json.loads(wrapped.read_text())["request"], indent=2))
+    as_review, as_request = (run("check", "--format", "json", str(path)) for path in (wrapped, bare))
+    assert as_request.exit_code == as_review.exit_code == 1, as_request.output
+    assert [a["rule"]["id"] for a in json_lines(as_request.stdout)] == [a["rule"]["id"] for a in json_lines(as_review.stdout)]
+    assert "1 object(s) checked" in as_request.stderr
+    table = run("check", str(bare))
+    assert "AdmissionRequest" in table.stdout and "skipped" not in table.stderr
+
+
+def test_check_names_the_field_of_a_malformed_bare_admission_request(tmp_path: Path) -> None:
+    request = json.loads((EXAMPLES / "reviews" / "busybox-create-review.json").read_text())["request"]
+    request["object"]["spec"]["containers"] = "busybox"
+    bare = tmp_path / "request.json"
+    bare.write_text(json.dumps(request))
+    result = run("check", str(bare))
+    assert result.exit_code == 2
+    assert "object.spec.containers: expected a list, got str" in result.stderr

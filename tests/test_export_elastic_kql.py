@@ -2,9 +2,9 @@
 
 Differential against Elastic's parser: lib/kql of github.com/elastic/detection-rules
 (its lark grammar kql.g and the AST Elastic's tooling builds), loaded at test
-time from the folder named by the environment variable GATEWATCH_ELASTIC_KQL
-(the ``lib/kql`` folder of a detection-rules checkout, the one holding
-``kql/kql.g``). Elastic's code is never copied into the project; without it
+time from the detection-rules checkout named by the environment variable
+DETECTION_RULES_CHECKOUT (the one every differential test against Elastic
+reads; see tests/shared_corpus.py). Elastic's code is never copied into the project; without it
 these tests skip. Input: Elastic's 729 public KQL queries (../shared/corpus).
 
 Elastic's AST types a literal by how it was written (``403`` is a Number,
@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 from datetime import date
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -37,21 +36,20 @@ from gatewatch.kql import parse, to_kql
 from gatewatch.rules import load_rules
 from gatewatch.rules.elastic_export import export_rule
 from gatewatch.rules.elastic_meta import elastic_query
-from shared_corpus import KQL_QUERIES
+from shared_corpus import DETECTION_RULES_CHECKOUT, KQL_QUERIES, elastic_lib_kql
 
 EXCEPTION = 'kubernetes.audit.objectRef.namespace:"kube-system" and user.name:system\\:serviceaccount\\:*'
 
 
 @pytest.fixture(scope="module")
 def elastic() -> ModuleType:
-    folder = os.environ.get("GATEWATCH_ELASTIC_KQL")
-    if not folder:
+    folder = elastic_lib_kql()
+    if folder is None:
         pytest.skip(
-            "GATEWATCH_ELASTIC_KQL is not set: point it at lib/kql of a github.com/elastic/detection-rules "
-            "checkout to check exported KQL against Elastic's own grammar"
+            f"{DETECTION_RULES_CHECKOUT} is not set: point it at a github.com/elastic/detection-rules "
+            "checkout to check exported KQL against Elastic's own grammar (its lib/kql)"
         )
-    if not (Path(folder) / "kql" / "kql.g").is_file():
-        pytest.skip(f"GATEWATCH_ELASTIC_KQL={folder} does not hold kql/kql.g (Elastic's lib/kql)")
+    folder = str(folder)
     sys.path.insert(0, folder)
     try:
         return importlib.import_module("kql")

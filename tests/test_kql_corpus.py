@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from gatewatch.kql import compile_query, parse, to_kql
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("GATEWATCH_KQL_CORPUS") or REPO_ROOT.parent / "shared" / "corpus" / "elastic-kql-queries.jsonl")
+from shared_corpus import KQL_QUERIES as CORPUS  # found from a clone or a worktree alike
 
 
 def _corpus_queries() -> list[dict]:

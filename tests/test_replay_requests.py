@@ -162,3 +162,25 @@ def test_a_patch_that_removes_a_label_and_swaps_in_a_debug_image_is_evaluated(tm
     alerts, summary = replay(tmp_path, [patch])
     assert rule_lines(alerts) == [(DEBUG_IMAGE_RULE, 1)]
     assert "0 malformed line(s)" in summary
+
+
+def test_every_event_reports_each_auditid_and_rule_once_whatever_the_webhook_would_have_seen(tmp_path: Path) -> None:
+    # As Elastic's detection engine: forbidden requests and exempt namespaces
+    # included, every stage evaluated; one report per (auditID, rule).
+    rules = _rules_without_decision(tmp_path)
+    exempt = event("exec-2", "ResponseComplete")
+    exempt["objectRef"]["namespace"] = "kube-system"
+    log = [
+        event("exec-1", "RequestReceived"),
+        event("exec-1", "ResponseComplete"),
+        event("denied-1", "ResponseComplete", decision="forbid", code=403),
+        exempt,
+    ]
+    alerts, summary = replay(tmp_path, log, "--rules", str(rules), "--every-event")
+    reported = sorted((a["gatewatch"]["replay"]["audit_id"], a["gatewatch"]["replay"]["lines"]) for a in alerts)
+    assert reported == [("denied-1", [3]), ("exec-1", [1, 2]), ("exec-2", [4])]
+    assert all("decision" not in a["gatewatch"] and "effect" not in a["gatewatch"] for a in alerts)
+    assert "4 event(s) evaluated, 3 (auditID, rule) match(es)" in summary
+    # The webhook's question for the same log: the forbidden and exempt requests are skipped.
+    alerts, _ = replay(tmp_path, log, "--rules", str(rules))
+    assert rule_lines(alerts) == [("any-exec", 2)]

@@ -1,4 +1,4 @@
-"""Replay skips building the document of events no rule can match; that must never change what it reports."""
+"""Replay only skims the events no rule can match; that must never change what it reports."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from gatewatch.documents import check_audit_event, document_from_audit_event
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
 from gatewatch.rules.loader import default_rules_path
+from gatewatch.shapes import audit_event_refusal, audit_event_view
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -58,12 +59,24 @@ def mixed_log(path: Path) -> Path:
         json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "list",
                     "objectRef": {"resource": ["pods"]}, "user": {"username": "bob"}}),
         json.dumps({"kind": "Event", "verb": "get", "objectRef.resource": "secrets", "user": {"username": "bob"}}),
-        # No rule can match a configmap creation, but documents.py refuses this one while building it.
+        # No rule can match a configmap creation; a ConfigMap's metadata is not a Pod's business.
         json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create",
                     "objectRef": {"resource": "configmaps"}, "requestObject": {"metadata": 5}}),
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def without_shortcut(monkeypatch) -> None:
+    """Every line parsed whole and every event offered to every rule."""
+    monkeypatch.setattr("gatewatch.offline.replay.skim_line", lambda raw: None)
+    monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
+
+
+def problems(stderr: str) -> tuple[list[str], list[str]]:
+    """(malformed-line reports, field warnings) of a replay's stderr."""
+    lines = stderr.splitlines()
+    return [line for line in lines if "skipped malformed line" in line], [line for line in lines if ": warning: " in line]
 
 
 def run_replay(log: Path, extra_rules: list[Path], *, with_defaults: bool = True) -> tuple[list[dict], str]:
@@ -100,20 +113,22 @@ def test_replay_reports_the_same_with_and_without_the_raw_event_shortcut(
         extra_rules[-1].write_text(text)
 
     with_shortcut = run_replay(log, extra_rules)
-    monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
-    without_shortcut = run_replay(log, extra_rules)
+    without_shortcut(monkeypatch)
+    parsed_whole = run_replay(log, extra_rules)
 
-    assert with_shortcut == without_shortcut
+    assert with_shortcut[0] == parsed_whole[0]
+    malformed, warnings = problems(with_shortcut[1])
+    assert malformed == problems(parsed_whole[1])[0]
+    assert set(warnings) <= set(problems(parsed_whole[1])[1])  # skimmed events are not read field by field
     alerts, summary = with_shortcut
     found = {alert["rule"]["id"] for alert in alerts}
     default_rules = {"gatewatch-debug-image-pod", "14de811c-d60f-11ec-9fd7-f661ea17fbce", "gatewatch-exec-attach-any-verb"}
     assert default_rules | expected_rules <= found
-    assert "5 malformed line(s)" in summary
+    assert "1 malformed line(s)" in summary
     assert "0 event(s) refused by authorization" not in summary
 
 
-# Lines documents.document_from_audit_event refuses: replay must say exactly the
-# same about them whether or not it builds their document.
+# Lines that are not audit events at all: the only ones replay drops.
 REFUSED_EVENTS = [
     [],
     "text",
@@ -123,17 +138,19 @@ REFUSED_EVENTS = [
     {"kind": "Event"},
     {"verb": ""},
     {"verb": 5},
+    # Unhashable values where a value is looked up in a set.
+    {"apiVersion": [], "verb": "get"},
+    {"apiVersion": {"v": 1}, "verb": "get"},
+]
+# Audit events with a field of the wrong type: evaluated without it, with a warning.
+ODD_FIELD_EVENTS = [
     {"verb": "get", "user": "alice"},
     {"verb": "get", "objectRef": ["pods"]},
     {"verb": "get", "annotations": []},
     {"verb": "get", "requestObject": "x"},
-    {"verb": "get", "sourceIPs": "10.0.0.1"},
     {"verb": "get", "stageTimestamp": 5},
     {"verb": "get", "requestReceivedTimestamp": {"t": 1}},
     {"verb": "get", "timestamp": 1.5},
-    # Unhashable values where documents.py looks a value up in a set or dict.
-    {"apiVersion": [], "verb": "get"},
-    {"apiVersion": {"v": 1}, "verb": "get"},
     {"verb": "get", "annotations": {"authorization.k8s.io/decision": []}},
     {"verb": "get", "annotations": {"authorization_k8s_io/decision": {"a": 1}}},
     {"verb": "create", "objectRef": {"resource": "pods", "subresource": []}},
@@ -143,7 +160,7 @@ REFUSED_EVENTS = [
 def odd_events() -> list:
     """REFUSED_EVENTS, and every field of every example event set to each odd value in turn."""
     odd_values = [None, 5, 1.5, True, "x", "", [], ["x"], [{"a": 1}], {}, {"a": 5}]
-    events: list = list(REFUSED_EVENTS)
+    events: list = [*REFUSED_EVENTS, *ODD_FIELD_EVENTS]
 
     def variants(node, rebuild):
         if isinstance(node, dict):
@@ -181,18 +198,21 @@ def checked_reason(event) -> str | None:
     return None
 
 
-def test_check_audit_event_refuses_exactly_what_building_the_document_refuses() -> None:
-    # Replay checks every line but builds the documents of few: the check
-    # alone must refuse what building would, in the same words, and crash on
-    # nothing (a TypeError here is an odd value used as a set or dict key).
+def test_only_what_is_not_an_audit_event_is_refused_and_nothing_crashes() -> None:
+    # One policy (gatewatch.shapes): check_audit_event, building the document
+    # and the shape module refuse the same events in the same words, and every
+    # other event maps (a TypeError here is an odd value used as a set or dict key).
     events = odd_events()
     assert len(events) > 2000
-    refused = 0
+    refused = warned = 0
     for event in events:
-        expected = documents_reason(event)
+        expected = audit_event_refusal(event)
         assert checked_reason(event) == expected, json.dumps(event)[:300]
+        assert documents_reason(event) == expected, json.dumps(event)[:300]
         refused += expected is not None
-    assert refused > 500, "the odd events exercise documents.py's refusals"
+        warned += expected is None and bool(audit_event_view(event).warnings)
+    assert refused == len(REFUSED_EVENTS) + sum(1 for e in events[len(REFUSED_EVENTS):] if audit_event_refusal(e))
+    assert warned > 500, "the odd events exercise the shape policy's warnings"
 
 
 @pytest.mark.parametrize(
@@ -209,15 +229,16 @@ def test_replay_reports_the_same_malformed_lines_with_and_without_the_shortcut(
     log = tmp_path / "odd.jsonl"
     log.write_text("".join(json.dumps(event) + "\n" for event in events))
     # List every malformed line, not only the first few, so all are compared.
-    monkeypatch.setattr("gatewatch.offline._MALFORMED_LISTED", len(events))
+    monkeypatch.setattr("gatewatch.offline.report.MALFORMED_LISTED", len(events))
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text)
 
     with_shortcut = run_replay(log, [rules], with_defaults=with_defaults)
-    monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
-    without_shortcut = run_replay(log, [rules], with_defaults=with_defaults)
+    without_shortcut(monkeypatch)
+    parsed_whole = run_replay(log, [rules], with_defaults=with_defaults)
 
-    assert with_shortcut == without_shortcut
+    assert with_shortcut[0] == parsed_whole[0]
+    assert problems(with_shortcut[1])[0] == problems(parsed_whole[1])[0]
     stderr = with_shortcut[1]
     for line_no, event in enumerate(events, start=1):
         reason = documents_reason(event, pod_fields=False)  # neither rule set reads the Pod lists
@@ -231,3 +252,28 @@ def test_replay_reports_a_malformed_event_in_the_words_documents_uses(tmp_path: 
     log.write_text(json.dumps(event) + "\n")
     result = CliRunner().invoke(main, ["replay", str(log)], catch_exceptions=False)
     assert f"{log}:1: skipped malformed line: {documents_reason(event)}\n" in result.stderr
+
+
+@pytest.mark.parametrize("event", ODD_FIELD_EVENTS, ids=lambda e: json.dumps(e)[:60])
+def test_replay_warns_of_a_field_of_the_wrong_type_in_the_words_of_the_shape_policy(tmp_path: Path, event) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_text(json.dumps(event) + "\n")
+    result = CliRunner().invoke(main, ["replay", str(log)], catch_exceptions=False)
+    (warning,) = audit_event_view(event).warnings
+    assert f"{log}:1: warning: {warning}: ignored for matching\n" in result.stderr
+    assert "0 malformed line(s), 1 field(s) of the wrong type ignored in 1 event(s)" in result.stderr
+
+
+def test_a_skim_never_takes_a_line_the_shape_policy_would_refuse_or_warn_about_in_its_fields() -> None:
+    # The skim's schema spells out the gate (kind, apiVersion, verb) and wants plain strings in the
+    # fields it builds; anything else goes to the full parse, where the shape policy speaks.
+    from gatewatch.offline.lines import SKIMMED_FIELDS, skim_line
+
+    for event in odd_events():
+        skim = skim_line(json.dumps(event).encode())
+        if skim is None:
+            continue
+        assert audit_event_refusal(event) is None, event
+        view = audit_event_view(event)
+        for key in SKIMMED_FIELDS:
+            assert skim.get(key) == view.event.get(key), (key, event)

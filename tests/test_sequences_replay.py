@@ -103,3 +103,16 @@ def test_sequence_events_are_seen_in_exempt_namespaces_and_kept_out_by_exception
         "  action: alert\n", "  action: alert\n  exceptions:\n  - kubernetes.audit.objectRef.name:payments\n"))
     stdout, _ = replay(tmp_path, excepted, _escalation(timedelta(minutes=2)))
     assert stdout == ""
+
+
+@pytest.mark.parametrize("options", [["--workers", "2"], ["--every-event"]], ids=["two-workers", "every-event"])
+def test_the_sequence_is_found_whatever_the_replay_options(tmp_path, sequence_rules, options):
+    # A sequence spans the whole log: replay reads it in one process, and --every-event changes
+    # how single-event rules are reported, not sequences.
+    log = tmp_path / "audit.log"
+    log.write_text(audit_log(*_escalation(timedelta(minutes=2))))
+    result = CliRunner().invoke(main, ["replay", "--rules", str(sequence_rules), "--format", "json", *options,
+                                       str(log)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output + result.stderr
+    (alert,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert alert["rule"]["id"] == RULE_ID and alert["gatewatch"]["replay"]["lines"] == [1, 4]

@@ -185,7 +185,7 @@ def test_malformed_admission_review_error_names_file_and_line(tmp_path: Path) ->
     (item,) = items_of(path)
     with pytest.raises(InputError) as caught:
         document_from_item(item, now=NOW)
-    assert str(caught.value) == f"{path}:2: request.uid: missing"
+    assert str(caught.value) == f"{path}:2: AdmissionReview CREATE: request.uid: missing"
 
 
 def test_invalid_yaml_raises_with_file_and_line(tmp_path: Path) -> None:
@@ -225,24 +225,24 @@ def test_documents_before_a_yaml_error_are_still_yielded(tmp_path: Path) -> None
         ),
         (
             "kind: Deployment\nmetadata: {name: web}\nspec: {template: {spec: {containers: [{name: a}]}}}\n",
-            "Deployment web: spec.template.spec.containers[0].image: missing or not a string",
+            "Deployment web: spec.template.spec.containers[0].image: missing or empty",
         ),
         ("kind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n", "Pod p: spec.containers: missing or empty"),
         (
             "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}], initContainers: [oops]}\n",
-            "Pod p: spec.initContainers[0]: expected an object",
+            "Pod p: spec.initContainers[0]: expected an object, got str",
         ),
         # Wrongly typed fields: named, never a TypeError.
-        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: busybox}\n", "Pod p: spec.containers: missing or empty"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {containers: busybox}\n", "Pod p: spec.containers: expected a list, got str"),
         ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: 5}]}\n",
-         "Pod p: spec.containers[0].image: missing or not a string"),
+         "Pod p: spec.containers[0].image: expected a string, got int"),
         ("kind: Pod\nmetadata: {name: p, labels: []}\nspec: {containers: [{name: a, image: x}]}\n",
-         "Pod p: metadata.labels: expected an object, got list"),
+         "Pod p: metadata.labels: expected an object of strings, got list"),
         ("kind: Deployment\nmetadata: {name: web}\nspec: {template: 3}\n", "Deployment web: spec.template: missing or not an object"),
         ("kind: Deployment\nmetadata: {name: web}\nspec: {template: {metadata: {labels: [a]}, spec: {containers: [{name: a, image: x}]}}}\n",
-         "Deployment web: spec.template.metadata.labels: expected an object, got list"),
+         "Deployment web: spec.template.metadata.labels: expected an object of strings, got list"),
         ("kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}], ephemeralContainers: {a: b}}\n",
-         "Pod p: spec.ephemeralContainers: expected a list"),
+         "Pod p: spec.ephemeralContainers: expected a list, got dict"),
     ],
 )
 def test_object_that_cannot_be_evaluated_is_invalid_and_reading_goes_on(tmp_path: Path, text: str, message: str) -> None:

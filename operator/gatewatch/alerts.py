@@ -253,6 +253,8 @@ def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
     ``MAX_ALERT_DEPTH`` (``depth`` counts from the alert's top), a mapping or
     list is replaced by a note that it was cut.
     """
+    if value.__class__ in _SCALARS:  # most of an object: nothing to copy or redact
+        return value
     if depth >= MAX_ALERT_DEPTH and isinstance(value, (Mapping, list)):
         return TRUNCATED
     below = depth + 1
@@ -260,7 +262,9 @@ def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
         is_secret = secret or value.get("kind") == "Secret"
         copied: dict[str, Any] = {}
         for key, item in value.items():
-            if key == "env" and isinstance(item, list):
+            if item.__class__ in _SCALARS and key not in _ARGV_KEYS:  # most fields: nothing to redact
+                copied[key] = item
+            elif key == "env" and isinstance(item, list):
                 copied[key] = [_redacted_env_var(var, depth=below) for var in item]
             elif key in _ARGV_KEYS and isinstance(item, (list, str)):
                 copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
@@ -295,6 +299,8 @@ def _program(container: Mapping[str, Any]) -> str | None:
 
 
 _SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
+# Values redact_object returns as they are (bool is an int, but a type of its own here).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _is_patch_operation(item: Any) -> bool:
@@ -352,5 +358,5 @@ def _value(value: Any) -> Any:
 
 def _without_nulls(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+        return {k: _without_nulls(v) if v.__class__ is dict else v for k, v in value.items() if v is not None}
     return value

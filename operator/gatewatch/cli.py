@@ -109,7 +109,8 @@ def check(
     """Check manifests and AdmissionReview files against the rules (no cluster needed).
 
     PATHS are files, directories (walked for .yaml, .yml, .json) or - for
-    stdin (read as YAML). Workloads (Deployment, StatefulSet, DaemonSet,
+    stdin (read as YAML). An AdmissionReview, or a bare AdmissionRequest (as
+    kwctl test data write it), is evaluated as the request it is. Workloads (Deployment, StatefulSet, DaemonSet,
     ReplicaSet, Job, CronJob) count as the Pods their templates create.
     Every query match is reported, new_terms rules included (marked: history
     is not consulted offline). A Pod Security match names its control and
@@ -159,6 +160,19 @@ def check(
     help="Namespaces the webhook never sees (as in the cluster); repeat. Use --all-namespaces to evaluate all.",
 )
 @click.option("--all-namespaces", is_flag=True, help="Evaluate events of exempt namespaces too.")
+@click.option(
+    "--every-event",
+    is_flag=True,
+    help="Answer \"what would Elastic's detection engine have alerted on?\": every event evaluated on its own "
+    "(every namespace, requests authorization refused included, every stage), one report per (auditID, rule).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes to scan the log with (default: every core for a file of 32 MiB or more, else 1; "
+    "one with ES|QL STATS or EQL sequence rules, which span the whole log). The report is the same for any number.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
 def replay(
@@ -169,27 +183,37 @@ def replay(
     mode: str,
     exempt_namespaces: tuple[str, ...],
     all_namespaces: bool,
+    every_event: bool,
+    workers: int | None,
     progress: bool | None,
     source: str,
 ) -> None:
     """Replay audit-log JSON lines (plain or .gz, or - for stdin) through the rules.
 
-    Answers "what would gatewatch in this mode have done?", counting requests,
-    not audit events: the API server writes one event per stage of a request
-    (RequestReceived, ResponseStarted, ResponseComplete, Panic), all with the
-    same auditID, and they give one verdict, taken from ResponseComplete, else
-    from the latest stage seen (an event without auditID is a request of its
-    own). Memory grows with the requests a rule could match (their auditID and
-    stage), not with the log.
+    It answers one of two questions.
 
     \b
-    Skipped, as the webhook would never see them:
+    By default: "what would the webhook in this --mode have done?"
+    One verdict per request, not per audit event: the API server writes
+    one event per stage of a request (RequestReceived, ResponseStarted,
+    ResponseComplete, Panic), all with the same auditID, and they give one
+    verdict, taken from ResponseComplete, else from the latest stage seen
+    (an event without auditID is a request of its own). Skipped, as the
+    webhook would never see them:
       - events in exempt namespaces (the webhook's namespaceSelector);
       - events authorization refused (decision forbid): admission runs
         after authorization.
     A request the API server refused later (response code >= 400, e.g.
     another admission plugin) is still evaluated; the summary says how many
     of the requests this mode would have denied were refused anyway.
+
+    \b
+    With --every-event: "what would Elastic's detection engine have
+    alerted on?" Every event is evaluated on its own, as Elastic evaluates
+    each audit document: every namespace, requests authorization refused
+    included, every stage. One report per (auditID, rule) that any event of
+    the request matched (alerts carry every matching line); no mode, no
+    decision.
 
     ES|QL rules with STATS (replay only) aggregate over many events: each runs
     after the log is read, as Elastic schedules it (every schedule.interval
@@ -199,10 +223,12 @@ def replay(
     time (@timestamp) after the log is read; each sequence is reported after
     the requests, with every event of it.
 
-    new_terms rules are applied in event-time order. Malformed lines
-    (not JSON, not an audit event, a field of the wrong type) are counted
-    and reported with their line numbers, never fatal. Exit status 0, or 2
-    when SOURCE cannot be read.
+    Memory grows with the matching requests, not with the log. new_terms
+    rules are applied in event-time order. Malformed lines (not JSON, not
+    an audit event) are counted and reported with their line numbers; a
+    field of the wrong type is ignored for matching, as Elasticsearch would
+    index the event, and reported as a warning. Never fatal. Exit status 0,
+    or 2 when SOURCE cannot be read.
     """
     from gatewatch.offline import run_replay
 
@@ -216,6 +242,8 @@ def replay(
             output_format=output_format,
             mode=Mode(mode),
             exempt_namespaces=frozenset() if all_namespaces else frozenset(exempt_namespaces),
+            every_event=every_event,
+            workers=workers,
             progress=progress,
             out=sys.stdout,
             err=sys.stderr,

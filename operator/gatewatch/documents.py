@@ -62,14 +62,13 @@ Updates and patches (``gatewatch.images``):
   ``/spec/<kind>/<i>`` or ``/spec/<kind>/<i>/image`` (container name unknown
   for the last form). Images the patch does not mention are not seen.
 
-Field types: a field the mapping reads that has the wrong type (a
-``spec.containers`` that is not a list, an ``image`` that is not a string,
-``metadata.labels`` that is not an object, an ``apiVersion``, ``operation``,
-decision annotation or ``objectRef.subresource`` that is a list or an object
-and so cannot be looked up, ...) raises InputError naming it; nothing else in
-the input is type-checked. ``check_audit_event`` makes every check
-``document_from_audit_event`` makes, without building the document (replay
-checks every line, and builds few documents).
+Field types follow the one input-shape policy, gatewatch.shapes: an
+admission review with a field of the wrong type raises InputError naming it
+(the API server would never send one); an audit event is refused only when
+it is not an audit event at all (``check_audit_event``), and is otherwise
+mapped as Elastic would index it: a single value where a list is expected is
+a list of one, a field of the wrong type is absent (``audit_event_view``
+says which, for replay's warnings).
 
 An AdmissionRequest becomes the audit event the API server writes once the
 request is allowed (``audit_event_from_admission_request``): stage
@@ -125,16 +124,28 @@ from urllib.parse import parse_qs, quote_plus
 
 from gatewatch.errors import InputError
 from gatewatch.images import normalize_image
-from gatewatch.podspec import CONTAINER_KINDS
 from gatewatch.podspec import pod_fields as podspec_fields
+from gatewatch.shapes import (
+    AUDIT_API_VERSIONS,
+    CONNECT_OPTIONS,
+    CONTAINER_KINDS,
+    POD,
+    USER_INFO,
+    as_list,
+    audit_event_refusal,
+    audit_event_view,
+    is_object,
+    json_patch_spec,
+    json_pointer,
+    pod_problem,
+    problem,
+)
 
 DATASET = "kubernetes.audit_logs"
 AUDIT_API_VERSION = "audit.k8s.io/v1"
-AUDIT_API_VERSIONS = frozenset({"audit.k8s.io/v1", "audit.k8s.io/v1beta1"})
 ADMISSION_API_VERSIONS = frozenset({"admission.k8s.io/v1", "admission.k8s.io/v1beta1"})
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
-_DECISION_KEYS = (DECISION_ANNOTATION, DECISION_ANNOTATION.replace(".", "_"))
 # Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
 INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
 # pods/proxy, nodes/proxy (and services/proxy): the options' path is part of the requestURI's path.
@@ -352,120 +363,22 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _checked_containers(spec: Mapping[str, Any], container_kind: str, where: str) -> list[Mapping[str, Any]]:
-    """``spec[container_kind]``, checked: a list of objects whose ``image``, if any, is a string."""
-    containers = spec.get(container_kind)
-    if containers is None:
-        return []
-    if type(containers) is not list:
-        raise InputError(f"{where}spec.{container_kind}: expected a list, got {_type_name(containers)}")
-    for index, container in enumerate(containers):
-        if _as_mapping(container) is None:
-            raise InputError(f"{where}spec.{container_kind}[{index}]: expected an object, got {_type_name(container)}")
-        image = container.get("image")
-        if image is not None and type(image) is not str:
-            raise InputError(f"{where}spec.{container_kind}[{index}].image: expected a string, got {_type_name(image)}")
-    return containers
-
-
 def _check_object(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
-    """The parts of an object the mapping reads, type-checked; returns its spec (or an empty one)."""
-    metadata = obj.get("metadata")
-    if metadata is not None:
-        if _as_mapping(metadata) is None:
-            raise InputError(f"{where}metadata: expected an object, got {_type_name(metadata)}")
-        labels = metadata.get("labels")
-        if labels is not None and _as_mapping(labels) is None:
-            raise InputError(f"{where}metadata.labels: expected an object, got {_type_name(labels)}")
-        owners = metadata.get("ownerReferences")
-        if owners is not None and type(owners) is not list:
-            raise InputError(f"{where}metadata.ownerReferences: expected a list, got {_type_name(owners)}")
+    """An admitted object's Pod fields, type-checked strictly (gatewatch.shapes); returns its spec (or an empty one)."""
+    found = problem(obj, POD, where.rstrip("."))
+    if found is not None:
+        raise InputError(found)
     spec = obj.get("spec")
-    if spec is None:
-        return _EMPTY
-    if _as_mapping(spec) is None:
-        raise InputError(f"{where}spec: expected an object, got {_type_name(spec)}")
-    for container_kind in CONTAINER_KINDS:
-        _checked_containers(spec, container_kind, where)
-    return spec
+    return spec if spec is not None else _EMPTY
 
 
-def _is_object(value: Any) -> bool:
-    return _as_mapping(value) is not None
-
-
-def _non_string(values: Mapping[str, Any], keys: Any, field: str) -> str | None:
-    """Why the first of ``keys`` present in ``values`` but not a string is refused (``field`` names it)."""
-    for key in keys:
-        value = values.get(key)
-        if value is not None and type(value) is not str:
-            return f"{field.format(key)}: expected a string, got {_type_name(value)}"
-    return None
-
-
-def pod_problem(pod: Mapping[str, Any], *, prefix: str = "") -> str | None:
-    """Why a Pod (or a Pod patch) has a field of the wrong type for evaluating it, else None.
-
-    Covers what the rules, the reports and the alerts read: names, labels and
-    annotations, owner references, containers (name, image, env). Absent
-    fields are fine, and so is null, which is how a merge patch deletes a field
-    (`kubectl label pod web canary-` sends ``{"metadata": {"labels": {"canary": null}}}``);
-    the API server would reject every case this reports.
-    """
-    metadata = pod.get("metadata")
-    if metadata is not None:
-        if not _is_object(metadata):
-            return f"{prefix}metadata: expected an object, got {_type_name(metadata)}"
-        problem = _non_string(metadata, ("name", "generateName", "namespace"), prefix + "metadata.{}")
-        if problem is not None:
-            return problem
-        for key in ("labels", "annotations"):
-            values = metadata.get(key)
-            if values is None:
-                continue
-            if not _is_object(values):
-                return f"{prefix}metadata.{key}: expected an object of strings, got {_type_name(values)}"
-            for name, value in values.items():
-                if value is not None and type(value) is not str:
-                    return f"{prefix}metadata.{key}[{name!r}]: expected a string, got {_type_name(value)}"
-        owners = metadata.get("ownerReferences")
-        if owners is not None:
-            if type(owners) is not list:
-                return f"{prefix}metadata.ownerReferences: expected a list, got {_type_name(owners)}"
-            for index, owner in enumerate(owners):
-                if not _is_object(owner):
-                    return f"{prefix}metadata.ownerReferences[{index}]: expected an object, got {_type_name(owner)}"
-                if owner.get("kind") is not None and type(owner.get("kind")) is not str:
-                    return f"{prefix}metadata.ownerReferences[{index}].kind: expected a string, got {_type_name(owner['kind'])}"
-    spec = pod.get("spec")
-    if spec is None:
-        return None
-    if not _is_object(spec):
-        return f"{prefix}spec: expected an object, got {_type_name(spec)}"
-    for container_kind in CONTAINER_KINDS:
-        containers = spec.get(container_kind)
-        if containers is None:
-            continue
-        if type(containers) is not list:
-            return f"{prefix}spec.{container_kind}: expected a list, got {_type_name(containers)}"
-        for index, container in enumerate(containers):
-            where = f"{prefix}spec.{container_kind}[{index}]"
-            if not _is_object(container):
-                return f"{where}: expected an object, got {_type_name(container)}"
-            problem = _non_string(container, ("name", "image"), where + ".{}")
-            if problem is not None:
-                return problem
-            env = container.get("env")
-            if env is not None and (type(env) is not list or not all(_is_object(var) for var in env)):
-                return f"{where}.env: expected a list of objects"
-    return None
+def _containers(spec: Mapping[str, Any], container_kind: str) -> list[Mapping[str, Any]]:
+    """``spec[container_kind]`` as Elastic reads it: a single container is a list of one; non-objects are no container."""
+    return [container for container in as_list(spec.get(container_kind)) if is_object(container)]
 
 
 def _container_image_names(spec: Mapping[str, Any]) -> list[str] | None:
-    containers = spec.get("containers")
-    if type(containers) is not list:
-        return None
-    return [image for c in containers if type(image := c.get("image")) is str] or None
+    return [image for c in _containers(spec, "containers") if type(image := c.get("image")) is str] or None
 
 
 def image_entry(reference: str, *, container_kind: str, container_name: str | None) -> ImageEntry:
@@ -489,24 +402,26 @@ ContainerKey = tuple[str, str | int]  # (container kind, container name, or inde
 def _container_images(spec: Mapping[str, Any]) -> dict[ContainerKey, str | None]:
     images: dict[ContainerKey, str | None] = {}
     for container_kind in CONTAINER_KINDS:
-        containers = spec.get(container_kind)
-        for index, container in enumerate(containers if type(containers) is list else ()):
+        for index, container in enumerate(_containers(spec, container_kind)):
             name = container.get("name")
             images[(container_kind, name if type(name) is str else index)] = container.get("image")
     return images
 
 
 def _images(spec: Mapping[str, Any], *, old_spec: Mapping[str, Any] | None = None) -> list[ImageEntry]:
-    """The images of a (checked) spec; with ``old_spec``, only those that differ from it."""
+    """The images of a spec; with ``old_spec``, only those that differ from it.
+
+    Reads any resource's spec (a CRD's too) without trusting it: what is not
+    a container with a string image is no image.
+    """
+    if not is_object(spec):
+        return []
     previous = _container_images(old_spec) if old_spec is not None else None
     entries: list[ImageEntry] = []
     for container_kind in CONTAINER_KINDS:
-        containers = spec.get(container_kind)
-        if type(containers) is not list:
-            continue
-        for index, container in enumerate(containers):
+        for index, container in enumerate(_containers(spec, container_kind)):
             reference = container.get("image")
-            if reference is None:  # a patch element that does not set the image
+            if type(reference) is not str:  # a patch element that does not set the image
                 continue
             name = container.get("name")
             name = name if type(name) is str else None
@@ -516,52 +431,22 @@ def _images(spec: Mapping[str, Any], *, old_spec: Mapping[str, Any] | None = Non
     return entries
 
 
-def _json_pointer(path: str) -> list[str]:
-    # RFC 6901: "" is the whole document; ~1 is "/", ~0 is "~".
-    return [token.replace("~1", "/").replace("~0", "~") for token in path.split("/")[1:]]
-
-
-def _json_patch_spec(tokens: list[str], value: Any) -> Any:
-    """The spec fragment one add/replace operation writes, or None when it writes no container image."""
-    if not tokens:
-        whole = _as_mapping(value)
-        return whole.get("spec") if whole is not None else None
-    if tokens[0] != "spec":
-        return None
-    rest = tokens[1:]
-    if not rest:
-        return value
-    if rest[0] not in CONTAINER_KINDS:
-        return None
-    if len(rest) == 1:
-        return {rest[0]: value}
-    if len(rest) == 2:  # /spec/containers/0 or /spec/containers/-
-        return {rest[0]: [value]}
-    if len(rest) == 3 and rest[2] == "image":
-        return {rest[0]: [{"image": value}]}
-    return None
-
-
-def _json_patch_images(operations: list[Any], where: str) -> list[ImageEntry]:
+def _json_patch_images(operations: list[Any]) -> list[ImageEntry]:
     """The images a JSON patch (RFC 6902) sets in the pod spec with ``add`` or ``replace``.
 
-    ``copy`` and ``move`` name a source path, not a value: what they write is not seen.
+    ``copy`` and ``move`` name a source path, not a value: what they write is
+    not seen. Operations that are not objects with a string path set nothing.
     """
     entries: list[ImageEntry] = []
-    for index, operation in enumerate(operations):
-        if _as_mapping(operation) is None:
-            raise InputError(f"{where}[{index}]: expected a JSON patch operation (an object), got {_type_name(operation)}")
-        if operation.get("op") not in ("add", "replace"):
+    for operation in operations:
+        if not is_object(operation) or operation.get("op") not in ("add", "replace"):
             continue
         path = operation.get("path")
         if type(path) is not str:
-            raise InputError(f"{where}[{index}].path: expected a string, got {_type_name(path)}")
-        fragment = _json_patch_spec(_json_pointer(path), operation.get("value"))
-        if fragment is None:
             continue
-        located = f"{where}[{index}].value (written at {path}) as "
-        spec = _check_object({"spec": fragment}, located)
-        entries += _images(spec)
+        fragment = json_patch_spec(json_pointer(path), operation.get("value"))
+        if fragment is not None:
+            entries += _images(fragment)
     return entries
 
 
@@ -638,15 +523,17 @@ def _build_document(
 ) -> dict[str, Any]:
     """The mapping itself: one block per group of DOCUMENT_FIELDS rows, in order.
 
-    ``event`` has passed check_audit_event (an audit log's) or was built by
-    audit_event_from_admission_request: the lookups below trust its types.
-    ``object_field`` names the requestObject in errors (``request.object.``
-    for a review); ``old_object`` (an UPDATE's) limits gatewatch.images to
-    what changed; ``object_checked``: check_audit_event has checked the
-    requestObject already; ``with_pod_fields=False`` leaves out the normalized
-    Pod lists (the engine says whether a rule reads them: they cost more than
-    the rest of the mapping). Straight-line code rather than a loop over the
-    table: this is the hot path.
+    ``event`` is an audit event's view (gatewatch.shapes.audit_event_view) or
+    was built by audit_event_from_admission_request: the lookups below trust
+    the types of its own fields. ``object_field`` names the requestObject in
+    errors (``request.object.`` for a review); ``old_object`` (an UPDATE's)
+    limits gatewatch.images to what changed; ``object_checked``: the
+    requestObject is an audit event's, already conformed (its spec is read
+    as any resource's, see _images), so it is not checked strictly;
+    ``with_pod_fields=False`` leaves out the normalized Pod lists (the engine
+    says whether a rule reads them: they cost more than the rest of the
+    mapping). Straight-line code rather than a loop over the table: this is
+    the hot path.
     """
     raw_annotations = _as_mapping(event.get("annotations"))
     annotations = {key.replace(".", "_"): value for key, value in raw_annotations.items()} if raw_annotations else {}
@@ -657,7 +544,7 @@ def _build_document(
     if not request_object:
         spec = _EMPTY
     elif object_checked:
-        spec = request_object.get("spec") or _EMPTY
+        spec = _as_mapping(request_object.get("spec")) or _EMPTY
     else:
         spec = _check_object(request_object, object_field)
     document: dict[str, Any] = {}
@@ -721,7 +608,7 @@ def _build_document(
         old_spec = _check_object(old_object, "request.oldObject.") if old_object is not None else None
         images = _images(spec, old_spec=old_spec)
     elif type(raw_request_object) is list:  # a JSON patch, as the audit log records it
-        images = _json_patch_images(raw_request_object, object_field.rstrip("."))
+        images = _json_patch_images(raw_request_object)
     else:
         images = None
     _put(gatewatch, "images", images or None)
@@ -745,62 +632,13 @@ def _check_type(value: Any, expected: type | tuple[type, ...], field: str, what:
 
 
 def check_audit_event(event: Any, *, pod_fields: bool = True) -> None:
-    """Raise InputError exactly as document_from_audit_event would for ``event``, without building its document.
-
-    Checks the event's own fields (kind, apiVersion, verb, the types of the
-    fields the mapping reads) and then the requestObject's; with ``pod_fields``
-    (as ``document_from_audit_event``'s) also those the normalized Pod lists
-    read (podspec.py). Replay calls it
-    for every line and builds documents only for events a rule can match, so
-    it is written for speed: ``type(...) is`` before the slower isinstance.
-    """
-    if type(event) is not dict and not isinstance(event, Mapping):
-        raise InputError(f"an audit event must be a JSON object, got {type(event).__name__}")
-    get = event.get
-    kind = get("kind")
-    if kind is not None and kind != "Event":
-        raise InputError(f"kind: expected Event, got {kind!r}: not an audit event")
-    api_version = get("apiVersion")
-    # The type first: a list or an object cannot be looked up in a set.
-    if api_version is not None and (type(api_version) is not str or api_version not in AUDIT_API_VERSIONS):
-        raise InputError(f"apiVersion: expected one of {sorted(AUDIT_API_VERSIONS)}, got {api_version!r}")
-    verb = get("verb")
-    if type(verb) is not str or not verb:
-        raise InputError("verb: missing or not a string: not an audit event")
-    for field in ("user", "impersonatedUser", "objectRef", "annotations"):
-        value = get(field)
-        if value is not None and type(value) is not dict and not isinstance(value, Mapping):
-            raise InputError(f"{field}: expected an object, got {type(value).__name__}")
-    # A patch's requestObject is the patch body: a JSON patch is a list of operations.
-    request_object = get("requestObject")
-    if (request_object is not None and type(request_object) is not dict and not isinstance(request_object, Mapping)
-            and (verb != "patch" or type(request_object) is not list)):
-        what = "an object or a JSON patch" if verb == "patch" else "an object"
-        raise InputError(f"requestObject: expected {what}, got {type(request_object).__name__}")
-    source_ips = get("sourceIPs")
-    if source_ips is not None and type(source_ips) is not list:
-        raise InputError(f"sourceIPs: expected a list, got {type(source_ips).__name__}")
-    timestamp = get("stageTimestamp") or get("requestReceivedTimestamp") or get("timestamp")
-    if timestamp is not None and type(timestamp) is not str:
-        raise InputError(f"stageTimestamp: expected a string, got {type(timestamp).__name__}")
-    annotations = get("annotations")
-    if annotations:
-        # Either spelling becomes the key event.outcome is looked up with.
-        for key in _DECISION_KEYS:
-            decision = annotations.get(key)
-            if decision is not None and type(decision) is not str:
-                raise InputError(f"annotations[{key!r}]: expected a string, got {type(decision).__name__}")
-    object_ref = get("objectRef")
-    if object_ref:
-        subresource = object_ref.get("subresource")
-        if subresource is not None and type(subresource) is not str:
-            raise InputError(f"objectRef.subresource: expected a string, got {type(subresource).__name__}")
-    if type(request_object) is list:
-        _json_patch_images(request_object, "requestObject")
-    elif request_object:
-        _check_object(request_object, "requestObject.")
-        if pod_fields and _is_whole_pod(event, object_ref or _EMPTY, request_object, source="audit"):
-            podspec_fields(request_object, where="requestObject.")
+    """Raise InputError when ``event`` is not an audit event at all (not an object, wrong kind or
+    apiVersion, no verb): the only events replay drops. Fields of the wrong type are not refused
+    (gatewatch.shapes.audit_event_view sets them aside, the normalized Pod lists' included, so
+    ``pod_fields`` changes nothing here; it is kept for callers that pass it)."""
+    refusal = audit_event_refusal(event)
+    if refusal is not None:
+        raise InputError(refusal)
 
 
 def _audit_timestamp(event: Mapping[str, Any]) -> Any:
@@ -816,15 +654,16 @@ def document_from_audit_event(
 ) -> dict[str, Any]:
     """Map one audit.k8s.io/v1 (or v1beta1) Event onto the document.
 
-    Raises InputError when ``event`` is not an audit event (wrong kind or
-    apiVersion, no verb, a field of the wrong type; see check_audit_event);
-    the caller adds the file and line. ``checked=True`` says the caller has
-    just called check_audit_event on this event (replay checks every line
-    first), so the checks are not repeated. ``pod_fields=False`` leaves out the
-    normalized Pod lists (``RuleEngine.reads_pod_fields`` says when none is needed).
+    Raises InputError when ``event`` is not an audit event (see
+    check_audit_event); the caller adds the file and line. A field of the
+    wrong type is absent from the document (gatewatch.shapes). ``checked=True``
+    says ``event`` is already the view audit_event_view returned (replay
+    checks every line once), so it is not conformed again. ``pod_fields=False``
+    leaves out the normalized Pod lists (``RuleEngine.reads_pod_fields`` says
+    when none is needed).
     """
     if not checked:
-        check_audit_event(event, pod_fields=pod_fields)
+        event = audit_event_view(event).event
     return _build_document(
         event, source="audit", timestamp=_audit_timestamp(event), object_checked=True, with_pod_fields=pod_fields
     )
@@ -929,26 +768,13 @@ def parse_admission_request(review: Mapping[str, Any]) -> AdmissionRequest:
     return cast(AdmissionRequest, request)
 
 
-# The options of pods/exec and pods/attach (PodExecOptions, PodAttachOptions) and their types.
-_CONNECT_OPTION_FIELDS = {"command": list, "container": str, "stdin": bool, "stdout": bool, "stderr": bool,
-                          "tty": bool}
-
-
 def _admission_objects_problem(request: Mapping[str, Any], prefix: str) -> str | None:
     """What a real API server never sends in the fields gatewatch reads: the user, a Pod's spec and
     containers, exec/attach options. At admission the object has passed the API server's schema
     validation, so anything else is a forged or broken call, refused rather than half evaluated."""
-    user = request.get("userInfo")
-    if user:
-        problem = _non_string(user, ("username", "uid"), prefix + "userInfo.{}")
-        if problem is not None:
-            return problem
-        groups = user.get("groups")
-        if groups is not None and (type(groups) is not list or not all(type(group) is str for group in groups)):
-            return f"{prefix}userInfo.groups: expected a list of strings"
-        extra = user.get("extra")
-        if extra is not None and not _is_object(extra):
-            return f"{prefix}userInfo.extra: expected an object, got {_type_name(extra)}"
+    found = problem(request.get("userInfo"), USER_INFO, f"{prefix}userInfo")  # gatewatch.shapes, strict
+    if found is not None:
+        return found
     kind = request["kind"]
     operation = request["operation"]
     if kind.get("group", "") == "" and kind["kind"] == "Pod" and operation in ("CREATE", "UPDATE"):
@@ -956,24 +782,14 @@ def _admission_objects_problem(request: Mapping[str, Any], prefix: str) -> str |
         for field, pod in objects:
             if pod is None:
                 continue  # object: checked above; an UPDATE without oldObject is evaluated as all new
-            if not _is_object(pod.get("spec")):
+            if not is_object(pod.get("spec")):
                 return f"{prefix}{field}.spec: expected an object, got {_type_name(pod.get('spec'))}"
-            problem = pod_problem(pod, prefix=f"{prefix}{field}.")
-            if problem is not None:
-                return problem
-    if operation == "CONNECT" and _is_object(request.get("object")):
-        options = request["object"]
-        for key, expected in _CONNECT_OPTION_FIELDS.items():
-            value = options.get(key)
-            if value is not None and type(value) is not expected:
-                return f"{prefix}object.{key}: expected {_TYPE_WORDS[expected]}, got {_type_name(value)}"
-        command = options.get("command")
-        if command and not all(type(argument) is str for argument in command):
-            return f"{prefix}object.command: expected a list of strings"
+            found = pod_problem(pod, prefix=f"{prefix}{field}.")
+            if found is not None:
+                return found
+    if operation == "CONNECT":
+        return problem(request.get("object"), CONNECT_OPTIONS, f"{prefix}object")
     return None
-
-
-_TYPE_WORDS = {list: "a list", str: "a string", bool: "true or false"}
 
 
 def _query_string(options: Any) -> str:

@@ -9,7 +9,9 @@ recursively, in sorted order, skipping hidden entries), reads multi-document YAM
   ReplicationController): the Pod its template creates, with the template's
   metadata, the workload's namespace and a readable name,
   ``<workload>-<kind>-pod`` (``web-deployment-pod``);
-- an AdmissionReview, to be evaluated as the request it is;
+- an AdmissionReview, or a bare AdmissionRequest (the ``request`` without
+  the envelope, as kwctl and Kubewarden's policy test data write it), to be
+  evaluated as the request it is;
 - anything else: skipped, with the reason (not an error);
 - an object that cannot be evaluated (a workload without a Pod template, a
   document that is not a mapping, a document that contains itself through a
@@ -35,6 +37,7 @@ import yaml
 
 from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.errors import InputError
+from gatewatch.shapes import CONTAINER_KINDS, is_object, pod_problem, type_name
 from gatewatch.yamlbounds import expanded_size, node_inside_itself
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
@@ -270,6 +273,9 @@ def _item_from_object(
     if not isinstance(obj, Mapping):
         error = InputError(f"expected a Kubernetes object, got {type(obj).__name__}", source=source, line=line)
         return replace(unread, error=error)
+    if is_admission_request(obj):
+        return replace(unread, category="admission_review", review=obj, manifest_kind="AdmissionRequest",
+                       manifest_name=_review_summary(obj))
     kind = obj.get("kind")
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -293,9 +299,14 @@ def _item_from_object(
     return replace(named, category="pod", pod=dict(pod))
 
 
+def is_admission_request(obj: Mapping[str, Any]) -> bool:
+    """A bare AdmissionRequest: its ``kind`` is a group/version/kind object, and it has an operation and a resource."""
+    return isinstance(obj.get("kind"), Mapping) and "operation" in obj and "resource" in obj and "request" not in obj
+
+
 def _review_summary(review: Mapping[str, Any]) -> str | None:
     """``CONNECT pods/exec payments/api-0`` for reports (None when there is no request)."""
-    request = review.get("request")
+    request = review if is_admission_request(review) else review.get("request")
     if not isinstance(request, Mapping):
         return None
     resource = request.get("resource")
@@ -335,31 +346,23 @@ def pod_from_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_pod(pod: Mapping[str, Any], *, field_prefix: str) -> None:
-    """The parts of a Pod the rules read: a spec with containers that name images."""
+    """A manifest Pod the API server would accept, as far as the rules read it: every field of the
+    right type (gatewatch.shapes, strict), a spec with containers, each naming an image."""
     spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
+    if not is_object(spec):
         raise InputError(f"{field_prefix}spec: missing or not an object")
-    metadata = pod.get("metadata")
-    if metadata is not None and not isinstance(metadata, Mapping):
-        raise InputError(f"{field_prefix}metadata: expected an object")
-    for key in ("labels", "annotations"):
-        value = (metadata or {}).get(key)
-        if value is not None and not isinstance(value, Mapping):
-            raise InputError(f"{field_prefix}metadata.{key}: expected an object, got {type(value).__name__}")
-    if not isinstance(spec.get("containers"), list) or not spec["containers"]:
+    found = pod_problem(pod, prefix=field_prefix)
+    if found is not None:
+        raise InputError(found)
+    if not spec.get("containers"):
         raise InputError(f"{field_prefix}spec.containers: missing or empty")
-    for container_kind in ("containers", "initContainers", "ephemeralContainers"):
-        containers = spec.get(container_kind)
-        if containers is None:
-            continue
-        if not isinstance(containers, list):
-            raise InputError(f"{field_prefix}spec.{container_kind}: expected a list")
-        for index, container in enumerate(containers):
-            field = f"{field_prefix}spec.{container_kind}[{index}]"
-            if not isinstance(container, Mapping):
-                raise InputError(f"{field}: expected an object")
-            if not isinstance(container.get("image"), str) or not container["image"]:
-                raise InputError(f"{field}.image: missing or not a string")
+    for container_kind in CONTAINER_KINDS:
+        for index, container in enumerate(spec.get(container_kind) or ()):
+            if not is_object(container):
+                raise InputError(f"{field_prefix}spec.{container_kind}[{index}]: expected an object, "
+                                 f"got {type_name(container)}")
+            if not container.get("image"):
+                raise InputError(f"{field_prefix}spec.{container_kind}[{index}].image: missing or empty")
 
 
 # --- documents -----------------------------------------------------------------------
@@ -379,8 +382,8 @@ def document_from_item(item: InputItem, *, now: datetime | None = None) -> dict[
     if item.category == "admission_review" and item.review is not None:
         try:
             return document_from_admission_review(item.review, now=now)
-        except InputError as error:
-            raise InputError(error.reason, source=item.source, line=item.line) from None
+        except InputError as error:  # named as a Pod's errors are: AdmissionReview CREATE pods ns/name
+            raise InputError(f"{item.subject}: {error.reason}", source=item.source, line=item.line) from None
     if item.error is not None:
         raise item.error
     raise InputError(f"nothing to evaluate: {item.skip_reason}", source=item.source, line=item.line)

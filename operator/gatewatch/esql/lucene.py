@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from gatewatch.esql.regex import NOTHING, Matcher, PatternError, compile_regex
+from gatewatch.kql.glob import glob_matcher  # the same linear `*` matcher as KQL
 
 # --- Lucene RegExp: parse (as RegExp.java does) ----------------------------------------------
 
@@ -551,7 +552,7 @@ def wildcard(pattern: str) -> Matcher:
     if len(parts) == 1:
         exact = parts[0]
         return lambda text: text == exact
-    return _glob(tuple(parts))
+    return glob_matcher(tuple(parts))
 
 
 def _split_single(piece: str) -> list[str]:
@@ -571,22 +572,3 @@ def _split_single(piece: str) -> list[str]:
     if buffer:
         out.append("".join(buffer))
     return out
-
-
-def _glob(parts: tuple[str, ...]) -> Matcher:
-    """``"*".join(parts)`` matched in linear time (first part a prefix, last a suffix)."""
-    head, *middle, tail = parts
-    minimum = len(head) + len(tail) + sum(map(len, middle))
-
-    def matches(text: str) -> bool:
-        if len(text) < minimum or not text.startswith(head) or not text.endswith(tail):
-            return False
-        position, end = len(head), len(text) - len(tail)
-        for part in middle:
-            found = text.find(part, position, end)
-            if found < 0:
-                return False
-            position = found + len(part)
-        return True
-
-    return matches

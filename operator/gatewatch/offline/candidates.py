@@ -1,0 +1,136 @@
+"""Which skimmed events a rule could match: the rule index's answer, remembered by what it read.
+
+Replay asks ``RuleEngine.may_match_audit_event`` about every event, and most
+events of a log repeat a few shapes (a lease renewal, a controller's watch).
+The index's answer is a function of the fields it reads, whatever they are:
+this module hands the index the event behind a recorder and notes the fields
+it read. Two events with the same values at every field the index has ever
+read get the same answer (the index reads the same fields of both, one by
+one), so the answer is remembered under those values and the index is not
+asked again. Nothing here assumes which fields the index reads; when it
+reads one a skim does not hold (beyond ``lines.SKIMMED_FIELDS``), the answer
+is "unknown" and replay parses the line whole.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+_MISSING = object()
+Path = tuple[str, ...]
+# Answers remembered, at most: a log has a few hundred shapes, but the index
+# may read a field with a value per request (a name).
+_MAX_ANSWERS = 65_536
+
+
+def value_key(value: Any) -> Any:
+    """What the index saw at a field: a string as it is (the usual case); anything else tagged with its
+    type (True and 1 are equal, but not to the index); a container by its shape (its content is read
+    field by field)."""
+    if value.__class__ is str:
+        return value
+    if value is _MISSING:
+        return ("missing",)
+    if isinstance(value, Mapping):
+        return ("object",)
+    if isinstance(value, list):
+        return ("list", tuple(value_key(item) for item in value))
+    return (type(value), value)
+
+
+class _Unknown(Exception):
+    """The index read a field the skim does not hold."""
+
+
+class _Recorder(Mapping[str, Any]):
+    """A read-only view of an event that notes the path of every field read."""
+
+    __slots__ = ("_value", "_path", "_reads", "_known")
+
+    def __init__(self, value: Mapping[str, Any], path: Path, reads: list[Path], known: frozenset[str] | None) -> None:
+        self._value, self._path, self._reads, self._known = value, path, reads, known
+
+    def _read(self, key: Any) -> Any:
+        if type(key) is not str or (self._known is not None and key not in self._known):
+            raise _Unknown(key)
+        path = (*self._path, key)
+        self._reads.append(path)
+        value = self._value.get(key, _MISSING)
+        if isinstance(value, Mapping):
+            return _Recorder(value, path, self._reads, None)
+        if isinstance(value, list) and any(isinstance(item, (Mapping, list)) for item in value):
+            raise _Unknown(path)  # what the index reads inside would go unnoted
+        return value
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self._read(key)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self._read(key)
+        return default if value is _MISSING else value
+
+    def __contains__(self, key: object) -> bool:
+        return self._read(key) is not _MISSING
+
+    def __iter__(self) -> Iterator[str]:
+        raise _Unknown("every field")  # iterating reads fields no path names
+
+    def __len__(self) -> int:
+        raise _Unknown("every field")
+
+
+def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``event -> the values at paths`` (value_key of each), as straight-line code: it runs for every line."""
+    lines = ["def key(event):"]
+    names: dict[Path, str] = {(): "event"}
+    results = []
+    for path in sorted(set(paths), key=len):
+        for depth in range(1, len(path) + 1):
+            prefix = path[:depth]
+            if prefix in names:
+                continue
+            parent = names[prefix[:-1]]
+            name = names[prefix] = f"v{len(names)}"
+            lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
+        results.append(names[path])
+    keys = ", ".join(f"{name} if {name}.__class__ is str else (MISSING_KEY if {name} is MISSING else value_key({name}))"
+                     for name in results)
+    lines.append(f"    return ({keys},)" if keys else "    return ()")
+    scope: dict[str, Any] = {"MISSING": _MISSING, "MISSING_KEY": value_key(_MISSING), "value_key": value_key}
+    exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
+    return scope["key"]
+
+
+class CandidateMemo:
+    """``may_match(event)`` for skimmed events (which hold only the ``known`` top-level fields)."""
+
+    def __init__(self, may_match: Callable[[Mapping[str, Any]], bool], *, known: frozenset[str]) -> None:
+        self._ask = may_match
+        self._known = known
+        self._paths: list[Path] = []
+        self._key = _key_function([])
+        self._answers: dict[tuple[Any, ...], bool] = {}
+
+    def may_match(self, event: Mapping[str, Any]) -> bool | None:
+        """Whether a rule could match ``event``; None when the index needs more of it than a skim holds."""
+        key = self._key(event)
+        answer = self._answers.get(key)
+        if answer is not None:
+            return answer
+        reads: list[Path] = []
+        try:
+            answer = self._ask(_Recorder(event, (), reads, self._known))
+        except _Unknown:
+            return None
+        new = [path for path in dict.fromkeys(reads) if path not in self._paths]
+        if new:  # the index read something new: every answer is remembered under more values from now on
+            self._paths += new
+            self._key = _key_function(self._paths)
+            self._answers.clear()
+            key = self._key(event)
+        if len(self._answers) < _MAX_ANSWERS:
+            self._answers[key] = answer
+        return answer

@@ -1,0 +1,122 @@
+"""Audit-log lines: opening a log (plain, gzip or stdin), parsing a line, and skimming one.
+
+Parsing (``parse_line``) is msgspec's, with the stdlib parser behind it for
+what msgspec refuses and the stdlib accepts (NaN and Infinity, lone
+surrogates, a byte-order mark), so no line accepted before is refused now.
+Not orjson, which writes the alerts: orjson reads an integer beyond 64 bits
+as a float (a changed value, not a refusal, so no fallback would see it
+without scanning every line first, which cost three times the parse);
+msgspec reads it exactly, and parses audit lines at least as fast.
+
+Skimming (``skim_line``) is how replay reads the events no rule can match
+(most of a log: reads, leases, status updates) without building them:
+msgspec decodes the line against a small schema (``SkimmedEvent``), which
+validates the whole line as JSON but builds only the fields replay needs to
+decide (kind, apiVersion, verb, auditID, stage, objectRef, the authorization
+decision). A line whose skim is not plain (a field of an odd type, something
+msgspec refuses) is parsed whole instead, so the skim changes what replay
+costs, never what it says.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+from contextlib import ExitStack, contextmanager
+from typing import IO, Annotated, Any, Iterator, Literal, TypedDict
+
+import msgspec
+
+GZIP_MAGIC = b"\x1f\x8b"
+_PARSE = msgspec.json.Decoder()
+
+
+class NotJson(ValueError):
+    """A line that is no JSON (the stdlib parser's words)."""
+
+
+def parse_line(raw: bytes) -> Any:
+    """The JSON value of one line; NotJson when neither msgspec nor the stdlib parser reads it."""
+    try:
+        return _PARSE.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        pass  # the stdlib parser decides, and words the error
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise NotJson("nested too deeply") from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise NotJson(str(error)) from None
+
+
+_Decision = TypedDict("_Decision", {"authorization.k8s.io/decision": str}, total=False)
+
+
+class SkimmedEvent(TypedDict, total=False):
+    """The fields of an audit event a skim builds; any other type (or null) sends the line to a full parse.
+
+    kind, apiVersion and verb spell out gatewatch.shapes' gate (AUDIT_API_VERSIONS;
+    tests/test_replay_shortcut.py checks that a skim never accepts what the gate refuses).
+    """
+
+    kind: Literal["Event"]
+    apiVersion: Literal["audit.k8s.io/v1", "audit.k8s.io/v1beta1"]
+    auditID: str
+    stage: str
+    verb: Annotated[str, msgspec.Meta(min_length=1)]
+    objectRef: dict[str, str]
+    annotations: _Decision  # only the authorization decision: not a field a skim holds whole
+
+
+_SKIM = msgspec.json.Decoder(SkimmedEvent)
+# The fields of the audit event a skim holds whole, as the event has them.
+SKIMMED_FIELDS = frozenset({"kind", "apiVersion", "auditID", "stage", "verb", "objectRef"})
+SKIM_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+def skim_line(raw: bytes) -> dict[str, Any] | None:
+    """The line's skim (a SkimmedEvent), or None when only a full parse can say what it is (then nothing is lost).
+
+    A skim is an audit event by the shape policy's gate (gatewatch.shapes):
+    kind Event or none, an audit.k8s.io apiVersion or none, a verb.
+    """
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")  # msgspec does not check the text of the values it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        skim = _SKIM.decode(raw)
+    except SKIM_ERRORS:
+        return None
+    return skim if "verb" in skim else None
+
+
+# --- reading a log ---------------------------------------------------------------------
+
+
+@contextmanager
+def open_log(source: str) -> Iterator[tuple[IO[bytes], IO[bytes], int | None]]:
+    """(lines, raw file, size): the log's binary stream (gzip known by its magic bytes, ``-``: stdin),
+    the file under it (its position is the progress) and the file's size (None for stdin)."""
+    with ExitStack() as stack:
+        if source == "-":
+            raw: IO[bytes] = sys.stdin.buffer
+            size = None
+        else:
+            raw = stack.enter_context(open(source, "rb"))
+            size = os.fstat(raw.fileno()).st_size
+        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+        stream: IO[bytes] = buffered
+        if buffered.peek(2)[:2] == GZIP_MAGIC:
+            stream = stack.enter_context(gzip.GzipFile(fileobj=buffered))
+        yield stream, buffered, size
+
+
+def is_gzip(source: str) -> bool:
+    if source == "-":
+        return False
+    with open(source, "rb") as file:
+        return file.read(2) == GZIP_MAGIC

@@ -1,0 +1,153 @@
+"""Reading a log in blocks of whole lines, scanned here or on worker processes, merged in line order.
+
+The parent reads the log (decompressing a .gz, or reading stdin) in blocks
+of whole lines and numbers them; each block is scanned on its own (this
+process, or a forked worker that inherits the compiled rules) and the
+results are merged in block order. A block's result holds only what the
+report needs (counts, matching events with their documents, the stages
+that settled requests without a match), so the report is the same for any
+number of workers: tests/test_replay_parallel.py checks it.
+
+Forked workers share the parent's compiled rules without pickling them
+(compiled queries are closures); where fork is not available, replay runs
+in one process.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import IO, Any, Callable, Iterable, Iterator, TextIO, TypeVar
+
+import click
+
+from gatewatch.offline.lines import open_log
+
+BLOCK_BYTES = 4 << 20
+# Files at least this large are split across workers when their number is not given.
+PARALLEL_MIN_BYTES = 32 << 20
+# Files larger than this get a progress bar (when asked for).
+PROGRESS_MIN_BYTES = 1 << 20
+
+R = TypeVar("R")
+Lines = Iterable[tuple[int, bytes]]
+# The worker's scan and result encoder, inherited through fork.
+_WORKER: tuple[Callable[[Lines], Any], Callable[[Any], Any]] | None = None
+
+
+def default_workers(source: str, size: int | None) -> int:
+    """Both cores (all of them) for a file large enough to gain from it, else one process."""
+    if size is None or size < PARALLEL_MIN_BYTES or not _can_fork():
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def blocks(stream: IO[bytes], *, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(number of the block's first line, whole lines): the stream cut after a newline."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    line_no = 1
+    rest = b""
+    while True:
+        data = stream.read(block_bytes)
+        if not data:
+            break
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:  # one line longer than a block: read on
+            rest = data
+            continue
+        block, rest = data[:cut], data[cut:]
+        yield line_no, block
+        line_no += block.count(b"\n")
+    if rest:
+        yield line_no, rest
+
+
+def numbered(first_line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+    lines = block.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the block ends with a newline
+    return enumerate(lines, start=first_line_no)
+
+
+def scan_log(
+    scan: Callable[[Lines], R],
+    source: str,
+    *,
+    workers: int | None,
+    progress: bool,
+    err: TextIO,
+    to_parent: Callable[[R], Any] = lambda result: result,
+    from_worker: Callable[[Any], R] = lambda result: result,
+) -> Iterator[R]:
+    """``scan``'s result for each block of the log, in line order. On workers, a result travels as
+    ``to_parent`` makes it (pickled) and is read back with ``from_worker``."""
+    with open_log(source) as (stream, raw, size):
+        count = default_workers(source, size) if workers is None else max(1, workers)
+        if count > 1 and not _can_fork():
+            count = 1
+        bar = None
+        try:
+            if progress and size is not None and size >= PROGRESS_MIN_BYTES:
+                bar = click.progressbar(length=size, label=f"replaying {source}", file=err)
+                bar.__enter__()
+            if count == 1:
+                yield from _scan_here(scan, stream, raw, bar)
+            else:
+                yield from _scan_on_workers(scan, to_parent, from_worker, stream, raw, bar, count)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+
+
+def _progress(bar: Any, raw: IO[bytes], done: int) -> int:
+    if bar is None:
+        return done
+    now = raw.tell()
+    bar.update(now - done)
+    return now
+
+
+def _scan_here(scan: Callable[[Lines], R], stream: IO[bytes], raw: IO[bytes], bar: Any) -> Iterator[R]:
+    done = 0
+    for first, block in blocks(stream):
+        yield scan(numbered(first, block))
+        done = _progress(bar, raw, done)
+
+
+def _scan_on_workers(
+    scan: Callable[[Lines], R],
+    to_parent: Callable[[R], Any],
+    from_worker: Callable[[Any], R],
+    stream: IO[bytes],
+    raw: IO[bytes],
+    bar: Any,
+    count: int,
+) -> Iterator[R]:
+    global _WORKER
+    _WORKER = (scan, to_parent)
+    context = multiprocessing.get_context("fork")
+    pending: deque[Future[Any]] = deque()
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+            for first, block in blocks(stream):
+                pending.append(pool.submit(_scan_block, first, block))
+                done = _progress(bar, raw, done)
+                while len(pending) >= 2 * count:  # bounded: blocks in flight, not the whole log
+                    yield from_worker(pending.popleft().result())
+            while pending:
+                yield from_worker(pending.popleft().result())
+    finally:
+        _WORKER = None
+
+
+def _scan_block(first_line_no: int, block: bytes) -> Any:
+    assert _WORKER is not None
+    scan, to_parent = _WORKER
+    return to_parent(scan(numbered(first_line_no, block)))
