@@ -9,7 +9,9 @@ join key for each); a ``SequenceMatcher`` is fed those observations in event
 time order and gives each completed sequence.
 
 The matching is the one of Elastic's reference EQL engine (the ``eql``
-package's ``PythonEngine``, the differential test's referee):
+package's ``PythonEngine``, the differential test's referee), which for events
+in time order is also Elasticsearch's (its SequenceMatcher takes on the latest
+partial sequence before an event and drops the older ones):
 
 - each step matches a distinct event; events come in timestamp order (ties:
   in the order given, replay gives line order);
