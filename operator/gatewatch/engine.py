@@ -1,8 +1,8 @@
 """The compiled rule set: document -> matches.
 
 A rule matches a document when its query matches and none of its exceptions
-does. An ES|QL rule with STATS never matches one document: it aggregates over
-many, and only replay runs it (gatewatch.replay_stats). A new_terms rule then matches only when the combination of its new_terms
+does. An ES|QL rule with STATS or an EQL sequence never matches one document: it
+spans many, and only replay runs it (gatewatch.replay_stats, gatewatch.replay_sequences). A new_terms rule then matches only when the combination of its new_terms
 field values was not seen within its history window (Elastic's meaning),
 unless the caller asks for every query match (``gatewatch check``).
 """
@@ -55,11 +55,11 @@ class RuleEngine:
     def replace_rules(self, ruleset: RuleSet) -> None:
         """Swap the rule set atomically: a review in flight sees the old or the new set whole."""
         enabled = [rule for rule in ruleset.rules if rule.enabled]
-        # STATS rules stay in the index: replay builds documents for them (RuleEngine never matches them).
+        # STATS and sequence rules stay in the index: replay builds documents for them (RuleEngine never matches them).
         index = RuleIndex(enabled, [rule.required_node for rule in enabled])
-        replay_only = [rule.id for rule in enabled if rule.aggregates]
+        replay_only = [rule.id for rule in enabled if rule.replay_only]
         if replay_only:
-            logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
+            logger.info("%d ES|QL STATS or EQL sequence rule(s) span many events; replay only, never evaluated at "
                         "admission: %s", len(replay_only), ", ".join(replay_only))
         # What is left of each query once the index has checked its fields (same meaning, less work).
         residuals = {rule.id: _residual_matcher(rule) for rule in enabled}
