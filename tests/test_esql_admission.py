@@ -23,8 +23,6 @@ from gatewatch.rules.elastic_import import import_elastic_rules
 from shared_corpus import ELASTIC_RULES as CORPUS
 from test_operator_admission import Cluster, eventually, running_cluster
 
-
-
 REVERSE_SHELL = "execution_kubernetes_pod_exec_potential_reverse_shell.toml"
 METADATA = "credential_access_kubernetes_pod_exec_cloud_instance_metadata.toml"
 EXEC_RULES = (REVERSE_SHELL, METADATA, "execution_kubernetes_pod_exec_curl_wget_https.toml",
