@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from apiserver_harness import add_pod, connect_request
+from shared_corpus import ELASTIC_RULES
 from test_operator_admission import Cluster, eventually, running_cluster, webhook_configuration
 
 from gatewatch.admission import WEBHOOK_ROUTES
@@ -25,15 +26,8 @@ from gatewatch.kql import compile_query
 from gatewatch.rules import load_rules
 
 NODE_EXEC_URL = "/api/v1/nodes/node-1/proxy/exec/enforce-ns/web/c0?command=id&output=1&error=1"
-# The shared corpus is read at test time, never copied: ../shared from the main checkout,
-# ../../shared from a worktree.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ELASTIC_NODE_PROXY_RULE = next(
-    (path for root in REPO_ROOT.parents[:2]
-     if (path := root / "shared" / "corpus" / "elastic-kubernetes-rules" / "privilege_escalation_api_proxy_to_node.toml")
-     .exists()),
-    REPO_ROOT.parent / "shared" / "corpus" / "elastic-kubernetes-rules" / "privilege_escalation_api_proxy_to_node.toml",
-)
+# The shared corpus is read at test time, never copied.
+ELASTIC_NODE_PROXY_RULE = ELASTIC_RULES / "privilege_escalation_api_proxy_to_node.toml"
 
 
 def packaged_rules_with_the_test_rules(tmp_path: Path) -> dict[str, Any]:

@@ -20,20 +20,9 @@ import yaml
 
 from apiserver_harness import AdmissionProxy, ApiRequest, add_pod
 from gatewatch.rules.elastic_import import import_elastic_rules
+from shared_corpus import ELASTIC_RULES as CORPUS
 from test_operator_admission import Cluster, eventually, running_cluster
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def corpus_folder() -> Path:
-    """shared/ beside the repository (a clone), or beside the worktrees' folder (a worktree)."""
-    if os.environ.get("GATEWATCH_ELASTIC_RULES"):
-        return Path(os.environ["GATEWATCH_ELASTIC_RULES"])
-    candidates = [root / "shared" / "corpus" / "elastic-kubernetes-rules" for root in REPO_ROOT.parents[:2]]
-    return next((path for path in candidates if path.is_dir()), candidates[0])
-
-
-CORPUS = corpus_folder()
 REVERSE_SHELL = "execution_kubernetes_pod_exec_potential_reverse_shell.toml"
 METADATA = "credential_access_kubernetes_pod_exec_cloud_instance_metadata.toml"
 EXEC_RULES = (REVERSE_SHELL, METADATA, "execution_kubernetes_pod_exec_curl_wget_https.toml",

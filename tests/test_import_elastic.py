@@ -22,11 +22,12 @@ CONVERTIBLE = [
     "eql_interactive_session.toml",
     "eql_events_deleted.toml",
     "esql_secret_burst.toml",
+    "eql_sequence.toml",
 ]
 NOT_CONVERTIBLE = {
     "threshold_forbidden_requests.toml": "threshold rules are not supported",
     "broken.toml": "invalid TOML",
-    "eql_sequence.toml": "sequence queries are not supported",
+    "eql_sequence_endpoint.toml": "endpoint-data rule (EQL 'process where')",
 }
 
 

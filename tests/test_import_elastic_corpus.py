@@ -138,11 +138,31 @@ def test_elastics_eql_parser_reads_every_eql_rule_and_only_the_subset_is_refused
             outcomes[row["filename"]] = error.reason
     assert len(outcomes) == 13
     assert sum(outcome == "translated" for outcome in outcomes.values()) == 6
+    sequences = [name for name, outcome in outcomes.items() if "sequence queries are not supported" in outcome]
+    assert sequences == [SEQUENCE_RULE]
 
 
-def test_only_endpoint_data_rules_and_the_eql_sequence_are_not_imported(per_file):
+SEQUENCE_RULE = "privilege_escalation_sensitive_rbac_change_followed_by_workload_modification.toml"
+
+
+def test_only_endpoint_data_rules_are_not_imported(per_file):
     refused = {name: result.failures[0][1] for name, result in per_file.items() if result.failures}
     endpoint = {name for name, reason in refused.items() if reason.startswith("endpoint-data rule")}
-    sequence = {name for name, reason in refused.items() if "sequence queries are not supported" in reason}
-    assert set(refused) == endpoint | sequence
-    assert (len(endpoint), len(sequence), len(per_file) - len(refused)) == (6, 1, 65)
+    assert set(refused) == endpoint
+    assert (len(endpoint), len(per_file) - len(refused)) == (6, 66)
+
+
+def test_the_eql_sequence_imports_as_written_for_replay(per_file):
+    from gatewatch.rules import Language
+
+    result = per_file[SEQUENCE_RULE]
+    assert not result.failures
+    assert [message for _, message in result.warnings] == [
+        "EQL sequence spans many events; replay only (never evaluated at admission)"
+    ]
+    (rule,) = load_rules_text(result.rules_yaml, file=SEQUENCE_RULE).rules
+    source = tomllib.loads((CORPUS / SEQUENCE_RULE).read_text())["rule"]
+    assert rule.language is Language.EQL and rule.query == source["query"].strip()
+    assert rule.sequence and rule.replay_only
+    assert rule.matcher.keys == (("user.name",), ("user.name",))
+    assert rule.matcher.maxspan.total_seconds() == 300

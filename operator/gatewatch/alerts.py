@@ -121,6 +121,23 @@ def build_alert(
     return _without_nulls(alert)
 
 
+def alert_event(document: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One of the events behind an alert that many events make (an EQL sequence): its
+    time, action, what happened in words, its audit event redacted as an alert's, and ECS user fields."""
+    event: dict[str, Any] = {
+        "@timestamp": document.get("@timestamp"),
+        "message": _describe(document),
+        "event": {"action": _mapping(document.get("event")).get("action")},
+        "kubernetes": {"audit": _redacted_audit(_mapping(_mapping(document.get("kubernetes")).get("audit")))},
+    }
+    for ecs_field in ("orchestrator", "user", "user_agent", "source"):
+        if ecs_field in document:
+            event[ecs_field] = document[ecs_field]
+    if extra:
+        event.update(extra)
+    return _without_nulls(event)
+
+
 def alert_line(alert: Mapping[str, Any]) -> str:
     """One compact JSON line (no newline)."""
     return json.dumps(alert, separators=(",", ":"), sort_keys=False, default=str)

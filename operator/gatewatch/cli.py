@@ -171,7 +171,7 @@ def check(
     type=click.IntRange(min=1),
     default=None,
     help="Processes to scan the log with (default: every core for a file of 32 MiB or more, else 1; "
-    "one with ES|QL STATS rules, which aggregate the whole log). The report is the same for any number.",
+    "one with ES|QL STATS or EQL sequence rules, which span the whole log). The report is the same for any number.",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
@@ -219,6 +219,9 @@ def replay(
     after the log is read, as Elastic schedules it (every schedule.interval
     over the last schedule.from), on every event, exempt namespaces and
     refused requests included; each result row is reported after the requests.
+    EQL sequence rules (replay only) are matched the same way, over event
+    time (@timestamp) after the log is read; each sequence is reported after
+    the requests, with every event of it.
 
     Memory grows with the matching requests, not with the log. new_terms
     rules are applied in event-time order. Malformed lines (not JSON, not

@@ -1,8 +1,8 @@
 """The compiled rule set: document -> matches.
 
 A rule matches a document when its query matches and none of its exceptions
-does. An ES|QL rule with STATS never matches one document: it aggregates over
-many, and only replay runs it (gatewatch.replay_stats). A new_terms rule then matches only when the combination of its new_terms
+does. An ES|QL rule with STATS or an EQL sequence never matches one document: it
+spans many, and only replay runs it (gatewatch.replay_stats, gatewatch.replay_sequences). A new_terms rule then matches only when the combination of its new_terms
 field values was not seen within its history window (Elastic's meaning),
 unless the caller asks for every query match (``gatewatch check``).
 """
@@ -62,9 +62,9 @@ class RuleEngine:
         fields from the ``FieldValues`` the rule index filled.
         """
         enabled = [rule for rule in ruleset.rules if rule.enabled]
-        replay_only = [rule.id for rule in enabled if rule.aggregates]
+        replay_only = [rule.id for rule in enabled if rule.replay_only]
         if replay_only:
-            logger.info("%d ES|QL STATS rule(s) aggregate over many events; replay only, never evaluated at "
+            logger.info("%d ES|QL STATS or EQL sequence rule(s) span many events; replay only, never evaluated at "
                         "admission: %s", len(replay_only), ", ".join(replay_only))
         nodes = [_rule_node(rule) for rule in enabled]
         program = compile_program([MatchAll() if node is None else node for node in nodes])
@@ -72,8 +72,9 @@ class RuleEngine:
             _closure_test(rule) if node is None else generated
             for rule, node, generated in zip(enabled, nodes, program.functions)
         ]
-        # STATS rules stay in the index: replay builds documents for them (RuleEngine never matches them:
-        # their matcher is false on one document). An ES|QL rule's index node is a requirement of its query.
+        # STATS and sequence rules stay in the index: replay builds documents for them (RuleEngine never
+        # matches them: their matcher is false on one document). An ES|QL rule's index node is a requirement
+        # of its query, a sequence's any of its steps.
         index = RuleIndex(list(zip(enabled, tests)), [rule.required_node for rule in enabled],
                           resolvers=program.resolvers)
         # One attribute, so a reader never sees a new set with an old index.

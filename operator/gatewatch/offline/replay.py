@@ -53,6 +53,7 @@ from gatewatch.offline.report import (
     summary_line,
     unexpected,
 )
+from gatewatch.replay_sequences import SequenceRules
 from gatewatch.replay_stats import StatsRules
 from gatewatch.rules.model import RuleSet
 from gatewatch.shapes import audit_event_view
@@ -105,6 +106,9 @@ class Scanner:
         self.options = options
         self.memo = CandidateMemo(self.engine.may_match_audit_event, known=SKIMMED_FIELDS)
         self.stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed documents, run on their schedule at the end
+        self.sequence_rules = SequenceRules.of(ruleset)  # EQL sequences: fed documents, matched in event time at the end
+        # Rules that span many events (STATS, sequences) want documents beyond the webhook's.
+        self.feeding = bool(self.stats_rules.runners or self.sequence_rules.runners)
 
     def scan(self, lines: Iterable[tuple[int, bytes]]) -> ScanResult:
         result = ScanResult()
@@ -112,7 +116,7 @@ class Scanner:
         every_event = self.options.every_event
         exempt = () if every_event else self.options.exempt_namespaces
         memo = self.memo.may_match
-        feeding = bool(self.stats_rules.runners)
+        feeding = self.feeding
         tracked: set[str] = set()  # auditIDs of this pass whose events were evaluated
         for line_no, raw in lines:
             stats.lines += 1
@@ -126,7 +130,7 @@ class Scanner:
                 annotations = skim.pop("annotations", None)  # only the decision: not the event's annotations
                 forbidden = (not every_event and not exempted and annotations is not None
                              and annotations.get(DECISION_ANNOTATION) == "forbid")
-                # ES|QL STATS rules see every event a rule could match, exempt and refused ones included.
+                # ES|QL STATS and EQL sequence rules see every event a rule could match, exempt and refused ones included.
                 candidate = memo(skim) if feeding or not (exempted or forbidden) else False
                 if candidate is False or (not feeding and (exempted or forbidden)):
                     if exempted:
@@ -184,15 +188,16 @@ class Scanner:
             elif forbidden:
                 stats.refused_by_authorization += 1
         candidate = self.engine.may_match_audit_event(event)
-        feeding = candidate and bool(self.stats_rules.runners)
+        feeding = candidate and self.feeding
         if exempted and not feeding:
             return None
         if (forbidden or not candidate) and not feeding:
             return self._unmatched(event, line_no)
         try:
             document = document_from_audit_event(event, checked=True, pod_fields=self.engine.reads_pod_fields)
-            if feeding:
-                self.stats_rules.add(document)  # ES|QL STATS rules see exempt and refused events too
+            if feeding:  # ES|QL STATS and EQL sequence rules see exempt and refused events too
+                self.stats_rules.add(document)
+                self.sequence_rules.add(document, line=line_no)
             if exempted:
                 return None
             if forbidden:
@@ -253,8 +258,8 @@ def run_replay(
     options = ReplayOptions(output_format=output_format, mode=mode, every_event=every_event,
                             exempt_namespaces=frozenset() if every_event else exempt_namespaces)
     scanner = Scanner(ruleset, options)
-    if scanner.stats_rules.runners:
-        workers = 1  # an ES|QL STATS rule aggregates over the whole log, in one process
+    if scanner.feeding:
+        workers = 1  # an ES|QL STATS or EQL sequence rule spans the whole log, in one process
     rules = {rule.id: rule for rule in scanner.engine.ruleset.rules}
     with _collector_paused():
         try:
@@ -271,10 +276,12 @@ def run_replay(
         heading = "every event, as Elastic's detection engine" if every_event else f"{mode.value} mode"
         print_replay_summary(stats, heading, out)
     stats_results = scanner.stats_rules.report(mode=mode, output_format=output_format, out=out)
+    sequences = scanner.sequence_rules.report(mode=mode, output_format=output_format, out=out)
     print_input_problems(stats, source, err)
     summary = summary_line(stats, mode=mode, every_event=every_event)
     if scanner.stats_rules.runners:
         summary += f", {stats_results} ES|QL STATS result(s) from {len(scanner.stats_rules.runners)} rule(s)"
+    summary += scanner.sequence_rules.summary(sequences)
     click.echo(summary, err=True, file=err)
     return EXIT_OK
 

@@ -4,6 +4,8 @@ Converts the rule files of github.com/elastic/detection-rules (``[metadata]`` +
 ``[rule]`` tables) and Kibana's rule export NDJSON (read by ``elastic_files``):
 ``query`` and ``new_terms`` rules in kuery as they are, ``eql`` rules whose
 condition is a single ``any where`` expression through ``gatewatch.rules.eql``,
+EQL ``sequence`` rules of ``any where`` steps as written (``language: eql``,
+replay only),
 ``esql`` rules as they are (``language: esql``, compiled by ``gatewatch.esql``);
 one with STATS keeps Elastic's ``interval`` and ``from`` as its ``schedule``,
 for replay (admission never evaluates it). An EQL condition KQL can express exactly is stored as
@@ -40,8 +42,8 @@ from gatewatch.kql import KqlRenderError, parse, to_kql
 from gatewatch.rules.elastic_files import read_elastic_file
 from gatewatch.rules.elastic_meta import restore
 from gatewatch.rules.elastic_threat import normalize_threat
-from gatewatch.rules.eql import eql_to_ast, event_category
-from gatewatch.rules.loader import STATS_AT_ADMISSION, load_rules_text
+from gatewatch.rules.eql import eql_sequence, eql_to_ast, event_category, is_sequence, sequence_categories
+from gatewatch.rules.loader import SEQUENCE_AT_ADMISSION, STATS_AT_ADMISSION, load_rules_text
 from gatewatch.rules.model import FORMAT_VERSION, Action
 
 DEFAULT_RULESET = "elastic-import"
@@ -159,7 +161,12 @@ def convert_elastic_rule(
         if language != "eql":
             raise ImportRuleError(f"an eql rule with language {language!r}", file=file)
         _refuse_endpoint_data(query, rule.get("index"), file=file)
-        converted["language"], converted["query"] = _convert_eql(query, file=file)
+        if is_sequence(query):
+            # Kept as written; replay runs it over event time, admission never can.
+            converted["language"], converted["query"] = "eql", _checked_sequence(query, file=file)
+            warnings.append(SEQUENCE_AT_ADMISSION)
+        else:
+            converted["language"], converted["query"] = _convert_eql(query, file=file)
     elif rule_type == "esql":
         if language != "esql":
             raise ImportRuleError(f"an esql rule with language {language!r}", file=file)
@@ -232,9 +239,10 @@ def _check_kql(query: str, *, file: str) -> None:
 
 
 def _refuse_endpoint_data(query: str, index: Any, *, file: str) -> None:
-    """``process where`` / ``file where`` rules read what a sensor inside the node saw."""
-    category = event_category(query)
-    if category is None or category == "any":
+    """``process where`` / ``file where`` rules (or sequence steps) read what a sensor inside the node saw."""
+    categories = sequence_categories(query) if is_sequence(query) else (event_category(query),)
+    category = next((c for c in categories if c is not None and c != "any"), None)
+    if category is None:
         return
     indices = ", ".join(map(str, index)) if isinstance(index, list) and index else "endpoint indices"
     raise ImportRuleError(
@@ -242,6 +250,18 @@ def _refuse_endpoint_data(query: str, index: Any, *, file: str) -> None:
         f"Containers ({indices}), not Kubernetes audit logs, which are all gatewatch sees",
         file=file,
     )
+
+
+def _checked_sequence(query: str, *, file: str) -> str:
+    """The sequence query as written, once gatewatch translates every step."""
+    try:
+        eql_sequence(query)
+    except EqlSyntaxError as error:
+        kind = "unsupported EQL" if error.unsupported else "EQL syntax error"
+        raise ImportRuleError(
+            f"{kind} at query line {error.line}, column {error.column}: {error.reason}", file=file
+        ) from None
+    return query
 
 
 def _convert_eql(query: str, *, file: str) -> tuple[str, str]:

@@ -1,6 +1,9 @@
 """EQL (Elastic's Event Query Language), the subset a rule can hold: one
 ``any where <condition>`` over a single event, translated to ``gatewatch.kql.ast``
-nodes with Elasticsearch's EQL semantics, so the KQL compiler evaluates it.
+nodes with Elasticsearch's EQL semantics, so the KQL compiler evaluates it; and
+a ``sequence [by keys] [with maxspan=...] [any where ...] [by keys] ... [until
+[...]]`` of such conditions (``eql_sequence``: each step's condition translated
+the same way, run over many events by ``gatewatch.sequences``).
 
 Parsing is Elastic's: the ``eql`` package (the EQL reference implementation,
 the version Elastic's detection-rules pins) parses the query with its
@@ -35,12 +38,14 @@ or optional (``?field``: absent is null, as for any field here).
 
 Everything else is refused with ``EqlSyntaxError(unsupported=True)`` naming the
 construct and its position: other event categories (``process where``),
-sequences and samples, pipes, functions, ``regex``, the ``?`` wildcard (the AST
+samples, ``fork``, pipes, functions, ``regex``, the ``?`` wildcard (the AST
 has only ``*``), arithmetic, array indexes in field names.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -51,6 +56,7 @@ from gatewatch.errors import EqlSyntaxError
 from gatewatch.kql.ast import And, Exists, Node, Not, Or, Range, Term, Wildcard
 
 _CATEGORY = re.compile(r"^\s*(?:/\*[\s\S]*?\*/\s*|//[^\n]*\n\s*)*([A-Za-z_][\w]*)\s+where\b")
+_SEQUENCE = re.compile(r"^\s*(?:/\*[\s\S]*?\*/\s*|//[^\n]*\n\s*)*sequence\b")
 _FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
 
@@ -102,20 +108,71 @@ def event_category(query: str) -> str | None:
     return match.group(1) if match else None
 
 
+@dataclass(frozen=True, slots=True)
+class EqlSequence:
+    """A ``sequence`` query, its conditions as KQL syntax trees.
+
+    ``keys[i]`` are the join fields of step ``i`` (the sequence's own ``by``
+    fields first, then the step's), ``until_keys`` those of the ``until``
+    condition; an optional field (``?field``, which may be null) keeps its
+    ``?``. ``maxspan`` None: no limit.
+    """
+
+    steps: tuple[Node, ...]
+    keys: tuple[tuple[str, ...], ...]
+    maxspan: timedelta | None = None
+    until: Node | None = None
+    until_keys: tuple[str, ...] = ()
+
+
+def sequence_categories(query: str) -> tuple[str, ...]:
+    """The event categories of a sequence's steps and ``until``, in order (() when it does not parse)."""
+    try:
+        parsed = _check_with_elastic(query)
+    except EqlSyntaxError:
+        return ()
+    first = parsed.first
+    subqueries = [*getattr(first, "queries", ()), *([first.close] if getattr(first, "close", None) else [])]
+    return tuple(str(subquery.query.event_type) for subquery in subqueries)
+
+
+def is_sequence(query: str) -> bool:
+    """True when the query is an EQL ``sequence`` (whatever else it holds)."""
+    return _SEQUENCE.match(query) is not None
+
+
+def eql_sequence(query: str) -> EqlSequence:
+    """Translate a ``sequence`` query: each step's condition as ``eql_to_ast`` would.
+
+    Raises ``EqlSyntaxError`` as ``eql_to_ast`` does; ``unsupported=True`` for a
+    query that is not a sequence, a step of another event category than
+    ``any``, ``fork``, a join key that is not a field, pipes.
+    """
+    tree = _parse_tree(query)
+    parsed = _check_with_elastic(query)
+    try:
+        return _Translator().sequence(tree, parsed)
+    except _Refused as error:
+        raise EqlSyntaxError(error.reason, query=query, offset=error.offset, unsupported=error.unsupported) from None
+
+
+def _parse_tree(query: str) -> Tree:
+    if not isinstance(query, str) or not query.strip():
+        raise EqlSyntaxError("empty EQL query", query=str(query or ""), offset=0)
+    try:
+        return _eql().parser.lark_parser.parse(query + "\n", start="piped_query")
+    except UnexpectedInput as error:
+        reason, offset = _explain(error, query)
+        raise EqlSyntaxError(reason, query=query, offset=offset) from None
+
+
 def eql_to_ast(query: str) -> Node:
     """Translate an ``any where`` EQL query to a KQL syntax tree.
 
     Raises ``EqlSyntaxError`` (with position and caret) for a query that does
     not parse, and with ``unsupported=True`` for EQL beyond the subset.
     """
-    if not isinstance(query, str) or not query.strip():
-        raise EqlSyntaxError("empty EQL query", query=str(query or ""), offset=0)
-    eql = _eql()
-    try:
-        tree = eql.parser.lark_parser.parse(query + "\n", start="piped_query")
-    except UnexpectedInput as error:
-        reason, offset = _explain(error, query)
-        raise EqlSyntaxError(reason, query=query, offset=offset) from None
+    tree = _parse_tree(query)
     _check_with_elastic(query)
     try:
         return _Translator().piped_query(tree)
@@ -123,14 +180,15 @@ def eql_to_ast(query: str) -> Node:
         raise EqlSyntaxError(error.reason, query=query, offset=error.offset, unsupported=error.unsupported) from None
 
 
-def _check_with_elastic(query: str) -> None:
+def _check_with_elastic(query: str) -> Any:
     """What Elasticsearch's EQL refuses, as Elastic's eql package says it (types,
-    string forms, field-to-field comparisons)."""
+    string forms, field-to-field comparisons, ``with runs``, missing events);
+    returns eql's syntax tree."""
     eql = _eql()
     parser = eql.parser
     try:
         with parser.elasticsearch_syntax, parser.ignore_missing_functions, parser.skip_optimizations:
-            eql.parse_query(query)
+            return eql.parse_query(query)
     except eql.EqlParseError as error:
         lines = (query + "\n").split("\n")
         offset = sum(len(line) + 1 for line in lines[: error.line]) + error.column
@@ -161,6 +219,65 @@ class _Translator:
             name = str(category.children[0]) if category is not None else ""
             raise _Refused(f"event category {name!r}: only 'any where' queries are supported", _offset(where))
         return self.condition(condition)
+
+    def sequence(self, tree: Tree, parsed: Any) -> EqlSequence:
+        """``parsed`` is eql's own tree of the same query: it gives maxspan in milliseconds."""
+        base = tree.children[0]
+        if len(tree.children) > 1 and tree.children[1] is not None:
+            raise _Refused("pipes ('| head', '| filter', ...) are not supported", _offset(tree.children[1]))
+        query = base.children[0]
+        if query.data != "sequence":
+            raise _Refused(f"not a sequence ({query.data.replace('_', ' ')})", _offset(query))
+        shared: tuple[str, ...] = ()
+        steps: list[Node] = []
+        keys: list[tuple[str, ...]] = []
+        until: Node | None = None
+        until_keys: tuple[str, ...] = ()
+        for child in query.children:
+            if not isinstance(child, Tree):
+                continue
+            if child.data == "join_values":
+                shared = self.join_fields(child)
+            elif child.data == "subquery_by":
+                condition, own = self.subquery_by(child)
+                steps.append(condition)
+                keys.append(shared + own)
+            elif child.data == "until_subquery_by":
+                until, own = self.subquery_by(child.children[0])
+                until_keys = shared + own
+        span = parsed.first.max_span
+        maxspan = None if span is None else timedelta(milliseconds=span.as_milliseconds())
+        return EqlSequence(steps=tuple(steps), keys=tuple(keys), maxspan=maxspan, until=until, until_keys=until_keys)
+
+    def subquery_by(self, node: Tree) -> tuple[Node, tuple[str, ...]]:
+        """``[any where condition] by fields``: the condition and the step's own join fields."""
+        subquery, *rest = node.children
+        own: tuple[str, ...] = ()
+        for child in rest:
+            if isinstance(child, Tree) and child.data == "join_values":
+                own = self.join_fields(child)
+            elif isinstance(child, Tree) and child.data == "fork_param":
+                raise _Refused("'fork' is not supported", _offset(child))
+            elif child is not None:
+                raise _Refused(f"{getattr(child, 'data', child)} is not supported", _offset(child))
+        event_query = next(c for c in subquery.children if isinstance(c, Tree) and c.data == "event_query")
+        category, condition = event_query.children
+        if category is None or str(category.children[0]) != "any":
+            name = str(category.children[0]) if category is not None else ""
+            raise _Refused(f"event category {name!r}: only 'any where' steps are supported",
+                           _offset(category if category is not None else event_query))
+        return self.condition(condition), own
+
+    def join_fields(self, node: Tree) -> tuple[str, ...]:
+        (expressions,) = node.children
+        items = expressions.children if expressions.data == "expressions" else [expressions]
+        fields = []
+        for item in items:
+            if not self._is_field(item):
+                raise _Refused("a join key must be a field", _offset(item))
+            text = "".join(str(token) for token in item.scan_values(lambda value: isinstance(value, Token)))
+            fields.append(("?" if text.startswith("?") else "") + self.field(item))
+        return tuple(fields)
 
     # -- conditions
 

@@ -171,6 +171,13 @@ class AdmissionReachability:
                 self.name,
             )
             return
+        if rule.sequence:
+            yield _finding(
+                rule, "warning",
+                "EQL sequence spans many events; replay only: admission, which sees one request, never evaluates it",
+                self.name,
+            )
+            return
         node = _query_node(rule)
         if node is None:
             return

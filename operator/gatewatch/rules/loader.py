@@ -23,7 +23,7 @@ from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError, Ru
 from gatewatch.esql import compile_esql
 from gatewatch.kql import compile_query
 from gatewatch.rules.attack import AttackEntry, attack_data, tactic_reference, technique_reference
-from gatewatch.rules.eql import eql_to_ast
+from gatewatch.rules.eql import eql_sequence, eql_to_ast, is_sequence
 from gatewatch.rules.model import (
     ATTACK_FRAMEWORK,
     DEFAULT_SCHEDULE,
@@ -41,6 +41,7 @@ from gatewatch.rules.model import (
     Technique,
     Threat,
 )
+from gatewatch.sequences import compile_sequence
 from gatewatch.rules.yamlsource import MAX_FILE_BYTES, LocatedList, LocatedMapping, load_located_yaml
 
 PathLike = str | Path
@@ -61,6 +62,7 @@ TACTIC_KEYS = ("id", "name", "reference")
 TECHNIQUE_KEYS = ("id", "name", "reference", "subtechniques")
 
 DEFAULT_HISTORY_WINDOW = "7d"
+SEQUENCE_AT_ADMISSION = "EQL sequence spans many events; replay only (never evaluated at admission)"
 STATS_AT_ADMISSION = "ES|QL STATS aggregates over many events; replay only (never evaluated at admission)"
 # "7d", "12h", and Elastic's history_window_start spelling "now-7d".
 _DURATION = re.compile(r"^(?:now-)?(\d+)([smhdw])$")
@@ -356,7 +358,9 @@ class _RuleReader:
             raise self.error(f"longer than {MAX_QUERY_CHARS:,} characters ({len(text):,})", field=field, line=line)
         compiled: Any
         try:
-            if language is Language.EQL:
+            if language is Language.EQL and is_sequence(text):
+                compiled = compile_sequence(eql_sequence(text), source=text)
+            elif language is Language.EQL:
                 compiled = compile_query(eql_to_ast(text), source=text)
             elif language is Language.ESQL:
                 compiled = compile_esql(text)

@@ -214,7 +214,8 @@ class Rule:
     def required_node(self) -> Any:
         """A KQL syntax tree every document the rule matches satisfies, for the rule
         index and lint: the query itself for KQL and EQL; for ES|QL the conditions of
-        its WHERE commands on document fields (None: nothing known)."""
+        its WHERE commands on document fields; for an EQL sequence any of its steps
+        or ``until`` (None: nothing known)."""
         matcher = self.matcher
         return getattr(matcher, "requirement", None) or getattr(matcher, "node", None)
 
@@ -223,6 +224,17 @@ class Rule:
         """True for an ES|QL rule with STATS: it aggregates over many events, so
         admission (one request) never evaluates it; replay does."""
         return bool(getattr(self.matcher, "aggregates", False))
+
+    @property
+    def sequence(self) -> bool:
+        """True for an EQL ``sequence`` rule: it spans many events, so admission
+        (one request) never evaluates it; replay does (gatewatch.replay_sequences)."""
+        return bool(getattr(self.matcher, "is_sequence", False))
+
+    @property
+    def replay_only(self) -> bool:
+        """A STATS or sequence rule: many events make one result, so only replay runs it."""
+        return self.aggregates or self.sequence
 
     def is_excepted(self, document: Any) -> bool:
         """True when one of the rule's exceptions matches ``document``."""
