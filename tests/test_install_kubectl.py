@@ -148,7 +148,7 @@ async def test_gatewatch_runs_from_the_installed_manifests_and_warns_on_a_busybo
     operator = Operator(settings, api_client=api_client_for(k8s), alert_stream=alerts, shutdown_timeout=1.0,
                         drain_seconds=0.0)
     async with operator_thread(operator) as running:
-        await eventually(lambda: operator.readiness.ready or running.done(), timeout=60, what="readiness")
+        await eventually(lambda: operator.readiness.ready or running.done(), timeout=120, what="readiness")
         running.raise_startup_error()
         cluster = Cluster(k8s=k8s, operator=operator, alerts=alerts, rules_file=Path(settings.rules.files[0]),
                           tls_dir=Path(settings.certificates.work_dir), running=running)

@@ -24,7 +24,7 @@ from gatewatch.metrics import Metrics
 from gatewatch.supervisor import Supervisor
 from gatewatch.rules.model import Action, Rule, RuleType, Severity, Tactic, Technique, Threat
 from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (pytest fixtures)
-from supervision import QuickSleep
+from supervision import QuickSleep, eventually
 
 EVENTS = kmock.resource("events.k8s.io", "v1", "events")
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=timezone.utc)
@@ -82,13 +82,6 @@ async def running() -> AsyncIterator[Callable[[EventRecorder], asyncio.Task]]:
 def stored_events(k8s: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
     return [obj.raw for (resource, _, _), obj in k8s.objects.items() if resource == EVENTS and not obj.deleted]
 
-
-async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def series_count(k8s: kmock.KubernetesEmulator) -> int | None:

@@ -18,7 +18,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import aiohttp
 import kmock
@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from apiserver_harness import AdmissionProxy, ApiRequest, ApiServerHarness, add_namespace, add_pod, namespace_labels
 from kube_emulator import VALIDATING_WEBHOOK_CONFIGURATIONS, KubeEmulator, api_client_for, read_object
+from supervision import eventually  # re-exported: other test modules take it from here
 from gatewatch.admission import WEBHOOK_ROUTES
 from gatewatch.config import Settings, load_settings
 from gatewatch.controller import Operator
@@ -194,14 +195,6 @@ class Cluster:
         ]
 
 
-async def eventually(condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 WEBHOOK_TIMEOUT_SECONDS = 30
 
 
@@ -262,7 +255,7 @@ async def running_cluster(
             **(operator_options or {}),
         )
         async with operator_thread(operator) as running:
-            await eventually(lambda: operator.readiness.ready or running.done(), timeout=60, what="readiness")
+            await eventually(lambda: operator.readiness.ready or running.done(), timeout=120, what="readiness")
             running.raise_startup_error()
             yield Cluster(k8s=k8s, operator=operator, alerts=alerts, rules_file=rules_file, tls_dir=tls_dir,
                           running=running)

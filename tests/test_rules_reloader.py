@@ -1,9 +1,7 @@
 """Rules reloaded at runtime from a ConfigMap-style mount (symlink swaps)."""
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from gatewatch.kube.events import EventRecorder, ObjectRef
 from gatewatch.metrics import Metrics
 from gatewatch.rules_reloader import RulesReloader
 from kube_emulator import kube_api_client, kube_emulator  # noqa: F401  (pytest fixtures)
-from supervision import supervised
+from supervision import eventually, supervised
 
 EXEC_RULE = """
   - id: exec-into-pod
@@ -82,13 +80,6 @@ def mount(tmp_path: Path) -> ConfigMapMount:
     mount.write(rules_file(EXEC_RULE))
     return mount
 
-
-async def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def matched_ids(engine: RuleEngine, subresource: str) -> list[str]:
