@@ -31,8 +31,11 @@ from pathlib import Path
 
 import yaml
 
-from gatewatch.rules import default_rules_path
-from gatewatch.rules.yamlsource import load_located_yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import report  # noqa: E402  (sibling script)
+
+from gatewatch.rules import default_rules_path  # noqa: E402
+from gatewatch.rules.yamlsource import load_located_yaml  # noqa: E402
 
 # Run in a fresh interpreter: everything from its start to the engine built.
 _READY = r"""
@@ -120,6 +123,10 @@ def main() -> None:
               f"rule index {median['index_s']:.3f} s); goal <= 2 s")
         print(f"  CPU time of that process up to ready: {median['ready_cpu_s']:.2f} s "
               "(the figure to read when the machine is shared: wall time then includes waiting for a core)")
+        # Start-up is one thread: on an idle core its wall time is its CPU time, which is what a
+        # shared machine leaves measurable. Both are shown; the goal is judged on CPU.
+        report(f"ready to serve, {args.rules:,} rules", goal="<= 2 s (CPU)", met=median["ready_cpu_s"] <= 2.0,
+               gatewatch=f"{median['ready_cpu_s']:.2f} s CPU ({median['process_s']:.2f} s wall)")
         print(f"RSS: {mib(median['rss_before'])} before the load, {mib(median['rss_after'])} with the engine built; "
               f"high-water mark {mib(median['rss_peak'])}")
         traced = ready_in_fresh_interpreter(path, trace=True)

@@ -2,12 +2,14 @@
 
     python benchmarks/webhook_servers.py emulator
     python benchmarks/webhook_servers.py {baseline|gatewatch} --tls-dir DIR --api-url URL [--mode warn]
+                                         [--rules-file FILE]
 
 - ``baseline``: a kopf operator whose only handler is a no-op ``@kopf.on.validate``
   for pods and every pods subresource, served by kopf's own HTTPS ``WebhookServer``.
 - ``gatewatch``: ``gatewatch.controller.Operator``, what ``gatewatch run`` starts:
   the packaged default rules, the given mode, Events and alerts queued as in
-  production (alerts written to /dev/null, Events posted to the emulator).
+  production (alerts written to /dev/null, Events posted to the emulator);
+  with ``--rules-file``, that file's rules instead of the packaged ones.
 
 - ``emulator``: their Kubernetes API, a kmock KubernetesEmulator on 127.0.0.1.
 
@@ -154,9 +156,11 @@ def run_baseline(*, tls_dir: Path, api_url: str, stop: threading.Event) -> None:
 
 
 def run_gatewatch(
-    *, tls_dir: Path, api_url: str, stop: threading.Event, mode: str, work_dir: Path, profile: Path | None = None
+    *, tls_dir: Path, api_url: str, stop: threading.Event, mode: str, work_dir: Path, profile: Path | None = None,
+    rules_file: Path | None = None,
 ) -> None:
-    """gatewatch.controller.Operator as `gatewatch run` starts it, with the packaged default rules."""
+    """gatewatch.controller.Operator as `gatewatch run` starts it, with the packaged default rules
+    (or only ``rules_file``'s)."""
     from gatewatch.config import load_settings
     from gatewatch.controller import Operator
     import kubernetes.client
@@ -170,7 +174,9 @@ def run_gatewatch(
             "caFile": str(tls_dir / "ca.crt"),
         },
     }
-    config_file = work_dir / "gatewatch-config.yaml"
+    if rules_file is not None:
+        config["rules"] = {"files": [str(rules_file)], "packaged": False}
+    config_file = work_dir / f"gatewatch-config-{os.getpid()}.yaml"
     config_file.write_text(json.dumps(config))  # JSON is YAML
     settings = load_settings(config_file=config_file, environ={})
     configuration = kubernetes.client.Configuration()
@@ -215,6 +221,7 @@ def main() -> None:
     parser.add_argument("--mode", default="warn", choices=["audit", "warn", "enforce"], help="gatewatch's mode")
     parser.add_argument("--lifetime", type=float, default=600.0, help="stop after this many seconds regardless")
     parser.add_argument("--profile", type=Path, help="gatewatch: write cProfile stats of its event loop here")
+    parser.add_argument("--rules-file", type=Path, help="gatewatch: serve with this file's rules, not the packaged ones")
     args = parser.parse_args()
     if args.server != "emulator" and (args.tls_dir is None or args.api_url is None):
         parser.error(f"{args.server} needs --tls-dir and --api-url")
@@ -232,7 +239,7 @@ def main() -> None:
             run_baseline(tls_dir=args.tls_dir, api_url=args.api_url, stop=stop)
         else:
             run_gatewatch(tls_dir=args.tls_dir, api_url=args.api_url, stop=stop, mode=args.mode,
-                          work_dir=args.tls_dir.parent, profile=args.profile)
+                          work_dir=args.tls_dir.parent, profile=args.profile, rules_file=args.rules_file)
     except BaseException:
         traceback.print_exc()
         exit_code = 1

@@ -2,18 +2,25 @@
 
     .venv/bin/python benchmarks/webhook_throughput.py [--reviews 6000] [--warmup 1000] [--rounds 3]
                                                       [--concurrency 16] [--mode warn] [--mix matching]
-                                                      [--profile FILE]
+                                                      [--large-rules 1000] [--profile FILE]
 
-Issue item 12: reviews per second and p50/p99 latency over HTTPS keep-alive at
-concurrency 16 with all default rules, next to a no-op kopf validating handler.
-Goal: gatewatch >= 0.85 x the baseline's reviews per second.
+Reviews per second and p50/p99 latency over HTTPS keep-alive at concurrency 16,
+next to a no-op kopf validating handler, and the servers' resident memory.
+Goals (issue 12): gatewatch with the default rules >= 1.0 x the baseline's
+reviews per second; with 1,000 rules of which 900 can never match
+(``--large-rules``, benchmarks/rulesets.py) >= 0.5 x the default-rules figure
+and p99 < 25 ms; resident memory after the run (3 x 7,000 = 21,000 reviews
+by default) <= 100 MiB with the default rules, <= 120 MiB with 1,000.
 
 Setup (printed with the result), on 127.0.0.1 only:
 - ``baseline``: kopf, one async no-op ``@kopf.on.validate`` for pods and its
   subresources, kopf's HTTPS ``WebhookServer``; ``gatewatch``: the real
   ``controller.Operator`` as `gatewatch run` starts it (default rules, Events
-  and alerts queued; alerts to /dev/null); each in a process of its own
-  (benchmarks/webhook_servers.py), both with the same cryptography-made certificate;
+  and alerts queued; alerts to /dev/null); ``gatewatch-large``: the same with
+  the generated 1,000 rules (the shipped ones, copies bound to other users, 900
+  bound to unused namespaces: each review matches what it matches with the
+  default rules); each in a process of its own (benchmarks/webhook_servers.py),
+  all with the same cryptography-made certificate;
 - their Kubernetes API: one kmock KubernetesEmulator in a fourth process (it
   stores gatewatch's Events; its CPU is printed apart, as "API CPU");
 - this process is the load generator: aiohttp, one ``ClientSession`` per server
@@ -22,12 +29,14 @@ Setup (printed with the result), on 127.0.0.1 only:
 - the same pre-encoded AdmissionReviews for both (``--mix matching``, the issue's:
   Pod CREATE busybox, Pod CREATE nginx, pods/exec CONNECT in turn, each with its
   own uid; ``--mix clean``: nginx Pod CREATEs only, nothing matches);
-- rounds alternate baseline / gatewatch (who goes first alternates too), each after
+- rounds alternate between the servers (who goes first rotates too), each after
   a warm-up and after every process is idle again, so work one server deferred
   (gatewatch's Event writes) never runs during the other's round. Reported: the
   (lower) median round of each side, the spread over rounds, and the CPU time the
   server process used per review (/proc, until it is idle again, so deferred work
-  counts), which a busy shared machine disturbs less than the wall-clock rate.
+  counts), which a busy shared machine disturbs less than the wall-clock rate;
+- resident memory (VmRSS) of each server once it is ready, and after the last
+  round, with the number of reviews it answered in between.
 
 Everything stays on 127.0.0.1; every loop is bounded in count and by
 ``--max-seconds``; the servers stop when this script closes their stdin.
@@ -52,12 +61,14 @@ from typing import Literal
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import report  # noqa: E402  (sibling script)
+from rulesets import large_ruleset, ruleset_yaml  # noqa: E402  (sibling script)
 from webhook_servers import (  # noqa: E402  (sibling script)
     BASELINE_HANDLER_ID, BENCH_NAMESPACE, EXEC_TARGET_POD, WEBHOOK_PATH, write_tls_files,
 )
 
-ServerName = Literal["baseline", "gatewatch"]
-ProcessName = Literal["emulator", "baseline", "gatewatch"]
+ServerName = Literal["baseline", "gatewatch", "gatewatch-large"]
+ProcessName = Literal["emulator", "baseline", "gatewatch", "gatewatch-large"]
 ReviewKind = Literal["pod-busybox", "pod-nginx", "exec"]
 REVIEW_MIX: tuple[ReviewKind, ...] = ("pod-busybox", "pod-nginx", "exec")
 # "matching" (the spec's mix: 2 of 3 reviews match a rule, each an alert and an Event);
@@ -67,7 +78,10 @@ MIXES: dict[str, tuple[ReviewKind, ...]] = {"matching": REVIEW_MIX, "clean": ("p
 GATEWATCH_PATHS: dict[ReviewKind, str] = {
     "pod-busybox": f"{WEBHOOK_PATH}/pods", "pod-nginx": f"{WEBHOOK_PATH}/pods", "exec": f"{WEBHOOK_PATH}/pods-exec",
 }
-GOAL_RATIO = 0.85
+GOAL_RATIO = 1.0  # gatewatch (default rules) / kopf no-op, reviews/s
+LARGE_GOAL_RATIO = 0.5  # gatewatch with 1,000 rules / gatewatch with the default rules
+LARGE_GOAL_P99_MS = 25.0
+RSS_GOALS_MIB: dict[str, float] = {"gatewatch": 100.0, "gatewatch-large": 120.0}
 
 
 # --- the requests ---------------------------------------------------------------------------------
@@ -125,7 +139,7 @@ def prepare_reviews(count: int, *, first_index: int, mix: tuple[ReviewKind, ...]
 
 
 def path_for(server: ServerName, kind: ReviewKind) -> str:
-    return GATEWATCH_PATHS[kind] if server == "gatewatch" else f"{WEBHOOK_PATH}/{BASELINE_HANDLER_ID}"
+    return GATEWATCH_PATHS[kind] if server.startswith("gatewatch") else f"{WEBHOOK_PATH}/{BASELINE_HANDLER_ID}"
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -134,10 +148,11 @@ def path_for(server: ServerName, kind: ReviewKind) -> str:
 class ServerProcess:
     """benchmarks/webhook_servers.py in a subprocess; stops when its stdin closes."""
 
-    def __init__(self, name: ProcessName, *, options: list[str], lifetime: float, log_dir: Path) -> None:
+    def __init__(self, name: ProcessName, *, options: list[str], lifetime: float, log_dir: Path,
+                 kind: str | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self.command = [sys.executable, str(Path(__file__).resolve().parent / "webhook_servers.py"), name,
+        self.command = [sys.executable, str(Path(__file__).resolve().parent / "webhook_servers.py"), kind or name,
                         "--lifetime", str(lifetime), *options]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -161,6 +176,13 @@ class ServerProcess:
         """User + system CPU time of the server process so far (Linux /proc)."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        """Resident set size now (VmRSS, Linux /proc)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for {self.name}")
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text().splitlines()[-lines:])
@@ -299,6 +321,9 @@ class Summary:
     server: ServerName
     rounds: list[Measurement]
     connections_opened: int = 0  # over the whole run: keep-alive means `concurrency` at most
+    rss_ready: int = 0  # bytes, before the first request
+    rss_after: int = 0  # bytes, after the last round
+    reviews_answered: int = 0  # warm-ups included
 
     def median(self) -> Measurement:
         by_rate = sorted(self.rounds, key=lambda m: m.rate)
@@ -331,6 +356,8 @@ async def benchmark(
 ) -> dict[ServerName, Summary]:
     deadline = time.monotonic() + args.max_seconds
     results: dict[ServerName, Summary] = {name: Summary(name, []) for name in servers}
+    for name, process in servers.items():
+        results[name].rss_ready = process.rss_bytes()
     generators = {
         name: LoadGenerator(server=name, port=process.port or 0, ca_file=ca_file, concurrency=args.concurrency)
         for name, process in servers.items()
@@ -340,14 +367,17 @@ async def benchmark(
     try:
         index = 1
         for round_number in range(1, args.rounds + 1):
-            # Alternate who goes first, so neither always runs right after the other's burst.
-            order: list[ServerName] = ["baseline", "gatewatch"] if round_number % 2 else ["gatewatch", "baseline"]
+            # Rotate who goes first, so none always runs right after another's burst.
+            names = list(servers)
+            shift = (round_number - 1) % len(names)
+            order: list[ServerName] = names[shift:] + names[:shift]
             for name in order:
                 warmup = prepare_reviews(args.warmup, first_index=index, mix=MIXES[args.mix])
                 index += args.warmup
                 measured = prepare_reviews(args.reviews, first_index=index, mix=MIXES[args.mix])
                 index += args.reviews
-                await generators[name].run(warmup, deadline=deadline)
+                warmed = await generators[name].run(warmup, deadline=deadline)
+                results[name].reviews_answered += warmed.reviews
                 # Work the other server (or the warm-up) deferred must not run during this round.
                 await wait_until_idle([*servers.values(), emulator], deadline=deadline)
                 server_before, api_before = servers[name].cpu_seconds(), emulator.cpu_seconds()
@@ -358,6 +388,7 @@ async def benchmark(
                 measurement.server_cpu_seconds = servers[name].cpu_seconds() - server_before
                 measurement.api_cpu_seconds = emulator.cpu_seconds() - api_before
                 results[name].rounds.append(measurement)
+                results[name].reviews_answered += measurement.reviews
                 print(f"  round {round_number} {name:>9}: {measurement.rate:>7,.0f} reviews/s  "
                       f"p50 {measurement.percentile_ms(0.50):6.2f} ms  p99 {measurement.percentile_ms(0.99):6.2f} ms  "
                       f"server CPU {measurement.server_cpu_ms_per_review:.3f} ms/review  "
@@ -372,50 +403,107 @@ async def benchmark(
     finally:
         for name, generator in generators.items():
             results[name].connections_opened = generator.connections_opened
+            results[name].rss_after = servers[name].rss_bytes()
             await generator.__aexit__(None, None, None)
     return results
 
 
+def mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], command: str) -> str:
-    baseline, gatewatch = results["baseline"].median(), results["gatewatch"].median()
+    medians = {name: summary.median() for name, summary in results.items()}
+    baseline, gatewatch = medians["baseline"], medians["gatewatch"]
     ratio = gatewatch.rate / baseline.rate
     cpu_ratio = baseline.server_cpu_ms_per_review / gatewatch.server_cpu_ms_per_review
     lines = [
         "```",
         f"$ {command}",
-        f"admission webhook throughput: {len(results['baseline'].rounds)} alternating rounds of "
+        f"load average {os.getloadavg()[0]:.2f} at the end (1 min); {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        f"admission webhook throughput: {len(results['baseline'].rounds)} rotating rounds of "
         f"{args.reviews:,} reviews (+{args.warmup:,} warm-up) per server,",
         f"HTTPS keep-alive, concurrency {args.concurrency}, "
         + ("mix 1/3 Pod CREATE busybox, 1/3 Pod CREATE nginx, 1/3 pods/exec CONNECT;" if args.mix == "matching"
            else "Pod CREATE nginx only (no rule matches);"),
-        f"each server in its own process, load generator (aiohttp) in a third, kmock emulator in a fourth; "
-        f"{os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}; median round shown",
+        "each server in its own process, load generator (aiohttp) in another, kmock emulator in another; "
+        "median round shown",
         "",
-        f"{'server':<34} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/review':>21} "
+        f"{'server':<42} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/review':>21} "
         f"{'rounds reviews/s':>18}",
     ]
     labels = {
         "baseline": "kopf no-op @kopf.on.validate",
         "gatewatch": f"gatewatch ({args.mode}, default rules)",
+        "gatewatch-large": f"gatewatch ({args.mode}, {args.large_rules:,} rules)",
     }
-    for name, measurement in (("baseline", baseline), ("gatewatch", gatewatch)):
+    for name, measurement in medians.items():
         lines.append(
-            f"{labels[name]:<34} {measurement.rate:>10,.0f} {measurement.percentile_ms(0.50):>8.2f} "
+            f"{labels[name]:<42} {measurement.rate:>10,.0f} {measurement.percentile_ms(0.50):>8.2f} "
             f"{measurement.percentile_ms(0.99):>8.2f} {measurement.server_cpu_ms_per_review:>21.3f} "
             f"{results[name].spread():>18}"
         )
-    verdict = "meets" if ratio >= GOAL_RATIO else "BELOW"
     lines += [
         "",
-        f"gatewatch / baseline: {ratio:.2f} of reviews/s ({verdict} the {GOAL_RATIO} goal); "
+        f"gatewatch / kopf no-op: {ratio:.2f} of reviews/s ({_verdict(ratio >= GOAL_RATIO)} the >= {GOAL_RATIO} goal); "
         f"{cpu_ratio:.2f} by server CPU per review",
-        f"gatewatch answers: {gatewatch.allowed:,} allowed ({gatewatch.warned:,} with warnings), "
-        f"{gatewatch.denied:,} denied; TLS connections opened in the whole run: "
-        f"baseline {results['baseline'].connections_opened}, gatewatch {results['gatewatch'].connections_opened}",
+    ]
+    if "gatewatch-large" in medians:
+        large = medians["gatewatch-large"]
+        large_ratio = large.rate / gatewatch.rate
+        p99 = large.percentile_ms(0.99)
+        lines.append(
+            f"{args.large_rules:,} rules / default rules: {large_ratio:.2f} of reviews/s "
+            f"({_verdict(large_ratio >= LARGE_GOAL_RATIO)} the >= {LARGE_GOAL_RATIO} goal), "
+            f"{gatewatch.server_cpu_ms_per_review / large.server_cpu_ms_per_review:.2f} by server CPU per review; "
+            f"p99 {p99:.1f} ms ({_verdict(p99 < LARGE_GOAL_P99_MS)} the < {LARGE_GOAL_P99_MS:.0f} ms goal)")
+    for name, summary in results.items():
+        goal = RSS_GOALS_MIB.get(name)
+        verdict = "" if goal is None else \
+            f" ({_verdict(summary.rss_after <= goal * 2**20)} the <= {goal:.0f} MiB goal)"
+        lines.append(f"RSS {labels[name]}: {mib(summary.rss_ready)} ready -> {mib(summary.rss_after)} after "
+                     f"{summary.reviews_answered:,} reviews{verdict}")
+    answers = ", ".join(f"{labels[name]}: {m.allowed:,} allowed ({m.warned:,} with warnings), {m.denied:,} denied"
+                        for name, m in medians.items() if name != "baseline")
+    lines += [
+        f"answers in the median round: {answers}",
+        "TLS connections opened in the whole run: "
+        + ", ".join(f"{name} {summary.connections_opened}" for name, summary in results.items()),
         "```",
     ]
     return "\n".join(lines)
+
+
+def report_figures(args: argparse.Namespace, results: dict[ServerName, Summary]) -> None:
+    """The issue's webhook and memory figures, for benchmarks/run_all.py's table."""
+    medians = {name: summary.median() for name, summary in results.items()}
+    baseline, gatewatch = medians["baseline"], medians["gatewatch"]
+    ratio = gatewatch.rate / baseline.rate
+    report("webhook reviews/s, default rules", gatewatch=f"{gatewatch.rate:,.0f}/s",
+           peer=f"{baseline.rate:,.0f}/s kopf no-op", ratio=f"{ratio:.2f}", goal=f">= {GOAL_RATIO}",
+           met=ratio >= GOAL_RATIO)
+    if "gatewatch-large" in medians:
+        large = medians["gatewatch-large"]
+        large_ratio, p99 = large.rate / gatewatch.rate, large.percentile_ms(0.99)
+        report(f"webhook reviews/s, {args.large_rules:,} rules", gatewatch=f"{large.rate:,.0f}/s",
+               peer=f"{gatewatch.rate:,.0f}/s default rules", ratio=f"{large_ratio:.2f}",
+               goal=f">= {LARGE_GOAL_RATIO}", met=large_ratio >= LARGE_GOAL_RATIO)
+        report(f"webhook p99, {args.large_rules:,} rules", gatewatch=f"{p99:.1f} ms",
+               peer=f"{gatewatch.percentile_ms(0.99):.1f} ms default rules",
+               ratio=f"{p99 / gatewatch.percentile_ms(0.99):.2f}", goal=f"< {LARGE_GOAL_P99_MS:.0f} ms",
+               met=p99 < LARGE_GOAL_P99_MS)
+    peer_rss = results["baseline"].rss_after
+    for name, label in (("gatewatch", "default rules"), ("gatewatch-large", f"{args.large_rules:,} rules")):
+        if name in results:
+            summary = results[name]
+            goal = RSS_GOALS_MIB[name]
+            report(f"RSS, {label}, after {summary.reviews_answered:,} reviews", gatewatch=mib(summary.rss_after),
+                   peer=f"{mib(peer_rss)} kopf no-op", ratio=f"{summary.rss_after / peer_rss:.2f}",
+                   goal=f"<= {goal:.0f} MiB", met=summary.rss_after <= goal * 2**20)
+
+
+def _verdict(met: bool) -> str:
+    return "meets" if met else "MISSES"
 
 
 def main() -> int:
@@ -428,7 +516,12 @@ def main() -> int:
                         help="gatewatch's default mode (enforce denies the exec reviews)")
     parser.add_argument("--mix", default="matching", choices=sorted(MIXES),
                         help="matching: busybox/nginx/exec in turn (2 of 3 match); clean: nginx only")
-    parser.add_argument("--max-seconds", type=float, default=300.0, help="stop measuring after this long")
+    parser.add_argument("--large-rules", type=int, default=1000,
+                        help="also serve a gatewatch with this many generated rules, 90%% of them bound to unused "
+                             "namespaces (benchmarks/rulesets.py); 0: only the default rules")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="stop measuring after this long")
+    parser.add_argument("--profile-server", default="gatewatch", choices=["gatewatch", "gatewatch-large"],
+                        help="which gatewatch --profile profiles")
     parser.add_argument("--profile", type=Path,
                         help="write cProfile stats of gatewatch's event loop (whole run) to this file; "
                              "figures taken with it are slower and not comparable")
@@ -440,20 +533,31 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as tmp:
         tls_dir = Path(tmp) / "tls"
         write_tls_files(tls_dir)
+        names: list[ServerName] = ["baseline", "gatewatch"]
+        rules_options: dict[ServerName, list[str]] = {}
+        if args.large_rules:
+            rules_file = Path(tmp) / "rules-large.yaml"
+            rules_file.write_text(ruleset_yaml(large_ruleset(args.large_rules, never=args.large_rules * 9 // 10)))
+            names.append("gatewatch-large")
+            rules_options["gatewatch-large"] = ["--rules-file", str(rules_file)]
         lifetime = args.max_seconds + 120
         servers: dict[ServerName, ServerProcess] = {}
         emulator = ServerProcess("emulator", options=[], lifetime=lifetime, log_dir=Path(tmp))
         try:
             api_url = f"http://127.0.0.1:{emulator.wait_ready(timeout=60)}"
-            for name in ("baseline", "gatewatch"):
-                profile = ["--profile", str(args.profile.resolve())] if args.profile and name == "gatewatch" else []
+            for name in names:
+                profile = ["--profile", str(args.profile.resolve())] if args.profile and name == args.profile_server \
+                    else []
+                kind = "baseline" if name == "baseline" else "gatewatch"
                 servers[name] = ServerProcess(
-                    name, options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode, *profile],
+                    name, kind=kind,
+                    options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode, *profile,
+                             *rules_options.get(name, [])],
                     lifetime=lifetime, log_dir=Path(tmp))
             for process in servers.values():
-                process.wait_ready(timeout=60)
-            print(f"servers ready (baseline :{servers['baseline'].port}, gatewatch :{servers['gatewatch'].port}); "
-                  "measuring...", file=sys.stderr, flush=True)
+                process.wait_ready(timeout=180)
+            print("servers ready (" + ", ".join(f"{name} :{process.port}" for name, process in servers.items())
+                  + "); measuring...", file=sys.stderr, flush=True)
             results = asyncio.run(benchmark(args, servers=servers, emulator=emulator, ca_file=tls_dir / "ca.crt"))
         finally:
             for process in servers.values():
@@ -468,6 +572,7 @@ def main() -> int:
         print("no complete round: nothing to report", file=sys.stderr)
         return 1
     print(result_block(args, results, command))
+    report_figures(args, results)
     if errors:
         print(f"{len(errors)} failed review(s), e.g.: {errors[0]}", file=sys.stderr)
         return 1

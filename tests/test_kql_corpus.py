@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
+from kql_documents import matching_document, near_miss
+from shared_corpus import KQL_QUERIES as CORPUS  # found from a clone or a worktree alike
 
 from gatewatch.kql import compile_query, parse, to_kql
-from shared_corpus import KQL_QUERIES as CORPUS  # found from a clone or a worktree alike
+from gatewatch.kql.codegen import compile_program
 
 
 def _corpus_queries() -> list[dict]:
@@ -120,3 +123,25 @@ def test_exec_seed_rule_on_flat_dotted_keys():
         "kubernetes.audit.objectRef": {"resource": "pods", "subresource": "exec"},
     }
     assert compile_query(EXEC_INTO_POD_QUERY)(document)
+
+
+# --- the whole corpus as one generated program ----------------------------------------------------
+
+
+def test_generated_code_compiles_the_whole_corpus_with_the_closures_verdicts():
+    rules = _corpus_queries()
+    nodes = [parse(rule["query"]) for rule in rules]
+    program = compile_program(nodes)
+    closures = [compile_query(node) for node in nodes]
+    rng = random.Random(729)
+    documents: list[dict] = [{}]
+    for node in nodes:  # for each query a document it matches, and a near miss
+        document = matching_document(node, base={}, rng=rng)
+        documents += [document, near_miss(document, node, rng=rng)]
+    matched = 0
+    for document in documents:
+        values = program.values(document)
+        verdicts = [function(values) for function in program.functions]
+        assert verdicts == [closure(document) for closure in closures]
+        matched += sum(verdicts)
+    assert matched >= len(nodes)  # the documents do match: the comparison is not all False

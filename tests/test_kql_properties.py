@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gatewatch.kql import (
     And,
     Exists,
+    MatchAll,
     Nested,
     Not,
     Or,
@@ -22,6 +23,7 @@ from gatewatch.kql import (
     quote,
     to_kql,
 )
+from gatewatch.kql.codegen import compile_program
 
 # Derandomized and without an example database: the same examples on every run, no files left behind.
 FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -229,3 +231,65 @@ def test_a_nested_match_names_the_element_and_the_field_inside_it():
     # Only the branch of an `or` that holds; a top-level `not` is a condition, not a location.
     assert matched_locations(parse("(c.n:b or c.n:z) and not x:1"), document) == [("c", 1, "n")]
     assert matched_locations(parse("c:{ s.p:false } and c.n:nope"), document) == []
+
+# --- generated code (kql.codegen) gives the closures' verdicts ---------------------------------
+
+# Odd field names too: quotes, backslashes, newlines and code must stay data in the generated source.
+ODD_FIELDS = ["a", "n.c", "x')\nimport os  #", 'q"\\', "labels.*", None]
+odd_leaves = st.sampled_from(ODD_FIELDS).flatmap(
+    lambda field: st.builds(Term, st.just(field), st.sampled_from(WORDS)) if field is None or "*" in field
+    else leaves(field))
+generated_queries = st.recursive(
+    st.one_of(field_nodes, free_text, nested, odd_leaves, st.just(MatchAll()),
+              st.builds(Term, st.sampled_from(FIELDS), st.sampled_from(WORDS), st.booleans()),
+              st.builds(Wildcard, st.sampled_from(FIELDS), st.sampled_from([("X", ""), ("", "y")]), st.booleans())),
+    lambda children: st.one_of(
+        st.builds(Not, children),
+        st.lists(children, min_size=1, max_size=4).map(lambda items: And(tuple(items))),
+        st.lists(children, min_size=1, max_size=4).map(lambda items: Or(tuple(items))),
+    ),
+    max_leaves=10,
+)
+
+
+# Values close to the queries' literals, so that matches are common and every kind of test is hit.
+dense_scalars = st.sampled_from(["x", "y", "X", "x y", "xy", "10", "true", "10.0.0.1", "10.0.0.7", "", 10, 7.5,
+                                 True, False, {}, {"c": "x"}])
+dense_value = st.one_of(dense_scalars, st.lists(dense_scalars, max_size=3), st.none())
+
+
+@st.composite
+def odd_documents(draw):
+    document = {field: draw(dense_value) for field in ("a", "b", "x')\nimport os  #", 'q"\\')}
+    document["n"] = draw(st.one_of(st.fixed_dictionaries({"c": dense_value}),
+                                   st.lists(st.fixed_dictionaries({"c": dense_value}), max_size=2)))
+    document["labels"] = draw(st.one_of(st.none(), st.fixed_dictionaries({"app": dense_value, "tier": dense_value})))
+    if draw(st.booleans()):
+        document["n.c"] = draw(dense_value)  # a flat dotted key
+    return document
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(generated_queries, min_size=1, max_size=10), st.lists(odd_documents(), min_size=1, max_size=4))
+def test_generated_code_gives_the_closures_verdicts(nodes, documents_):
+    program = compile_program(nodes)
+    for document in documents_:
+        values = program.values(document)  # shared by every query, as the engine shares it
+        for node, function in zip(nodes, program.functions):
+            assert function(values) is compile_query(node)(document), to_kql(node, strict=False)
+
+
+def test_generated_code_survives_nesting_deeper_than_pythons_parser():
+    node = Term("a", "x")
+    for depth in range(400):
+        node = Not(node) if depth % 2 else And((node, Exists("b")))
+    program = compile_program([node])
+    for document in ({"a": "x", "b": 1}, {"a": "y", "b": 1}, {}):
+        assert program.matcher(0)(document) is compile_query(node)(document)
+
+
+def test_generated_literal_sets_look_past_objects_among_the_values():
+    program = compile_program([parse("a:(x or y)"), parse("a:(x or y) and b:*")])
+    for document, expected in [({"a": [{"k": 1}, "x"]}, True), ({"a": [{}, 10, "z"]}, False), ({"a": {"x": 1}}, False)]:
+        assert program.matcher(0)(document) is compile_query("a:(x or y)")(document) is expected

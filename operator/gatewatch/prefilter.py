@@ -1,159 +1,292 @@
-"""Which rules can match at all: an index on the resource, subresource and verb of a request.
+"""Which rules can match at all: an index on every field the rules' queries require.
 
-Nearly every Kubernetes rule requires `kubernetes.audit.objectRef.resource`
-and `kubernetes.audit.verb` to be one of a few values ("pods", "create"), and
-often `kubernetes.audit.objectRef.subresource` too ("exec"), while most audit
-events are reads of other resources. Looking those fields up once per event
-and evaluating only the rules that admit their values gives the same matches
-for a fraction of the work (replay reads every event of the cluster, not just
-Pod ones).
+A query *requires* a field to hold certain values when no document without
+them can match: ``verb:create and objectRef.resource:(pods or jobs)`` requires
+``verb`` to hold "create" and ``objectRef.resource`` "pods" or "jobs". Such
+requirements are read from the syntax tree (``requirements``): a field match
+(``field:value``, ``field:prefix*``, any ``field:pattern``), ``field:*`` (the
+field is present) and ``not field:*`` (absent), alone or under ``and`` (every
+item's requirements hold), ``or`` (a field every branch constrains, with the
+union of their values) and ``not`` over ``or`` (De Morgan). Anything else (a
+negated match, a range, a nested query, free text, a wildcard field name)
+requires nothing, so the rule stays a candidate for every value of that field:
+the index can only leave out rules that cannot match, never one that can.
+Exceptions play no part: they only take matches away, and the engine still
+evaluates them on every candidate.
 
-A rule is constrained on a field only when its query *requires* the field to
-hold one of a set of plain strings (`field:value` or `field:(a or b)`, alone
-or inside a top-level `and`), or to be absent (`not field:*`, as in "a Pod
-itself, not one of its subresources"); on other fields it is unconstrained.
-
-The index also spares the candidates re-checking what it has just checked:
-``residual_query`` drops from a rule's top-level ``and`` the conditions on
-index fields, and the engine evaluates that residue when the document's
-index values are plain single strings (or absent), which is when the index's
-answer is exact (``RuleIndex.lookup``). A rule set of many Pod rules, each
-starting with ``resource:"pods" and verb:(...)``, then pays for those once.
+A document meets the index field by field. Each field the rules constrain is
+resolved once per document, whatever the number of rules; each of its values
+is turned into the set of rules it admits (a bit mask, one bit per rule, in
+rule-set order): a dict lookup for exact values, one lookup per prefix length
+for ``prefix*`` patterns, and the compiler's own value test
+(``kql.compiler.any_value_test``) for everything else (numbers, IP blocks,
+other wildcards, case-insensitive matches). That test is the definition of a
+match, so the index cannot disagree with evaluating the rule. Masks of string
+values are cached per field. The candidates are the rules left in every
+field's mask: they grow with the rules that could match the document, not
+with the size of the rule set. Fields are consulted in the order expected to
+rule out the most, and a field that constrains none of the rules still left is
+not even resolved (with Elastic's 36 Kubernetes rules, most documents resolve
+4-6 of the 48 fields the rules constrain).
 
 Replay asks before it builds a document at all (``candidates_for_audit_event``):
 the document's ``kubernetes.audit`` is the audit event itself (only its
-annotations are rewritten), so ``objectRef.resource`` and the others read from
-the raw event resolve exactly as the index fields do on the document.
+annotations are rewritten), so the fields beneath it read from the raw event
+resolve exactly as on the document. Only the fields of the request itself are
+consulted there (``REQUEST_FIELDS``: verb, objectRef, user...), never those
+that differ between the stages of one request (stage, requestObject,
+responseStatus, annotations): replay relies on every stage of a request
+getting the same answer (a ResponseComplete it skipped could not overrule an
+earlier stage that matched). Fields elsewhere in the document are not
+consulted either: the raw event's candidates include the document's.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar
 
-from gatewatch.kql import And, Exists, MatchAll, Node, Not, Or, Term
-from gatewatch.kql.fields import compile_path
+from gatewatch.kql import And, Exists, Node, Not, Or, Term, Wildcard
+from gatewatch.kql.compiler import any_value_test, is_plain_term, keyword_text
+from gatewatch.kql.fields import FieldValues, Resolvers
 
-INDEX_FIELDS = (
-    "kubernetes.audit.objectRef.resource",
-    "kubernetes.audit.objectRef.subresource",
-    "kubernetes.audit.verb",
-)
-# Where the document keeps the audit event; the index fields all lie beneath it.
+# Where the document keeps the audit event.
 AUDIT_EVENT_PREFIX = "kubernetes.audit."
-# Distinct (resource, subresource, verb) keys remembered; a cluster has a few hundred.
-_MAX_CACHED_KEYS = 4096
-
-# Resource names: plain lower-case words. Anything else (numbers, booleans,
-# IP addresses, which KQL also reads as such) is left unindexed.
-_PLAIN_WORD = re.compile(r"[a-z][a-z0-9-]*")
-_NOT_PLAIN = frozenset({"true", "false"})
+# The audit event's fields that are the same in every stage of one request (audit.k8s.io/v1 Event).
+REQUEST_FIELDS = frozenset({"auditID", "requestURI", "verb", "user", "impersonatedUser", "sourceIPs",
+                            "userAgent", "objectRef"})
+# Distinct string values whose mask a field remembers; past that the cache starts over.
+_MAX_CACHED_VALUES = 4096
+# Distinct candidate sets remembered (a cluster's traffic gives a few dozen).
+_MAX_CACHED_MASKS = 4096
 
 R = TypeVar("R")
 
 
-def required_values(node: Node | None, field: str) -> frozenset[str] | None:
-    """The values ``field`` must hold for ``node`` to match (``ABSENT``: none); None when unconstrained."""
-    if isinstance(node, Term):
-        if node.field == field and not node.case_insensitive and _is_plain(node.value):
-            return frozenset({node.value})
-        return None
-    if isinstance(node, Not) and isinstance(node.item, Exists) and node.item.field == field:
-        return frozenset({ABSENT})  # `not field:*`: only an event without the field
-    if isinstance(node, Or):
-        union: set[str] = set()
+class _Presence:
+    """``field:*`` (PRESENT) or ``not field:*`` (ABSENT) as a requirement."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+PRESENT = _Presence("PRESENT")
+ABSENT = _Presence("ABSENT")
+Atom: TypeAlias = Term | Wildcard | _Presence
+# Field -> what it must hold: one of the atoms (a disjunction). Fields are a conjunction.
+Requirements: TypeAlias = dict[str, frozenset[Atom]]
+
+
+def requirements(node: Node | None) -> Requirements:
+    """What every document matching ``node`` holds, field by field (see the module doc)."""
+    if isinstance(node, (Term, Wildcard)):
+        return {node.field: frozenset({node})} if _indexable(node.field) else {}
+    if isinstance(node, Exists):
+        return {node.field: frozenset({PRESENT})} if _indexable(node.field) else {}
+    if isinstance(node, And):
+        merged: Requirements = {}
         for item in node.items:
-            values = required_values(item, field)
-            if values is None:
-                return None
-            union |= values
-        return frozenset(union)
-    if isinstance(node, And):
-        constrained = [v for v in (required_values(item, field) for item in node.items) if v is not None]
-        if not constrained:
-            return None
-        return frozenset.intersection(*constrained)
-    return None
-
-
-def _decided_by_index(node: Node) -> bool:
-    """True when ``node`` reads one index field only, and holds for every value ``required_values`` admits for it."""
-    for field in INDEX_FIELDS:
-        values = required_values(node, field)
-        if values is not None and _only_reads(node, field):
-            return True
-    return False
-
-
-def _only_reads(node: Node, field: str) -> bool:
-    if isinstance(node, Term):
-        return node.field == field and not node.case_insensitive and _is_plain(node.value)
-    if isinstance(node, Not):
-        return isinstance(node.item, Exists) and node.item.field == field
+            for field, atoms in requirements(item).items():
+                # Both hold; keep the narrower. Not their intersection: a field with
+                # several values can satisfy `f:a and f:b`.
+                if field not in merged or len(atoms) < len(merged[field]):
+                    merged[field] = atoms
+        return merged
     if isinstance(node, Or):
-        return all(_only_reads(item, field) for item in node.items)
-    return False
+        branches = [requirements(item) for item in node.items]
+        common = set(branches[0]).intersection(*branches[1:]) if branches else set()
+        return {field: frozenset().union(*(branch[field] for branch in branches)) for field in common}
+    if isinstance(node, Not):
+        inner = node.item
+        if isinstance(inner, Exists):
+            return {inner.field: frozenset({ABSENT})} if _indexable(inner.field) else {}
+        if isinstance(inner, Not):
+            return requirements(inner.item)
+        if isinstance(inner, Or):  # not (a or b) == not a and not b
+            return requirements(And(tuple(Not(item) for item in inner.items)))
+    return {}
 
 
-def residual_query(node: Node) -> Node:
-    """``node`` without the conditions the index decides: what is left to evaluate for a candidate
-    whose index values are exact (plain single strings, or absent)."""
-    if _decided_by_index(node):
-        return MatchAll()
-    if isinstance(node, And):
-        kept = tuple(item for item in node.items if not _decided_by_index(item))
-        if len(kept) == len(node.items):
-            return node
-        return MatchAll() if not kept else kept[0] if len(kept) == 1 else And(kept)
-    return node
+def _indexable(field: str | None) -> bool:
+    return field is not None and "*" not in field
 
 
-class RuleIndex:
-    """The rules that can match a document, given its values of ``INDEX_FIELDS``, in rule-set order."""
+class _FieldIndex:
+    """One field: which rules each of its values admits."""
 
-    def __init__(self, rules: Sequence[R], nodes: Sequence[Node | None]) -> None:
+    __slots__ = ("field", "path", "constrained", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
+                 "_cache", "expected_exclusions")
+
+    def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
+                 path: str) -> None:
+        self.field = field
+        self.path = path  # where it is read: the field itself, or its place in a raw audit event
+        constrained = 0
+        self.present = self.absent = 0
+        exact: dict[str, int] = {}
+        prefixes: dict[int, dict[str, int]] = {}
+        tests: dict[Atom, int] = {}
+        for bit, atoms in constraints:
+            constrained |= bit
+            for atom in atoms:
+                if atom is PRESENT:
+                    self.present |= bit
+                elif atom is ABSENT:
+                    self.absent |= bit
+                elif isinstance(atom, Term) and is_plain_term(atom):
+                    exact[atom.value] = exact.get(atom.value, 0) | bit
+                elif isinstance(atom, Wildcard) and not atom.case_insensitive and len(atom.parts) == 2 \
+                        and not atom.parts[1]:
+                    by_prefix = prefixes.setdefault(len(atom.parts[0]), {})
+                    by_prefix[atom.parts[0]] = by_prefix.get(atom.parts[0], 0) | bit
+                else:
+                    tests[atom] = tests.get(atom, 0) | bit
+        self.constrained = constrained
+        self.unconstrained = all_rules & ~constrained
+        distinct = len(exact) + sum(map(len, prefixes.values())) + len(tests) + bool(self.present) + bool(self.absent)
+        self.expected_exclusions = constrained.bit_count() * (1 - 1 / distinct) if distinct else 0.0
+        self._exact = exact
+        self._prefixes = tuple(sorted(prefixes.items()))
+        self._tests: tuple[tuple[Callable[[Any], bool], int], ...] = tuple(
+            (any_value_test([atom]), bits) for atom, bits in tests.items()  # type: ignore[list-item]
+        )
+        self._cache: dict[str, int] = {}
+
+    def admitted(self, values: list[Any]) -> int:
+        """The rules this field's values (as resolved from a document) leave possible."""
+        if len(values) == 1 and values[0].__class__ is str:  # the common case: one string
+            found = self._cache.get(values[0])
+            if found is None:
+                found = self._remember(values[0])
+            return self.unconstrained | found | self.present
+        mask = self.unconstrained
+        present = False
+        for value in values:
+            if isinstance(value, Mapping):
+                present = present or bool(value)  # {} is absent to KQL; no value test admits an object
+            elif isinstance(value, str):
+                found = self._cache.get(value)
+                mask |= self._remember(value) if found is None else found
+                present = True
+            else:
+                mask |= self._value_mask(value)
+                present = True
+        return mask | (self.present if present else self.absent)
+
+    def _remember(self, value: str) -> int:
+        if len(self._cache) >= _MAX_CACHED_VALUES:
+            self._cache.clear()
+        found = self._cache[value] = self._value_mask(value)
+        return found
+
+    def _value_mask(self, value: Any) -> int:
+        """Rules with an atom that ``value`` satisfies, by the compiler's definition of each."""
+        mask = self._exact.get(value, 0) if isinstance(value, str) else 0
+        text = value if isinstance(value, str) else keyword_text(value)
+        if text is not None:
+            for length, by_prefix in self._prefixes:
+                if len(text) >= length:
+                    mask |= by_prefix.get(text[:length], 0)
+        for test, bits in self._tests:
+            if not bits & ~mask:
+                continue  # every rule it could add is in already
+            if test(value):
+                mask |= bits
+        return mask
+
+
+class RuleIndex(Generic[R]):
+    """The rules that can match a document, in rule-set order.
+
+    ``rules`` and ``nodes`` (each rule's query tree; None: always a candidate)
+    are parallel sequences. ``resolvers``: those of the compiled rules, when
+    they share a document's ``FieldValues`` with the index.
+    """
+
+    def __init__(self, rules: Sequence[R], nodes: Sequence[Node | None], *, resolvers: Resolvers | None = None) -> None:
+        self._resolvers = Resolvers() if resolvers is None else resolvers
         self._rules = tuple(rules)
-        self._requirements = [tuple(required_values(node, field) for field in INDEX_FIELDS) for node in nodes]
-        self._resolvers = tuple(compile_path(field) for field in INDEX_FIELDS)
-        self._event_resolvers = tuple(compile_path(field.removeprefix(AUDIT_EVENT_PREFIX)) for field in INDEX_FIELDS)
-        self._by_key: dict[tuple[object, ...], tuple[R, ...]] = {}
+        self._all = (1 << len(self._rules)) - 1
+        by_field: dict[str, list[tuple[int, frozenset[Atom]]]] = {}
+        for position, node in enumerate(nodes):
+            for field, atoms in requirements(node).items():
+                by_field.setdefault(field, []).append((1 << position, atoms))
+        fields = [
+            _FieldIndex(field, constraints, all_rules=self._all, path=field)
+            for field, constraints in by_field.items()
+        ]
+        # The fields expected to rule out the most first, as a document left with no
+        # candidate stops there: a value meets one of a field's k distinct requirements,
+        # so of the c rules constrained on it about c * (1 - 1/k) go. A field every rule
+        # wants the same value of (event.dataset) rules out nothing on normal traffic.
+        fields.sort(key=lambda index: -index.expected_exclusions)
+        self._fields = tuple(fields)
+        self._event_fields = tuple(
+            _FieldIndex(index.field, by_field[index.field], all_rules=self._all,
+                        path=index.field.removeprefix(AUDIT_EVENT_PREFIX))
+            for index in fields
+            if _read_from_audit_event(index.field)
+        )
+        self._by_mask: dict[int, tuple[R, ...]] = {}
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The document fields the index resolves, in the order it consults them."""
+        return tuple(index.field for index in self._fields)
+
+    @property
+    def audit_event_fields(self) -> tuple[str, ...]:
+        """The raw audit event's fields ``candidates_for_audit_event`` reads (paths from the event's root)."""
+        return tuple(index.field.removeprefix(AUDIT_EVENT_PREFIX) for index in self._event_fields)
+
+    def values(self, document: Mapping[str, Any]) -> FieldValues:
+        """The document's field values, resolved on first use, for ``candidates_in`` and the compiled rules."""
+        return FieldValues(document, self._resolvers)
 
     def candidates(self, document: Mapping[str, Any]) -> tuple[R, ...]:
-        return self._candidates_for_key(tuple(_single_string(resolve(document)) for resolve in self._resolvers))
+        return self.candidates_in(FieldValues(document, self._resolvers))
 
-    def lookup(self, document: Mapping[str, Any]) -> tuple[tuple[R, ...], bool]:
-        """``candidates``, and whether the answer is exact: every index value a plain single string
-        or absent, so each candidate's conditions on index fields hold (see ``residual_query``)."""
-        key = tuple(_single_string(resolve(document)) for resolve in self._resolvers)
-        return self._candidates_for_key(key), _ANY not in key
+    def candidates_in(self, values: FieldValues) -> tuple[R, ...]:
+        """``candidates`` of ``values.document``, its fields resolved into ``values`` for what reads them next."""
+        return self._rules_of(self._mask(self._fields, values))
 
     def candidates_for_audit_event(self, event: Mapping[str, Any]) -> tuple[R, ...]:
-        """``candidates`` of the document this audit event becomes, without building it."""
-        return self._candidates_for_key(tuple(_single_string(resolve(event)) for resolve in self._event_resolvers))
+        """The rules the document of this audit event could match (a superset of its
+        ``candidates``), without building the document."""
+        return self._rules_of(self._mask(self._event_fields, FieldValues(event, self._resolvers)))
 
-    def _candidates_for_key(self, key: tuple[object, ...]) -> tuple[R, ...]:
-        found = self._by_key.get(key)
+    def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
+        mask = self._all
+        for index in fields:
+            if mask & index.constrained:  # else it could rule out none of the rules left: not even resolved
+                mask &= index.admitted(values[index.path])
+                if not mask:
+                    break
+        return mask
+
+    def _rules_of(self, mask: int) -> tuple[R, ...]:
+        found = self._by_mask.get(mask)
         if found is None:
-            found = tuple(
-                rule
-                for rule, requirements in zip(self._rules, self._requirements)
-                if all(values is None or value is _ANY or value in values for values, value in zip(requirements, key))
-            )
-            if len(self._by_key) < _MAX_CACHED_KEYS:
-                self._by_key[key] = found
+            rules = self._rules
+            chosen = []
+            remaining = mask
+            while remaining:
+                lowest = remaining & -remaining
+                chosen.append(rules[lowest.bit_length() - 1])
+                remaining ^= lowest
+            found = tuple(chosen)
+            if len(self._by_mask) >= _MAX_CACHED_MASKS:
+                self._by_mask.clear()
+            self._by_mask[mask] = found
         return found
 
 
-# An absent field rules out every rule that requires a value of it; several
-# values or a non-string one rule out nothing (they stay with _ANY).
-ABSENT = object()
-_ANY = object()
-
-
-def _single_string(values: list[Any]) -> object:
-    if not values:
-        return ABSENT
-    return values[0] if len(values) == 1 and isinstance(values[0], str) else _ANY
-
-
-def _is_plain(value: str) -> bool:
-    return value not in _NOT_PLAIN and _PLAIN_WORD.fullmatch(value) is not None
+def _read_from_audit_event(field: str) -> bool:
+    """True when the raw audit event holds ``field`` as its document does, the same in every stage."""
+    if not field.startswith(AUDIT_EVENT_PREFIX):
+        return False
+    return field.removeprefix(AUDIT_EVENT_PREFIX).split(".", 1)[0] in REQUEST_FIELDS

@@ -11,7 +11,9 @@ Documents are nested dicts and lists (JSON-like). A path resolves
   finds a flat ``{"event.dataset": ...}``.
 
 ``None``, a missing key and an empty list all mean "absent": they contribute no
-value. Paths are split once (``compile_path``), not per document.
+value. Paths are split once (``compile_path``), not per document, and a
+document's values of a field are resolved once however many queries read them
+(``FieldValues``).
 """
 from __future__ import annotations
 
@@ -174,3 +176,39 @@ def located_values(document: Any, path: str) -> list[tuple[Location, Any]]:
     if document is not None:
         collect(document, 0, ())
     return found
+
+def resolver_for(field: str | None) -> Resolver:
+    """How a query reads ``field``: a path, a wildcard field name (``labels.*``), or every leaf (None: free text)."""
+    if field is None:
+        return leaf_values
+    if "*" in field:
+        return compile_wildcard_path(field)
+    return compile_path(field)
+
+
+class Resolvers(dict[str | None, Resolver]):
+    """``resolver_for`` of each field, made on first use (one per rule set)."""
+
+    def __missing__(self, field: str | None) -> Resolver:
+        resolver = self[field] = resolver_for(field)
+        return resolver
+
+
+class FieldValues(dict[str | None, list[Any]]):
+    """One document's values per field, each resolved on first use, then shared.
+
+    ``values[field]`` is ``resolver_for(field)(document)``: the rule index and
+    every compiled query of a rule set read a document through one of these,
+    so ``kubernetes.audit.verb`` is looked up once per document, not once per rule.
+    """
+
+    __slots__ = ("document", "_resolvers")
+
+    def __init__(self, document: Any, resolvers: Resolvers) -> None:
+        super().__init__()
+        self.document = document
+        self._resolvers = resolvers
+
+    def __missing__(self, field: str | None) -> list[Any]:
+        found = self[field] = self._resolvers[field](self.document)
+        return found
