@@ -49,7 +49,7 @@ def reviewer(kube_api_client: kubernetes.client.ApiClient, **config: Any) -> Adm
         engine=RuleEngine(load_rules()),
         namespace_modes=NamespaceModeResolver(
             settings,
-            fetch_labels=namespace_labels_fetcher(kubernetes.client.CoreV1Api(kube_api_client), timeout=ANSWER_TIMEOUT),
+            fetch_labels=namespace_labels_fetcher(kube_api_client, timeout=ANSWER_TIMEOUT),
             cache_ttl=30.0,
         ),
         pod_lookup=PodLookup(no_pod, cache_ttl=30.0),

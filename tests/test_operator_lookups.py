@@ -31,15 +31,10 @@ def emulator(kube_emulator: KubeEmulator) -> KubeEmulator:
     return kube_emulator
 
 
-@pytest.fixture
-def core_api(kube_api_client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(kube_api_client)
-
-
-def resolver(core_api: Any, **config: Any) -> NamespaceModeResolver:
+def resolver(api_client: kubernetes.client.ApiClient, **config: Any) -> NamespaceModeResolver:
     settings = load_settings(environ={}, overrides=config)
     return NamespaceModeResolver(
-        settings, fetch_labels=namespace_labels_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0
+        settings, fetch_labels=namespace_labels_fetcher(api_client, timeout=ANSWER_TIMEOUT), cache_ttl=30.0
     )
 
 
@@ -47,7 +42,7 @@ def api_reads(k8s: KubeEmulator, path: str) -> int:
     return sum(1 for request in k8s if request.url.path == path)
 
 
-async def test_config_decides_else_the_strongest_of_label_selectors_and_default(emulator, core_api):
+async def test_config_decides_else_the_strongest_of_label_selectors_and_default(emulator, kube_api_client):
     add_namespace(emulator, "payments", {"gatewatch.io/mode": "audit"})  # config says enforce: config wins
     add_namespace(emulator, "sandbox", {"gatewatch.io/mode": "enforce"})  # config may loosen: off
     add_namespace(emulator, "team-a", {"gatewatch.io/mode": "enforce", "env": "dev"})  # label tightens a selector
@@ -57,7 +52,7 @@ async def test_config_decides_else_the_strongest_of_label_selectors_and_default(
     add_namespace(emulator, "dev", {"env": "dev"})  # nor env=dev below the default
     add_namespace(emulator, "plain")  # the default
     modes = resolver(
-        core_api,
+        kube_api_client,
         mode="warn",
         namespaces={
             "modes": {"payments": "enforce", "sandbox": "off"},
@@ -96,7 +91,7 @@ async def test_config_decides_else_the_strongest_of_label_selectors_and_default(
         ({"gatewatch.io/mode": "off", "env": "prod"}, Mode.ENFORCE, "selector"),
     ],
 )
-async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, core_api, caplog, labels, expected_mode,
+async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, kube_api_client, caplog, labels, expected_mode,
                                                                expected_source):
     add_namespace(emulator, "tenant", labels)
     ignored: list[tuple[str, Mode]] = []
@@ -104,7 +99,7 @@ async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, core_api
         load_settings(environ={}, overrides={
             "mode": "warn", "namespaces": {"selectors": [{"matchLabels": {"env": "prod"}, "mode": "enforce"}]},
         }),
-        fetch_labels=namespace_labels_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=0.0,  # re-read every time
+        fetch_labels=namespace_labels_fetcher(kube_api_client, timeout=ANSWER_TIMEOUT), cache_ttl=0.0,  # re-read every time
         on_ignored_label=lambda namespace, asked, result: ignored.append((namespace, asked)),
     )
     with caplog.at_level("WARNING", logger="gatewatch.security"):
@@ -128,32 +123,32 @@ async def test_a_tenant_label_cannot_loosen_the_platform_mode(emulator, core_api
     }
 
 
-async def test_a_label_that_is_no_mode_is_ignored(emulator, core_api):
+async def test_a_label_that_is_no_mode_is_ignored(emulator, kube_api_client):
     add_namespace(emulator, "typo", {"gatewatch.io/mode": "enforcing", "env": "prod"})
-    modes = resolver(core_api, mode="audit", namespaces={"selectors": [{"matchLabels": {"env": "prod"}, "mode": "warn"}]})
+    modes = resolver(kube_api_client, mode="audit", namespaces={"selectors": [{"matchLabels": {"env": "prod"}, "mode": "warn"}]})
     result = await modes.resolve("typo")
     assert (result.mode, result.source, result.ignored_label) == (Mode.WARN, "selector", None)
 
 
-async def test_excluded_namespaces_are_off_without_an_api_call(emulator, core_api):
-    modes = resolver(core_api, mode="enforce", namespace="gatewatch", namespaces={"exempt": ["monitoring"]})
+async def test_excluded_namespaces_are_off_without_an_api_call(emulator, kube_api_client):
+    modes = resolver(kube_api_client, mode="enforce", namespace="gatewatch", namespaces={"exempt": ["monitoring"]})
     for name in ("kube-system", "gatewatch", "monitoring"):
         assert (await modes.resolve(name)).mode is Mode.OFF
     assert not [request for request in emulator if "/namespaces/" in request.url.path]
 
 
-async def test_namespace_labels_are_cached(emulator, core_api):
+async def test_namespace_labels_are_cached(emulator, kube_api_client):
     add_namespace(emulator, "shop", {"gatewatch.io/mode": "enforce"})
-    modes = resolver(core_api)
+    modes = resolver(kube_api_client)
     results = await asyncio.gather(*(modes.resolve("shop") for _ in range(5)))
     results.append(await modes.resolve("shop"))
     assert {r.mode for r in results} == {Mode.ENFORCE}
     assert api_reads(emulator, "/api/v1/namespaces/shop") == 1  # concurrent callers share one read
 
 
-async def test_unreadable_labels_never_fall_back_to_the_default(emulator, core_api):
+async def test_unreadable_labels_never_fall_back_to_the_default(emulator, kube_api_client):
     emulator["get", "/api/v1/namespaces/broken"] << 500 << {"kind": "Status", "code": 500, "message": "etcd down"}
-    modes = resolver(core_api, mode="audit", namespaces={"modes": {"lab": "warn"}})
+    modes = resolver(kube_api_client, mode="audit", namespaces={"modes": {"lab": "warn"}})
     # What the API server said: the webhook entry that called, for its own reading of the labels.
     told = await modes.resolve("broken", entry_mode=Mode.WARN)
     assert (told.mode, told.source, told.labels_stale) == (Mode.WARN, "entry", False)
@@ -238,9 +233,9 @@ async def test_a_hung_api_server_costs_one_short_timeout():
     listener = silent_server()
     host, port = listener.getsockname()
     configuration = kubernetes.client.Configuration(host=f"http://{host}:{port}")
-    core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+    api_client = kubernetes.client.ApiClient(configuration)
     try:
-        lookup = PodLookup(pod_fetcher(core, timeout=0.2), cache_ttl=30.0)
+        lookup = PodLookup(pod_fetcher(api_client, timeout=0.2), cache_ttl=30.0)
         result = await lookup.lookup(namespace="shop", name="web")
         assert result.pod is None
         assert "pod shop/web" in result.error and "within 0.2s" in result.error
@@ -249,10 +244,10 @@ async def test_a_hung_api_server_costs_one_short_timeout():
         listener.close()
 
 
-async def test_target_pod_summary_goes_into_the_document_fields(emulator, core_api):
+async def test_target_pod_summary_goes_into_the_document_fields(emulator, kube_api_client):
     add_pod(emulator, "shop", "web", images=["nginx:1.27", "busybox:1.36"], labels={"app": "web"},
             service_account="web-sa")
-    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
+    lookup = PodLookup(pod_fetcher(kube_api_client, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="web")
     assert result.error is None
     assert [(image["reference"], image["name"], image["container_name"]) for image in result.pod["images"]] == [
@@ -265,14 +260,14 @@ async def test_target_pod_summary_goes_into_the_document_fields(emulator, core_a
     assert api_reads(emulator, "/api/v1/namespaces/shop/pods/web") == 1
 
 
-async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, core_api):
+async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, kube_api_client):
     # A rule about the exec target's image is written as one about a created pod's:
     # gatewatch.pod.images.name, .repository, .container_kind, ...
     pod = add_pod(emulator, "shop", "web", images=["nginx:1.27", "quay.io/prometheus/busybox:1.36"])
     pod["spec"]["initContainers"] = [{"name": "fetch", "image": f"docker.io/library/alpine@sha256:{'a' * 64}"}]
     pod["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "nicolaka/netshoot"}]
     put_object(emulator, PODS, "shop", pod)
-    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
+    lookup = PodLookup(pod_fetcher(kube_api_client, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="web")
 
     assert result.pod["images"] == document_from_pod(pod)["gatewatch"]["images"]
@@ -289,8 +284,8 @@ async def test_target_pod_images_have_the_shape_of_gatewatch_images(emulator, co
         assert compile_query(query)(document) is expected, query
 
 
-async def test_missing_pod_is_a_failed_lookup_not_an_error(emulator, core_api):
-    lookup = PodLookup(pod_fetcher(core_api, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
+async def test_missing_pod_is_a_failed_lookup_not_an_error(emulator, kube_api_client):
+    lookup = PodLookup(pod_fetcher(kube_api_client, timeout=ANSWER_TIMEOUT), cache_ttl=30.0)
     result = await lookup.lookup(namespace="shop", name="ghost")
     assert result.pod is None and "404" in result.error
 

@@ -172,18 +172,17 @@ class Operator:
         self.engine = RuleEngine(ruleset, new_terms_store=new_terms)
         self.readiness.rules_loaded = True
 
-        core = kubernetes.client.CoreV1Api(self.api_client)
         lookup = settings.pod_lookup
         alerts = self._alert_sinks()
         reviewer = AdmissionReviewer(
             engine=self.engine,
             namespace_modes=NamespaceModeResolver(
                 settings,
-                fetch_labels=namespace_labels_fetcher(core, timeout=lookup.timeout_seconds),
+                fetch_labels=namespace_labels_fetcher(self.api_client, timeout=lookup.timeout_seconds),
                 cache_ttl=lookup.cache_ttl_seconds,
                 on_ignored_label=lambda *_: self.metrics.namespace_labels_ignored.inc(),
             ),
-            pod_lookup=PodLookup(pod_fetcher(core, timeout=lookup.timeout_seconds), cache_ttl=lookup.cache_ttl_seconds),
+            pod_lookup=PodLookup(pod_fetcher(self.api_client, timeout=lookup.timeout_seconds), cache_ttl=lookup.cache_ttl_seconds),
             metrics=self.metrics,
             alerts=alerts,
             event_sink=events,

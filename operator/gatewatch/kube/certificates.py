@@ -42,7 +42,6 @@ import binascii
 import datetime as dt
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import ssl
@@ -60,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatewatch.errors import CertificateError, KubernetesApiError
+from gatewatch.kube import rest
 from gatewatch.kube.client import REQUEST_TIMEOUT_SECONDS, api_error
 
 logger = logging.getLogger(__name__)
@@ -542,7 +542,7 @@ class CertificateManager:
         on_change: ChangeCallback | None = None,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        self._api = kubernetes.client.CoreV1Api(api_client)
+        self._api_client = api_client
         self._timeout = request_timeout  # a blackholed API server must not hold a thread for good
         self.namespace = namespace
         self.secret_name = secret_name
@@ -624,14 +624,13 @@ class CertificateManager:
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
-                response = self._api.read_namespaced_secret(self.secret_name, self.namespace,
-                                                           _request_timeout=self._timeout, _preload_content=False)
+                return rest.read_namespaced_secret(self._api_client, self.secret_name, self.namespace,
+                                                   timeout=self._timeout)
             except kubernetes.client.ApiException as error:
                 if error.status == 404:
                     return None
                 raise api_error(error, operation="read", kind="secret", name=self.secret_name,
                                 namespace=self.namespace) from None
-            return json.loads(response.data)
 
         return await asyncio.to_thread(call)
 
@@ -643,11 +642,10 @@ class CertificateManager:
         def call() -> bool:
             try:
                 if create:
-                    self._api.create_namespaced_secret(self.namespace, body, _request_timeout=self._timeout,
-                                                       _preload_content=False)
+                    rest.create_namespaced_secret(self._api_client, self.namespace, body, timeout=self._timeout)
                 else:
-                    self._api.replace_namespaced_secret(self.secret_name, self.namespace, body,
-                                                        _request_timeout=self._timeout, _preload_content=False)
+                    rest.replace_namespaced_secret(self._api_client, self.secret_name, self.namespace, body,
+                                                   timeout=self._timeout)
             except kubernetes.client.ApiException as error:
                 if error.status == 409:
                     return False

@@ -17,6 +17,7 @@ import kubernetes.config
 import urllib3
 
 from gatewatch.errors import ConfigError, KubernetesApiError
+from gatewatch.kube import rest
 
 IN_CLUSTER_VARIABLE = "KUBERNETES_SERVICE_HOST"
 # How long the start-up check waits for the API server (a dropped connection, not a refused one).
@@ -82,8 +83,7 @@ def check_api_server(
 
     try:
         with kubernetes.client.ApiClient(configuration) as probe:
-            kubernetes.client.CoreV1Api(probe).read_namespace(namespace, _request_timeout=timeout,
-                                                              _preload_content=False)
+            rest.read_namespace(probe, namespace, timeout=timeout)
     except kubernetes.client.ApiException as error:
         if not error.status:  # the client's wrapping of a TLS failure: no HTTP answer at all
             raise failed(f"cannot reach the API server at {host}: {_one_line(error.reason)}") from None

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union
 import kubernetes.client
 
 from gatewatch.errors import GatewatchError
+from gatewatch.kube import rest
 
 if TYPE_CHECKING:
     from gatewatch.metrics import Metrics
@@ -338,7 +338,7 @@ class EventRecorder:
         """``clock`` (seconds, monotonic) times the aggregation and similar-events windows."""
         if queue_size < 1:
             raise GatewatchError(f"events: queue size must be at least 1, not {queue_size}")
-        self._api = kubernetes.client.EventsV1Api(api_client)
+        self._api_client = api_client
         self._queue: asyncio.Queue[EventSource] = asyncio.Queue(maxsize=queue_size)
         self.reporting_controller = reporting_controller
         # In a Pod, HOSTNAME is the pod name (the downward API can set it explicitly).
@@ -490,9 +490,9 @@ class EventRecorder:
         target_count = series.count
         try:
             if series.exists:
-                await self._call(self._api.patch_namespaced_event, name, namespace, self._series_patch(series))
+                await self._call(rest.patch_namespaced_event, name, namespace, self._series_patch(series))
             else:
-                await self._call(self._api.create_namespaced_event, namespace, self._new_event(series))
+                await self._call(rest.create_namespaced_event, namespace, self._new_event(series))
                 series.exists = True
         except kubernetes.client.ApiException as error:
             if error.status == 409 and not series.exists:
@@ -517,7 +517,7 @@ class EventRecorder:
     async def _continue_existing(self, key: tuple[str, str], series: _Series) -> None:
         namespace, name = key
         try:
-            existing = await self._call(self._api.read_namespaced_event, name, namespace)
+            existing = await self._call(rest.read_namespaced_event, name, namespace)
         except Exception as error:
             self._failed(key, series, f"read after conflict: {getattr(error, 'status', type(error).__name__)}")
             return
@@ -547,8 +547,7 @@ class EventRecorder:
 
     async def _call(self, method: Any, *args: Any) -> dict[str, Any]:
         def blocking() -> dict[str, Any]:
-            response = method(*args, _request_timeout=self._timeout, _preload_content=False)
-            return json.loads(response.data or b"{}")
+            return method(self._api_client, *args, timeout=self._timeout)
 
         return await asyncio.to_thread(blocking)
 

@@ -17,15 +17,17 @@ namespace. The result says why either way.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, Hashable, Literal, Mapping, TypeVar
 
+import kubernetes.client
+
 from gatewatch.config import MODE_LABEL, Settings
 from gatewatch.decision import Mode
 from gatewatch.errors import GatewatchError
+from gatewatch.kube import rest
 from gatewatch.namespace_modes import ModePolicy, ModeSelector
 
 logger = logging.getLogger(__name__)
@@ -122,15 +124,10 @@ async def read_object(
     what: str,
     timeout: float,
 ) -> dict[str, Any]:
-    """Run a sync kubernetes-client read in a thread, bounded by ``timeout``; plain JSON back.
-
-    ``_preload_content=False`` skips the client's model classes: the raw JSON is
-    all gatewatch needs and much cheaper on the review path.
-    """
+    """Run a sync ``gatewatch.kube.rest`` read in a thread, bounded by ``timeout``; plain JSON back."""
 
     def blocking() -> dict[str, Any]:
-        response = call(*args, _request_timeout=timeout, _preload_content=False)
-        return json.loads(response.data)
+        return call(*args, timeout=timeout)
 
     try:
         # The thread may outlive the wait (the client's own timeout ends it); the review does not.
@@ -147,12 +144,12 @@ async def read_object(
 LabelsFetcher = Callable[[str], Awaitable[Mapping[str, str]]]
 
 
-def namespace_labels_fetcher(core_v1_api: Any, *, timeout: float) -> LabelsFetcher:
-    """Labels of a namespace through ``kubernetes.client.CoreV1Api``."""
+def namespace_labels_fetcher(api_client: kubernetes.client.ApiClient, *, timeout: float) -> LabelsFetcher:
+    """Labels of a namespace, read through the shared ``ApiClient``."""
 
     async def fetch(namespace: str) -> Mapping[str, str]:
         body = await read_object(
-            core_v1_api.read_namespace, namespace, what=f"namespace {namespace!r}", timeout=timeout
+            rest.read_namespace, api_client, namespace, what=f"namespace {namespace!r}", timeout=timeout
         )
         return dict((body.get("metadata") or {}).get("labels") or {})
 

@@ -43,6 +43,7 @@ from typing import Any, Callable
 import kubernetes.client
 
 from gatewatch.errors import KubernetesApiError
+from gatewatch.kube import rest
 from gatewatch.kube.client import api_error
 from gatewatch.newterms import InMemoryNewTermsStore, Snapshot
 
@@ -75,7 +76,7 @@ class ConfigMapNewTermsStore(InMemoryNewTermsStore):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(max_entries=max_entries)
-        self._api = kubernetes.client.CoreV1Api(api_client)
+        self._api_client = api_client
         self.namespace = namespace
         self.name = name
         self.flush_interval = flush_interval
@@ -115,11 +116,11 @@ class ConfigMapNewTermsStore(InMemoryNewTermsStore):
                 return  # nothing new on either side: no write
             try:
                 if configmap is None:
-                    await self._call("create", self._api.create_namespaced_config_map,
+                    await self._call("create", rest.create_namespaced_config_map,
                                      self.namespace, self._body(payload))
                 else:
                     version = (configmap.get("metadata") or {}).get("resourceVersion")
-                    await self._call("patch", self._api.patch_namespaced_config_map,
+                    await self._call("patch", rest.patch_namespaced_config_map,
                                      self.name, self.namespace, self._body(payload, resource_version=version))
                 return
             except KubernetesApiError as error:
@@ -174,18 +175,17 @@ class ConfigMapNewTermsStore(InMemoryNewTermsStore):
 
     async def _read(self) -> dict[str, Any] | None:
         try:
-            return await self._call("read", self._api.read_namespaced_config_map, self.name, self.namespace)
+            return await self._call("read", rest.read_namespaced_config_map, self.name, self.namespace)
         except KubernetesApiError as error:
             if error.status == 404:
                 return None
             raise
 
     async def _call(self, operation: str, method: Any, *args: Any) -> dict[str, Any]:
-        """A sync client call in a thread; raw JSON back; every failure as KubernetesApiError."""
+        """A sync ``gatewatch.kube.rest`` call in a thread; plain JSON back; every failure as KubernetesApiError."""
 
         def blocking() -> dict[str, Any]:
-            response = method(*args, _request_timeout=self._timeout, _preload_content=False)
-            return json.loads(response.data or b"{}")
+            return method(self._api_client, *args, timeout=self._timeout)
 
         try:
             return await asyncio.to_thread(blocking)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TypedDict
 
+import kubernetes.client
+
 from gatewatch.documents import CONTAINER_KINDS, ImageEntry, image_entry
+from gatewatch.kube import rest
 from gatewatch.kube.namespaces import AsyncTtlCache, LookupFailed, read_object
 
 PodKey = tuple[str, str]  # (namespace, name)
@@ -43,13 +46,13 @@ class PodLookupResult:
         return {"pod_lookup": {"status": "failed", "reason": self.error}}
 
 
-def pod_fetcher(core_v1_api: Any, *, timeout: float) -> PodFetcher:
-    """Reads a pod through ``kubernetes.client.CoreV1Api``."""
+def pod_fetcher(api_client: kubernetes.client.ApiClient, *, timeout: float) -> PodFetcher:
+    """Reads a pod through the shared ``ApiClient``."""
 
     async def fetch(key: PodKey) -> Mapping[str, Any]:
         namespace, name = key
         return await read_object(
-            core_v1_api.read_namespaced_pod, name, namespace,
+            rest.read_namespaced_pod, api_client, name, namespace,
             what=f"pod {namespace}/{name}", timeout=timeout,
         )
 

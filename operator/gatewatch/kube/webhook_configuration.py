@@ -39,6 +39,7 @@ import kubernetes.client
 from gatewatch.config import Settings
 from gatewatch.decision import Mode
 from gatewatch.errors import ConfigError, KubernetesApiError
+from gatewatch.kube import rest
 from gatewatch.kube.ca_bundles import (
     FOREIGN_CA_GRACE_SECONDS,
     certificate_fingerprint,
@@ -413,7 +414,7 @@ class WebhookConfigurationReconciler:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
-        self._api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+        self._api_client = api_client
         # Every call is bounded: a blackholed API server must not hold a worker thread for good.
         self._timeout = request_timeout
         self._on_drift = on_drift
@@ -646,22 +647,20 @@ class WebhookConfigurationReconciler:
     async def _read(self) -> dict[str, Any] | None:
         def call() -> dict[str, Any] | None:
             try:
-                response = self._api.read_validating_webhook_configuration(
-                    self.name, _request_timeout=self._timeout, _preload_content=False)
+                return rest.read_validating_webhook_configuration(self._api_client, self.name,
+                                                                  timeout=self._timeout)
             except kubernetes.client.ApiException as error:
                 if error.status == 404:
                     return None
                 raise api_error(error, operation="read", kind="validatingwebhookconfiguration",
                                 name=self.name) from None
-            return json.loads(response.data)
 
         return await asyncio.to_thread(call)
 
     async def _create(self, body: dict[str, Any]) -> bool:
         def call() -> bool:
             try:
-                self._api.create_validating_webhook_configuration(
-                    body, _request_timeout=self._timeout, _preload_content=False)
+                rest.create_validating_webhook_configuration(self._api_client, body, timeout=self._timeout)
             except kubernetes.client.ApiException as error:
                 if error.status == 409:
                     return False
@@ -678,8 +677,8 @@ class WebhookConfigurationReconciler:
 
         def call() -> bool:
             try:
-                self._api.replace_validating_webhook_configuration(
-                    self.name, body, _request_timeout=self._timeout, _preload_content=False)
+                rest.replace_validating_webhook_configuration(self._api_client, self.name, body,
+                                                              timeout=self._timeout)
             except kubernetes.client.ApiException as error:
                 if error.status in (404, 409):
                     return False
@@ -692,11 +691,9 @@ class WebhookConfigurationReconciler:
 
 async def delete_webhook_configuration(api_client: kubernetes.client.ApiClient, *, name: str) -> bool:
     """``gatewatch uninstall-webhook``: True if it was deleted, False if it was not there."""
-    api = kubernetes.client.AdmissionregistrationV1Api(api_client)
-
     def call() -> bool:
         try:
-            api.delete_validating_webhook_configuration(name, _preload_content=False)
+            rest.delete_validating_webhook_configuration(api_client, name)
         except kubernetes.client.ApiException as error:
             if error.status == 404:
                 return False

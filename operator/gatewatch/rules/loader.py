@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gatewatch.errors import EsqlSyntaxError, GatewatchError, KqlSyntaxError, RuleError, quoted
-from gatewatch.esql import compile_esql
 from gatewatch.kql import compile_query
 from gatewatch.rules.attack import AttackEntry, attack_data, tactic_reference, technique_reference
 from gatewatch.rules.eql import eql_sequence, eql_to_ast, is_sequence
@@ -363,6 +362,10 @@ class _RuleReader:
             elif language is Language.EQL:
                 compiled = compile_query(eql_to_ast(text), source=text)
             elif language is Language.ESQL:
+                # Imported for the first ES|QL rule only: the package is ~4 MiB of resident memory
+                # that a rule set without ES|QL (the default one) never needs (issue #12).
+                from gatewatch.esql import compile_esql
+
                 compiled = compile_esql(text)
             else:
                 compiled = compile_query(text)
