@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, quote, urlencode
 
+import orjson
+
 from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
 from gatewatch.evidence import offending_containers, offending_fields
@@ -139,7 +141,32 @@ def alert_event(document: Mapping[str, Any], *, extra: Mapping[str, Any] | None 
 
 
 def alert_line(alert: Mapping[str, Any]) -> str:
-    """One compact JSON line (no newline)."""
+    """One compact JSON line (no newline), ASCII only (non-ASCII text as ``\\u`` escapes).
+
+    orjson writes it (about a tenth of the stdlib encoder's time, on the alert
+    workers' CPU); its bytes are the stdlib's for the same alert. What orjson
+    does not write the stdlib's way goes through the stdlib encoder: non-ASCII
+    text (orjson writes UTF-8, the line stays ASCII as it always was), and
+    what orjson refuses (a lone surrogate, an integer beyond 64 bits, a key
+    that is not a string). Floats are the one difference: orjson writes an
+    exponent without padding (``1e-7``, not ``1e-07``: the same number) and
+    NaN or an infinity as ``null`` (the stdlib's ``NaN`` is not JSON).
+    """
+    try:
+        encoded = orjson.dumps(alert, default=str, option=_ORJSON_AS_STDLIB)
+    except (TypeError, orjson.JSONEncodeError):
+        return _stdlib_alert_line(alert)
+    # DEL is ASCII, but the stdlib escapes it: such a line goes the stdlib's way too.
+    if encoded.isascii() and b"\x7f" not in encoded:
+        return encoded.decode("ascii")
+    return _stdlib_alert_line(alert)
+
+
+# Datetimes and dataclasses to ``default=str`` as the stdlib does, not orjson's own format.
+_ORJSON_AS_STDLIB = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _stdlib_alert_line(alert: Mapping[str, Any]) -> str:
     return json.dumps(alert, separators=(",", ":"), sort_keys=False, default=str)
 
 
