@@ -52,6 +52,11 @@ def test_every_row_of_the_table_redacts_its_example(row) -> None:
         (["/usr/bin/mysql", "-u", "root", f"-p{PASSWORD}", "shop"], ["/usr/bin/mysql", "-u", "root", "-p[redacted]", "shop"]),
         (["sh", "-c", f"mysqldump -uroot -p{PASSWORD} shop > /tmp/d"], ["sh", "-c", "mysqldump -uroot -p[redacted] shop > /tmp/d"]),
         (["sshpass", "-p", PASSWORD, "ssh", "host"], ["sshpass", "-p", "[redacted]", "ssh", "host"]),
+        # user:password as the element after the option, as a container's args or an exec's command give it
+        (["curl", "-u", f"admin:{PASSWORD}", "https://db"], ["curl", "-u", "admin:[redacted]", "https://db"]),
+        (["wget", "--user", f"admin:{PASSWORD}", "https://db"], ["wget", "--user", "admin:[redacted]", "https://db"]),
+        (["curl", "-U", f"proxy:{PASSWORD}", "-x", "http://p", "https://a"],
+         ["curl", "-U", "proxy:[redacted]", "-x", "http://p", "https://a"]),
         (["kubectl", f"--token={JWT}", "get", "secrets"], ["kubectl", "--token=[redacted]", "get", "secrets"]),
         (["env", f"API_TOKEN={OPAQUE}", "./run"], ["env", "API_TOKEN=[redacted]", "./run"]),
         (["git", "clone", "https://ghp_0123456789abcdefghijABCDEFGHIJ012345@github.com/o/r"],
@@ -69,6 +74,7 @@ def test_credentials_in_argument_vectors_are_redacted(argv: list[str], expected:
     [
         ["sh", "-c", "ls -la /tmp && cat /etc/os-release"],
         ["nginx", "-g", "daemon off;"],
+        ["ps", "-u", "root", "-o", "pid,cmd"],
         ["app", "--port=8080", "-p", "8080", "--token-file=/var/run/secrets/token", "--password-file", "/etc/pw"],
         ["docker", "run", "-p", "8080:80", "busybox:1.36"],
         ["python", "-m", "http.server", "--bind", "0.0.0.0"],

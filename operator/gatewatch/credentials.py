@@ -156,6 +156,9 @@ CREDENTIAL_PATTERNS: tuple[CredentialPattern, ...] = (
 _SECRET_OPTION = re.compile(rf"--?(?:[a-z0-9]+[-_.])*{_SECRET_WORD}", re.IGNORECASE)
 # Programs whose short option takes a password as the next element.
 _PASSWORD_FLAGS = {"sshpass": "-p", "redis-cli": "-a", "mongo": "-p", "mongosh": "-p"}
+# Options whose next element is ``user:password`` (curl, wget's --user, --proxy-user): as the
+# text row "user:password option", for a vector where the option and its value are two elements.
+_USER_PASSWORD_OPTIONS = frozenset({"-u", "--user", "-U", "--proxy-user"})
 _MYSQL_CLIENTS = frozenset({
     "mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck", "mysqlpump", "mariadb", "mariadb-dump",
 })
@@ -180,17 +183,24 @@ def redact_argv(argv: Sequence[object], *, program: str | None = None) -> list[o
     program = _program(argv) if program is None else program.rsplit("/", 1)[-1]
     redacted: list[object] = []
     secret_next = False
+    user_password_next = False
     for item in argv:
         if not isinstance(item, str):
             redacted.append(item)
-            secret_next = False
+            secret_next = user_password_next = False
             continue
         if secret_next:
             redacted.append(REDACTED)
-            secret_next = False
+            secret_next = user_password_next = False
+            continue
+        if user_password_next and ":" in item:
+            user, _, _password = item.partition(":")
+            redacted.append(redact_text(user) + ":" + REDACTED)
+            user_password_next = False
             continue
         redacted.append(redact_text(item))
         secret_next = _takes_secret_next(item, program)
+        user_password_next = item in _USER_PASSWORD_OPTIONS
         if program in _MYSQL_CLIENTS and item.startswith("-p") and len(item) > 2 and not item.startswith("--"):
             redacted[-1] = "-p" + REDACTED
     return redacted
