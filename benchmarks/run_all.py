@@ -14,7 +14,7 @@ on two cores:
 - rule_index.py: candidate rules per review with 1,000 rules;
 - rules_load.py: ready to serve with 1,000 rules;
 - kql_elastic.py: KQL evaluation beside Elastic's lib/kql (given a checkout of
-  elastic/detection-rules with ``--elastic-kql`` or ``$GATEWATCH_ELASTIC_KQL``;
+  elastic/detection-rules with ``--elastic-kql`` or ``$DETECTION_RULES_CHECKOUT`` (the tests' variable);
   without one, gatewatch's figure only and the row says so);
 - replay_throughput.py, when it exists: replay beside the parse-only floor.
 
@@ -122,7 +122,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--elastic-kql", type=Path, default=os.environ.get("GATEWATCH_ELASTIC_KQL") or None,
+    parser.add_argument("--elastic-kql", type=Path, default=os.environ.get("DETECTION_RULES_CHECKOUT") or None,
                         help="a checkout of elastic/detection-rules, for the KQL comparison "
                              "(git clone --depth 1 https://github.com/elastic/detection-rules; pip install eql==1.0.1)")
     args = parser.parse_args()
