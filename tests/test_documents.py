@@ -873,7 +873,7 @@ def test_wrongly_typed_pod_field_is_an_input_error_naming_it(change: Any, messag
 
 # --- values that cannot be looked up: never a TypeError -----------------------------
 
-# Odd values where documents.py looks a value up in a set or a dict; JSON
+# Odd values where gatewatch.documents looks a value up in a set or a dict; JSON
 # makes lists and objects, which are unhashable.
 UNHASHABLE = [[], ["audit.k8s.io/v1"], {}, {"a": 1}]
 

@@ -178,7 +178,7 @@ def odd_events() -> list:
 
 
 def documents_reason(event, *, pod_fields: bool = True) -> str | None:
-    """What documents.py says of ``event`` when it builds its document: its refusal, None when it accepts it.
+    """What gatewatch.documents says of ``event`` when it builds its document: its refusal, None when it accepts it.
 
     ``pod_fields``: with the normalized Pod lists, which a rule set reads or not (RuleEngine.reads_pod_fields).
     """
@@ -242,7 +242,7 @@ def test_replay_reports_the_same_malformed_lines_with_and_without_the_shortcut(
     stderr = with_shortcut[1]
     for line_no, event in enumerate(events, start=1):
         reason = documents_reason(event, pod_fields=False)  # neither rule set reads the Pod lists
-        if reason is not None:  # in documents.py's words, shortcut or not
+        if reason is not None:  # in gatewatch.documents's words, shortcut or not
             assert f"{log}:{line_no}: skipped malformed line: {reason}\n" in stderr
 
 

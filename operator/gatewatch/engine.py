@@ -84,7 +84,7 @@ class RuleEngine:
     @property
     def reads_pod_fields(self) -> bool:
         """True when an enabled rule may read the normalized Pod lists (``gatewatch.containers``, ...):
-        documents need them only then (documents.py builds them on request)."""
+        documents need them only then (documents/mapping.py builds them on request)."""
         return self._state[2]
 
     def may_match_audit_event(self, event: Mapping[str, Any]) -> bool:

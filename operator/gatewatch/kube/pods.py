@@ -12,9 +12,10 @@ from typing import Any, Awaitable, Callable, Mapping, TypedDict
 
 import kubernetes.client
 
-from gatewatch.documents import CONTAINER_KINDS, ImageEntry, image_entry
+from gatewatch.documents import ImageEntry, image_entry
 from gatewatch.kube import rest
 from gatewatch.kube.namespaces import AsyncTtlCache, LookupFailed, read_object
+from gatewatch.shapes import CONTAINER_KINDS
 
 PodKey = tuple[str, str]  # (namespace, name)
 PodFetcher = Callable[[PodKey], Awaitable[Mapping[str, Any]]]

@@ -131,7 +131,7 @@ class AdmissionUnavailableFields:
                 )
 
 
-# Values a gatewatch admission document can have, per field (documents.py).
+# Values a gatewatch admission document can have, per field (documents/mapping.py).
 _DATASET_FIELDS = ("event.dataset", "data_stream.dataset")
 _ADMISSION_VALUES: dict[str, tuple[tuple[str, ...], str]] = {
     # Kept equal to admission.WEBHOOK_ROUTES by tests/test_access_paths.py (rules may not import admission).

@@ -1,0 +1,340 @@
+"""Audit event -> the document the rules query, as one readable mapping table.
+
+The document is the one Elastic's Kubernetes integration stores for an audit
+event (data stream ``logs-kubernetes.audit_logs-*``), so Elastic's detection
+rules run unchanged. Every input is first turned into an audit event
+(``audit.k8s.io/v1`` Event: admission.py, audit.py, manifests.py); one table
+then maps the audit event onto the document:
+
+======================================  ==============================================  ==========================
+document field                          from the audit event                            notes
+======================================  ==============================================  ==========================
+@timestamp                              stageTimestamp, else requestReceivedTimestamp   admission: now (UTC)
+event.kind                              "event"
+event.dataset, data_stream.dataset      "kubernetes.audit_logs"
+event.action                            verb
+event.outcome                           annotations[authorization.k8s.io/decision]      allow->success, forbid->failure
+kubernetes.audit                        the whole event                                 annotation keys: "." -> "_"
+user.name / user.id                     user.username / user.uid                        absent when empty
+user_agent.original                     userAgent                                       never for admission
+source.ip, client.ip, related.ip        sourceIPs (the valid IP addresses)              never for admission
+related.user                            user.uid, user.username
+container.image.name                    requestObject.spec.containers[].image           a list
+orchestrator.type                       "kubernetes"
+orchestrator.api_version                apiVersion                                      as Elastic: the audit API
+orchestrator.namespace                  objectRef.namespace
+orchestrator.resource.type / .name      objectRef.resource / objectRef.name
+orchestrator.resource.parent.type       requestObject's controller ownerReference kind  or the manifest's workload
+gatewatch.source                        "admission" | "audit" | "manifest"
+gatewatch.user.effective                impersonatedUser.username, else user.username   admission: userInfo.username
+gatewatch.images                        requestObject.spec.{containers,initContainers,  normalized, see images.py;
+                                        ephemeralContainers}[].image                    UPDATE: only added/changed
+                                                                                        images; JSON patch: the
+                                                                                        images its operations set
+gatewatch.containers,                   a whole Pod (requestObject of a Pod create or   see podspec.py: one element
+gatewatch.security_contexts,            update, an ephemeralcontainers update, a        per container, security
+gatewatch.added_capabilities,           manifest): its spec and annotations,            context, added capability,
+gatewatch.volumes,                      normalized                                      volume source, host port,
+gatewatch.host_ports,                                                                   probe host, annotation;
+gatewatch.probe_hosts,                                                                  each with its path in the
+gatewatch.annotations                                                                   Pod
+gatewatch.exec                          requestURI query of pods/exec and pods/attach   command, container, stdin, tty
+gatewatch.admission.uid                 AdmissionRequest.uid                            admission only
+gatewatch.dry_run                       AdmissionRequest.dryRun                         admission only
+======================================  ==============================================  ==========================
+
+The rows are also data, ``DOCUMENT_FIELDS``; ``_build_document`` fills them in
+the same order, and the tests check that the two agree.
+
+The images of updates and patches: see container_images.py.
+
+Where this follows Elastic's ingest pipeline (elastic/integrations,
+packages/kubernetes/data_stream/audit_logs/elasticsearch/ingest_pipeline/
+default.yml) and where it deviates:
+
+- deviation: Elastic removes requestObject.metadata and responseObject.metadata
+  (to bound its mapping); we keep them: our rules use labels and names, and
+  Elastic's rules cannot reference fields Elastic drops.
+- deviation: Elastic's ``convert`` to ip fails as a whole when one sourceIPs
+  entry is not an IP; we keep the valid entries.
+- deviation: Elastic copies ``requestObject.spec.containers.image`` with a
+  ``set``, which does not walk lists; we store the list of images the KQL
+  query ``container.image.name:...`` was written for.
+- addition: the ``gatewatch.*`` namespace.
+- as Elastic: ``user.name`` is ``user.username`` only, which in an audit
+  event of an impersonated request is the impersonator;
+  ``gatewatch.user.effective`` is the identity the request acted as. At
+  admission ``userInfo`` is already the impersonated user, and the
+  impersonator is not visible.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs
+
+from gatewatch.documents.container_images import _container_image_names, _images, _json_patch_images
+from gatewatch.documents.types import AdmissionRequest, Source
+from gatewatch.errors import InputError
+from gatewatch.podspec import pod_fields as podspec_fields
+from gatewatch.shapes import POD, problem
+
+DATASET = "kubernetes.audit_logs"
+DECISION_ANNOTATION = "authorization.k8s.io/decision"
+OUTCOME_BY_DECISION = {"allow": "success", "forbid": "failure"}
+# Subresources whose options travel in the requestURI query (PodExecOptions, PodAttachOptions).
+INTERACTIVE_SUBRESOURCES = frozenset({"exec", "attach"})
+
+
+# The table, as data: (document field, where it comes from). _build_document
+# below fills exactly these fields, in this order; tests check the two agree.
+DOCUMENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("@timestamp", "stageTimestamp, else requestReceivedTimestamp (v1beta1: timestamp); admission: now"),
+    ("event.kind", '"event"'),
+    ("event.dataset", f'"{DATASET}"'),
+    ("event.action", "verb"),
+    ("event.outcome", "annotations[authorization.k8s.io/decision]: allow -> success, forbid -> failure"),
+    ("data_stream.dataset", f'"{DATASET}"'),
+    ("kubernetes.audit", "the event, annotation keys' dots -> underscores"),
+    ("user.name", "user.username"),
+    ("user.id", "user.uid"),
+    ("user_agent.original", "userAgent"),
+    ("source.ip", "sourceIPs (the valid IP addresses)"),
+    ("client.ip", "sourceIPs (the valid IP addresses)"),
+    ("related.ip", "sourceIPs (the valid IP addresses)"),
+    ("related.user", "user.uid, user.username"),
+    ("container.image.name", "requestObject.spec.containers[].image"),
+    ("orchestrator.type", '"kubernetes"'),
+    ("orchestrator.api_version", "apiVersion"),
+    ("orchestrator.namespace", "objectRef.namespace"),
+    ("orchestrator.resource.type", "objectRef.resource"),
+    ("orchestrator.resource.name", "objectRef.name"),
+    ("orchestrator.resource.parent.type", "requestObject.metadata.ownerReferences[controller].kind, or the manifest's workload kind"),
+    ("gatewatch.source", '"admission" | "audit" | "manifest"'),
+    ("gatewatch.user.effective", "impersonatedUser.username, else user.username"),
+    ("gatewatch.images", "requestObject.spec.{containers,initContainers,ephemeralContainers}[].image, normalized;"
+     " for an UPDATE only the images it adds or changes; for a JSON patch the images it sets"),
+    ("gatewatch.containers", "a whole Pod's containers of every kind (see podspec.py)"),
+    ("gatewatch.security_contexts", "a whole Pod's securityContext and each container's (see podspec.py)"),
+    ("gatewatch.added_capabilities", "a whole Pod's securityContext.capabilities.add entries (see podspec.py)"),
+    ("gatewatch.volumes", "a whole Pod's volume sources (see podspec.py)"),
+    ("gatewatch.host_ports", "a whole Pod's hostPort settings (see podspec.py)"),
+    ("gatewatch.probe_hosts", "a whole Pod's probe and lifecycle handler hosts (see podspec.py)"),
+    ("gatewatch.annotations", "a whole Pod's metadata.annotations (see podspec.py)"),
+    ("gatewatch.exec", "requestURI query of pods/exec and pods/attach: command, container, stdin, tty"),
+    ("gatewatch.admission.uid", "AdmissionRequest.uid"),
+    ("gatewatch.dry_run", "AdmissionRequest.dryRun"),
+)
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:
+    # dict first: JSON and YAML give dicts, and the ABC check costs more.
+    if type(value) is dict or isinstance(value, Mapping):
+        return value
+    return None
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if type(value) is str and value else None
+
+
+@lru_cache(maxsize=1024)
+def _is_ip(text: Any) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_ips(ips: Any) -> list[str] | None:
+    if type(ips) is not list:
+        return None
+    return [ip for ip in ips if type(ip) is str and _is_ip(ip)] or None
+
+
+def _check_object(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """An admitted object's Pod fields, type-checked strictly (gatewatch.shapes); returns its spec (or an empty one)."""
+    found = problem(obj, POD, where.rstrip("."))
+    if found is not None:
+        raise InputError(found)
+    spec = obj.get("spec")
+    return spec if spec is not None else _EMPTY
+
+
+def _controller_kind(request_object: Mapping[str, Any]) -> str | None:
+    metadata = _as_mapping(request_object.get("metadata"))
+    owners = metadata.get("ownerReferences") if metadata else None
+    if type(owners) is list:
+        for owner in owners:
+            if _as_mapping(owner) is not None and owner.get("controller"):
+                return _str_or_none(owner.get("kind"))
+    return None
+
+
+def _parse_bool(value: str) -> bool:
+    # Go's strconv.ParseBool, which the API server's parameter codec uses.
+    return value in ("1", "t", "T", "true", "TRUE", "True")
+
+
+def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
+    """pods/exec and pods/attach options, read from the requestURI.
+
+    An audit event of an exec carries its options only in the requestURI, so
+    the admission path rebuilds that URI and both inputs are read the same way.
+    """
+    if type(request_uri) is not str:
+        return None
+    # Not urlsplit: it raises on text such as "//[" (an IPv6 host never closed).
+    query = parse_qs(request_uri.partition("?")[2].partition("#")[0])
+    return {
+        "command": query.get("command", []),
+        "container": (query.get("container") or [None])[0],
+        "stdin": _parse_bool((query.get("stdin") or ["false"])[0]),
+        "tty": _parse_bool((query.get("tty") or ["false"])[0]),
+    }
+
+
+# Pod subresources whose request object is the whole Pod (Pod Security Admission evaluates them too).
+WHOLE_POD_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
+
+
+def _is_whole_pod(
+    event: Mapping[str, Any], object_ref: Mapping[str, Any], request_object: Mapping[str, Any], *, source: Source
+) -> bool:
+    """True when the request object is a whole Pod, not a patch of one or another kind of object.
+
+    At admission (and for a manifest) the object of a Pod create or update is
+    always whole, a patch included; in an audit log a ``patch`` event's
+    requestObject is the patch body, so only create and update count there.
+    """
+    if object_ref.get("resource") != "pods" or (object_ref.get("subresource") or "") not in WHOLE_POD_SUBRESOURCES:
+        return False
+    if request_object.get("kind", "Pod") != "Pod":
+        return False
+    return source != "audit" or event.get("verb") in ("create", "update")
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` unless ``value`` is None: absent, as Elastic leaves a field it has no value for."""
+    if value is not None:
+        target[key] = value
+
+
+def _build_document(
+    event: Mapping[str, Any],
+    *,
+    source: Source,
+    timestamp: str | None,
+    admission: AdmissionRequest | None = None,
+    workload_kind: str | None = None,
+    object_field: str = "requestObject.",
+    old_object: Mapping[str, Any] | None = None,
+    object_checked: bool = False,
+    with_pod_fields: bool = True,
+) -> dict[str, Any]:
+    """The mapping itself: one block per group of DOCUMENT_FIELDS rows, in order.
+
+    ``event`` is an audit event's view (gatewatch.shapes.audit_event_view) or
+    was built by audit_event_from_admission_request: the lookups below trust
+    the types of its own fields. ``object_field`` names the requestObject in
+    errors (``request.object.`` for a review); ``old_object`` (an UPDATE's)
+    limits gatewatch.images to what changed; ``object_checked``: the
+    requestObject is an audit event's, already conformed (its spec is read
+    as any resource's, see _images), so it is not checked strictly;
+    ``with_pod_fields=False`` leaves out the normalized Pod lists (the engine
+    says whether a rule reads them: they cost more than the rest of the
+    mapping). Straight-line code rather than a loop over the table: this is
+    the hot path.
+    """
+    raw_annotations = _as_mapping(event.get("annotations"))
+    annotations = {key.replace(".", "_"): value for key, value in raw_annotations.items()} if raw_annotations else {}
+    user = _as_mapping(event.get("user")) or _EMPTY
+    object_ref = _as_mapping(event.get("objectRef")) or _EMPTY
+    raw_request_object = event.get("requestObject")
+    request_object = _as_mapping(raw_request_object) or _EMPTY
+    if not request_object:
+        spec = _EMPTY
+    elif object_checked:
+        spec = _as_mapping(request_object.get("spec")) or _EMPTY
+    else:
+        spec = _check_object(request_object, object_field)
+    document: dict[str, Any] = {}
+
+    _put(document, "@timestamp", timestamp)
+
+    event_fields: dict[str, Any] = {"kind": "event", "dataset": DATASET}
+    _put(event_fields, "action", _str_or_none(event.get("verb")))
+    _put(event_fields, "outcome", OUTCOME_BY_DECISION.get(annotations.get("authorization_k8s_io/decision")))
+    document["event"] = event_fields
+    document["data_stream"] = {"dataset": DATASET}
+
+    audit = dict(event)  # shallow: only the annotations are replaced
+    if raw_annotations is not None:
+        audit["annotations"] = annotations
+    document["kubernetes"] = {"audit": audit}
+
+    user_fields: dict[str, Any] = {}
+    _put(user_fields, "name", _str_or_none(user.get("username")))
+    _put(user_fields, "id", _str_or_none(user.get("uid")))
+    if user_fields:
+        document["user"] = user_fields
+
+    user_agent = _str_or_none(event.get("userAgent"))
+    if user_agent is not None:
+        document["user_agent"] = {"original": user_agent}
+
+    source_ips = _valid_ips(event.get("sourceIPs"))
+    related: dict[str, Any] = {}
+    if source_ips is not None:
+        document["source"] = {"ip": source_ips}
+        document["client"] = {"ip": source_ips}
+        related["ip"] = source_ips
+    _put(related, "user", [v for v in (user.get("uid"), user.get("username")) if v] or None)
+    if related:
+        document["related"] = related
+
+    image_names = _container_image_names(spec) if spec else None
+    if image_names is not None:
+        document["container"] = {"image": {"name": image_names}}
+
+    resource: dict[str, Any] = {}
+    _put(resource, "type", _str_or_none(object_ref.get("resource")))
+    _put(resource, "name", _str_or_none(object_ref.get("name")))
+    parent_kind = workload_kind or (_controller_kind(request_object) if request_object else None)
+    if parent_kind is not None:
+        resource["parent"] = {"type": parent_kind}
+    orchestrator: dict[str, Any] = {"type": "kubernetes"}
+    _put(orchestrator, "api_version", _str_or_none(event.get("apiVersion")))
+    _put(orchestrator, "namespace", _str_or_none(object_ref.get("namespace")))
+    if resource:
+        orchestrator["resource"] = resource
+    document["orchestrator"] = orchestrator
+
+    gatewatch: dict[str, Any] = {"source": source}
+    impersonated = _as_mapping(event.get("impersonatedUser"))
+    effective_user = (_str_or_none(impersonated.get("username")) if impersonated else None) or user_fields.get("name")
+    if effective_user is not None:
+        gatewatch["user"] = {"effective": effective_user}
+    if spec:
+        old_spec = _check_object(old_object, "request.oldObject.") if old_object is not None else None
+        images = _images(spec, old_spec=old_spec)
+    elif type(raw_request_object) is list:  # a JSON patch, as the audit log records it
+        images = _json_patch_images(raw_request_object)
+    else:
+        images = None
+    _put(gatewatch, "images", images or None)
+    if with_pod_fields and request_object and _is_whole_pod(event, object_ref, request_object, source=source):
+        gatewatch.update(podspec_fields(request_object, where=object_field))
+    if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
+        _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
+    if admission is not None:
+        gatewatch["admission"] = {"uid": admission["uid"]}
+        _put(gatewatch, "dry_run", admission.get("dryRun"))
+    document["gatewatch"] = gatewatch
+    return document
