@@ -20,7 +20,7 @@ from gatewatch.kql.codegen import GeneratedQuery, compile_program
 from gatewatch.kql.fields import FieldValues, field_values
 from gatewatch.podspec import POD_FIELD_NAMES
 from gatewatch.prefilter import RuleIndex
-from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore
+from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore, parse_iso_time
 from gatewatch.rules.model import NewTerms, Rule, RuleSet, RuleType
 
 Document = Mapping[str, Any]
@@ -239,15 +239,7 @@ def _admission_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 def event_time(document: Document, *, now: datetime | None = None) -> datetime:
     """The document's @timestamp (replay: event time), else now."""
-    stamp = document.get("@timestamp")
-    if isinstance(stamp, str):
-        try:
-            parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return now or datetime.now(timezone.utc)
+    return parse_iso_time(document.get("@timestamp")) or now or datetime.now(timezone.utc)
 
 
 def _get(document: Document, *path: str) -> Any:

@@ -122,7 +122,7 @@ class InMemoryNewTermsStore:
                     continue
                 seen = self._last_seen.setdefault(str(rule_id), {})
                 for encoded, iso in keys.items():
-                    when = _parse_time(iso)
+                    when = parse_iso_time(iso)
                     if when is None:
                         logger.warning("new_terms history: rule %r: bad timestamp %r, entry skipped", rule_id, iso)
                         continue
@@ -183,7 +183,7 @@ class InMemoryNewTermsStore:
         return excess
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_iso_time(value: Any) -> datetime | None:
     """An ISO 8601 sighting time (``Z`` allowed; no zone: UTC), or None when it is not one."""
     if not isinstance(value, str):
         return None

@@ -22,14 +22,16 @@ while matching.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping, Sequence, TextIO
 
 from gatewatch.alerts import alert_event, alert_line, build_alert
 from gatewatch.decision import Mode
 from gatewatch.engine import Match
+from gatewatch.newterms import parse_iso_time
 from gatewatch.rules.model import Rule, RuleSet
 from gatewatch.sequences import DEFAULT_MAX_PENDING, CompiledSequence, Completed, Observation, match_sequences
+from gatewatch.text_table import print_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +127,7 @@ def sequence_alert(rule: Rule, done: Completed, *, mode: Mode) -> dict[str, Any]
 
 
 def _timestamp(document: Mapping[str, Any]) -> datetime | None:
-    stamp = document.get("@timestamp")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parse_iso_time(document.get("@timestamp"))
 
 
 def _print_results(found: Sequence[tuple[Rule, Completed]], out: TextIO) -> None:
@@ -143,11 +138,6 @@ def _print_results(found: Sequence[tuple[Rule, Completed]], out: TextIO) -> None
         key = ", ".join(str(value) for value in done.key) or "-"
         rows.append((str(events[-1].document.get("@timestamp")), rule.id, rule.name, key,
                      ", ".join(str(event.line) for event in events)))
-    header = ("LAST EVENT", "RULE ID", "RULE", "BY", "LINES")
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    for row in (header, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    print_table(("LAST EVENT", "RULE ID", "RULE", "BY", "LINES"), rows, out)
     if not rows:
         out.write("(none)\n")

@@ -20,6 +20,7 @@ from gatewatch.engine import Match
 from gatewatch.esql.schedule import ScheduledStats, StatsResult
 from gatewatch.esql.values import Value, format_date, to_string
 from gatewatch.rules.model import DEFAULT_SCHEDULE, Rule, RuleSet
+from gatewatch.text_table import print_table
 
 
 @dataclass
@@ -83,12 +84,7 @@ def _print_results(found: Sequence[tuple[Rule, StatsResult]], out: TextIO) -> No
          ", ".join(f"{name}={_short(value)}" for name, value in result.columns.items()))
         for rule, result in found
     ]
-    header = ("RUN", "RULE ID", "RULE", "ROW")
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    for row in (header, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    print_table(("RUN", "RULE ID", "RULE", "ROW"), rows, out)
     if not rows:
         out.write("(none)\n")
 

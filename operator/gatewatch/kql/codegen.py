@@ -23,7 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 from gatewatch.kql.ast import And, Exists, MatchAll, Nested, Node, Not, Or, Range, Term, Wildcard
-from gatewatch.kql.compiler import any_value_test, compile_predicate, is_plain_term, is_present, range_test
+from gatewatch.kql.compiler import (
+    any_value_test, compile_predicate, group_or_by_field, is_plain_term, is_present, range_test,
+)
 from gatewatch.kql.fields import FieldValues, Resolvers
 
 GeneratedQuery: TypeAlias = Callable[[FieldValues], bool]
@@ -140,14 +142,7 @@ class _Generator:
         raise TypeError(f"not a KQL node: {node!r}")
 
     def _or(self, node: Or, *, depth: int) -> str:
-        # As the closure compiler: matches on one field share one test of its values.
-        by_field: dict[str | None, list[Term | Wildcard]] = {}
-        others: list[Node] = []
-        for item in node.items:
-            if isinstance(item, (Term, Wildcard)):
-                by_field.setdefault(item.field, []).append(item)
-            else:
-                others.append(item)
+        by_field, others = group_or_by_field(node)  # as the closure compiler groups them
         parts = [self._field_matches(field, matches) for field, matches in by_field.items()]
         parts += [self.expression(item, depth=depth + 1) for item in others]
         return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"

@@ -149,8 +149,9 @@ def compile_predicate(node: Node) -> Predicate:
     raise TypeError(f"not a KQL node: {node!r}")
 
 
-def _compile_or(node: Or) -> Predicate:
-    # Matches on the same field share one lookup and one combined value test.
+def group_or_by_field(node: Or) -> tuple[dict[str | None, list[Term | Wildcard]], list[Node]]:
+    """An ``or``'s value matches grouped by field (each group is one lookup and one combined
+    value test), and its other items."""
     by_field: dict[str | None, list[Term | Wildcard]] = {}
     others: list[Node] = []
     for item in node.items:
@@ -158,6 +159,11 @@ def _compile_or(node: Or) -> Predicate:
             by_field.setdefault(item.field, []).append(item)
         else:
             others.append(item)
+    return by_field, others
+
+
+def _compile_or(node: Or) -> Predicate:
+    by_field, others = group_or_by_field(node)
     items = tuple(
         [_compile_field_matches(field, matches) for field, matches in by_field.items()]
         + [compile_predicate(item) for item in others]

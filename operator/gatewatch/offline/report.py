@@ -17,6 +17,7 @@ import orjson
 from gatewatch.alerts import alert_line
 from gatewatch.decision import Mode
 from gatewatch.rules.model import Action
+from gatewatch.text_table import print_table
 
 EXIT_OK, EXIT_FINDINGS, EXIT_BAD_INPUT = 0, 1, 2
 # How many malformed lines (and field warnings) to list before only counting them.
@@ -77,15 +78,6 @@ class LineWriter:
             self._binary.flush()
         else:
             self._out.write(block.decode("utf-8", "surrogatepass"))
-
-
-def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [len(h) for h in header]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
-    for row in (header, *rows):
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
 
 
 # --- replay ---------------------------------------------------------------------------
