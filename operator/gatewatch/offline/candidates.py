@@ -82,9 +82,11 @@ class _Recorder(Mapping[str, Any]):
         raise _Unknown("every field")
 
 
-def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """``event -> the values at paths`` (value_key of each), as straight-line code: it runs for every line."""
-    lines = ["def key(event):"]
+def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
+                     learn: Callable[[Mapping[str, Any]], bool | None]) -> Callable[[Mapping[str, Any]], bool | None]:
+    """``event -> the remembered answer`` for the values at paths (value_key of each), else ``learn(event)``:
+    straight-line code, one call a line (it runs for every line of a log)."""
+    lines = ["def may_match(event):"]
     names: dict[Path, str] = {(): "event"}
     results = []
     for path in sorted(set(paths), key=len):
@@ -96,30 +98,33 @@ def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any,
             name = names[prefix] = f"v{len(names)}"
             lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
         results.append(names[path])
-    keys = ", ".join(f"{name} if {name}.__class__ is str else (MISSING_KEY if {name} is MISSING else value_key({name}))"
-                     for name in results)
-    lines.append(f"    return ({keys},)" if keys else "    return ()")
-    scope: dict[str, Any] = {"MISSING": _MISSING, "MISSING_KEY": value_key(_MISSING), "value_key": value_key}
+    # value_key, its usual cases inline: a string, an object (read field by field), missing.
+    keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is dict else "
+                     f"(MISSING_KEY if {name} is MISSING else value_key({name})))" for name in results)
+    lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
+    lines.append("    return learn(event) if answer is None else answer")
+    scope: dict[str, Any] = {"MISSING": _MISSING, "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
+                             "value_key": value_key, "answers": answers, "learn": learn}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
-    return scope["key"]
+    return scope["may_match"]
 
 
 class CandidateMemo:
-    """``may_match(event)`` for skimmed events (which hold only the ``known`` top-level fields)."""
+    """``may_match(event)`` for skimmed events (which hold only the ``known`` top-level fields): whether a
+    rule could match ``event``; None when the index needs more of it than a skim holds.
+
+    ``may_match`` is an attribute, remade when the index reads a new field: read it anew for each event.
+    """
 
     def __init__(self, may_match: Callable[[Mapping[str, Any]], bool], *, known: frozenset[str]) -> None:
         self._ask = may_match
         self._known = known
         self._paths: list[Path] = []
-        self._key = _key_function([])
         self._answers: dict[tuple[Any, ...], bool] = {}
+        self.may_match = _answer_function([], self._answers, self._learn)
 
-    def may_match(self, event: Mapping[str, Any]) -> bool | None:
-        """Whether a rule could match ``event``; None when the index needs more of it than a skim holds."""
-        key = self._key(event)
-        answer = self._answers.get(key)
-        if answer is not None:
-            return answer
+    def _learn(self, event: Mapping[str, Any]) -> bool | None:
+        """The index's answer for an event unlike any before, remembered."""
         reads: list[Path] = []
         try:
             answer = self._ask(_Recorder(event, (), reads, self._known))
@@ -128,9 +133,21 @@ class CandidateMemo:
         new = [path for path in dict.fromkeys(reads) if path not in self._paths]
         if new:  # the index read something new: every answer is remembered under more values from now on
             self._paths += new
-            self._key = _key_function(self._paths)
             self._answers.clear()
-            key = self._key(event)
+            self.may_match = _answer_function(self._paths, self._answers, self._learn)
         if len(self._answers) < _MAX_ANSWERS:
-            self._answers[key] = answer
+            self._answers[_key_function(self._paths)(event)] = answer
         return answer
+
+
+def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``event -> the values at paths`` (value_key of each), as ``_answer_function`` reads them."""
+    def key(event: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = []
+        for path in sorted(set(paths), key=len):
+            value: Any = event
+            for name in path:
+                value = value.get(name, _MISSING) if value.__class__ is dict else _MISSING
+            values.append(value_key(value))
+        return tuple(values)
+    return key

@@ -115,39 +115,44 @@ class Scanner:
         stats, matched, settled = result.stats, result.matched, result.settled
         every_event = self.options.every_event
         exempt = () if every_event else self.options.exempt_namespaces
-        memo = self.memo.may_match
+        memo = self.memo
         feeding = self.feeding
+        skim_of = skim_line  # looked up per pass: tests take the skim away
         tracked: set[str] = set()  # auditIDs of this pass whose events were evaluated
+        # Counted here and added at the end: this loop runs for every line, most of them skimmed only.
+        line_count = skimmed = exempted_count = forbidden_count = 0
         for line_no, raw in lines:
-            stats.lines += 1
-            if not raw or raw.isspace():
-                continue
-            skim = skim_line(raw)
-            if skim is not None:
-                stats.events += 1
-                object_ref = skim.get("objectRef")
-                exempted = bool(exempt) and object_ref is not None and object_ref.get("namespace") in exempt
-                annotations = skim.pop("annotations", None)  # only the decision: not the event's annotations
-                forbidden = (not every_event and not exempted and annotations is not None
-                             and annotations.get(DECISION_ANNOTATION) == "forbid")
+            line_count += 1
+            skim = skim_of(raw)
+            if skim is None:  # a blank line, or one only a full parse can judge
+                if not raw or raw.isspace():
+                    continue
+                verdict = self._evaluate(raw, line_no, stats, counted=False)
+            else:
+                skimmed += 1
+                exempted = forbidden = False
+                if exempt:
+                    object_ref = skim.get("objectRef")
+                    exempted = object_ref is not None and object_ref.get("namespace") in exempt
+                if not every_event and not exempted:
+                    annotations = skim.get("annotations")  # only the decision: not the event's annotations
+                    forbidden = annotations is not None and annotations.get(DECISION_ANNOTATION) == "forbid"
                 # ES|QL STATS and EQL sequence rules see every event a rule could match, exempt and refused ones included.
-                candidate = memo(skim) if feeding or not (exempted or forbidden) else False
+                candidate = memo.may_match(skim) if feeding or not (exempted or forbidden) else False
                 if candidate is False or (not feeding and (exempted or forbidden)):
                     if exempted:
-                        stats.exempt += 1
+                        exempted_count += 1
                         continue
-                    if forbidden:
-                        stats.refused_by_authorization += 1
+                    forbidden_count += forbidden
                     # A later stage without a match may decide a request that matched earlier
                     # (authorization refused it: always recorded, as a block cannot know).
-                    audit_id = skim.get("auditID")
-                    if audit_id is not None and not every_event and (forbidden or audit_id in tracked):
-                        _settle(settled, audit_id, STAGE_RANK.get(skim.get("stage"), UNKNOWN_STAGE_RANK), line_no)
+                    if not every_event and (forbidden or tracked):
+                        audit_id = skim.get("auditID")
+                        if audit_id is not None and (forbidden or audit_id in tracked):
+                            _settle(settled, audit_id, STAGE_RANK.get(skim.get("stage"), UNKNOWN_STAGE_RANK), line_no)
                     continue
-                counted = True
-            else:
-                counted = False
-            verdict = self._evaluate(raw, line_no, stats, counted=counted)
+                # The index said yes (or needs the whole event: None) on the skim's fields.
+                verdict = self._evaluate(raw, line_no, stats, counted=True, candidate=candidate or None)
             if verdict is None:
                 continue
             if verdict.audit_id is not None and not every_event:
@@ -156,10 +161,18 @@ class Scanner:
                 matched.append(verdict)
             elif verdict.audit_id is not None and not every_event:
                 _settle(settled, verdict.audit_id, verdict.rank, line_no)
+        stats.lines += line_count
+        stats.events += skimmed
+        stats.exempt += exempted_count
+        stats.refused_by_authorization += forbidden_count
         return result
 
-    def _evaluate(self, raw: bytes, line_no: int, stats: ReplayStats, *, counted: bool) -> Verdict | None:
-        """The full path: parse, check once, map, evaluate. None: nothing to record."""
+    def _evaluate(self, raw: bytes, line_no: int, stats: ReplayStats, *, counted: bool,
+                  candidate: bool | None = None) -> Verdict | None:
+        """The full path: parse, check once, map, evaluate. None: nothing to record.
+
+        ``candidate``: the rule index's answer, when the skim had it (the skim holds the fields it read as they are).
+        """
         try:
             view = audit_event_view(parse_line(raw))
         except NotJson as error:
@@ -187,7 +200,8 @@ class Scanner:
                 stats.exempt += 1
             elif forbidden:
                 stats.refused_by_authorization += 1
-        candidate = self.engine.may_match_audit_event(event)
+        if candidate is None:
+            candidate = self.engine.may_match_audit_event(event)
         feeding = candidate and self.feeding
         if exempted and not feeding:
             return None
