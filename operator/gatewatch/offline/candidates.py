@@ -10,11 +10,16 @@ one), so the answer is remembered under those values and the index is not
 asked again. Nothing here assumes which fields the index reads; when it
 reads one a skim does not hold (beyond ``lines.SKIMMED_FIELDS``), the answer
 is "unknown" and replay parses the line whole.
+
+A skimmed event is a struct (``lines.SkimmedEvent``): its top-level fields are
+attributes (``msgspec.UNSET``: the event has none), below them mappings.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from msgspec import UNSET
 
 _MISSING = object()
 Path = tuple[str, ...]
@@ -83,8 +88,8 @@ class _Recorder(Mapping[str, Any]):
 
 
 def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
-                     learn: Callable[[Mapping[str, Any]], bool | None]) -> Callable[[Mapping[str, Any]], bool | None]:
-    """``event -> the remembered answer`` for the values at paths (value_key of each), else ``learn(event)``:
+                     learn: Callable[[Any], bool | None]) -> Callable[[Any], bool | None]:
+    """``skim -> the remembered answer`` for the values at paths (value_key of each), else ``learn(skim)``:
     straight-line code, one call a line (it runs for every line of a log)."""
     lines = ["def may_match(event):"]
     names: dict[Path, str] = {(): "event"}
@@ -96,22 +101,27 @@ def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
                 continue
             parent = names[prefix[:-1]]
             name = names[prefix] = f"v{len(names)}"
-            lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
+            if depth == 1:  # a field of the skim: an attribute (a known one: the recorder refuses others)
+                assert prefix[0].isidentifier(), prefix
+                lines.append(f"    {name} = event.{prefix[0]}")
+                lines.append(f"    if {name} is UNSET: {name} = MISSING")
+            else:
+                lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
         results.append(names[path])
     # value_key, its usual cases inline: a string, an object (read field by field), missing.
     keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is dict else "
                      f"(MISSING_KEY if {name} is MISSING else value_key({name})))" for name in results)
     lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
     lines.append("    return learn(event) if answer is None else answer")
-    scope: dict[str, Any] = {"MISSING": _MISSING, "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
+    scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET, "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
                              "value_key": value_key, "answers": answers, "learn": learn}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
     return scope["may_match"]
 
 
 class CandidateMemo:
-    """``may_match(event)`` for skimmed events (which hold only the ``known`` top-level fields): whether a
-    rule could match ``event``; None when the index needs more of it than a skim holds.
+    """``may_match(skim)`` for skimmed events (which hold only the ``known`` top-level fields): whether a
+    rule could match the event; None when the index needs more of it than a skim holds.
 
     ``may_match`` is an attribute, remade when the index reads a new field: read it anew for each event.
     """
@@ -123,11 +133,12 @@ class CandidateMemo:
         self._answers: dict[tuple[Any, ...], bool] = {}
         self.may_match = _answer_function([], self._answers, self._learn)
 
-    def _learn(self, event: Mapping[str, Any]) -> bool | None:
+    def _learn(self, skim: Any) -> bool | None:
         """The index's answer for an event unlike any before, remembered."""
         reads: list[Path] = []
+        fields = _fields(skim, self._known)
         try:
-            answer = self._ask(_Recorder(event, (), reads, self._known))
+            answer = self._ask(_Recorder(fields, (), reads, self._known))
         except _Unknown:
             return None
         new = [path for path in dict.fromkeys(reads) if path not in self._paths]
@@ -136,18 +147,21 @@ class CandidateMemo:
             self._answers.clear()
             self.may_match = _answer_function(self._paths, self._answers, self._learn)
         if len(self._answers) < _MAX_ANSWERS:
-            self._answers[_key_function(self._paths)(event)] = answer
+            self._answers[_key(self._paths, fields)] = answer
         return answer
 
 
-def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """``event -> the values at paths`` (value_key of each), as ``_answer_function`` reads them."""
-    def key(event: Mapping[str, Any]) -> tuple[Any, ...]:
-        values = []
-        for path in sorted(set(paths), key=len):
-            value: Any = event
-            for name in path:
-                value = value.get(name, _MISSING) if value.__class__ is dict else _MISSING
-            values.append(value_key(value))
-        return tuple(values)
-    return key
+def _fields(skim: Any, known: frozenset[str]) -> dict[str, Any]:
+    """The skim's fields as a mapping: what the event has at each known field."""
+    return {name: value for name in known if (value := getattr(skim, name, UNSET)) is not UNSET}
+
+
+def _key(paths: list[Path], fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values at paths (value_key of each), as ``_answer_function`` reads them."""
+    values = []
+    for path in sorted(set(paths), key=len):
+        value: Any = fields
+        for name in path:
+            value = value.get(name, _MISSING) if value.__class__ is dict else _MISSING
+        values.append(value_key(value))
+    return tuple(values)

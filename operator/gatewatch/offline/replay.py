@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import click
+from msgspec import UNSET
 
 from gatewatch.alerts import build_alert
 from gatewatch.decision import Mode, decide, effect_of
@@ -132,11 +133,11 @@ class Scanner:
                 skimmed += 1
                 exempted = forbidden = False
                 if exempt:
-                    object_ref = skim.get("objectRef")
-                    exempted = object_ref is not None and object_ref.get("namespace") in exempt
+                    object_ref = skim.objectRef
+                    exempted = object_ref is not UNSET and object_ref.get("namespace") in exempt
                 if not every_event and not exempted:
-                    annotations = skim.get("annotations")  # only the decision: not the event's annotations
-                    forbidden = annotations is not None and annotations.get(DECISION_ANNOTATION) == "forbid"
+                    annotations = skim.annotations  # only the decision: not the event's annotations
+                    forbidden = annotations is not UNSET and annotations.decision == "forbid"
                 # ES|QL STATS and EQL sequence rules see every event a rule could match, exempt and refused ones included.
                 candidate = memo.may_match(skim) if feeding or not (exempted or forbidden) else False
                 if candidate is False or (not feeding and (exempted or forbidden)):
@@ -147,9 +148,9 @@ class Scanner:
                     # A later stage without a match may decide a request that matched earlier
                     # (authorization refused it: always recorded, as a block cannot know).
                     if not every_event and (forbidden or tracked):
-                        audit_id = skim.get("auditID")
-                        if audit_id is not None and (forbidden or audit_id in tracked):
-                            _settle(settled, audit_id, STAGE_RANK.get(skim.get("stage"), UNKNOWN_STAGE_RANK), line_no)
+                        audit_id = skim.auditID
+                        if audit_id is not UNSET and (forbidden or audit_id in tracked):
+                            _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
                     continue
                 # The index said yes (or needs the whole event: None) on the skim's fields.
                 verdict = self._evaluate(raw, line_no, stats, counted=True, candidate=candidate or None)
