@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import random
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gatewatch.alerts import build_alert, redact_object
+import orjson
+
+from gatewatch.alerts import build_alert, encoded_audit, redact_object
 from gatewatch.documents import document_from_audit_event
 from gatewatch.engine import Match
+from gatewatch.offline.report import alert_bytes
 from gatewatch.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +96,27 @@ def test_nulls_inside_lists_stay_and_nulls_in_mappings_go() -> None:
     assert "stage" not in audit
     assert audit["requestObject"]["metadata"] == {"name": "x"}
     assert audit["requestObject"]["spec"] == {"containers": [{"name": "c", "image": None, "env": [None]}]}
+
+
+def test_an_alert_with_its_audit_part_spliced_in_is_the_alert_built_whole() -> None:
+    # Replay encodes an event's audit part once (encoded_audit) and splices it into each of its alerts.
+    rules = load_rules().rules
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    odd = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create", "auditID": "odd",
+           "objectRef": {"resource": "pods", "namespace": "a", "name": "x"},
+           "requestObject": {"kind": "Pod", "metadata": {"name": "x", "labels": {"big": 2**70, "text": "\ud800"}}}}
+    spliced = 0
+    for event in [*events(), odd]:
+        document = document_from_audit_event(event)
+        encoded = encoded_audit(document)
+        for rule in rules[:2]:  # two alerts of one event share the part
+            match = Match(rule=rule, new_terms_key=None)
+            whole = alert_bytes(build_alert(match, document, now=now, extra={"replay": {"line": 1}}))
+            if encoded is None:
+                continue
+            alert = build_alert(match, document, now=now, extra={"replay": {"line": 1}}, audit=orjson.Fragment(encoded))
+            assert orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE) == whole
+            assert SECRET.encode() not in whole
+            spliced += 1
+    assert encoded is None  # orjson cannot write the odd event: its alerts are built whole
+    assert spliced > 600
