@@ -325,6 +325,8 @@ def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
             elif item is None:  # a command or args of null
                 if not drop_nulls:
                     copied[key] = item
+            elif key not in _REDACTED_KEYS:  # most objects and lists: only their content may be redacted
+                copied[key] = _redacted(item, False, below, drop_nulls)
             elif key == "env" and isinstance(item, list):
                 copied[key] = [_redacted_env_var(var, depth=below) for var in item]
             elif key in _ARGV_KEYS and isinstance(item, (list, str)):
@@ -360,6 +362,8 @@ def _program(container: Mapping[str, Any]) -> str | None:
 
 
 _SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
+# Keys whose value _redacted treats apart (anything else is copied, its content redacted).
+_REDACTED_KEYS = frozenset({"env", "metadata", "items", *_ARGV_KEYS, *_SECRET_DATA_FIELDS})
 # Values redact_object returns as they are (bool is an int, but a type of its own here).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
