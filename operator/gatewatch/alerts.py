@@ -426,7 +426,10 @@ def _value(value: Any) -> Any:
 def _without_nulls(value: Any, *, done: Any = None) -> Any:
     """A copy of ``value`` without null values in its mappings, through mappings (not lists);
     ``done``: a part already without them, kept as it is."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v, done=done) if v.__class__ is dict and v is not done else v
-                for k, v in value.items() if v is not None}
-    return value
+    return _nulls_dropped(value, done) if isinstance(value, dict) else value
+
+
+def _nulls_dropped(value: dict[str, Any], done: Any) -> dict[str, Any]:
+    # Positional and dict-only: it runs for every mapping of an alert outside its audit part.
+    return {k: _nulls_dropped(v, done) if v.__class__ is dict and v is not done else v
+            for k, v in value.items() if v is not None}
