@@ -1,7 +1,8 @@
 """Reading a log in blocks of whole lines, scanned here or on worker processes, merged in line order.
 
 The parent reads the log (decompressing a .gz, or reading stdin) in blocks
-of whole lines and numbers them; each block is scanned on its own (this
+of whole lines and numbers them (on one process, by splitting them; for
+workers, by counting newlines); each block is scanned on its own (this
 process, or a forked worker that inherits the compiled rules) and the
 results are merged in block order. A block's result holds only what the
 report needs (counts, matching events with their documents, the stages
