@@ -114,7 +114,8 @@ def test_an_alert_with_its_audit_part_spliced_in_is_the_alert_built_whole() -> N
             whole = alert_bytes(build_alert(match, document, now=now, extra={"replay": {"line": 1}}))
             if encoded is None:
                 continue
-            alert = build_alert(match, document, now=now, extra={"replay": {"line": 1}}, audit=orjson.Fragment(encoded))
+            alert = build_alert(match, document, now=now, extra={"replay": {"line": 1}},
+                                spliced_audit=orjson.Fragment(encoded))
             assert orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE) == whole
             assert SECRET.encode() not in whole
             spliced += 1

@@ -59,19 +59,18 @@ def build_alert(
     file_path: str | None = None,
     now: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
-    audit: orjson.Fragment | None = None,
+    spliced_audit: orjson.Fragment | None = None,
 ) -> dict[str, Any]:
     """The ECS alert for one match.
 
     ``effect`` is what the match caused (alert/warn/deny; None offline),
     ``mode`` the namespace's mode, ``decision`` "allowed" or "denied" for the
     request as a whole, ``extra`` more ``gatewatch.*`` fields (e.g. pod lookup).
-    ``audit``: the document's audit event as ``encoded_audit`` made it, for an
-    alert orjson writes (replay): redacted and encoded once per event, not per alert.
+    ``spliced_audit``: the document's audit event as ``encoded_audit`` made it, for
+    an alert orjson writes (replay): redacted and encoded once per event, not per alert.
     """
     rule = match.rule
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    encoded = audit
     audit = document.get("kubernetes", {}).get("audit", {})
     event = document.get("event", {})
     fields = offending_fields(rule.matcher, document)
@@ -96,7 +95,9 @@ def build_alert(
             "category": _value(rule.type),
         },
         "threat": _threat(rule),
-        "kubernetes": (audit_part := {"audit": _redacted_audit(audit, drop_nulls=True) if encoded is None else encoded}),
+        "kubernetes": (audit_part := {
+            "audit": _redacted_audit(audit, drop_nulls=True) if spliced_audit is None else spliced_audit,
+        }),
         "gatewatch": {
             "action": _value(rule.action),
             "effect": _value(effect) if effect is not None else None,
@@ -129,7 +130,7 @@ def build_alert(
 
 def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
     """The document's audit event as its alerts carry it (redacted, without nulls), as orjson writes it:
-    the bytes of an ``orjson.Fragment`` for ``build_alert(audit=...)``. None when orjson cannot write it
+    the bytes of an ``orjson.Fragment`` for ``build_alert(spliced_audit=...)``. None when orjson cannot write it
     (a lone surrogate, an integer beyond 64 bits): its alerts are then built whole, and written the stdlib's way."""
     audit = document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
     try:

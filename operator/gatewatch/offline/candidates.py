@@ -106,14 +106,16 @@ def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
                 lines.append(f"    {name} = event.{prefix[0]}")
                 lines.append(f"    if {name} is UNSET: {name} = MISSING")
             else:
-                lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
+                lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING)"
+                             f" if {parent}.__class__ is dict else MISSING")
         results.append(names[path])
     # value_key, its usual cases inline: a string, an object (read field by field), missing.
     keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is dict else "
                      f"(MISSING_KEY if {name} is MISSING else value_key({name})))" for name in results)
     lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
     lines.append("    return learn(event) if answer is None else answer")
-    scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET, "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
+    scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET,
+                             "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
                              "value_key": value_key, "answers": answers, "learn": learn}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
     return scope["may_match"]

@@ -443,7 +443,8 @@ def _alert_line(match: Match, verdict: Verdict, **fields: Any) -> bytes:
     """The alert of one match of ``verdict``'s event as a JSON line: its audit part spliced in as encoded once
     for the event; the whole alert built and written as report.alert_bytes does when orjson refuses a part."""
     if verdict.encoded_audit is not None:
-        alert = build_alert(match, verdict.document or {}, audit=orjson.Fragment(verdict.encoded_audit), **fields)
+        spliced = orjson.Fragment(verdict.encoded_audit)
+        alert = build_alert(match, verdict.document or {}, spliced_audit=spliced, **fields)
         try:
             return orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE)
         except (TypeError, orjson.JSONEncodeError):
