@@ -59,12 +59,15 @@ def build_alert(
     file_path: str | None = None,
     now: datetime | None = None,
     extra: Mapping[str, Any] | None = None,
+    spliced_audit: orjson.Fragment | None = None,
 ) -> dict[str, Any]:
     """The ECS alert for one match.
 
     ``effect`` is what the match caused (alert/warn/deny; None offline),
     ``mode`` the namespace's mode, ``decision`` "allowed" or "denied" for the
     request as a whole, ``extra`` more ``gatewatch.*`` fields (e.g. pod lookup).
+    ``spliced_audit``: the document's audit event as ``encoded_audit`` made it, for
+    an alert orjson writes (replay): redacted and encoded once per event, not per alert.
     """
     rule = match.rule
     stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -92,7 +95,9 @@ def build_alert(
             "category": _value(rule.type),
         },
         "threat": _threat(rule),
-        "kubernetes": {"audit": _redacted_audit(audit)},
+        "kubernetes": (audit_part := {
+            "audit": _redacted_audit(audit, drop_nulls=True) if spliced_audit is None else spliced_audit,
+        }),
         "gatewatch": {
             "action": _value(rule.action),
             "effect": _value(effect) if effect is not None else None,
@@ -120,7 +125,18 @@ def build_alert(
         alert["file"] = {"path": file_path}
     if extra:
         alert["gatewatch"].update(extra)
-    return _without_nulls(alert)
+    return _without_nulls(alert, done=audit_part)
+
+
+def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
+    """The document's audit event as its alerts carry it (redacted, without nulls), as orjson writes it:
+    the bytes of an ``orjson.Fragment`` for ``build_alert(spliced_audit=...)``. None when orjson cannot write it
+    (a lone surrogate, an integer beyond 64 bits): its alerts are then built whole, and written the stdlib's way."""
+    audit = document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
+    try:
+        return orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def alert_event(document: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -130,14 +146,16 @@ def alert_event(document: Mapping[str, Any], *, extra: Mapping[str, Any] | None 
         "@timestamp": document.get("@timestamp"),
         "message": _describe(document),
         "event": {"action": _mapping(document.get("event")).get("action")},
-        "kubernetes": {"audit": _redacted_audit(_mapping(_mapping(document.get("kubernetes")).get("audit")))},
+        "kubernetes": (audit_part := {
+            "audit": _redacted_audit(_mapping(_mapping(document.get("kubernetes")).get("audit")), drop_nulls=True),
+        }),
     }
     for ecs_field in ("orchestrator", "user", "user_agent", "source"):
         if ecs_field in document:
             event[ecs_field] = document[ecs_field]
     if extra:
         event.update(extra)
-    return _without_nulls(event)
+    return _without_nulls(event, done=audit_part)
 
 
 def alert_line(alert: Mapping[str, Any]) -> str:
@@ -239,15 +257,19 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _redacted_audit(audit: Mapping[str, Any]) -> dict[str, Any]:
+def _redacted_audit(audit: Mapping[str, Any], *, drop_nulls: bool) -> dict[str, Any]:
+    """The audit event as an alert carries it: redacted; ``drop_nulls``: without the nulls ``_without_nulls``
+    drops (in one walk, not two)."""
     # A patch or an item of a list carries no kind: objectRef says they are Secrets.
     secrets = _mapping(audit.get("objectRef")).get("resource") == "secrets"
     redacted: dict[str, Any] = {}
     for key, value in audit.items():
+        if value is None and drop_nulls:
+            continue
         if key == "requestURI" and isinstance(value, str):
             redacted[key] = _redacted_request_uri(value)
         else:  # every part copied depth-bounded; the objects also redacted
-            redacted[key] = redact_object(value, secret=secrets and key in _REDACTED_AUDIT_FIELDS, depth=1)
+            redacted[key] = _redacted(value, secrets and key in _REDACTED_AUDIT_FIELDS, 1, drop_nulls)
     return redacted
 
 
@@ -280,6 +302,15 @@ def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
     ``MAX_ALERT_DEPTH`` (``depth`` counts from the alert's top), a mapping or
     list is replaced by a note that it was cut.
     """
+    return _redacted(value, secret, depth, False)
+
+
+def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
+    """redact_object's walk (positional arguments: it runs for every mapping and list of an alert's objects).
+
+    ``drop_nulls``: leave out the null values of a mapping reached from the top through mappings only, as
+    ``_without_nulls`` does (it stops at lists), so an alert's objects are walked once.
+    """
     if value.__class__ in _SCALARS:  # most of an object: nothing to copy or redact
         return value
     if depth >= MAX_ALERT_DEPTH and isinstance(value, (Mapping, list)):
@@ -290,25 +321,31 @@ def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if item.__class__ in _SCALARS and key not in _ARGV_KEYS:  # most fields: nothing to redact
-                copied[key] = item
+                if item is not None or not drop_nulls:
+                    copied[key] = item
+            elif item is None:  # a command or args of null
+                if not drop_nulls:
+                    copied[key] = item
+            elif key not in _REDACTED_KEYS:  # most objects and lists: only their content may be redacted
+                copied[key] = _redacted(item, False, below, drop_nulls)
             elif key == "env" and isinstance(item, list):
                 copied[key] = [_redacted_env_var(var, depth=below) for var in item]
             elif key in _ARGV_KEYS and isinstance(item, (list, str)):
                 copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
             elif key == "metadata" and isinstance(item, Mapping):
-                copied[key] = _redacted_metadata(item, depth=below)
+                copied[key] = _redacted_metadata(item, depth=below, drop_nulls=drop_nulls)
             elif is_secret and key in _SECRET_DATA_FIELDS and isinstance(item, Mapping):
                 copied[key] = {name: REDACTED for name in item}
             elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
-                copied[key] = [redact_object(entry, secret=is_secret or value.get("kind") == "SecretList", depth=below)
-                               for entry in item]
+                is_secret_list = is_secret or value.get("kind") == "SecretList"
+                copied[key] = [_redacted(entry, is_secret_list, below, False) for entry in item]
             else:
-                copied[key] = redact_object(item, depth=below)
+                copied[key] = _redacted(item, False, below, drop_nulls)
         return copied
     if isinstance(value, list):
-        if value and all(_is_patch_operation(item) for item in value):
+        if value and _is_patch_operation(value[0]) and all(_is_patch_operation(item) for item in value):
             return [_redacted_patch_operation(item, secret=secret, depth=below) for item in value]
-        return [redact_object(item, depth=below) for item in value]
+        return [item if item.__class__ in _SCALARS else _redacted(item, False, below, False) for item in value]
     return value
 
 
@@ -326,6 +363,8 @@ def _program(container: Mapping[str, Any]) -> str | None:
 
 
 _SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
+# Keys whose value _redacted treats apart (anything else is copied, its content redacted).
+_REDACTED_KEYS = frozenset({"env", "metadata", "items", *_ARGV_KEYS, *_SECRET_DATA_FIELDS})
 # Values redact_object returns as they are (bool is an int, but a type of its own here).
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -371,8 +410,10 @@ def _redacted_env_var(var: Any, *, depth: int) -> Any:
     return redact_object(var, depth=depth)
 
 
-def _redacted_metadata(metadata: Mapping[str, Any], *, depth: int) -> dict[str, Any]:
-    copied = {key: redact_object(item, depth=depth + 1) for key, item in metadata.items() if key != "managedFields"}
+def _redacted_metadata(metadata: Mapping[str, Any], *, depth: int, drop_nulls: bool = False) -> dict[str, Any]:
+    below = depth + 1
+    copied = {key: _redacted(item, False, below, drop_nulls) for key, item in metadata.items()
+              if key != "managedFields" and (item is not None or not drop_nulls)}
     annotations = copied.get("annotations")
     if isinstance(annotations, Mapping) and LAST_APPLIED_ANNOTATION in annotations:
         copied["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}
@@ -383,7 +424,13 @@ def _value(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) if v.__class__ is dict else v for k, v in value.items() if v is not None}
-    return value
+def _without_nulls(value: Any, *, done: Any = None) -> Any:
+    """A copy of ``value`` without null values in its mappings, through mappings (not lists);
+    ``done``: a part already without them, kept as it is."""
+    return _nulls_dropped(value, done) if isinstance(value, dict) else value
+
+
+def _nulls_dropped(value: dict[str, Any], done: Any) -> dict[str, Any]:
+    # Positional and dict-only: it runs for every mapping of an alert outside its audit part.
+    return {k: _nulls_dropped(v, done) if v.__class__ is dict and v is not done else v
+            for k, v in value.items() if v is not None}

@@ -10,11 +10,16 @@ one), so the answer is remembered under those values and the index is not
 asked again. Nothing here assumes which fields the index reads; when it
 reads one a skim does not hold (beyond ``lines.SKIMMED_FIELDS``), the answer
 is "unknown" and replay parses the line whole.
+
+A skimmed event is a struct (``lines.SkimmedEvent``): its top-level fields are
+attributes (``msgspec.UNSET``: the event has none), below them mappings.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from msgspec import UNSET
 
 _MISSING = object()
 Path = tuple[str, ...]
@@ -82,9 +87,11 @@ class _Recorder(Mapping[str, Any]):
         raise _Unknown("every field")
 
 
-def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """``event -> the values at paths`` (value_key of each), as straight-line code: it runs for every line."""
-    lines = ["def key(event):"]
+def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
+                     learn: Callable[[Any], bool | None]) -> Callable[[Any], bool | None]:
+    """``skim -> the remembered answer`` for the values at paths (value_key of each), else ``learn(skim)``:
+    straight-line code, one call a line (it runs for every line of a log)."""
+    lines = ["def may_match(event):"]
     names: dict[Path, str] = {(): "event"}
     results = []
     for path in sorted(set(paths), key=len):
@@ -94,43 +101,69 @@ def _key_function(paths: list[Path]) -> Callable[[Mapping[str, Any]], tuple[Any,
                 continue
             parent = names[prefix[:-1]]
             name = names[prefix] = f"v{len(names)}"
-            lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING) if {parent}.__class__ is dict else MISSING")
+            if depth == 1:  # a field of the skim: an attribute (a known one: the recorder refuses others)
+                assert prefix[0].isidentifier(), prefix
+                lines.append(f"    {name} = event.{prefix[0]}")
+                lines.append(f"    if {name} is UNSET: {name} = MISSING")
+            else:
+                lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING)"
+                             f" if {parent}.__class__ is dict else MISSING")
         results.append(names[path])
-    keys = ", ".join(f"{name} if {name}.__class__ is str else (MISSING_KEY if {name} is MISSING else value_key({name}))"
-                     for name in results)
-    lines.append(f"    return ({keys},)" if keys else "    return ()")
-    scope: dict[str, Any] = {"MISSING": _MISSING, "MISSING_KEY": value_key(_MISSING), "value_key": value_key}
+    # value_key, its usual cases inline: a string, an object (read field by field), missing.
+    keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is dict else "
+                     f"(MISSING_KEY if {name} is MISSING else value_key({name})))" for name in results)
+    lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
+    lines.append("    return learn(event) if answer is None else answer")
+    scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET,
+                             "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
+                             "value_key": value_key, "answers": answers, "learn": learn}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
-    return scope["key"]
+    return scope["may_match"]
 
 
 class CandidateMemo:
-    """``may_match(event)`` for skimmed events (which hold only the ``known`` top-level fields)."""
+    """``may_match(skim)`` for skimmed events (which hold only the ``known`` top-level fields): whether a
+    rule could match the event; None when the index needs more of it than a skim holds.
+
+    ``may_match`` is an attribute, remade when the index reads a new field: read it anew for each event.
+    """
 
     def __init__(self, may_match: Callable[[Mapping[str, Any]], bool], *, known: frozenset[str]) -> None:
         self._ask = may_match
         self._known = known
         self._paths: list[Path] = []
-        self._key = _key_function([])
         self._answers: dict[tuple[Any, ...], bool] = {}
+        self.may_match = _answer_function([], self._answers, self._learn)
 
-    def may_match(self, event: Mapping[str, Any]) -> bool | None:
-        """Whether a rule could match ``event``; None when the index needs more of it than a skim holds."""
-        key = self._key(event)
-        answer = self._answers.get(key)
-        if answer is not None:
-            return answer
+    def _learn(self, skim: Any) -> bool | None:
+        """The index's answer for an event unlike any before, remembered."""
         reads: list[Path] = []
+        fields = _fields(skim, self._known)
         try:
-            answer = self._ask(_Recorder(event, (), reads, self._known))
+            answer = self._ask(_Recorder(fields, (), reads, self._known))
         except _Unknown:
             return None
         new = [path for path in dict.fromkeys(reads) if path not in self._paths]
         if new:  # the index read something new: every answer is remembered under more values from now on
             self._paths += new
-            self._key = _key_function(self._paths)
             self._answers.clear()
-            key = self._key(event)
+            self.may_match = _answer_function(self._paths, self._answers, self._learn)
         if len(self._answers) < _MAX_ANSWERS:
-            self._answers[key] = answer
+            self._answers[_key(self._paths, fields)] = answer
         return answer
+
+
+def _fields(skim: Any, known: frozenset[str]) -> dict[str, Any]:
+    """The skim's fields as a mapping: what the event has at each known field."""
+    return {name: value for name in known if (value := getattr(skim, name, UNSET)) is not UNSET}
+
+
+def _key(paths: list[Path], fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values at paths (value_key of each), as ``_answer_function`` reads them."""
+    values = []
+    for path in sorted(set(paths), key=len):
+        value: Any = fields
+        for name in path:
+            value = value.get(name, _MISSING) if value.__class__ is dict else _MISSING
+        values.append(value_key(value))
+    return tuple(values)

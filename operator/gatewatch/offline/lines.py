@@ -10,7 +10,7 @@ msgspec reads it exactly, and parses audit lines at least as fast.
 
 Skimming (``skim_line``) is how replay reads the events no rule can match
 (most of a log: reads, leases, status updates) without building them:
-msgspec decodes the line against a small schema (``SkimmedEvent``), which
+msgspec decodes the line against a small schema (a struct, ``SkimmedEvent``), which
 validates the whole line as JSON but builds only the fields replay needs to
 decide (kind, apiVersion, verb, auditID, stage, objectRef, the authorization
 decision). A line whose skim is not plain (a field of an odd type, something
@@ -25,9 +25,12 @@ import json
 import os
 import sys
 from contextlib import ExitStack, contextmanager
-from typing import IO, Annotated, Any, Iterator, Literal, TypedDict
+from typing import IO, Annotated, Any, Iterator, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
+
+from gatewatch.documents import DECISION_ANNOTATION
 
 GZIP_MAGIC = b"\x1f\x8b"
 _PARSE = msgspec.json.Decoder()
@@ -51,33 +54,37 @@ def parse_line(raw: bytes) -> Any:
         raise NotJson(str(error)) from None
 
 
-_Decision = TypedDict("_Decision", {"authorization.k8s.io/decision": str}, total=False)
+class _Annotations(msgspec.Struct, gc=False):
+    """Of the event's annotations, only the authorization decision: not a field a skim holds whole."""
+
+    decision: str | UnsetType = msgspec.field(default=UNSET, name=DECISION_ANNOTATION)
 
 
-class SkimmedEvent(TypedDict, total=False):
-    """The fields of an audit event a skim builds; any other type (or null) sends the line to a full parse.
+class SkimmedEvent(msgspec.Struct, gc=False):
+    """The fields of an audit event a skim builds (UNSET: the event has none); any other type (or null) sends
+    the line to a full parse. A struct, not a dict: msgspec builds it in about four fifths of the time.
 
     kind, apiVersion and verb spell out gatewatch.shapes' gate (AUDIT_API_VERSIONS;
     tests/test_replay_shortcut.py checks that a skim never accepts what the gate refuses).
     """
 
-    kind: Literal["Event"]
-    apiVersion: Literal["audit.k8s.io/v1", "audit.k8s.io/v1beta1"]
-    auditID: str
-    stage: str
-    verb: Annotated[str, msgspec.Meta(min_length=1)]
-    objectRef: dict[str, str]
-    annotations: _Decision  # only the authorization decision: not a field a skim holds whole
+    kind: Literal["Event"] | UnsetType = UNSET
+    apiVersion: Literal["audit.k8s.io/v1", "audit.k8s.io/v1beta1"] | UnsetType = UNSET
+    auditID: str | UnsetType = UNSET
+    stage: str | UnsetType = UNSET
+    verb: Annotated[str, msgspec.Meta(min_length=1)] | UnsetType = UNSET
+    objectRef: dict[str, str] | UnsetType = UNSET
+    annotations: _Annotations | UnsetType = UNSET
 
 
 _SKIM = msgspec.json.Decoder(SkimmedEvent)
-# The fields of the audit event a skim holds whole, as the event has them.
+# The fields of the audit event a skim holds whole, as the event has them (attributes of a SkimmedEvent).
 SKIMMED_FIELDS = frozenset({"kind", "apiVersion", "auditID", "stage", "verb", "objectRef"})
 SKIM_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
-def skim_line(raw: bytes) -> dict[str, Any] | None:
-    """The line's skim (a SkimmedEvent), or None when only a full parse can say what it is (then nothing is lost).
+def skim_line(raw: bytes) -> SkimmedEvent | None:
+    """The line's skim, or None when only a full parse can say what it is (then nothing is lost).
 
     A skim is an audit event by the shape policy's gate (gatewatch.shapes):
     kind Event or none, an audit.k8s.io apiVersion or none, a verb.
@@ -91,7 +98,7 @@ def skim_line(raw: bytes) -> dict[str, Any] | None:
         skim = _SKIM.decode(raw)
     except SKIM_ERRORS:
         return None
-    return skim if "verb" in skim else None
+    return None if skim.verb is UNSET else skim
 
 
 # --- reading a log ---------------------------------------------------------------------

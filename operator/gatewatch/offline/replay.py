@@ -31,8 +31,10 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import click
+import orjson
+from msgspec import UNSET
 
-from gatewatch.alerts import build_alert
+from gatewatch.alerts import build_alert, encoded_audit
 from gatewatch.decision import Mode, decide, effect_of
 from gatewatch.documents import DECISION_ANNOTATION, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
@@ -78,6 +80,9 @@ class Verdict:
     namespace: str = "-"
     user: str = "-"
     audit_id: str | None = None
+    # JSON reports: the event's audit part of its alerts (alerts.encoded_audit), made while the event is
+    # fresh in the CPU's cache and once for all its alerts. None: each alert builds its own.
+    encoded_audit: bytes | None = None
 
 
 @dataclass
@@ -115,39 +120,44 @@ class Scanner:
         stats, matched, settled = result.stats, result.matched, result.settled
         every_event = self.options.every_event
         exempt = () if every_event else self.options.exempt_namespaces
-        memo = self.memo.may_match
+        memo = self.memo
         feeding = self.feeding
+        skim_of = skim_line  # looked up per pass: tests take the skim away
         tracked: set[str] = set()  # auditIDs of this pass whose events were evaluated
+        # Counted here and added at the end: this loop runs for every line, most of them skimmed only.
+        line_count = skimmed = exempted_count = forbidden_count = 0
         for line_no, raw in lines:
-            stats.lines += 1
-            if not raw or raw.isspace():
-                continue
-            skim = skim_line(raw)
-            if skim is not None:
-                stats.events += 1
-                object_ref = skim.get("objectRef")
-                exempted = bool(exempt) and object_ref is not None and object_ref.get("namespace") in exempt
-                annotations = skim.pop("annotations", None)  # only the decision: not the event's annotations
-                forbidden = (not every_event and not exempted and annotations is not None
-                             and annotations.get(DECISION_ANNOTATION) == "forbid")
+            line_count += 1
+            skim = skim_of(raw)
+            if skim is None:  # a blank line, or one only a full parse can judge
+                if not raw or raw.isspace():
+                    continue
+                verdict = self._evaluate(raw, line_no, stats, counted=False)
+            else:
+                skimmed += 1
+                exempted = forbidden = False
+                if exempt:
+                    object_ref = skim.objectRef
+                    exempted = object_ref is not UNSET and object_ref.get("namespace") in exempt
+                if not every_event and not exempted:
+                    annotations = skim.annotations  # only the decision: not the event's annotations
+                    forbidden = annotations is not UNSET and annotations.decision == "forbid"
                 # ES|QL STATS and EQL sequence rules see every event a rule could match, exempt and refused ones included.
-                candidate = memo(skim) if feeding or not (exempted or forbidden) else False
+                candidate = memo.may_match(skim) if feeding or not (exempted or forbidden) else False
                 if candidate is False or (not feeding and (exempted or forbidden)):
                     if exempted:
-                        stats.exempt += 1
+                        exempted_count += 1
                         continue
-                    if forbidden:
-                        stats.refused_by_authorization += 1
+                    forbidden_count += forbidden
                     # A later stage without a match may decide a request that matched earlier
                     # (authorization refused it: always recorded, as a block cannot know).
-                    audit_id = skim.get("auditID")
-                    if audit_id is not None and not every_event and (forbidden or audit_id in tracked):
-                        _settle(settled, audit_id, STAGE_RANK.get(skim.get("stage"), UNKNOWN_STAGE_RANK), line_no)
+                    if not every_event and (forbidden or tracked):
+                        audit_id = skim.auditID
+                        if audit_id is not UNSET and (forbidden or audit_id in tracked):
+                            _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
                     continue
-                counted = True
-            else:
-                counted = False
-            verdict = self._evaluate(raw, line_no, stats, counted=counted)
+                # The index said yes (or needs the whole event: None) on the skim's fields.
+                verdict = self._evaluate(raw, line_no, stats, counted=True, candidate=candidate or None)
             if verdict is None:
                 continue
             if verdict.audit_id is not None and not every_event:
@@ -156,10 +166,18 @@ class Scanner:
                 matched.append(verdict)
             elif verdict.audit_id is not None and not every_event:
                 _settle(settled, verdict.audit_id, verdict.rank, line_no)
+        stats.lines += line_count
+        stats.events += skimmed
+        stats.exempt += exempted_count
+        stats.refused_by_authorization += forbidden_count
         return result
 
-    def _evaluate(self, raw: bytes, line_no: int, stats: ReplayStats, *, counted: bool) -> Verdict | None:
-        """The full path: parse, check once, map, evaluate. None: nothing to record."""
+    def _evaluate(self, raw: bytes, line_no: int, stats: ReplayStats, *, counted: bool,
+                  candidate: bool | None = None) -> Verdict | None:
+        """The full path: parse, check once, map, evaluate. None: nothing to record.
+
+        ``candidate``: the rule index's answer, when the skim had it (the skim holds the fields it read as they are).
+        """
         try:
             view = audit_event_view(parse_line(raw))
         except NotJson as error:
@@ -187,7 +205,8 @@ class Scanner:
                 stats.exempt += 1
             elif forbidden:
                 stats.refused_by_authorization += 1
-        candidate = self.engine.may_match_audit_event(event)
+        if candidate is None:
+            candidate = self.engine.may_match_audit_event(event)
         feeding = candidate and self.feeding
         if exempted and not feeding:
             return None
@@ -214,6 +233,8 @@ class Scanner:
             verdict.refused = code is not None and code >= 400
             verdict.at = event_time(document)
             verdict.document = document
+            if options.output_format == "json":
+                verdict.encoded_audit = encoded_audit(document)
             verdict.namespace = object_ref.get("namespace") or "-"
             verdict.user = (event.get("user") or _NOTHING).get("username") or "-"
         return verdict
@@ -271,17 +292,20 @@ def run_replay(
             return EXIT_BAD_INPUT
         report = _report_every_event if every_event else _report_requests
         report(scanner.engine, result, options=options, out=out)
-    stats = result.stats
-    if output_format == "table":
-        heading = "every event, as Elastic's detection engine" if every_event else f"{mode.value} mode"
-        print_replay_summary(stats, heading, out)
-    stats_results = scanner.stats_rules.report(mode=mode, output_format=output_format, out=out)
-    sequences = scanner.sequence_rules.report(mode=mode, output_format=output_format, out=out)
+        stats = result.stats
+        if output_format == "table":
+            heading = "every event, as Elastic's detection engine" if every_event else f"{mode.value} mode"
+            print_replay_summary(stats, heading, out)
+        stats_results = scanner.stats_rules.report(mode=mode, output_format=output_format, out=out)
+        sequences = scanner.sequence_rules.report(mode=mode, output_format=output_format, out=out)
+        summary = summary_line(stats, mode=mode, every_event=every_event)
+        if scanner.stats_rules.runners:
+            summary += f", {stats_results} ES|QL STATS result(s) from {len(scanner.stats_rules.runners)} rule(s)"
+        summary += scanner.sequence_rules.summary(sequences)
+        # Freed while the collector is paused: re-enabled, its first pass would scan every object the run
+        # kept (the documents of the matches: a tenth of the run's time).
+        del result, scanner
     print_input_problems(stats, source, err)
-    summary = summary_line(stats, mode=mode, every_event=every_event)
-    if scanner.stats_rules.runners:
-        summary += f", {stats_results} ES|QL STATS result(s) from {len(scanner.stats_rules.runners)} rule(s)"
-    summary += scanner.sequence_rules.summary(sequences)
     click.echo(summary, err=True, file=err)
     return EXIT_OK
 
@@ -373,9 +397,8 @@ def _report_requests(engine: RuleEngine, result: ScanResult, *, options: ReplayO
                     replay["audit_id"] = request.audit_id
                 if request.refused:
                     replay["refused_by_api_server"] = True
-                alert = build_alert(match, request.document, effect=effect, mode=mode,
-                                    decision="denied" if denied else "allowed", extra={"replay": replay})
-                writer.write(alert_bytes(alert))
+                writer.write(_alert_line(match, request, effect=effect, mode=mode,
+                                         decision="denied" if denied else "allowed", extra={"replay": replay}))
     if writer is not None:
         writer.flush()
 
@@ -411,7 +434,19 @@ def _report_every_event(engine: RuleEngine, result: ScanResult, *, options: Repl
                 replay["audit_id"] = verdict.audit_id
             if verdict.refused:
                 replay["refused_by_api_server"] = True
-            alert = build_alert(match, verdict.document, extra={"replay": replay})
-            writer.write(alert_bytes(alert))
+            writer.write(_alert_line(match, verdict, extra={"replay": replay}))
     if writer is not None:
         writer.flush()
+
+
+def _alert_line(match: Match, verdict: Verdict, **fields: Any) -> bytes:
+    """The alert of one match of ``verdict``'s event as a JSON line: its audit part spliced in as encoded once
+    for the event; the whole alert built and written as report.alert_bytes does when orjson refuses a part."""
+    if verdict.encoded_audit is not None:
+        spliced = orjson.Fragment(verdict.encoded_audit)
+        alert = build_alert(match, verdict.document or {}, spliced_audit=spliced, **fields)
+        try:
+            return orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # another part orjson cannot write: the alert as a whole the stdlib's way
+    return alert_bytes(build_alert(match, verdict.document or {}, **fields))

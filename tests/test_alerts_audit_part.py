@@ -1,0 +1,123 @@
+"""An alert's audit event is redacted and loses the nulls of its mappings in one walk: the same as redacting
+it (``redact_object``) and then dropping the nulls, for the benchmark's whole mix of events and odd ones."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gatewatch.alerts import build_alert, encoded_audit, redact_object
+from gatewatch.documents import document_from_audit_event
+from gatewatch.engine import Match
+from gatewatch.offline.report import alert_bytes
+from gatewatch.rules import load_rules
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from audit_log import audit_lines  # noqa: E402  (the benchmark's realistic log)
+
+SECRET = "s3cret-in-env"
+OBJECTS = ("requestObject", "responseObject")
+
+
+def nulls_dropped(value: Any) -> Any:
+    """What an alert promises: no null value in a mapping reached through mappings (lists are kept as they are)."""
+    if isinstance(value, dict):
+        return {key: nulls_dropped(item) for key, item in value.items() if item is not None}
+    return value
+
+
+def expected_audit(audit: dict[str, Any]) -> dict[str, Any]:
+    secrets = (audit.get("objectRef") or {}).get("resource") == "secrets"
+    redacted = {key: redact_object(value, secret=secrets and key in OBJECTS, depth=1)
+                for key, value in audit.items() if key != "requestURI"}
+    return nulls_dropped(redacted)
+
+
+def with_nulls(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``event`` with some values in its objects set to null: in mappings, in lists, at every depth."""
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: None if rng.random() < 0.15 else walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [None if rng.random() < 0.15 else walk(item) for item in value]
+        return value
+    return {**event, **{key: walk(event[key]) for key in OBJECTS if key in event}, "annotations": None}
+
+
+def events() -> list[dict[str, Any]]:
+    rng = random.Random(12)
+    mix = [json.loads(line) for line in audit_lines(6000)]
+    with_objects = [event for event in mix if any(key in event for key in OBJECTS)]
+    examples = [json.loads(line) for line in (REPO / "examples" / "audit" / "audit.jsonl").read_text().splitlines()]
+    secret = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create", "auditID": "s",
+              "objectRef": {"resource": "secrets", "namespace": "a", "name": "db"},
+              "requestObject": {"kind": "Secret", "metadata": {"name": "db", "labels": None},
+                                "data": {"password": SECRET}, "type": None}}
+    patch = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "patch", "auditID": "p",
+             "objectRef": {"resource": "pods", "namespace": "a", "name": "x"},
+             "requestObject": [{"op": "add", "path": "/spec/containers/0/env/0",
+                                "value": {"name": "P", "value": SECRET, "valueFrom": None}}]}
+    chosen = [*examples, *with_objects[:300], secret, patch]
+    return chosen + [with_nulls(event, rng) for event in chosen]
+
+
+def test_the_alerts_audit_event_is_redacted_without_nulls_as_redacting_then_dropping_them() -> None:
+    rule = load_rules().rules[0]
+    checked = 0
+    for event in events():
+        document = document_from_audit_event(event)
+        audit = document["kubernetes"]["audit"]
+        before = json.dumps(audit)
+        alert = build_alert(Match(rule=rule, new_terms_key=None), document)
+        got = {key: value for key, value in alert["kubernetes"]["audit"].items() if key != "requestURI"}
+        assert got == expected_audit(audit), event.get("auditID")
+        assert json.dumps(audit) == before  # the document the rules matched is left as it was
+        line = json.dumps(alert)
+        assert SECRET not in line
+        checked += any(key in event for key in OBJECTS)
+    assert checked > 300
+
+
+def test_nulls_inside_lists_stay_and_nulls_in_mappings_go() -> None:
+    event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create", "auditID": "n",
+             "objectRef": {"resource": "pods", "namespace": "a", "name": "x"}, "stage": None,
+             "requestObject": {"kind": "Pod", "metadata": {"name": "x", "creationTimestamp": None},
+                               "spec": {"containers": [{"name": "c", "image": None, "env": [None]}],
+                                        "nodeName": None}}}
+    document = document_from_audit_event(event)
+    alert = build_alert(Match(rule=load_rules().rules[0], new_terms_key=None), document)
+    audit = alert["kubernetes"]["audit"]
+    assert "stage" not in audit
+    assert audit["requestObject"]["metadata"] == {"name": "x"}
+    assert audit["requestObject"]["spec"] == {"containers": [{"name": "c", "image": None, "env": [None]}]}
+
+
+def test_an_alert_with_its_audit_part_spliced_in_is_the_alert_built_whole() -> None:
+    # Replay encodes an event's audit part once (encoded_audit) and splices it into each of its alerts.
+    rules = load_rules().rules
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    odd = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "create", "auditID": "odd",
+           "objectRef": {"resource": "pods", "namespace": "a", "name": "x"},
+           "requestObject": {"kind": "Pod", "metadata": {"name": "x", "labels": {"big": 2**70, "text": "\ud800"}}}}
+    spliced = 0
+    for event in [*events(), odd]:
+        document = document_from_audit_event(event)
+        encoded = encoded_audit(document)
+        for rule in rules[:2]:  # two alerts of one event share the part
+            match = Match(rule=rule, new_terms_key=None)
+            whole = alert_bytes(build_alert(match, document, now=now, extra={"replay": {"line": 1}}))
+            if encoded is None:
+                continue
+            alert = build_alert(match, document, now=now, extra={"replay": {"line": 1}},
+                                spliced_audit=orjson.Fragment(encoded))
+            assert orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE) == whole
+            assert SECRET.encode() not in whole
+            spliced += 1
+    assert encoded is None  # orjson cannot write the odd event: its alerts are built whole
+    assert spliced > 600
