@@ -51,6 +51,18 @@ def mixed_log(path: Path) -> Path:
         for stage in ("RequestReceived", "ResponseStarted"):
             lines.append(json.dumps({**event, "stage": stage}))
         lines.append(json.dumps({**event, "annotations": {"authorization.k8s.io/decision": "forbid"}}))
+        # No decision yet (RequestReceived), or one only another spelling of the key gives the document.
+        bare = {key: value for key, value in event.items() if key != "annotations"}
+        lines.append(json.dumps({**bare, "stage": "RequestReceived"}))
+        lines.append(json.dumps({**bare, "auditID": f"{i}-no-decision"}))
+        for n, spelling in enumerate(["authorization_k8s_io/decision", "authorization.k8s_io/decision"]):
+            lines.append(json.dumps({**bare, "auditID": f"{i}-spelling-{n}", "annotations": {spelling: "allow"}}))
+        lines.append(json.dumps({**bare, "auditID": f"{i}-dotted", "annotations.authorization_k8s_io/decision": "allow"}))
+        escaped = json.dumps({**bare, "auditID": f"{i}-escaped", "annotations": {"authorization.k8s.io/decision": "allow"}})
+        lines.append(escaped.replace('"authorization.k8s.io/decision"', '"authorization.k8s.io/\\u0064ecision"'))
+        lines.append(json.dumps({**event, "auditID": f"{i}-forbid-then-allow",
+                                 "annotations": {"authorization.k8s.io/decision": "forbid",
+                                                 "authorization_k8s_io/decision": "allow"}}))
     lines += [
         "{not json",
         json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "verb": "get", "objectRef": "pods"}),

@@ -96,6 +96,11 @@ class RuleEngine:
         """
         return bool(self._state[1].candidates_for_audit_event(event))
 
+    def may_match_at_stage(self, stage: str | None, decision: str | None) -> bool:
+        """False when no enabled rule can match an audit event of this stage with this authorization
+        decision (None: it has none), whatever else the event holds (the rule index's ``may_match_at_stage``)."""
+        return self._state[1].may_match_at_stage(stage, decision)
+
     def evaluate(
         self,
         document: Document,

@@ -39,6 +39,9 @@ responseStatus, annotations): replay relies on every stage of a request
 getting the same answer (a ResponseComplete it skipped could not overrule an
 earlier stage that matched). Fields elsewhere in the document are not
 consulted either: the raw event's candidates include the document's.
+Two of the fields that differ between stages, the stage and the
+authorization decision, are asked about apart (``may_match_at_stage``):
+replay records the event it skips on that answer as a stage without a match.
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ AUDIT_EVENT_PREFIX = "kubernetes.audit."
 # The audit event's fields that are the same in every stage of one request (audit.k8s.io/v1 Event).
 REQUEST_FIELDS = frozenset({"auditID", "requestURI", "verb", "user", "impersonatedUser", "sourceIPs",
                             "userAgent", "objectRef"})
+# Two fields that differ between the stages of one request, which replay's skim holds: a request's
+# first event (RequestReceived) has no authorization decision yet, and most rules want "allow".
+STAGE_FIELDS = (f"{AUDIT_EVENT_PREFIX}stage", f"{AUDIT_EVENT_PREFIX}annotations.authorization_k8s_io/decision")
 # Distinct string values whose mask a field remembers; past that the cache starts over.
 _MAX_CACHED_VALUES = 4096
 # Distinct candidate sets remembered (a cluster's traffic gives a few dozen).
@@ -231,6 +237,9 @@ class RuleIndex(Generic[R]):
             for index in fields
             if _read_from_audit_event(index.field)
         )
+        self._stage_fields = tuple((position, _FieldIndex(field, by_field[field], all_rules=self._all, path=field))
+                                   for position, field in enumerate(STAGE_FIELDS) if field in by_field)
+        self._stage_answers: dict[tuple[str | None, str | None], bool] = {}
         self._by_mask: dict[int, tuple[R, ...]] = {}
 
     @property
@@ -258,6 +267,21 @@ class RuleIndex(Generic[R]):
         """The rules the document of this audit event could match (a superset of its
         ``candidates``), without building the document."""
         return self._rules_of(self._mask(self._event_fields, FieldValues(event, self._resolvers)))
+
+    def may_match_at_stage(self, stage: str | None, decision: str | None) -> bool:
+        """False when no rule can match an event of this ``stage`` with this authorization ``decision``
+        (None: the event has none), whatever else it holds (``STAGE_FIELDS``: these two fields alone)."""
+        key = (stage, decision)
+        answer = self._stage_answers.get(key)
+        if answer is None:
+            mask = self._all
+            for position, index in self._stage_fields:
+                value = key[position]
+                mask &= index.admitted([] if value is None else [value])
+            answer = bool(mask)
+            if len(self._stage_answers) < _MAX_CACHED_MASKS:
+                self._stage_answers[key] = answer
+        return answer
 
     def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
         mask = self._all

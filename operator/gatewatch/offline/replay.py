@@ -40,7 +40,7 @@ from gatewatch.documents import DECISION_ANNOTATION, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import InputError
 from gatewatch.offline.candidates import CandidateMemo
-from gatewatch.offline.lines import SKIMMED_FIELDS, NotJson, parse_line, skim_line
+from gatewatch.offline.lines import SKIMMED_FIELDS, NotJson, SkimmedEvent, parse_line, skim_line
 from gatewatch.offline.parallel import scan_log
 from gatewatch.offline.report import (
     EXIT_BAD_INPUT,
@@ -156,6 +156,15 @@ class Scanner:
                         if audit_id is not UNSET and (forbidden or audit_id in tracked):
                             _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
                     continue
+                # The index answered on the skim's fields alone (None: it needs the whole event, which is then
+                # read field by field). The stage and decision may still rule every rule out.
+                if candidate and not self._may_match_at_stage(skim, raw):  # a RequestReceived: no decision yet
+                    # Recorded as its evaluation would: a stage without a match.
+                    audit_id = skim.auditID
+                    if not every_event and not exempted and audit_id is not UNSET:
+                        tracked.add(audit_id)
+                        _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
+                    continue
                 # The index said yes (or needs the whole event: None) on the skim's fields.
                 verdict = self._evaluate(raw, line_no, stats, counted=True, candidate=candidate or None)
             if verdict is None:
@@ -171,6 +180,18 @@ class Scanner:
         stats.exempt += exempted_count
         stats.refused_by_authorization += forbidden_count
         return result
+
+    def _may_match_at_stage(self, skim: SkimmedEvent, raw: bytes) -> bool:
+        """False when the event's stage and authorization decision leave no rule possible (the rule index's
+        ``may_match_at_stage``), and the line can hold no other spelling of the decision."""
+        annotations = skim.annotations
+        decision = None if annotations is UNSET or annotations.decision is UNSET else annotations.decision
+        if self.engine.may_match_at_stage(None if skim.stage is UNSET else skim.stage, decision):
+            return True
+        # The document's key has underscores for the dots, so other keys (authorization_k8s_io/decision, a
+        # dotted key, one with a letter of "decision" escaped: \u0061-\u007a) could give it a value the skim
+        # does not hold: then the line is evaluated whole. (Go's encoder escapes only <, > and &.)
+        return raw.count(b"decision") != (decision is not None) or b"\\u006" in raw or b"\\u007" in raw
 
     def _evaluate(self, raw: bytes, line_no: int, stats: ReplayStats, *, counted: bool,
                   candidate: bool | None = None) -> Verdict | None:
