@@ -40,6 +40,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union
 
 import kubernetes.client
@@ -67,6 +68,9 @@ SIMILAR_EVENTS_WINDOW = 600.0
 COMBINED_PREFIX = "(combined from similar events): "
 # The worker finishes a round at least this often, even with nothing to write (the supervisor's liveness).
 IDLE_CYCLE_SECONDS = 5.0
+# Occurrences already queued are counted in the same round, up to this many: a burst costs no timer
+# and no flush pass per occurrence.
+OBSERVE_BATCH = 64
 
 EventType = Literal["Normal", "Warning"]
 Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers", "portforward", "proxy"]
@@ -191,6 +195,7 @@ class EventRequest:
 EventSource = Union[EventRequest, Callable[[], EventRequest]]
 
 
+@lru_cache(maxsize=4096)  # every occurrence asks; repeats of one series are what a burst is made of
 def event_name(object_name: str, series_key: str) -> str:
     """``<object>.<hash of the series key>``, a valid DNS subdomain."""
     digest = hashlib.sha256(series_key.encode()).hexdigest()[:16]
@@ -394,13 +399,22 @@ class EventRecorder:
             # A write the previous round was cancelled in (a timeout) finishes first: never two at once.
             await asyncio.wait({self._writing})
         self._round_failure = None
-        due = self._next_flush_delay()
-        try:
-            request = await asyncio.wait_for(self._queue.get(), timeout=idle if due is None else min(due, idle))
-        except asyncio.TimeoutError:
-            request = None
+        queue = self._queue
+        if queue.empty():
+            due = self._next_flush_delay()
+            try:
+                request = await asyncio.wait_for(queue.get(), timeout=idle if due is None else min(due, idle))
+            except asyncio.TimeoutError:
+                request = None
+        else:
+            request = queue.get_nowait()
         if request is not None:
             await self._observe(_built(request))
+            observed = 1
+            # The rest of a burst, until a write fails (then the supervisor backs off first).
+            while observed < OBSERVE_BATCH and not queue.empty() and self._round_failure is None:
+                await self._observe(_built(queue.get_nowait()))
+                observed += 1
         await self._flush(force=False)
         if self._round_failure is not None:
             raise EventWriteFailed(self._round_failure)
