@@ -56,13 +56,14 @@ TARGET_POD = {"apiVersion": "v1", "kind": "Pod",
 
 
 def best_of(passes: int, repeat: int, call: Callable[[], Any]) -> float:
-    """Microseconds per call, the fastest of ``passes`` timed loops."""
+    """Microseconds per call, the fastest of ``passes`` timed loops. CPU time of this process, not
+    wall-clock time: on a shared machine the others' work does not count against it."""
     best = float("inf")
     for _ in range(passes):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(repeat):
             call()
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return 1e6 * best / repeat
 
 
@@ -102,10 +103,10 @@ async def whole_review_cost(kind: str, *, reviewer: AdmissionReviewer, repeat: i
     webhook = HANDLER_FOR[kind]
     best = float("inf")
     for _ in range(3):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(repeat):
             await server.answer(body, webhook=webhook)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return 1e6 * best / repeat
 
 
