@@ -197,18 +197,24 @@ def _query_string(options: Any) -> str:
     Keys sorted, one ``key=value`` per list element, booleans only when true
     and empty values omitted (the options' ``omitempty``), QueryEscape'd.
     """
-    if not isinstance(options, Mapping):
+    if type(options) is not dict and not isinstance(options, Mapping):
         return ""
     pairs: list[str] = []
     for key in sorted(options):
         if key in ("kind", "apiVersion"):
             continue
         value = options[key]
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if item is None or item is False or item == "" or isinstance(item, (Mapping, list)):
-                continue  # unset (omitempty), or nested: never part of a query
-            text = "true" if item is True else str(item)
+        for item in value if isinstance(value, list) else (value,):
+            if item is None or item is False or item == "":
+                continue  # unset (omitempty)
+            if item is True:
+                text = "true"
+            elif type(item) is str:  # the usual case, before the costlier checks
+                text = item
+            elif isinstance(item, (Mapping, list)):
+                continue  # nested: never part of a query
+            else:
+                text = str(item)
             pairs.append(f"{_query_escape(key)}={_query_escape(text)}")
     return "&".join(pairs)
 

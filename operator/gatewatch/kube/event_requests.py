@@ -14,6 +14,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union
 
+from gatewatch.per_object import PerObject
+
 if TYPE_CHECKING:
     from gatewatch.rules.model import Rule
 
@@ -179,7 +181,7 @@ def match_event(
     never created, so the Event regards the would-be pod and says so.
     """
     effect_name = str(getattr(effect, "value", effect)).lower()
-    severity, action_name, rule_text, rule_annotations = _rule_parts(rule)
+    severity, action_name, rule_text, rule_annotations = _RULE_PARTS.get(rule)
     key_parts = (namespace, pod_name, rule.id, effect_name, operation, user)
     what = f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)} {namespace}/{pod_name}"
     if operation == "create" and effect_name == "deny":
@@ -220,17 +222,9 @@ def match_event(
     )
 
 
-# Per rule object, what its Events say of it whatever the match (a reload brings new objects; the
-# table starts over when it holds more than a few reloads' worth).
-_RULE_PARTS: dict[int, tuple[Rule, tuple[str, str, str, dict[str, str]]]] = {}
-_MAX_RULE_PARTS = 4096
-
-
 def _rule_parts(rule: Rule) -> tuple[str, str, str, dict[str, str]]:
-    """The rule's severity, action, "Rule ... matched" text and annotations, worked out once per rule."""
-    entry = _RULE_PARTS.get(id(rule))
-    if entry is not None and entry[0] is rule:
-        return entry[1]
+    """The rule's severity, action, "Rule ... matched" text and annotations (through _RULE_PARTS:
+    once per rule object)."""
     techniques = rule.technique_ids
     severity = str(getattr(rule.severity, "value", rule.severity))
     action_name = str(getattr(rule.action, "value", rule.action)).lower()
@@ -245,11 +239,11 @@ def _rule_parts(rule: Rule) -> tuple[str, str, str, dict[str, str]]:
         ANNOTATION_PREFIX + "mitre-techniques": ",".join(techniques),
         ANNOTATION_PREFIX + "action": action_name,
     }
-    if len(_RULE_PARTS) >= _MAX_RULE_PARTS:
-        _RULE_PARTS.clear()
-    parts = (severity, action_name, rule_text, annotations)
-    _RULE_PARTS[id(rule)] = (rule, parts)
-    return parts
+    return severity, action_name, rule_text, annotations
+
+
+# What match_event says of a rule is the same for every match of that rule object.
+_RULE_PARTS: PerObject[tuple[str, str, str, dict[str, str]]] = PerObject(_rule_parts)
 
 
 def rules_rejected_event(*, configmap: ObjectRef, error: Exception, observed_at: datetime) -> EventRequest:
