@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/webhook_stages.py [--repeat 3000]
 
 The companion of webhook_throughput.py: the same three reviews (Pod CREATE
-busybox, Pod CREATE nginx, pods/exec CONNECT), the packaged default rules in
-warn mode, and the functions the controller calls for each review, timed one
+busybox, Pod CREATE nginx, pods/exec CONNECT), the rules `gatewatch run` serves
+by default (the packaged rules and the pod-security-baseline pack) in warn mode, and the functions the controller calls for each review, timed one
 stage at a time, then the whole review path as the webhook server runs it
 (``GuardedWebhookServer.answer``: ``bounded_json`` measure and parse,
 ``check_review``, ``AdmissionReviewer.review``, ``review_response``,
@@ -46,7 +46,8 @@ from gatewatch.kube.events import match_event
 from gatewatch.kube.namespaces import NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup
 from gatewatch.metrics import Metrics
-from gatewatch.rules import load_rules
+from gatewatch.controller import rules_loader
+from gatewatch.rules.loader import default_rules_path
 from gatewatch.webhook_server import GuardedWebhookServer
 
 HANDLER_FOR = {"pod-busybox": "pods", "pod-nginx": "pods", "exec": "pods-exec"}
@@ -175,7 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3000, help="calls per timed loop")
     args = parser.parse_args()
-    engine = RuleEngine(load_rules())
+    # The rules `gatewatch run` serves by default: the packaged file and the pod-security-baseline pack.
+    engine = RuleEngine(rules_loader(Settings())([default_rules_path()]))
     metrics = Metrics()
     table = {kind: stage_costs(kind, engine=engine, metrics=metrics, repeat=args.repeat) for kind in REVIEW_MIX}
 
@@ -185,7 +187,7 @@ def main() -> None:
 
     whole_costs = asyncio.run(whole())
     stages = list(next(iter(table.values())))
-    print(f"gatewatch review stages, microseconds per review (best of 3 x {args.repeat:,}), default rules, warn:")
+    print(f"gatewatch review stages, microseconds per review (best of 3 x {args.repeat:,}), default rules and packs, warn:")
     print(f"{'stage':<42}" + "".join(f"{kind:>13}" for kind in REVIEW_MIX) + f"{'mix mean':>11}")
     totals = dict.fromkeys(REVIEW_MIX, 0.0)
     for stage in stages:
