@@ -227,8 +227,8 @@ WORDS = ["create", "get", "team-a", "team-b", "alice", "busybox:1.36", "10", "tr
 PATTERNS = [("busy", ""), ("team-", ""), ("", ":1.36"), ("", "a", ""), ("1", ""), ("al", "ce"), ("", "")]
 
 
-def _leaf(rng: random.Random):
-    field = rng.choice(INDEXED_FIELDS)
+def _leaf(rng: random.Random, fields: list[str] = INDEXED_FIELDS):
+    field = rng.choice(fields)
     kind = rng.randrange(7)
     if kind <= 1:
         return Term(field, rng.choice(WORDS))
@@ -301,21 +301,9 @@ def test_a_nested_query_requires_an_object_in_its_field() -> None:
 NESTED_FIELDS = ["name", "image", "securityContext.privileged", "ports.hostPort"]
 
 
-def _nested_leaf(rng: random.Random):
-    field = rng.choice(NESTED_FIELDS)
-    kind = rng.randrange(5)
-    if kind <= 1:
-        return Term(field, rng.choice(WORDS))
-    if kind == 2:
-        return Wildcard(field, rng.choice(PATTERNS))
-    if kind == 3:
-        return Exists(field)
-    return Not(Exists(field)) if rng.random() < 0.5 else Not(Term(field, rng.choice(WORDS)))
-
-
 def random_nested_query(rng: random.Random, depth: int = 0):
     if depth >= 3 or rng.random() < 0.35:
-        leaf = _leaf(rng) if rng.random() < 0.3 else _nested_leaf(rng)
+        leaf = _leaf(rng) if rng.random() < 0.3 else _leaf(rng, NESTED_FIELDS)
         return Nested("spec.containers", leaf) if depth == 0 or rng.random() < 0.3 else leaf
     kind = rng.choice(["and", "and", "or", "not", "nested"])
     if kind == "nested":
