@@ -80,11 +80,14 @@ def _straight_line_resolver(segments: tuple[str, ...], rest: Callable[[Any, int]
     walked so far has no branches, so continuing from there is the same as starting over). Every
     review resolves a dozen paths: no loop, no tuple unpacking per segment."""
     lines = ["def resolve(document):", "    node = document"]
+    last = len(segments) - 1
     for position, segment in enumerate(segments):
+        # The last segment missing: no longer dotted key starts there, so nothing is found.
+        missing = "return []" if position == last else f"return rest(node, {position})"
         lines += [
             f"    if node.__class__ is not dict: return rest(node, {position})",
             f"    child = node.get({segment!r})",
-            f"    if child is None: return rest(node, {position})",
+            f"    if child is None: {missing}",
             "    node = child",
         ]
     lines += [f"    if isinstance(node, (list, tuple)): return rest(node, {len(segments)})", "    return [node]"]
