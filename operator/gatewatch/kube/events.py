@@ -79,9 +79,11 @@ METRICS_QUEUE = "events"
 MAX_NOTE_BYTES = 1024
 # The worker finishes a round at least this often, even with nothing to write (the supervisor's liveness).
 IDLE_CYCLE_SECONDS = 5.0
-# Occurrences already queued are counted in the same round, up to this many: a burst costs no timer
-# and no flush pass per occurrence.
+# Occurrences already queued are counted in the same round, up to this many and for this long: a
+# burst costs no timer and no flush pass per occurrence, and a slow API (each new series is a write)
+# still ends the round well within its supervisor's timeout.
 OBSERVE_BATCH = 64
+OBSERVE_BATCH_SECONDS = 1.0
 
 
 
@@ -202,10 +204,12 @@ class EventRecorder:
         else:
             request = queue.get_nowait()
         if request is not None:
+            started = self._clock()
             await self._observe(_built(request))
             observed = 1
             # The rest of a burst, until a write fails (then the supervisor backs off first).
-            while observed < OBSERVE_BATCH and not queue.empty() and self._round_failure is None:
+            while observed < OBSERVE_BATCH and not queue.empty() and self._round_failure is None \
+                    and self._clock() - started < OBSERVE_BATCH_SECONDS:
                 await self._observe(_built(queue.get_nowait()))
                 observed += 1
         await self._flush(force=False)
