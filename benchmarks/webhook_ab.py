@@ -5,7 +5,8 @@
 For a change to the review path when the machine is too busy for
 webhook_throughput.py's ratio: both servers run in turn on the same machine,
 each in a process of its own (``GuardedWebhookServer`` as imported from
-``gatewatch.controller`` in either revision, packaged default rules, warn mode,
+``gatewatch.controller`` in either revision, the rules `gatewatch run` serves by
+default (packaged rules and the pod-security-baseline pack), warn mode,
 the namespace and pod lookups answered from memory), and get the same
 webhook_throughput.py mix over 16 keep-alive HTTPS connections from this
 process. The figure is the server process's CPU time (user + system, from
@@ -18,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import ssl
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from webhook_serving import write_tls_files  # noqa: E402
+from webhook_servers import archived_operator  # noqa: E402
 from webhook_throughput import REVIEW_MIX, admission_review  # noqa: E402
 
 HANDLER_FOR = {"pod-busybox": "pods", "pod-nginx": "pods", "exec": "pods-exec"}
@@ -52,7 +52,8 @@ from gatewatch.kube.certificates import FileCertificateSource, kopf_server_tls_o
 from gatewatch.kube.namespaces import NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup
 from gatewatch.metrics import Metrics
-from gatewatch.rules import load_rules
+from gatewatch.controller import rules_loader
+from gatewatch.rules.loader import default_rules_path
 
 POD = {"apiVersion": "v1", "kind": "Pod",
        "metadata": {"name": "web", "namespace": "bench", "uid": "uid-web", "labels": {"app": "web"}},
@@ -67,7 +68,7 @@ async def main():
                                         ca_file=tls / "ca.crt").ensure()
     metrics = Metrics()
     reviewer = AdmissionReviewer(
-        engine=RuleEngine(load_rules()), metrics=metrics, pod_lookup=PodLookup(pod, cache_ttl=60),
+        engine=RuleEngine(rules_loader(Settings())([default_rules_path()])), metrics=metrics, pod_lookup=PodLookup(pod, cache_ttl=60),
         namespace_modes=NamespaceModeResolver(Settings(mode=Mode.WARN), fetch_labels=labels, cache_ttl=60))
     server = GuardedWebhookServer(reviewer=reviewer, metrics=metrics, addr="127.0.0.1", port=None,
                                   path="/validate", **kopf_server_tls_options(files, server_ssl_context(files)))
@@ -122,21 +123,13 @@ def main() -> None:
     parser.add_argument("--reviews", type=int, default=3000, help="measured reviews per server per pair")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        earlier = Path(work) / "earlier"
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.against, "operator", "rules.yaml"],
-                                 check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(earlier)
-        packaged = earlier / "operator" / "gatewatch" / "data" / "rules.yaml"
-        if packaged.is_symlink() or not packaged.exists():  # a link to the top-level rules.yaml
-            packaged.unlink(missing_ok=True)
-            packaged.write_bytes((earlier / "rules.yaml").read_bytes())
+        earlier = archived_operator(args.against, Path(work) / "earlier")
         tls_dir = Path(work) / "tls"
         write_tls_files(tls_dir)
         context = ssl.create_default_context(cadata=(tls_dir / "ca.crt").read_text())
         bodies = [(HANDLER_FOR[kind], json.dumps(admission_review(kind, index=index)).encode())
                   for index in range(30) for kind in REVIEW_MIX]
-        servers = {args.against: earlier / "operator", "this tree": REPO / "operator"}
+        servers = {args.against: earlier, "this tree": REPO / "operator"}
         figures: dict[str, list[float]] = {name: [] for name in servers}
         print(f"server CPU ms per review, {args.reviews:,} reviews per server per pair; "
               f"load average {os.getloadavg()[0]:.1f}")

@@ -22,11 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import io
 import ipaddress
 import json
 import logging
 import os
+import subprocess
 import sys
+import tarfile
 import threading
 import traceback
 import urllib.parse
@@ -44,6 +47,23 @@ BENCH_NAMESPACE = "bench"  # no gatewatch.io/mode label: the configured default 
 EXEC_TARGET_POD = "web"  # exists in the emulator, so gatewatch's pod lookup succeeds (and is cached)
 BASELINE_HANDLER_ID = "pods"
 KEPT_REQUESTS = 16  # the emulator's request record: the benchmark asserts nothing on it
+
+
+# --- an earlier revision, for a before/after in one run ----------------------------------------
+
+
+def archived_operator(revision: str, into: Path) -> Path:
+    """``operator/`` of ``revision`` (and the packaged rules) from ``git archive``, under ``into``:
+    a PYTHONPATH entry whose ``gatewatch`` is that revision's."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "operator", "rules.yaml"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into)
+    packaged = into / "operator" / "gatewatch" / "data" / "rules.yaml"
+    if packaged.is_symlink() or not packaged.exists():  # a link to the top-level rules.yaml
+        packaged.unlink(missing_ok=True)
+        packaged.write_bytes((into / "rules.yaml").read_bytes())
+    return into / "operator"
 
 
 # --- TLS material ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/webhook_throughput.py [--reviews 6000] [--warmup 1000] [--rounds 3]
                                                       [--concurrency 16] [--mode warn] [--mix matching]
-                                                      [--large-rules 1000] [--profile FILE]
+                                                      [--large-rules 1000] [--profile FILE] [--against REV]
 
 Reviews per second and p50/p99 latency over HTTPS keep-alive at concurrency 16,
 next to a no-op kopf validating handler, and the servers' resident memory.
@@ -34,9 +34,15 @@ Setup (printed with the result), on 127.0.0.1 only:
   (gatewatch's Event writes) never runs during the other's round. Reported: the
   (lower) median round of each side, the spread over rounds, and the CPU time the
   server process used per review (/proc, until it is idle again, so deferred work
-  counts), which a busy shared machine disturbs less than the wall-clock rate;
+  counts), which a busy shared machine disturbs less than the wall-clock rate.
+  The goal's verdict is on the median over rounds of gatewatch / kopf within
+  each round (the two ran back to back, so a burst of the machine's other work
+  tends to fall on both); the ratio of the median rounds is printed beside it;
 - resident memory (VmRSS) of each server once it is ready, and after the last
-  round, with the number of reviews it answered in between.
+  round, with the number of reviews it answered in between;
+- ``--against REV``: a third server, gatewatch as of that git revision (its
+  ``operator/`` from ``git archive``), in the same rotating rounds: a change's
+  before and after from one run, each against kopf and against each other.
 
 Everything stays on 127.0.0.1; every loop is bounded in count and by
 ``--max-seconds``; the servers stop when this script closes their stdin.
@@ -49,11 +55,11 @@ import json
 import os
 import shlex
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -63,83 +69,17 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import report  # noqa: E402  (sibling script)
 from rulesets import large_ruleset, ruleset_yaml  # noqa: E402  (sibling script)
-from webhook_servers import (  # noqa: E402  (sibling script)
-    BASELINE_HANDLER_ID, BENCH_NAMESPACE, EXEC_TARGET_POD, WEBHOOK_PATH, write_tls_files,
+from webhook_reviews import (  # noqa: E402,F401  (sibling script; the other benchmarks import them here)
+    MIXES, REVIEW_MIX, PreparedReview, ReviewKind, admission_review, path_for, prepare_reviews,
 )
+from webhook_servers import archived_operator, write_tls_files  # noqa: E402
 
-ServerName = Literal["baseline", "gatewatch", "gatewatch-large"]
-ProcessName = Literal["emulator", "baseline", "gatewatch", "gatewatch-large"]
-ReviewKind = Literal["pod-busybox", "pod-nginx", "exec"]
-REVIEW_MIX: tuple[ReviewKind, ...] = ("pod-busybox", "pod-nginx", "exec")
-# "matching" (the spec's mix: 2 of 3 reviews match a rule, each an alert and an Event);
-# "clean": harmless Pod CREATEs only, nothing matches (most of a real cluster's traffic).
-MIXES: dict[str, tuple[ReviewKind, ...]] = {"matching": REVIEW_MIX, "clean": ("pod-nginx",)}
-# gatewatch serves one handler per route at {path}/{handler id}; the baseline one handler for all.
-GATEWATCH_PATHS: dict[ReviewKind, str] = {
-    "pod-busybox": f"{WEBHOOK_PATH}/pods", "pod-nginx": f"{WEBHOOK_PATH}/pods", "exec": f"{WEBHOOK_PATH}/pods-exec",
-}
+ServerName = Literal["baseline", "gatewatch", "gatewatch-large", "gatewatch-before"]
+ProcessName = Literal["emulator", "baseline", "gatewatch", "gatewatch-large", "gatewatch-before"]
 GOAL_RATIO = 1.0  # gatewatch (default rules) / kopf no-op, reviews/s
 LARGE_GOAL_RATIO = 0.5  # gatewatch with 1,000 rules / gatewatch with the default rules
 LARGE_GOAL_P99_MS = 25.0
 RSS_GOALS_MIB: dict[str, float] = {"gatewatch": 100.0, "gatewatch-large": 120.0}
-
-
-# --- the requests ---------------------------------------------------------------------------------
-
-
-def admission_review(kind: ReviewKind, *, index: int) -> dict:
-    """An admission.k8s.io/v1 AdmissionReview as kube-apiserver sends it."""
-    user = {"username": "alice@example.com", "uid": "u-1", "groups": ["system:authenticated"]}
-    if kind == "exec":
-        options = {"kind": "PodExecOptions", "apiVersion": "v1", "stdin": True, "stdout": True, "tty": True,
-                   "container": "c0", "command": ["sh"]}
-        request = {
-            "kind": {"group": "", "version": "v1", "kind": "PodExecOptions"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "subResource": "exec", "requestSubResource": "exec",
-            "operation": "CONNECT", "name": EXEC_TARGET_POD, "object": options,
-        }
-    else:
-        image = "busybox:1.36" if kind == "pod-busybox" else "nginx:1.27"
-        name = f"bench-{index}"
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": BENCH_NAMESPACE, "labels": {"app": "bench"}},
-            "spec": {"containers": [{"name": "main", "image": image,
-                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
-        }
-        request = {
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": "CREATE", "name": name, "object": pod,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
-        }
-    request.update(
-        uid=str(uuid.UUID(int=index)), namespace=BENCH_NAMESPACE, userInfo=user, dryRun=False,
-        requestKind=request["kind"], requestResource=request["resource"], oldObject=None,
-    )
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
-
-
-@dataclass(frozen=True)
-class PreparedReview:
-    kind: ReviewKind
-    uid: str
-    body: bytes
-
-
-def prepare_reviews(count: int, *, first_index: int, mix: tuple[ReviewKind, ...] = REVIEW_MIX) -> list[PreparedReview]:
-    """Encoded before the clock starts, so the client's JSON work is not measured."""
-    reviews = []
-    for index in range(first_index, first_index + count):
-        kind = mix[index % len(mix)]
-        review = admission_review(kind, index=index)
-        reviews.append(PreparedReview(kind=kind, uid=review["request"]["uid"], body=json.dumps(review).encode()))
-    return reviews
-
-
-def path_for(server: ServerName, kind: ReviewKind) -> str:
-    return GATEWATCH_PATHS[kind] if server.startswith("gatewatch") else f"{WEBHOOK_PATH}/{BASELINE_HANDLER_ID}"
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -149,14 +89,14 @@ class ServerProcess:
     """benchmarks/webhook_servers.py in a subprocess; stops when its stdin closes."""
 
     def __init__(self, name: ProcessName, *, options: list[str], lifetime: float, log_dir: Path,
-                 kind: str | None = None) -> None:
+                 kind: str | None = None, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.command = [sys.executable, str(Path(__file__).resolve().parent / "webhook_servers.py"), kind or name,
                         "--lifetime", str(lifetime), *options]
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._log, text=True)
+                                        stderr=self._log, text=True, env=env)
         self.port: int | None = None
 
     def wait_ready(self, *, timeout: float) -> int:
@@ -436,6 +376,7 @@ def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], c
         "baseline": "kopf no-op @kopf.on.validate",
         "gatewatch": f"gatewatch ({args.mode}, default rules)",
         "gatewatch-large": f"gatewatch ({args.mode}, {args.large_rules:,} rules)",
+        "gatewatch-before": f"gatewatch at {args.against} ({args.mode}, default rules)",
     }
     for name, measurement in medians.items():
         lines.append(
@@ -443,11 +384,22 @@ def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], c
             f"{measurement.percentile_ms(0.99):>8.2f} {measurement.server_cpu_ms_per_review:>21.3f} "
             f"{results[name].spread():>18}"
         )
+    rate_pairs, cpu_pairs = round_ratios(results)
+    pair_ratio = statistics.median(rate_pairs)
     lines += [
         "",
-        f"gatewatch / kopf no-op: {ratio:.2f} of reviews/s ({_verdict(ratio >= GOAL_RATIO)} the >= {GOAL_RATIO} goal); "
-        f"{cpu_ratio:.2f} by server CPU per review",
+        f"gatewatch / kopf no-op, median of the {len(rate_pairs)} rounds' ratios: {pair_ratio:.2f} of reviews/s "
+        f"({_verdict(pair_ratio >= GOAL_RATIO)} the >= {GOAL_RATIO} goal), {statistics.median(cpu_pairs):.2f} by server "
+        "CPU per review",
+        "  each round: " + ", ".join(f"{rate:.2f}/{cpu:.2f}" for rate, cpu in zip(rate_pairs, cpu_pairs))
+        + " (reviews/s / server CPU)",
+        f"gatewatch / kopf no-op, of the median rounds: {ratio:.2f} of reviews/s; {cpu_ratio:.2f} by server CPU per review",
     ]
+    if "gatewatch-before" in results:  # --against: the change's own effect, in the same rounds
+        for mine, theirs in (("gatewatch-before", "baseline"), ("gatewatch", "gatewatch-before")):
+            rates, cpus = round_ratios(results, server=mine, peer=theirs)  # type: ignore[arg-type]
+            lines.append(f"{labels[mine]} / {labels[theirs]}, median of the rounds' ratios: "
+                         f"{statistics.median(rates):.2f} of reviews/s, {statistics.median(cpus):.2f} by server CPU")
     if "gatewatch-large" in medians:
         large = medians["gatewatch-large"]
         large_ratio = large.rate / gatewatch.rate
@@ -474,11 +426,19 @@ def result_block(args: argparse.Namespace, results: dict[ServerName, Summary], c
     return "\n".join(lines)
 
 
+def round_ratios(results: dict[ServerName, Summary], *, server: ServerName = "gatewatch",
+                 peer: ServerName = "baseline") -> tuple[list[float], list[float]]:
+    """``server`` / ``peer`` within each round, by reviews/s and by server CPU per review (peer's / server's)."""
+    pairs = list(zip(results[peer].rounds, results[server].rounds))
+    return ([mine.rate / theirs.rate for theirs, mine in pairs],
+            [theirs.server_cpu_ms_per_review / mine.server_cpu_ms_per_review for theirs, mine in pairs])
+
+
 def report_figures(args: argparse.Namespace, results: dict[ServerName, Summary]) -> None:
     """The issue's webhook and memory figures, for benchmarks/run_all.py's table."""
     medians = {name: summary.median() for name, summary in results.items()}
     baseline, gatewatch = medians["baseline"], medians["gatewatch"]
-    ratio = gatewatch.rate / baseline.rate
+    ratio = statistics.median(round_ratios(results)[0])  # as result_block's verdict
     report("webhook reviews/s, default rules", gatewatch=f"{gatewatch.rate:,.0f}/s",
            peer=f"{baseline.rate:,.0f}/s kopf no-op", ratio=f"{ratio:.2f}", goal=f">= {GOAL_RATIO}",
            met=ratio >= GOAL_RATIO)
@@ -520,6 +480,7 @@ def main() -> int:
                         help="also serve a gatewatch with this many generated rules, 90%% of them bound to unused "
                              "namespaces (benchmarks/rulesets.py); 0: only the default rules")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop measuring after this long")
+    parser.add_argument("--against", help="also serve gatewatch as of this git revision, in the same rounds")
     parser.add_argument("--profile-server", default="gatewatch", choices=["gatewatch", "gatewatch-large"],
                         help="which gatewatch --profile profiles")
     parser.add_argument("--profile", type=Path,
@@ -540,6 +501,10 @@ def main() -> int:
             rules_file.write_text(ruleset_yaml(large_ruleset(args.large_rules, never=args.large_rules * 9 // 10)))
             names.append("gatewatch-large")
             rules_options["gatewatch-large"] = ["--rules-file", str(rules_file)]
+        envs: dict[ServerName, dict[str, str]] = {}
+        if args.against:  # the same gatewatch at an earlier revision, in the same rounds
+            names.append("gatewatch-before")
+            envs["gatewatch-before"] = {**os.environ, "PYTHONPATH": str(archived_operator(args.against, Path(tmp)))}
         lifetime = args.max_seconds + 120
         servers: dict[ServerName, ServerProcess] = {}
         emulator = ServerProcess("emulator", options=[], lifetime=lifetime, log_dir=Path(tmp))
@@ -553,7 +518,7 @@ def main() -> int:
                     name, kind=kind,
                     options=["--tls-dir", str(tls_dir), "--api-url", api_url, "--mode", args.mode, *profile,
                              *rules_options.get(name, [])],
-                    lifetime=lifetime, log_dir=Path(tmp))
+                    lifetime=lifetime, log_dir=Path(tmp), env=envs.get(name))
             for process in servers.values():
                 process.wait_ready(timeout=180)
             print("servers ready (" + ", ".join(f"{name} :{process.port}" for name, process in servers.items())

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gatewatch.documents import document_from_admission_review, document_from_audit_event
 from gatewatch.engine import RuleEngine
-from gatewatch.kql import And, Exists, Not, Or, Range, Term, Wildcard, compile_query, parse, to_kql
+from gatewatch.kql import And, Exists, Nested, Not, Or, Range, Term, Wildcard, compile_query, parse, to_kql
 from gatewatch.prefilter import REQUEST_FIELDS, RuleIndex, requirements
 from gatewatch.rules import load_rules
 from gatewatch.rules.model import Rule, RuleSet, RuleType, Severity
@@ -38,7 +38,12 @@ RESOURCE = "kubernetes.audit.objectRef.resource"
         ("not (kubernetes.audit.objectRef.resource:* or x:1)", {"ABSENT"}),
         ("not (kubernetes.audit.objectRef.resource:pods and x:1)", None),
         ("kubernetes.audit.objectRef.resource > a", None),
-        ("kubernetes.audit:{ objectRef.resource:pods }", None),
+        # A nested query: what its inner query requires of one element, on the flattened path.
+        ("kubernetes.audit:{ objectRef.resource:pods }", {"pods"}),
+        ("kubernetes.audit:{ objectRef.resource:* and x:1 }", {"PRESENT"}),
+        # Not an absence: another element may have what this one lacks.
+        ("kubernetes.audit:{ not objectRef.resource:* }", None),
+        ("kubernetes.audit:{ not objectRef.resource:pods }", None),
         ("pods", None),  # free text
         ("(kubernetes.audit.objectRef.resource:pods and x:1) or (kubernetes.audit.objectRef.resource:jobs and y:2)",
          {"pods", "jobs"}),
@@ -222,8 +227,8 @@ WORDS = ["create", "get", "team-a", "team-b", "alice", "busybox:1.36", "10", "tr
 PATTERNS = [("busy", ""), ("team-", ""), ("", ":1.36"), ("", "a", ""), ("1", ""), ("al", "ce"), ("", "")]
 
 
-def _leaf(rng: random.Random):
-    field = rng.choice(INDEXED_FIELDS)
+def _leaf(rng: random.Random, fields: list[str] = INDEXED_FIELDS):
+    field = rng.choice(fields)
     kind = rng.randrange(7)
     if kind <= 1:
         return Term(field, rng.choice(WORDS))
@@ -280,6 +285,76 @@ def test_every_matching_rule_is_a_candidate(nodes, document) -> None:
     matching = [position for position, node in enumerate(nodes) if compile_query(node)(document)]
     assert set(matching) <= set(candidates), [to_kql(nodes[position], strict=False) for position in matching]
     assert list(candidates) == sorted(candidates)  # rule-set order
+
+
+def test_a_nested_query_requires_an_object_in_its_field() -> None:
+    found = requirements(parse("spec.containers:{ not privileged:true }"))
+    assert {field: {repr(atom) for atom in atoms} for field, atoms in found.items()} == {
+        "spec.containers": {"ELEMENT"}}
+    index = RuleIndex(["nested"], [parse("spec.containers:{ not privileged:true }")])
+    assert index.candidates({"spec": {"containers": [{}]}}) == ("nested",)  # {} is an element, absent to `:*`
+    assert index.candidates({"spec": {"containers": ["x"]}}) == ()
+    assert index.candidates({"spec": {}}) == ()
+
+
+# Nested queries over a list of objects whose elements may be anything a document holds.
+NESTED_FIELDS = ["name", "image", "securityContext.privileged", "ports.hostPort"]
+
+
+def random_nested_query(rng: random.Random, depth: int = 0):
+    if depth >= 3 or rng.random() < 0.35:
+        leaf = _leaf(rng) if rng.random() < 0.3 else _leaf(rng, NESTED_FIELDS)
+        return Nested("spec.containers", leaf) if depth == 0 or rng.random() < 0.3 else leaf
+    kind = rng.choice(["and", "and", "or", "not", "nested"])
+    if kind == "nested":
+        return Nested("spec.containers", random_nested_query(rng, depth + 1))
+    if kind == "not":
+        return Not(random_nested_query(rng, depth + 1))
+    items = tuple(random_nested_query(rng, depth + 1) for _ in range(rng.randint(2, 4)))
+    return And(items) if kind == "and" else Or(items)
+
+
+element_values = st.one_of(
+    st.none(), st.sampled_from(WORDS), st.booleans(), st.just({}), st.just([]),
+    st.lists(st.sampled_from(WORDS), max_size=2),
+)
+
+
+@st.composite
+def container_lists(draw):
+    """spec.containers: objects (empty ones too), scalars among them, nested lists, dotted keys."""
+    elements = []
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            elements.append(draw(st.sampled_from(WORDS)))
+            continue
+        element: dict = {}
+        for field in NESTED_FIELDS:
+            if draw(st.booleans()):
+                continue
+            value = draw(element_values)
+            if "." in field and draw(st.integers(0, 3)) == 0:
+                element[field] = value  # a flat dotted key
+            else:
+                *parents, last = field.split(".")
+                node = element
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[last] = value
+        elements.append([element] if kind == 1 else element)
+    return elements
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.randoms(use_true_random=False).map(random_nested_query), min_size=1, max_size=8),
+       container_lists(), documents())
+def test_every_rule_matching_in_a_nested_query_is_a_candidate(nodes, containers, document) -> None:
+    document = {**document, "spec": {"containers": containers}}
+    index = RuleIndex(list(range(len(nodes))), nodes)
+    candidates = index.candidates(document)
+    matching = [position for position, node in enumerate(nodes) if compile_query(node)(document)]
+    assert set(matching) <= set(candidates), [to_kql(nodes[position], strict=False) for position in matching]
 
 
 def _rule(position: int, node, *, exceptions: tuple = ()) -> Rule:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from gatewatch.engine import Match
 from gatewatch.errors import GatewatchError
+from gatewatch.per_object import PerObject
 from gatewatch.rules.model import Action
 
 # Kubernetes caps what it relays of admission warnings; keep within it.
@@ -95,10 +96,21 @@ class Decision:
 
 def effect_of(action: Action, mode: Mode) -> Action | None:
     """What a rule with ``action`` may cause in ``mode`` (None: nothing)."""
+    found = _EFFECTS.get((action, mode), _UNLISTED)
+    if found is not _UNLISTED:
+        return found
     cap = _MODE_CAP[mode]
     if cap is None:
         return None
     return min(action, cap)
+
+
+# effect_of for every action and mode, worked out once: asked for every match.
+_UNLISTED: Any = object()
+_EFFECTS: dict[tuple[Action, Mode], Action | None] = {
+    (action, mode): None if _MODE_CAP[mode] is None else min(action, _MODE_CAP[mode])  # type: ignore[type-var]
+    for action in Action for mode in Mode
+}
 
 
 def decide(
@@ -119,7 +131,8 @@ def decide(
     for match in matches:
         effect = effect_of(match.rule.action, mode)
         if effect is not None:
-            outcomes.append(Outcome(match=match, effect=min(effect, strongest)))
+            # deny is the strongest action: min(effect, DENY) is effect.
+            outcomes.append(Outcome(match=match, effect=effect if strongest is Action.DENY else min(effect, strongest)))
     loud = [o for o in outcomes if o.effect is not Action.ALERT]
     denials = [o for o in outcomes if o.effect is Action.DENY]
     message = _denial_message(denials, exception_hint) if denials else None
@@ -135,13 +148,19 @@ def decide(
 def warning_line(match: Match, *, about: str | None = None) -> str:
     """``gatewatch: [T1609] Kubernetes User Exec into Pod (medium)``, at most 120 characters;
     with ``about``: ``gatewatch: pod template: [T1611,T1610] ...``."""
-    rule = match.rule
+    return _WARNING_LINES.get(match.rule, about)  # the same text for every match of one rule object
+
+
+def _warning_line(rule: Any, about: str | None) -> str:
     techniques = ",".join(rule.technique_ids) or "no ATT&CK id"
     head = f"gatewatch: {about + ': ' if about else ''}[{techniques}] "
     tail = f" ({_value(rule.severity)})"
     room = MAX_WARNING_LENGTH - len(head) - len(tail)
     name = rule.name if len(rule.name) <= room else rule.name[: max(room - 3, 0)] + "..."
     return (head + name + tail)[:MAX_WARNING_LENGTH]
+
+
+_WARNING_LINES: PerObject[str] = PerObject(_warning_line)
 
 
 def warning_lines(matches: Sequence[Match], *, about: str | None = None) -> list[str]:

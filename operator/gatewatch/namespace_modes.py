@@ -116,6 +116,10 @@ class NamespaceClass:
         return {"matchExpressions": [requirement.as_dict() for requirement in self.requirements]}
 
 
+# Distinct (namespace, labels) decisions ModePolicy remembers; past that it starts over.
+_MAX_REMEMBERED_DECISIONS = 4096
+
+
 class ModePolicy:
     """The configuration's mode rule: for one namespace (``decide``) and as label selectors."""
 
@@ -135,6 +139,7 @@ class ModePolicy:
         self.selectors = tuple(_mode_selector(entry, position, protected) for position, entry in enumerate(selectors))
         self.excluded = frozenset(excluded)
         self.ignore_label = ignore_label
+        self._decisions: dict[tuple[str, frozenset[tuple[str, str]]], ModeDecision] = {}
         # Every entry's selector starts with these: the namespaces never sent to gatewatch.
         self._never_sent: tuple[Requirement, ...] = (
             *((Requirement(NAMESPACE_NAME_LABEL, "NotIn", tuple(sorted(self.excluded))),) if self.excluded else ()),
@@ -162,6 +167,19 @@ class ModePolicy:
 
     def decide(self, namespace: str, labels: Mapping[str, str]) -> ModeDecision:
         """The mode ``labels`` give ``namespace`` (``kubernetes.io/metadata.name`` is implied)."""
+        # Asked for every review, mostly with the same few namespaces' labels: remembered by value.
+        try:
+            key = (namespace, frozenset(labels.items()))
+        except TypeError:  # a label value that is no string: not remembered
+            return self._decide(namespace, labels)
+        found = self._decisions.get(key)
+        if found is None:
+            if len(self._decisions) >= _MAX_REMEMBERED_DECISIONS:
+                self._decisions.clear()
+            found = self._decisions[key] = self._decide(namespace, labels)
+        return found
+
+    def _decide(self, namespace: str, labels: Mapping[str, str]) -> ModeDecision:
         labels = {**labels, NAMESPACE_NAME_LABEL: namespace}
         if not all(requirement.holds(labels) for requirement in self._never_sent):
             return ModeDecision(Mode.OFF, "excluded")

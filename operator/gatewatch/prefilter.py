@@ -7,8 +7,9 @@ requirements are read from the syntax tree (``requirements``): a field match
 (``field:value``, ``field:prefix*``, any ``field:pattern``), ``field:*`` (the
 field is present) and ``not field:*`` (absent), alone or under ``and`` (every
 item's requirements hold), ``or`` (a field every branch constrains, with the
-union of their values) and ``not`` over ``or`` (De Morgan). Anything else (a
-negated match, a range, a nested query, free text, a wildcard field name)
+union of their values), ``not`` over ``or`` (De Morgan) and a nested query
+(``list:{ a:x }``: what its inner query requires, on ``list.a``, absences
+aside). Anything else (a negated match, a range, free text, a wildcard field name)
 requires nothing, so the rule stays a candidate for every value of that field:
 the index can only leave out rules that cannot match, never one that can.
 Exceptions play no part: they only take matches away, and the engine still
@@ -48,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from gatewatch.kql import And, Exists, Node, Not, Or, Term, Wildcard
+from gatewatch.kql import And, Exists, Nested, Node, Not, Or, Term, Wildcard
 from gatewatch.kql.compiler import any_value_test, is_plain_term, keyword_text
 from gatewatch.kql.fields import FieldValues, Resolvers
 
@@ -82,6 +83,8 @@ class _Presence:
 
 PRESENT = _Presence("PRESENT")
 ABSENT = _Presence("ABSENT")
+# ``field:{ ... }``: some value of the field is an object, an empty one too (what a nested query walks).
+ELEMENT = _Presence("ELEMENT")
 Atom: TypeAlias = Term | Wildcard | _Presence
 # Field -> what it must hold: one of the atoms (a disjunction). Fields are a conjunction.
 Requirements: TypeAlias = dict[str, frozenset[Atom]]
@@ -114,6 +117,17 @@ def requirements(node: Node | None) -> Requirements:
             return requirements(inner.item)
         if isinstance(inner, Or):  # not (a or b) == not a and not b
             return requirements(And(tuple(Not(item) for item in inner.items)))
+    if isinstance(node, Nested) and _indexable(node.field):
+        # One element of the field satisfies the inner query: what that requires of the element's
+        # fields, the document's ``field.inner`` paths hold among their values (the paths flatten every
+        # element's). Not an absence: the other elements may hold what this one lacks. Nor the field's
+        # own presence (an empty object is absent to ``field:*``, yet ``field:{ not a:* }`` matches it):
+        # an object among its values (ELEMENT).
+        found: Requirements = {node.field: frozenset({ELEMENT})}
+        for field, atoms in requirements(node.query).items():
+            if ABSENT not in atoms:
+                found[f"{node.field}.{field}"] = atoms
+        return found
     return {}
 
 
@@ -124,15 +138,15 @@ def _indexable(field: str | None) -> bool:
 class _FieldIndex:
     """One field: which rules each of its values admits."""
 
-    __slots__ = ("field", "path", "constrained", "unconstrained", "present", "absent", "_exact", "_prefixes", "_tests",
-                 "_cache", "expected_exclusions")
+    __slots__ = ("field", "path", "constrained", "unconstrained", "present", "absent", "element", "_exact",
+                 "_prefixes", "_tests", "_cache", "expected_exclusions")
 
     def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
                  path: str) -> None:
         self.field = field
         self.path = path  # where it is read: the field itself, or its place in a raw audit event
         constrained = 0
-        self.present = self.absent = 0
+        self.present = self.absent = self.element = 0
         exact: dict[str, int] = {}
         prefixes: dict[int, dict[str, int]] = {}
         tests: dict[Atom, int] = {}
@@ -143,6 +157,8 @@ class _FieldIndex:
                     self.present |= bit
                 elif atom is ABSENT:
                     self.absent |= bit
+                elif atom is ELEMENT:
+                    self.element |= bit
                 elif isinstance(atom, Term) and is_plain_term(atom):
                     exact[atom.value] = exact.get(atom.value, 0) | bit
                 elif isinstance(atom, Wildcard) and not atom.case_insensitive and len(atom.parts) == 2 \
@@ -153,7 +169,8 @@ class _FieldIndex:
                     tests[atom] = tests.get(atom, 0) | bit
         self.constrained = constrained
         self.unconstrained = all_rules & ~constrained
-        distinct = len(exact) + sum(map(len, prefixes.values())) + len(tests) + bool(self.present) + bool(self.absent)
+        distinct = len(exact) + sum(map(len, prefixes.values())) + len(tests) + bool(self.present) + bool(self.absent) \
+            + bool(self.element)
         self.expected_exclusions = constrained.bit_count() * (1 - 1 / distinct) if distinct else 0.0
         self._exact = exact
         self._prefixes = tuple(sorted(prefixes.items()))
@@ -173,6 +190,7 @@ class _FieldIndex:
         present = False
         for value in values:
             if isinstance(value, Mapping):
+                mask |= self.element
                 present = present or bool(value)  # {} is absent to KQL; no value test admits an object
             elif isinstance(value, str):
                 found = self._cache.get(value)

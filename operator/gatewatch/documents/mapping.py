@@ -73,7 +73,7 @@ import ipaddress
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote
 
 from gatewatch.documents.container_images import _container_image_names, _images, _json_patch_images
 from gatewatch.documents.types import AdmissionRequest, Source
@@ -182,6 +182,20 @@ def _parse_bool(value: str) -> bool:
     return value in ("1", "t", "T", "true", "TRUE", "True")
 
 
+def _parse_query(query: str) -> dict[str, list[str]]:
+    """``urllib.parse.parse_qs(query)``, the same pairs by the same rules (``&`` only, blank values
+    and pairs without ``=`` dropped, ``+`` a space), without its generality: every exec review has one."""
+    parsed: dict[str, list[str]] = {}
+    for pair in query.split("&") if query else ():
+        name, equals, value = pair.partition("=")
+        if not equals or not value:
+            continue
+        name = unquote(name.replace("+", " ")) if "%" in name or "+" in name else name
+        value = unquote(value.replace("+", " ")) if "%" in value or "+" in value else value
+        parsed.setdefault(name, []).append(value)
+    return parsed
+
+
 def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     """pods/exec and pods/attach options, read from the requestURI.
 
@@ -191,7 +205,7 @@ def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     if type(request_uri) is not str:
         return None
     # Not urlsplit: it raises on text such as "//[" (an IPv6 host never closed).
-    query = parse_qs(request_uri.partition("?")[2].partition("#")[0])
+    query = _parse_query(request_uri.partition("?")[2].partition("#")[0])
     return {
         "command": query.get("command", []),
         "container": (query.get("container") or [None])[0],
@@ -245,8 +259,9 @@ def _build_document(
     the types of its own fields. ``object_field`` names the requestObject in
     errors (``request.object.`` for a review); ``old_object`` (an UPDATE's)
     limits gatewatch.images to what changed; ``object_checked``: the
-    requestObject is an audit event's, already conformed (its spec is read
-    as any resource's, see _images), so it is not checked strictly;
+    requestObject (and ``old_object``) is an audit event's, already conformed
+    (its spec is read as any resource's, see _images), or a review's Pod that
+    parse_admission_request checked strictly, so it is not checked (again);
     ``with_pod_fields=False`` leaves out the normalized Pod lists (the engine
     says whether a rule reads them: they cost more than the rest of the
     mapping). Straight-line code rather than a loop over the table: this is
@@ -322,7 +337,12 @@ def _build_document(
     if effective_user is not None:
         gatewatch["user"] = {"effective": effective_user}
     if spec:
-        old_spec = _check_object(old_object, "request.oldObject.") if old_object is not None else None
+        if old_object is None:
+            old_spec = None
+        elif object_checked:
+            old_spec = _as_mapping(old_object.get("spec")) or _EMPTY
+        else:
+            old_spec = _check_object(old_object, "request.oldObject.")
         images = _images(spec, old_spec=old_spec)
     elif type(raw_request_object) is list:  # a JSON patch, as the audit log records it
         images = _json_patch_images(raw_request_object)

@@ -42,8 +42,6 @@ def compile_path(path: str) -> Resolver:
         for start in range(count)
     )
 
-    enumerated_segments = tuple(enumerate(segments))
-
     def collect(node: Any, position: int, found: list[Any]) -> None:
         # Iterative along dict chains; recursive at lists and dotted keys.
         while True:
@@ -67,28 +65,36 @@ def compile_path(path: str) -> Resolver:
             node = child
             position += 1
 
-    def resolve(document: Any) -> list[Any]:
-        # Fast path: follow plain dicts; hand over to `collect` at the first
-        # list, missing key or other mapping (the prefix walked so far has no
-        # branches, so continuing from there is the same as starting over).
-        node = document
-        for position, segment in enumerated_segments:
-            if node.__class__ is not dict:
-                break
-            child = node.get(segment)
-            if child is None:
-                break
-            node = child
-        else:
-            if not isinstance(node, (list, tuple)):
-                return [node]
-            position = count
+    def rest(node: Any, position: int) -> list[Any]:
         found: list[Any] = []
         if node is not None:
             collect(node, position, found)
         return found
 
-    return resolve
+    return _straight_line_resolver(segments, rest)
+
+
+def _straight_line_resolver(segments: tuple[str, ...], rest: Callable[[Any, int], list[Any]]) -> Resolver:
+    """The fast path, as code generated for the path: follow plain dicts, one ``get`` per segment;
+    hand over to ``rest`` (``collect``) at the first list, missing key or other mapping (the prefix
+    walked so far has no branches, so continuing from there is the same as starting over). Every
+    review resolves a dozen paths: no loop, no tuple unpacking per segment."""
+    lines = ["def resolve(document):", "    node = document"]
+    last = len(segments) - 1
+    for position, segment in enumerate(segments):
+        # The last segment missing: no longer dotted key starts there, so nothing is found.
+        missing = "return []" if position == last else f"return rest(node, {position})"
+        lines += [
+            f"    if node.__class__ is not dict: return rest(node, {position})",
+            f"    child = node.get({segment!r})",
+            f"    if child is None: {missing}",
+            "    node = child",
+        ]
+    lines += [f"    if isinstance(node, (list, tuple)): return rest(node, {len(segments)})", "    return [node]"]
+    namespace: dict[str, Any] = {"rest": rest}
+    exec(compile("\n".join(lines), f"<gatewatch.kql.fields {'.'.join(segments)!r}>", "exec"), namespace)  # noqa: S102
+    resolver: Resolver = namespace["resolve"]
+    return resolver
 
 
 def field_values(document: Mapping[str, Any], path: str) -> list[Any]:

@@ -31,260 +31,60 @@ it before it writes what is left.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
-import re
 import socket
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable
 
 import kubernetes.client
 
 from gatewatch.errors import GatewatchError
 from gatewatch.kube import rest
+# What an Event says lives in event_requests; its names are this module's too (callers import them here).
+from gatewatch.kube.event_requests import (  # noqa: F401
+    _REASONS,
+    ANNOTATION_PREFIX,
+    COMBINED_PREFIX,
+    EVENT_ANNOTATIONS,
+    EVENT_REASONS,
+    MAX_NAME_LENGTH,
+    REASON_ALERT,
+    REASON_RULES_REJECTED,
+    SIMILAR_EVENTS_LIMIT,
+    SIMILAR_EVENTS_WINDOW,
+    EventRequest,
+    EventSource,
+    EventType,
+    ObjectRef,
+    Operation,
+    SimilarEvents,
+    event_name,
+    match_event,
+    rules_rejected_event,
+)
 
 if TYPE_CHECKING:
     from gatewatch.metrics import Metrics
-    from gatewatch.rules.model import Rule
 
 logger = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "gatewatch.io/"
 DEFAULT_REPORTING_CONTROLLER = "gatewatch.io/gatewatch"
 # The label of this queue in gatewatch_queue_dropped (metrics.py).
 METRICS_QUEUE = "events"
-# events.k8s.io/v1 validation: note is at most 1 kB, names are DNS subdomains (253).
+# events.k8s.io/v1 validation: note is at most 1 kB.
 MAX_NOTE_BYTES = 1024
-MAX_NAME_LENGTH = 253
-# client-go's EventAggregator (tools/record/events_cache.go: defaultAggregateMaxEvents,
-# defaultAggregateIntervalInSeconds): more than 10 similar events within 10 minutes are combined.
-SIMILAR_EVENTS_LIMIT = 10
-SIMILAR_EVENTS_WINDOW = 600.0
-COMBINED_PREFIX = "(combined from similar events): "
 # The worker finishes a round at least this often, even with nothing to write (the supervisor's liveness).
 IDLE_CYCLE_SECONDS = 5.0
+# Occurrences already queued are counted in the same round, up to this many and for this long: a
+# burst costs no timer and no flush pass per occurrence, and a slow API (each new series is a write)
+# still ends the round well within its supervisor's timeout.
+OBSERVE_BATCH = 64
+OBSERVE_BATCH_SECONDS = 1.0
 
-EventType = Literal["Normal", "Warning"]
-Operation = Literal["create", "update", "exec", "attach", "ephemeralcontainers", "portforward", "proxy"]
-
-_REASONS: dict[tuple[str, str], str] = {
-    ("create", "deny"): "PodCreationDenied",
-    ("create", "warn"): "PodCreationWarned",
-    ("update", "deny"): "PodUpdateDenied",
-    ("update", "warn"): "PodUpdateWarned",
-    ("exec", "deny"): "ExecDenied",
-    ("exec", "warn"): "ExecWarned",
-    ("attach", "deny"): "AttachDenied",
-    ("attach", "warn"): "AttachWarned",
-    ("ephemeralcontainers", "deny"): "EphemeralContainerDenied",
-    ("ephemeralcontainers", "warn"): "EphemeralContainerWarned",
-    ("portforward", "deny"): "PortForwardDenied",
-    ("portforward", "warn"): "PortForwardWarned",
-    ("proxy", "deny"): "PodProxyDenied",
-    ("proxy", "warn"): "PodProxyWarned",
-}
-# An alert-only match: nothing was refused or shown to the user.
-REASON_ALERT = "RuleMatched"
-REASON_RULES_REJECTED = "RulesRejected"
-# Every reason gatewatch gives its Events (docs/operations.md lists them all; a test keeps them equal).
-EVENT_REASONS: frozenset[str] = frozenset({*_REASONS.values(), REASON_ALERT, REASON_RULES_REJECTED})
-
-# Every annotation key gatewatch puts on its Events, and what it holds. The names
-# agree with the alert's fields: ``action`` is the rule's action, ``effect`` what
-# this occurrence caused (docs/operations.md lists them all; a test keeps them equal).
-EVENT_ANNOTATIONS: dict[str, str] = {
-    ANNOTATION_PREFIX + "rule-id": "the rule's id",
-    ANNOTATION_PREFIX + "rule-name": "the rule's name",
-    ANNOTATION_PREFIX + "severity": "the rule's severity",
-    ANNOTATION_PREFIX + "risk-score": "the rule's risk score",
-    ANNOTATION_PREFIX + "mitre-tactics": "the rule's ATT&CK tactic ids, comma-separated",
-    ANNOTATION_PREFIX + "mitre-techniques": "the rule's ATT&CK technique ids, comma-separated",
-    ANNOTATION_PREFIX + "action": "the rule's action, the strongest response it may cause (alert, warn, deny)",
-    ANNOTATION_PREFIX + "effect": "what gatewatch did, given the mode (alert, warn, deny; reject on RulesRejected)",
-    ANNOTATION_PREFIX + "operation": "create, update, exec, attach, ephemeralcontainers, portforward or proxy",
-    ANNOTATION_PREFIX + "user": "the requesting user",
-    ANNOTATION_PREFIX + "combined": '"true" on an Event counting similar matches on more than one pod',
-}
-
-_OPERATION_WORDS: dict[str, str] = {
-    "create": "create pod",
-    "update": "update pod",
-    "exec": "exec into pod",
-    "attach": "attach to pod",
-    "ephemeralcontainers": "add an ephemeral container to pod",
-    "portforward": "port-forward to pod",
-    "proxy": "proxy to pod",
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ObjectRef:
-    """What an Event is about (``regarding``)."""
-
-    kind: str
-    api_version: str
-    name: str
-    namespace: str | None = None
-    uid: str | None = None
-
-    def to_api(self) -> dict[str, str]:
-        ref = {"kind": self.kind, "apiVersion": self.api_version, "name": self.name}
-        if self.namespace is not None:
-            ref["namespace"] = self.namespace
-        if self.uid is not None:
-            ref["uid"] = self.uid
-        return ref
-
-
-@dataclass(frozen=True, kw_only=True)
-class SimilarEvents:
-    """How an occurrence is combined with similar ones on other objects (see the module docstring)."""
-
-    key: str  # the series key without the regarding object
-    note: str  # the combined Event's note, after COMBINED_PREFIX
-    name_base: str  # the combined Event's name is ``<name_base>.<hash of key>``
-
-
-@dataclass(frozen=True, kw_only=True)
-class EventRequest:
-    """One occurrence to record. Occurrences with the same ``series_key`` are one Event."""
-
-    regarding: ObjectRef
-    reason: str
-    action: str
-    note: str
-    series_key: str
-    observed_at: datetime  # from the caller's clock (the review's ``now``)
-    type: EventType = "Warning"
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    similar: SimilarEvents | None = None  # None: never combined with other objects' Events
-    name_base: str | None = None  # default: the regarding object's name
-
-    @property
-    def namespace(self) -> str:
-        # Events live in the namespace of what they regard (API validation);
-        # cluster-scoped objects' Events go to "default", as kubectl looks there.
-        return self.regarding.namespace or "default"
-
-    @property
-    def name(self) -> str:
-        return event_name(self.name_base or self.regarding.name, self.series_key)
-
-    def combined(self) -> EventRequest:
-        """The Event that counts this occurrence with its similar ones (requires ``similar``)."""
-        assert self.similar is not None
-        return replace(
-            self,
-            note=COMBINED_PREFIX + self.similar.note,
-            series_key=self.similar.key,
-            annotations={**self.annotations, ANNOTATION_PREFIX + "combined": "true"},
-            similar=None,
-            name_base=self.similar.name_base,
-        )
-
-
-# What EventRecorder.submit takes: the Event, or a function that builds it (called by the worker).
-EventSource = Union[EventRequest, Callable[[], EventRequest]]
-
-
-def event_name(object_name: str, series_key: str) -> str:
-    """``<object>.<hash of the series key>``, a valid DNS subdomain."""
-    digest = hashlib.sha256(series_key.encode()).hexdigest()[:16]
-    # A would-be name from generateName ("web-") ends with "-": not a valid label end.
-    base = re.sub(r"[^a-z0-9.-]", "-", object_name.lower()).strip("-.") or "object"
-    base = base[: MAX_NAME_LENGTH - len(digest) - 1].rstrip("-.")
-    return f"{base}.{digest}"
-
-
-def match_event(
-    *,
-    rule: Rule,
-    effect: Any,
-    operation: Operation,
-    namespace: str,
-    pod_name: str,
-    user: str,
-    observed_at: datetime,
-    pod_uid: str | None = None,
-    mode: Any = None,
-) -> EventRequest:
-    """The Event for one rule match on a Pod request.
-
-    ``effect`` is what the match caused (``Action`` or "alert"/"warn"/"deny").
-    ``pod_name`` is the target pod for exec/attach/ephemeralcontainers, and for
-    a create the pod's name (or its generateName prefix): a denied pod was
-    never created, so the Event regards the would-be pod and says so.
-    """
-    effect_name = str(getattr(effect, "value", effect)).lower()
-    techniques = list(rule.technique_ids)
-    tactics = list(rule.tactic_ids)
-    severity = str(getattr(rule.severity, "value", rule.severity))
-    key_parts = (namespace, pod_name, rule.id, effect_name, operation, user)
-    technique_text = ", ".join(techniques) or "no ATT&CK technique"
-    what = f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)} {namespace}/{pod_name}"
-    if operation == "create" and effect_name == "deny":
-        head = f"Pod {namespace}/{pod_name} was not created: gatewatch denied it"
-    else:
-        head = {
-            "deny": "gatewatch denied the request",
-            "warn": "gatewatch allowed the request with a warning",
-            "alert": "gatewatch allowed the request and raised an alert",
-        }.get(effect_name, f"gatewatch: {effect_name}")
-    action_name = str(getattr(rule.action, "value", rule.action)).lower()
-    mode_text = f", mode {getattr(mode, 'value', mode)}" if mode is not None else ""
-    rule_text = f"Rule {rule.name!r} ({rule.id}, ATT&CK {technique_text}, severity {severity}) matched"
-    outcome_text = f"effect {effect_name} (rule action {action_name}){mode_text}"
-    note = f"{head}. {rule_text}: {what}; {outcome_text}."
-    similar_what = (
-        f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)}s in namespace {namespace}: "
-        f"more than {SIMILAR_EVENTS_LIMIT} different pods, counted together from {pod_name} on"
-    )
-    similar = SimilarEvents(
-        key="\x1f".join((namespace, rule.id, effect_name, operation, user, "similar")),
-        note=f"{rule_text}: {similar_what}; {outcome_text}; series.count counts them all.",
-        name_base=f"gatewatch-{operation}",
-    )
-    annotations = {
-        ANNOTATION_PREFIX + "rule-id": rule.id,
-        ANNOTATION_PREFIX + "rule-name": rule.name,
-        ANNOTATION_PREFIX + "severity": severity,
-        ANNOTATION_PREFIX + "risk-score": str(rule.risk_score),
-        ANNOTATION_PREFIX + "mitre-tactics": ",".join(tactics),
-        ANNOTATION_PREFIX + "mitre-techniques": ",".join(techniques),
-        ANNOTATION_PREFIX + "action": action_name,
-        ANNOTATION_PREFIX + "effect": effect_name,
-        ANNOTATION_PREFIX + "operation": operation,
-        ANNOTATION_PREFIX + "user": user,
-    }
-    return EventRequest(
-        regarding=ObjectRef(kind="Pod", api_version="v1", name=pod_name, namespace=namespace, uid=pod_uid),
-        reason=_REASONS.get((operation, effect_name), REASON_ALERT),
-        action=effect_name.capitalize(),
-        note=note,
-        series_key="\x1f".join(key_parts),
-        annotations=annotations,
-        observed_at=observed_at,
-        similar=similar,
-    )
-
-
-def rules_rejected_event(*, configmap: ObjectRef, error: Exception, observed_at: datetime) -> EventRequest:
-    """The Event on the rules ConfigMap when an update is invalid and the old rules stay."""
-    message = str(error)
-    return EventRequest(
-        regarding=configmap,
-        reason=REASON_RULES_REJECTED,
-        action="Reload",
-        note=f"gatewatch kept its previous rules; the update is invalid: {message}",
-        # One series per distinct error: the same broken file is counted, not repeated.
-        series_key="\x1f".join((configmap.namespace or "", configmap.name, "rules", message)),
-        annotations={ANNOTATION_PREFIX + "effect": "reject"},
-        observed_at=observed_at,
-    )
 
 
 @dataclass
@@ -394,13 +194,24 @@ class EventRecorder:
             # A write the previous round was cancelled in (a timeout) finishes first: never two at once.
             await asyncio.wait({self._writing})
         self._round_failure = None
-        due = self._next_flush_delay()
-        try:
-            request = await asyncio.wait_for(self._queue.get(), timeout=idle if due is None else min(due, idle))
-        except asyncio.TimeoutError:
-            request = None
+        queue = self._queue
+        if queue.empty():
+            due = self._next_flush_delay()
+            try:
+                request = await asyncio.wait_for(queue.get(), timeout=idle if due is None else min(due, idle))
+            except asyncio.TimeoutError:
+                request = None
+        else:
+            request = queue.get_nowait()
         if request is not None:
+            started = self._clock()
             await self._observe(_built(request))
+            observed = 1
+            # The rest of a burst, until a write fails (then the supervisor backs off first).
+            while observed < OBSERVE_BATCH and not queue.empty() and self._round_failure is None \
+                    and self._clock() - started < OBSERVE_BATCH_SECONDS:
+                await self._observe(_built(queue.get_nowait()))
+                observed += 1
         await self._flush(force=False)
         if self._round_failure is not None:
             raise EventWriteFailed(self._round_failure)
