@@ -342,6 +342,33 @@ async def test_stdout_sink_writes_one_json_line_per_alert(running) -> None:
     assert [json.loads(line) for line in stream.getvalue().splitlines()] == [alert(1), alert(2)]
 
 
+class CountingStream(io.StringIO):
+    """stdout that counts the writes it is given."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_stdout_sink_writes_alerts_arriving_one_by_one_in_one_write() -> None:
+    # Reviews queue alerts one at a time; a write (a thread hand-off and a flush) per alert would cost
+    # the worker about as much as the reviews themselves.
+    stream = CountingStream()
+    sink = StdoutAlertSink(stream)
+    sink.emit(alert(0))
+    cycle = asyncio.create_task(sink.cycle())
+    for _ in range(5):  # the worker takes the first alert
+        await asyncio.sleep(0)
+    assert sink.buffered == 0
+    for number in range(1, 50):  # the next reviews' alerts, before the worker writes
+        sink.emit(alert(number))
+    await cycle
+    assert [json.loads(line) for line in stream.getvalue().splitlines()] == [alert(n) for n in range(50)]
+    assert stream.writes == 1
+
+
 async def test_fanout_gives_each_sink_every_alert(collector: Collector, running) -> None:
     stream = io.StringIO()
     stdout_sink = StdoutAlertSink(stream, buffer_size=1)

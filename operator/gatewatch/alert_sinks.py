@@ -53,6 +53,10 @@ NDJSON = "application/x-ndjson"
 # Statuses worth another try: the endpoint is overloaded or restarting.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 STDOUT_BATCH = 1000  # lines per write to stdout
+# After the first alert of a batch, how long the stdout worker lets more arrive before it writes: handing
+# a write to a thread costs about as much as a review, so at thousands of alerts a second a write per
+# alert or two would be the worker's main cost. An alert line appears at most this much later.
+STDOUT_LINGER_SECONDS = 0.05
 BUILD_CHUNK = 16  # alerts built between two looks at the event loop
 # A worker finishes a cycle at least this often, even with nothing to do (the supervisor's liveness).
 IDLE_CYCLE_SECONDS = 5.0
@@ -139,12 +143,16 @@ class StdoutAlertSink:
         if self._writing is not None and not self._writing.done():
             await asyncio.wait({self._writing})  # a write a cancelled cycle left (a stalled pipe): never two at once
         try:
-            items = [await asyncio.wait_for(self._buffer.get(), timeout=idle)]
+            first = await asyncio.wait_for(self._buffer.get(), timeout=idle)
         except asyncio.TimeoutError:
             return
-        items += self._take_nowait(STDOUT_BATCH - 1)
-        self._writing = asyncio.ensure_future(self._deliver(items))
+        # Shielded from here on: the alert taken is written even if this cycle is cancelled while it lingers.
+        self._writing = asyncio.ensure_future(self._gather_and_deliver(first))
         await asyncio.shield(self._writing)
+
+    async def _gather_and_deliver(self, first: AlertSource) -> None:
+        await asyncio.sleep(STDOUT_LINGER_SECONDS)  # let a burst's other alerts join this write
+        await self._deliver([first, *self._take_nowait(STDOUT_BATCH - 1)])
 
     async def drain(self, *, timeout: float) -> None:
         async def everything() -> None:
