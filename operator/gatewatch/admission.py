@@ -61,7 +61,7 @@ class WebhookRoute:
     # Namespaced resources' reviews must name their namespace (its mode decides).
     namespaced: bool = True
     # The namespace mode of the webhook entries that call this route's path (one entry per
-    # handler and mode, kube/webhook_configuration.py); None for the bare path.
+    # handler and mode, kube/webhook_configuration/desired.py); None for the bare path.
     entry_mode: Mode | None = None
     # A workload: its Pod template is evaluated as the Pod it creates, for warnings only.
     pod_template: bool = False
