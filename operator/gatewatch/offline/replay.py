@@ -107,7 +107,8 @@ class Scanner:
     """Reads lines into verdicts; one per process (its memo and engine are reused across chunks)."""
 
     def __init__(self, ruleset: RuleSet, options: ReplayOptions) -> None:
-        self.engine = RuleEngine(ruleset)
+        # No gc.collect and gc.freeze of the rule set: the run keeps the collector off (_collector_paused).
+        self.engine = RuleEngine(ruleset, settle_heap=False)
         self.options = options
         self.memo = CandidateMemo(self.engine.may_match_audit_event, known=SKIMMED_FIELDS)
         self.stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed documents, run on their schedule at the end
