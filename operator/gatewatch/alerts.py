@@ -34,6 +34,7 @@ import orjson
 from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
 from gatewatch.evidence import offending_containers, offending_fields
+from gatewatch.per_object import PerObject
 
 ALERT_DATASET = "gatewatch.alerts"
 REDACTED = "[redacted]"
@@ -74,6 +75,10 @@ def build_alert(
     audit = document.get("kubernetes", {}).get("audit", {})
     event = document.get("event", {})
     fields = offending_fields(rule.matcher, document)
+    of_rule = _RULE_PARTS.get(rule)
+    # Spliced (orjson writes the alert): the rule's fields as encoded once per rule; else built afresh, as
+    # the alert's own objects (a sink may change its alert).
+    rule_fields = of_rule.encoded if spliced_audit is not None and of_rule.encoded is not None else _rule_fields(rule)
     alert: dict[str, Any] = {
         "@timestamp": stamp.isoformat().replace("+00:00", "Z"),
         "event": {
@@ -85,25 +90,16 @@ def build_alert(
             "risk_score": rule.risk_score,
         },
         "message": f"{rule.name}: {_describe(document)}{_where(fields)}",
-        "tags": list(rule.tags) or None,
-        "rule": {
-            "id": rule.id,
-            "name": rule.name,
-            "description": rule.description,
-            "reference": rule.references[0] if rule.references else None,
-            "ruleset": rule.ruleset,
-            "category": _value(rule.type),
-        },
-        "threat": _threat(rule),
+        **rule_fields,
         "kubernetes": (audit_part := {
             "audit": _redacted_audit(audit, drop_nulls=True) if spliced_audit is None else spliced_audit,
         }),
         "gatewatch": {
-            "action": _value(rule.action),
+            "action": of_rule.action,
             "effect": _value(effect) if effect is not None else None,
             "decision": decision,
             "mode": _value(mode) if mode is not None else None,
-            "severity": _value(rule.severity),
+            "severity": of_rule.severity,
             "new_terms": match.is_new_terms,
             "new_terms_evaluated": match.new_terms_evaluated,
             "source": document.get("gatewatch", {}).get("source"),
@@ -126,6 +122,41 @@ def build_alert(
     if extra:
         alert["gatewatch"].update(extra)
     return _without_nulls(alert, done=audit_part)
+
+
+def _rule_fields(rule: Any) -> dict[str, Any]:
+    """What of an alert depends on its rule alone (``tags``, ``rule``, ``threat``), without nulls."""
+    return _without_nulls({
+        "tags": list(rule.tags) or None,
+        "rule": {
+            "id": rule.id,
+            "name": rule.name,
+            "description": rule.description,
+            "reference": rule.references[0] if rule.references else None,
+            "ruleset": rule.ruleset,
+            "category": _value(rule.type),
+        },
+        "threat": _threat(rule),
+    })
+
+
+class _RulePart:
+    """A rule's share of its alerts, worked out once per rule object: ``encoded``, its fields (_rule_fields)
+    as ``orjson.Fragment``s for an alert orjson writes (None: orjson cannot write one, e.g. a lone surrogate)."""
+
+    __slots__ = ("action", "severity", "encoded")
+
+    def __init__(self, rule: Any) -> None:
+        self.action = _value(rule.action)
+        self.severity = _value(rule.severity)
+        try:
+            self.encoded: dict[str, orjson.Fragment] | None = {
+                key: orjson.Fragment(orjson.dumps(value, default=str)) for key, value in _rule_fields(rule).items()}
+        except (TypeError, orjson.JSONEncodeError):
+            self.encoded = None
+
+
+_RULE_PARTS: PerObject[_RulePart] = PerObject(_RulePart)
 
 
 def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
