@@ -309,12 +309,20 @@ def _redacted_request_uri(uri: str) -> str:
     path, question, query = uri.partition("?")
     if not question or "command=" not in query:
         return uri
-    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = _query_pairs(query)
     redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
     new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
     if new_pairs == pairs:
         return uri  # nothing to hide: the URI as the API server wrote it
     return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``; a query without escapes (``%``, ``+``), as an exec's
+    usually is, split without its generality (the same pairs)."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
 
 
 def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
@@ -348,7 +356,6 @@ def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
         return TRUNCATED
     below = depth + 1
     if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
-        is_secret = secret or value.get("kind") == "Secret"
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if item.__class__ in _SCALARS and key not in _ARGV_KEYS:  # most fields: nothing to redact
@@ -365,19 +372,26 @@ def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
                 copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
             elif key == "metadata" and isinstance(item, Mapping):
                 copied[key] = _redacted_metadata(item, depth=below, drop_nulls=drop_nulls)
-            elif is_secret and key in _SECRET_DATA_FIELDS and isinstance(item, Mapping):
+            elif key in _SECRET_DATA_FIELDS and isinstance(item, Mapping) and _is_secret(value, secret):
                 copied[key] = {name: REDACTED for name in item}
             elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
-                is_secret_list = is_secret or value.get("kind") == "SecretList"
+                is_secret_list = _is_secret(value, secret) or value.get("kind") == "SecretList"
                 copied[key] = [_redacted(entry, is_secret_list, below, False) for entry in item]
             else:
                 copied[key] = _redacted(item, False, below, drop_nulls)
         return copied
     if isinstance(value, list):
-        if value and _is_patch_operation(value[0]) and all(_is_patch_operation(item) for item in value):
+        # A list of scalars (a first item of a scalar class) is no patch: spared the ABC checks.
+        if value and value[0].__class__ not in _SCALARS and _is_patch_operation(value[0]) \
+                and all(_is_patch_operation(item) for item in value):
             return [_redacted_patch_operation(item, secret=secret, depth=below) for item in value]
         return [item if item.__class__ in _SCALARS else _redacted(item, False, below, False) for item in value]
     return value
+
+
+def _is_secret(mapping: Mapping[str, Any], secret: bool) -> bool:
+    """A Secret's data: the request is about secrets, or the object says it is one (asked only where it matters)."""
+    return secret or mapping.get("kind") == "Secret"
 
 
 def _redacted_argv(argv: list[Any] | str, *, depth: int, program: str | None = None) -> list[Any] | str:
