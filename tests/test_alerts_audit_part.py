@@ -2,6 +2,8 @@
 it (``redact_object``) and then dropping the nulls, for the benchmark's whole mix of events and odd ones."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import random
 import sys
@@ -13,15 +15,20 @@ import orjson
 
 from gatewatch.alerts import build_alert, encoded_audit, redact_object
 from gatewatch.documents import document_from_audit_event
+from gatewatch.decision import Mode
 from gatewatch.engine import Match
 from gatewatch.offline.report import alert_bytes
 from gatewatch.rules import load_rules
+from gatewatch.rules.model import Action
+from gatewatch.rules.packs import pack_path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from audit_log import audit_lines  # noqa: E402  (the benchmark's realistic log)
 
 SECRET = "s3cret-in-env"
+# (effect, mode, decision) of a replay's alerts, and of an alert with none of them.
+OUTCOMES = [(Action.DENY, Mode.ENFORCE, "denied"), (Action.WARN, Mode.WARN, "allowed"), (None, None, None)]
 OBJECTS = ("requestObject", "responseObject")
 
 
@@ -121,3 +128,32 @@ def test_an_alert_with_its_audit_part_spliced_in_is_the_alert_built_whole() -> N
             spliced += 1
     assert encoded is None  # orjson cannot write the odd event: its alerts are built whole
     assert spliced > 600
+
+
+def test_an_alert_with_its_rules_part_spliced_in_is_the_alert_built_whole() -> None:
+    # Replay's alerts carry their rule's tags, rule and threat as encoded once per rule: every rule (the packs'
+    # too), one without tags, ATT&CK or reference, and one orjson cannot write (its alerts are built whole).
+    shipped = [*load_rules().rules, *load_rules(pack_path("pod-security-baseline")).rules]
+    bare = dataclasses.replace(shipped[0], id="bare", tags=(), threat=(), references=(), ruleset=None)
+    odd = dataclasses.replace(shipped[0], id="odd", name="lone \ud800 surrogate")
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    documents = [document_from_audit_event(event) for event in events()[:40]]
+    built = 0
+    for rule in [*shipped, bare, odd]:
+        for document, (effect, mode, decision) in zip(documents, itertools.cycle(OUTCOMES)):
+            match = Match(rule=rule, new_terms_key=None)
+            fields = {"effect": effect, "mode": mode, "decision": decision, "now": now,
+                      "extra": {"replay": {"line": 7, "audit_id": "a"}}}
+            whole = alert_bytes(build_alert(match, document, **fields))
+            encoded = encoded_audit(document)
+            assert encoded is not None
+            alert = build_alert(match, document, spliced_audit=orjson.Fragment(encoded), **fields)
+            try:
+                spliced = orjson.dumps(alert, default=str, option=orjson.OPT_APPEND_NEWLINE)
+            except orjson.JSONEncodeError:
+                assert rule is odd  # built whole by replay (_alert_line), as before
+                continue
+            assert spliced == whole, rule.id
+            assert (b'"threat"' in whole) is bool(rule.threat)  # an empty part is left out, not null
+            built += 1
+    assert built == 40 * (len(shipped) + 1)

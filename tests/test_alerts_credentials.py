@@ -7,13 +7,15 @@ objects made alert building raise RecursionError, and those alerts were lost.
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
-from gatewatch.alerts import MAX_ALERT_DEPTH, TRUNCATED, alert_line, build_alert, redact_object
+from gatewatch.alerts import MAX_ALERT_DEPTH, TRUNCATED, _query_pairs, alert_line, build_alert, redact_object
 from gatewatch.credentials import CREDENTIAL_PATTERNS, MAX_SCANNED_CHARS, REDACTED, redact_argv, redact_text
 from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.engine import RuleEngine
@@ -106,6 +108,26 @@ def test_redaction_is_linear_whatever_the_text() -> None:
 def test_long_strings_are_cut_before_they_are_scanned() -> None:
     redacted = redact_text("a" * (MAX_SCANNED_CHARS + 5) + f" --password={PASSWORD}")
     assert len(redacted) < MAX_SCANNED_CHARS + 100 and PASSWORD not in redacted and "more characters" in redacted
+
+
+def test_a_text_seen_before_is_answered_as_the_first_time() -> None:
+    # redact_text remembers short texts without a credential: a clean text again, and a credential however
+    # often it comes, are answered as the first time (and a text that held one is never remembered).
+    texts = ["sh", "-c", f"--password={PASSWORD}", "nginx", f"Authorization: Bearer {OPAQUE}", "x" * 300]
+    first = [redact_text(text) for text in texts]
+    for _ in range(3):
+        assert [redact_text(text) for text in texts] == first
+    assert first[:2] == ["sh", "-c"] and PASSWORD not in first[2] and OPAQUE not in first[4]
+    assert redact_argv(["mysql", "-p" + PASSWORD]) == redact_argv(["mysql", "-p" + PASSWORD]) == ["mysql", "-p[redacted]"]
+
+
+def test_an_exec_uris_query_is_read_as_parse_qsl_reads_it() -> None:
+    # The requestURI's command is read without urllib's generality when the query has no escape: the same
+    # pairs, for any query of these characters.
+    rng = random.Random(2207)
+    for _ in range(20_000):
+        query = "".join(rng.choice("ac=&;%+2 d") for _ in range(rng.randint(0, 14)))
+        assert _query_pairs(query) == parse_qsl(query, keep_blank_values=True), query
 
 
 # --- in alerts ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import orjson
 from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
 from gatewatch.evidence import offending_containers, offending_fields
+from gatewatch.per_object import PerObject
 
 ALERT_DATASET = "gatewatch.alerts"
 REDACTED = "[redacted]"
@@ -74,6 +75,10 @@ def build_alert(
     audit = document.get("kubernetes", {}).get("audit", {})
     event = document.get("event", {})
     fields = offending_fields(rule.matcher, document)
+    of_rule = _RULE_PARTS.get(rule)
+    # Spliced (orjson writes the alert): the rule's fields as encoded once per rule; else built afresh, as
+    # the alert's own objects (a sink may change its alert).
+    rule_fields = of_rule.encoded if spliced_audit is not None and of_rule.encoded is not None else _rule_fields(rule)
     alert: dict[str, Any] = {
         "@timestamp": stamp.isoformat().replace("+00:00", "Z"),
         "event": {
@@ -85,25 +90,16 @@ def build_alert(
             "risk_score": rule.risk_score,
         },
         "message": f"{rule.name}: {_describe(document)}{_where(fields)}",
-        "tags": list(rule.tags) or None,
-        "rule": {
-            "id": rule.id,
-            "name": rule.name,
-            "description": rule.description,
-            "reference": rule.references[0] if rule.references else None,
-            "ruleset": rule.ruleset,
-            "category": _value(rule.type),
-        },
-        "threat": _threat(rule),
+        **rule_fields,
         "kubernetes": (audit_part := {
             "audit": _redacted_audit(audit, drop_nulls=True) if spliced_audit is None else spliced_audit,
         }),
         "gatewatch": {
-            "action": _value(rule.action),
+            "action": of_rule.action,
             "effect": _value(effect) if effect is not None else None,
             "decision": decision,
             "mode": _value(mode) if mode is not None else None,
-            "severity": _value(rule.severity),
+            "severity": of_rule.severity,
             "new_terms": match.is_new_terms,
             "new_terms_evaluated": match.new_terms_evaluated,
             "source": document.get("gatewatch", {}).get("source"),
@@ -126,6 +122,41 @@ def build_alert(
     if extra:
         alert["gatewatch"].update(extra)
     return _without_nulls(alert, done=audit_part)
+
+
+def _rule_fields(rule: Any) -> dict[str, Any]:
+    """What of an alert depends on its rule alone (``tags``, ``rule``, ``threat``), without nulls."""
+    return _without_nulls({
+        "tags": list(rule.tags) or None,
+        "rule": {
+            "id": rule.id,
+            "name": rule.name,
+            "description": rule.description,
+            "reference": rule.references[0] if rule.references else None,
+            "ruleset": rule.ruleset,
+            "category": _value(rule.type),
+        },
+        "threat": _threat(rule),
+    })
+
+
+class _RulePart:
+    """A rule's share of its alerts, worked out once per rule object: ``encoded``, its fields (_rule_fields)
+    as ``orjson.Fragment``s for an alert orjson writes (None: orjson cannot write one, e.g. a lone surrogate)."""
+
+    __slots__ = ("action", "severity", "encoded")
+
+    def __init__(self, rule: Any) -> None:
+        self.action = _value(rule.action)
+        self.severity = _value(rule.severity)
+        try:
+            self.encoded: dict[str, orjson.Fragment] | None = {
+                key: orjson.Fragment(orjson.dumps(value, default=str)) for key, value in _rule_fields(rule).items()}
+        except (TypeError, orjson.JSONEncodeError):
+            self.encoded = None
+
+
+_RULE_PARTS: PerObject[_RulePart] = PerObject(_RulePart)
 
 
 def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
@@ -278,12 +309,20 @@ def _redacted_request_uri(uri: str) -> str:
     path, question, query = uri.partition("?")
     if not question or "command=" not in query:
         return uri
-    pairs = parse_qsl(query, keep_blank_values=True)
+    pairs = _query_pairs(query)
     redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
     new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
     if new_pairs == pairs:
         return uri  # nothing to hide: the URI as the API server wrote it
     return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """``parse_qsl(query, keep_blank_values=True)``; a query without escapes (``%``, ``+``), as an exec's
+    usually is, split without its generality (the same pairs)."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
 
 
 def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
@@ -317,7 +356,6 @@ def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
         return TRUNCATED
     below = depth + 1
     if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
-        is_secret = secret or value.get("kind") == "Secret"
         copied: dict[str, Any] = {}
         for key, item in value.items():
             if item.__class__ in _SCALARS and key not in _ARGV_KEYS:  # most fields: nothing to redact
@@ -334,19 +372,26 @@ def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
                 copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
             elif key == "metadata" and isinstance(item, Mapping):
                 copied[key] = _redacted_metadata(item, depth=below, drop_nulls=drop_nulls)
-            elif is_secret and key in _SECRET_DATA_FIELDS and isinstance(item, Mapping):
+            elif key in _SECRET_DATA_FIELDS and isinstance(item, Mapping) and _is_secret(value, secret):
                 copied[key] = {name: REDACTED for name in item}
             elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
-                is_secret_list = is_secret or value.get("kind") == "SecretList"
+                is_secret_list = _is_secret(value, secret) or value.get("kind") == "SecretList"
                 copied[key] = [_redacted(entry, is_secret_list, below, False) for entry in item]
             else:
                 copied[key] = _redacted(item, False, below, drop_nulls)
         return copied
     if isinstance(value, list):
-        if value and _is_patch_operation(value[0]) and all(_is_patch_operation(item) for item in value):
+        # A list of scalars (a first item of a scalar class) is no patch: spared the ABC checks.
+        if value and value[0].__class__ not in _SCALARS and _is_patch_operation(value[0]) \
+                and all(_is_patch_operation(item) for item in value):
             return [_redacted_patch_operation(item, secret=secret, depth=below) for item in value]
         return [item if item.__class__ in _SCALARS else _redacted(item, False, below, False) for item in value]
     return value
+
+
+def _is_secret(mapping: Mapping[str, Any], secret: bool) -> bool:
+    """A Secret's data: the request is about secrets, or the object says it is one (asked only where it matters)."""
+    return secret or mapping.get("kind") == "Secret"
 
 
 def _redacted_argv(argv: list[Any] | str, *, depth: int, program: str | None = None) -> list[Any] | str:

@@ -166,11 +166,26 @@ _MYSQL_CLIENTS = frozenset({
 
 def redact_text(text: str) -> str:
     """``text`` with every credential the table recognises replaced by ``[redacted]``."""
+    if text in _NOTHING_TO_REDACT:
+        return text
     if len(text) > MAX_SCANNED_CHARS:
         text = text[:MAX_SCANNED_CHARS] + f"...[cut: {len(text) - MAX_SCANNED_CHARS:,} more characters]"
+    redacted = text
     for row in CREDENTIAL_PATTERNS:
-        text = row.pattern.sub(_redact_secret_group, text)
-    return text
+        redacted = row.pattern.sub(_redact_secret_group, redacted)
+    if redacted == text and len(text) <= _REMEMBERED_CHARS:
+        if len(_NOTHING_TO_REDACT) >= _REMEMBERED_TEXTS:
+            _NOTHING_TO_REDACT.clear()
+        _NOTHING_TO_REDACT.add(text)
+    return redacted
+
+
+# Short strings without a credential (``sh``, ``-c``, ``nginx``) come back in command after command: each
+# is scanned by the table's dozen patterns once. Only such strings are remembered (never one that held a
+# credential), short ones, at most _REMEMBERED_TEXTS (then the set starts over).
+_REMEMBERED_CHARS = 256
+_REMEMBERED_TEXTS = 4096
+_NOTHING_TO_REDACT: set[str] = set()
 
 
 def redact_argv(argv: Sequence[object], *, program: str | None = None) -> list[object]:

@@ -44,7 +44,10 @@ class Match:
 class RuleEngine:
     """Evaluates the enabled rules of a rule set; the set can be swapped at runtime."""
 
-    def __init__(self, ruleset: RuleSet, *, new_terms_store: NewTermsStore | None = None) -> None:
+    def __init__(self, ruleset: RuleSet, *, new_terms_store: NewTermsStore | None = None,
+                 settle_heap: bool = True) -> None:
+        # settle_heap=False: a replay, which runs with the collector off, has no use for _settle_heap.
+        self._settles_heap = settle_heap
         self.new_terms_store: NewTermsStore = (
             InMemoryNewTermsStore() if new_terms_store is None else new_terms_store
         )
@@ -79,7 +82,8 @@ class RuleEngine:
                           resolvers=program.resolvers)
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)))
-        _settle_heap()
+        if self._settles_heap:
+            _settle_heap()
 
     @property
     def reads_pod_fields(self) -> bool:

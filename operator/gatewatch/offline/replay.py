@@ -35,7 +35,7 @@ import orjson
 from msgspec import UNSET
 
 from gatewatch.alerts import build_alert, encoded_audit
-from gatewatch.decision import Mode, decide, effect_of
+from gatewatch.decision import Mode, effect_of
 from gatewatch.documents import DECISION_ANNOTATION, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import InputError
@@ -57,7 +57,7 @@ from gatewatch.offline.report import (
 )
 from gatewatch.replay_sequences import SequenceRules
 from gatewatch.replay_stats import StatsRules
-from gatewatch.rules.model import RuleSet
+from gatewatch.rules.model import Action, RuleSet
 from gatewatch.shapes import audit_event_view
 
 # One request, several audit events (one per stage, same auditID): the verdict
@@ -107,7 +107,8 @@ class Scanner:
     """Reads lines into verdicts; one per process (its memo and engine are reused across chunks)."""
 
     def __init__(self, ruleset: RuleSet, options: ReplayOptions) -> None:
-        self.engine = RuleEngine(ruleset)
+        # No gc.collect and gc.freeze of the rule set: the run keeps the collector off (_collector_paused).
+        self.engine = RuleEngine(ruleset, settle_heap=False)
         self.options = options
         self.memo = CandidateMemo(self.engine.may_match_audit_event, known=SKIMMED_FIELDS)
         self.stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed documents, run on their schedule at the end
@@ -395,21 +396,32 @@ def _decisive(result: ScanResult) -> list[Verdict]:
 def _report_requests(engine: RuleEngine, result: ScanResult, *, options: ReplayOptions, out: TextIO) -> None:
     stats, mode = result.stats, options.mode
     writer = LineWriter(out) if options.output_format == "json" else None
+    # Each rule's effect in this run's mode, and its key in the counts, once per rule (not per match).
+    effects: dict[str, tuple[Action | None, tuple[str, str, str]]] = {}
     # new_terms history needs event-time order: decided after the streaming pass.
     for request in _decisive(result):
         assert request.at is not None and request.document is not None
         matches = engine.apply_new_terms(request.matches, at=request.at)
         if not matches:
             continue
-        denied = not decide(matches, mode=mode).allowed
+        of_matches = []
+        for match in matches:
+            rule = match.rule
+            of_rule = effects.get(rule.id)
+            if of_rule is None:
+                effect = effect_of(rule.action, mode)
+                of_rule = effects[rule.id] = (effect, (rule.id, rule.name, effect_text(effect)))
+            of_matches.append(of_rule)
+        # What decide(matches, mode=mode).allowed says (a request is denied when a match's effect is deny),
+        # without the warnings and message it writes for a review.
+        denied = any(effect is Action.DENY for effect, _ in of_matches)
         stats.matched_requests += 1
         if denied:
             stats.denied_requests += 1
             stats.denied_but_refused += request.refused
-        for match in matches:
-            effect = effect_of(match.rule.action, mode)
+        for match, (effect, counted) in zip(matches, of_matches):
             stats.matches += 1
-            stats.by_rule[(match.rule.id, match.rule.name, effect_text(effect))] += 1
+            stats.by_rule[counted] += 1
             stats.by_namespace[request.namespace] += 1
             stats.by_user[request.user] += 1
             if writer is not None:
