@@ -15,10 +15,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from gatewatch.alerts import MAX_ALERT_DEPTH, TRUNCATED, _query_pairs, alert_line, build_alert, redact_object
+from gatewatch.alerts import MAX_ALERT_DEPTH, TRUNCATED, alert_line, build_alert, redact_object
 from gatewatch.credentials import CREDENTIAL_PATTERNS, MAX_SCANNED_CHARS, REDACTED, redact_argv, redact_text
 from gatewatch.documents import document_from_admission_review, document_from_pod
 from gatewatch.engine import RuleEngine
+from gatewatch.query_string import query_pairs
 from gatewatch.rules import load_rules_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reviews"
@@ -127,7 +128,8 @@ def test_an_exec_uris_query_is_read_as_parse_qsl_reads_it() -> None:
     rng = random.Random(2207)
     for _ in range(20_000):
         query = "".join(rng.choice("ac=&;%+2 d") for _ in range(rng.randint(0, 14)))
-        assert _query_pairs(query) == parse_qsl(query, keep_blank_values=True), query
+        assert query_pairs(query, keep_blank_values=True) == parse_qsl(query, keep_blank_values=True), query
+        assert query_pairs(query) == parse_qsl(query), query  # an exec review's document reads it so
 
 
 # --- in alerts ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -35,6 +35,7 @@ from gatewatch.credentials import redact_argv, redact_text
 from gatewatch.engine import Match
 from gatewatch.evidence import offending_containers, offending_fields
 from gatewatch.per_object import PerObject
+from gatewatch.query_string import query_pairs
 
 ALERT_DATASET = "gatewatch.alerts"
 REDACTED = "[redacted]"
@@ -309,20 +310,12 @@ def _redacted_request_uri(uri: str) -> str:
     path, question, query = uri.partition("?")
     if not question or "command=" not in query:
         return uri
-    pairs = _query_pairs(query)
+    pairs = query_pairs(query, keep_blank_values=True)
     redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
     new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
     if new_pairs == pairs:
         return uri  # nothing to hide: the URI as the API server wrote it
     return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
-
-
-def _query_pairs(query: str) -> list[tuple[str, str]]:
-    """``parse_qsl(query, keep_blank_values=True)``; a query without escapes (``%``, ``+``), as an exec's
-    usually is, split without its generality (the same pairs)."""
-    if "%" in query or "+" in query:
-        return parse_qsl(query, keep_blank_values=True)
-    return [(name, value) for name, _, value in (part.partition("=") for part in query.split("&") if part)]
 
 
 def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:

@@ -95,18 +95,11 @@ class Decision:
 
 
 def effect_of(action: Action, mode: Mode) -> Action | None:
-    """What a rule with ``action`` may cause in ``mode`` (None: nothing)."""
-    found = _EFFECTS.get((action, mode), _UNLISTED)
-    if found is not _UNLISTED:
-        return found
-    cap = _MODE_CAP[mode]
-    if cap is None:
-        return None
-    return min(action, cap)
+    """What a rule with ``action`` may cause in ``mode`` (None: nothing): the action, capped by the mode."""
+    return _EFFECTS[(action, mode)]
 
 
 # effect_of for every action and mode, worked out once: asked for every match.
-_UNLISTED: Any = object()
 _EFFECTS: dict[tuple[Action, Mode], Action | None] = {
     (action, mode): None if _MODE_CAP[mode] is None else min(action, _MODE_CAP[mode])  # type: ignore[type-var]
     for action in Action for mode in Mode

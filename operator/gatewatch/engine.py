@@ -11,8 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from gatewatch.kql import And, CompiledQuery, MatchAll, Nested, Node, Not, Or, Term, Wildcard
@@ -21,7 +20,7 @@ from gatewatch.kql.fields import FieldValues, field_values
 from gatewatch.podspec import POD_FIELD_NAMES
 from gatewatch.prefilter import RuleIndex
 from gatewatch.newterms import InMemoryNewTermsStore, Key, NewTermsStore, parse_iso_time
-from gatewatch.rules.model import NewTerms, Rule, RuleSet, RuleType
+from gatewatch.rules.model import Rule, RuleSet, RuleType
 
 Document = Mapping[str, Any]
 logger = logging.getLogger(__name__)
@@ -232,18 +231,12 @@ def new_terms_key(rule: Rule, document: Document | FieldValues) -> Key:
     else:
         values = None
     from_admission = _get(document, "gatewatch", "source") == "admission"
-    fields = _admission_fields(rule.new_terms.fields) if from_admission else rule.new_terms.fields
+    fields = rule.new_terms.admission_fields() if from_admission else rule.new_terms.fields
     return tuple(
         "\x1e".join(sorted(str(value) for value in (
             values[field] if values is not None else field_values(document, field))))
         for field in fields
     )
-
-
-@lru_cache(maxsize=1024)
-def _admission_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
-    """``NewTerms.admission_fields``, worked out once per field list rather than per match."""
-    return NewTerms(fields=fields, history_window=timedelta(0)).admission_fields()
 
 
 def event_time(document: Document, *, now: datetime | None = None) -> datetime:

@@ -255,8 +255,9 @@ class RuleIndex(Generic[R]):
             for index in fields
             if _read_from_audit_event(index.field)
         )
-        self._stage_fields = tuple((position, _FieldIndex(field, by_field[field], all_rules=self._all, path=field))
-                                   for position, field in enumerate(STAGE_FIELDS) if field in by_field)
+        by_name = {index.field: index for index in fields}
+        self._stage_fields = tuple((position, by_name[field]) for position, field in enumerate(STAGE_FIELDS)
+                                   if field in by_name)
         self._stage_answers: dict[tuple[str | None, str | None], bool] = {}
         self._by_mask: dict[int, tuple[R, ...]] = {}
 

@@ -73,12 +73,12 @@ import ipaddress
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
 
 from gatewatch.documents.container_images import _container_image_names, _images, _json_patch_images
 from gatewatch.documents.types import AdmissionRequest, Source
 from gatewatch.errors import InputError
 from gatewatch.podspec import pod_fields as podspec_fields
+from gatewatch.query_string import query_pairs
 from gatewatch.shapes import POD, problem
 
 DATASET = "kubernetes.audit_logs"
@@ -183,15 +183,9 @@ def _parse_bool(value: str) -> bool:
 
 
 def _parse_query(query: str) -> dict[str, list[str]]:
-    """``urllib.parse.parse_qs(query)``, the same pairs by the same rules (``&`` only, blank values
-    and pairs without ``=`` dropped, ``+`` a space), without its generality: every exec review has one."""
+    """``urllib.parse.parse_qs(query)``: every exec review has one (gatewatch.query_string)."""
     parsed: dict[str, list[str]] = {}
-    for pair in query.split("&") if query else ():
-        name, equals, value = pair.partition("=")
-        if not equals or not value:
-            continue
-        name = unquote(name.replace("+", " ")) if "%" in name or "+" in name else name
-        value = unquote(value.replace("+", " ")) if "%" in value or "+" in value else value
+    for name, value in query_pairs(query):
         parsed.setdefault(name, []).append(value)
     return parsed
 

@@ -55,6 +55,30 @@ def call(
     return json.loads(response.data or b"{}")
 
 
+# -- namespaced objects, by their collection's path -----------------------------
+
+_CONFIGMAPS = "/api/v1/namespaces/{namespace}/configmaps"
+_SECRETS = "/api/v1/namespaces/{namespace}/secrets"
+_EVENTS = "/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+
+
+def _read(api_client: kubernetes.client.ApiClient, collection: str, name: str, namespace: str,
+          timeout: Timeout) -> Body:
+    return call(api_client, "GET", collection + "/{name}", path_params={"name": name, "namespace": namespace},
+                timeout=timeout)
+
+
+def _create(api_client: kubernetes.client.ApiClient, collection: str, namespace: str, body: Body,
+            timeout: Timeout) -> Body:
+    return call(api_client, "POST", collection, path_params={"namespace": namespace}, body=body, timeout=timeout)
+
+
+def _patch(api_client: kubernetes.client.ApiClient, collection: str, name: str, namespace: str, body: Body,
+           timeout: Timeout) -> Body:
+    return call(api_client, "PATCH", collection + "/{name}", path_params={"name": name, "namespace": namespace},
+                body=body, content_type=STRATEGIC_MERGE_PATCH, timeout=timeout)
+
+
 # -- core/v1 ------------------------------------------------------------------
 
 def read_namespace(api_client: kubernetes.client.ApiClient, name: str, *, timeout: Timeout) -> Body:
@@ -63,66 +87,55 @@ def read_namespace(api_client: kubernetes.client.ApiClient, name: str, *, timeou
 
 def read_namespaced_pod(api_client: kubernetes.client.ApiClient, name: str, namespace: str, *,
                         timeout: Timeout) -> Body:
-    return call(api_client, "GET", "/api/v1/namespaces/{namespace}/pods/{name}",
-                path_params={"name": name, "namespace": namespace}, timeout=timeout)
+    return _read(api_client, "/api/v1/namespaces/{namespace}/pods", name, namespace, timeout)
 
 
 def read_namespaced_config_map(api_client: kubernetes.client.ApiClient, name: str, namespace: str, *,
                                timeout: Timeout) -> Body:
-    return call(api_client, "GET", "/api/v1/namespaces/{namespace}/configmaps/{name}",
-                path_params={"name": name, "namespace": namespace}, timeout=timeout)
+    return _read(api_client, _CONFIGMAPS, name, namespace, timeout)
 
 
 def create_namespaced_config_map(api_client: kubernetes.client.ApiClient, namespace: str, body: Body, *,
                                  timeout: Timeout) -> Body:
-    return call(api_client, "POST", "/api/v1/namespaces/{namespace}/configmaps",
-                path_params={"namespace": namespace}, body=body, timeout=timeout)
+    return _create(api_client, _CONFIGMAPS, namespace, body, timeout)
 
 
 def patch_namespaced_config_map(api_client: kubernetes.client.ApiClient, name: str, namespace: str, body: Body, *,
                                 timeout: Timeout) -> Body:
-    return call(api_client, "PATCH", "/api/v1/namespaces/{namespace}/configmaps/{name}",
-                path_params={"name": name, "namespace": namespace}, body=body,
-                content_type=STRATEGIC_MERGE_PATCH, timeout=timeout)
+    return _patch(api_client, _CONFIGMAPS, name, namespace, body, timeout)
 
 
 def read_namespaced_secret(api_client: kubernetes.client.ApiClient, name: str, namespace: str, *,
                            timeout: Timeout) -> Body:
-    return call(api_client, "GET", "/api/v1/namespaces/{namespace}/secrets/{name}",
-                path_params={"name": name, "namespace": namespace}, timeout=timeout)
+    return _read(api_client, _SECRETS, name, namespace, timeout)
 
 
 def create_namespaced_secret(api_client: kubernetes.client.ApiClient, namespace: str, body: Body, *,
                              timeout: Timeout) -> Body:
-    return call(api_client, "POST", "/api/v1/namespaces/{namespace}/secrets",
-                path_params={"namespace": namespace}, body=body, timeout=timeout)
+    return _create(api_client, _SECRETS, namespace, body, timeout)
 
 
 def replace_namespaced_secret(api_client: kubernetes.client.ApiClient, name: str, namespace: str, body: Body, *,
                               timeout: Timeout) -> Body:
-    return call(api_client, "PUT", "/api/v1/namespaces/{namespace}/secrets/{name}",
-                path_params={"name": name, "namespace": namespace}, body=body, timeout=timeout)
+    return call(api_client, "PUT", _SECRETS + "/{name}", path_params={"name": name, "namespace": namespace},
+                body=body, timeout=timeout)
 
 
 # -- events.k8s.io/v1 ---------------------------------------------------------
 
 def read_namespaced_event(api_client: kubernetes.client.ApiClient, name: str, namespace: str, *,
                           timeout: Timeout) -> Body:
-    return call(api_client, "GET", "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
-                path_params={"name": name, "namespace": namespace}, timeout=timeout)
+    return _read(api_client, _EVENTS, name, namespace, timeout)
 
 
 def create_namespaced_event(api_client: kubernetes.client.ApiClient, namespace: str, body: Body, *,
                             timeout: Timeout) -> Body:
-    return call(api_client, "POST", "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
-                path_params={"namespace": namespace}, body=body, timeout=timeout)
+    return _create(api_client, _EVENTS, namespace, body, timeout)
 
 
 def patch_namespaced_event(api_client: kubernetes.client.ApiClient, name: str, namespace: str, body: Body, *,
                            timeout: Timeout) -> Body:
-    return call(api_client, "PATCH", "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
-                path_params={"name": name, "namespace": namespace}, body=body,
-                content_type=STRATEGIC_MERGE_PATCH, timeout=timeout)
+    return _patch(api_client, _EVENTS, name, namespace, body, timeout)
 
 
 # -- admissionregistration.k8s.io/v1 ------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from gatewatch.documents import ADMISSION_UNAVAILABLE_FIELDS
@@ -138,6 +139,12 @@ def is_admission_unavailable(field_name: str) -> bool:
     )
 
 
+@lru_cache(maxsize=1024)
+def _admission_fields(fields: tuple[str, ...]) -> tuple[str, ...]:
+    # Asked for every new_terms match at admission: worked out once per field list.
+    return tuple(name for name in fields if not is_admission_unavailable(name))
+
+
 @dataclass(frozen=True, slots=True)
 class NewTerms:
     """A new_terms rule alerts when this combination of field values was not seen
@@ -149,7 +156,7 @@ class NewTerms:
     def admission_fields(self) -> tuple[str, ...]:
         """The fields the rule keys on at admission: ``fields`` minus those an
         admission request never carries (empty: every admission match is new)."""
-        return tuple(name for name in self.fields if not is_admission_unavailable(name))
+        return _admission_fields(self.fields)
 
     def unavailable_at_admission(self) -> tuple[str, ...]:
         return tuple(name for name in self.fields if is_admission_unavailable(name))

@@ -18,7 +18,7 @@ from gatewatch.kube import rest
 from gatewatch.kube.certificates.material import Clock, RenewalPolicy, TlsState, utc_now
 from gatewatch.kube.certificates.renewal import plan_renewal
 from gatewatch.kube.certificates.secret import build_secret, state_from_secret
-from gatewatch.kube.certificates.serving import ChangeCallback, ServingFiles
+from gatewatch.kube.certificates.serving import ChangeCallback, ServingFiles, announce_change
 from gatewatch.kube.client import REQUEST_TIMEOUT_SECONDS, api_error
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,8 @@ class CertificateManager:
         fingerprint = files.fingerprint
         previous = self._delivered_fingerprint
         self._delivered, self._delivered_fingerprint = files, fingerprint
-        if previous is not None and previous != fingerprint and self.on_change is not None:
-            logger.info("serving certificate changed (%s), valid until %s", self.source, files.not_after.isoformat())
-            try:
-                await self.on_change(files)
-            except Exception:
-                logger.exception("certificate change callback failed; the new certificate is on disk")
+        if previous is not None and previous != fingerprint:
+            await announce_change(self.on_change, files, what=f"serving certificate in {self.source}")
         return files
 
     async def read_ca_bundle(self) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any, Awaitable, Callable, Protocol
 from cryptography import x509
 
 from gatewatch.errors import CertificateError
+
+logger = logging.getLogger(__name__)
 
 # Called with the new material after it changed (renewal, rotation, another replica's renewal).
 ChangeCallback = Callable[["ServingFiles"], Awaitable[None]]
@@ -52,6 +55,18 @@ class CertificateSource(Protocol):
     """Self-managed or user-supplied: the controller treats both alike."""
 
     async def ensure(self) -> ServingFiles: ...
+
+
+async def announce_change(on_change: ChangeCallback | None, files: ServingFiles, *, what: str) -> None:
+    """Log that the material changed and hand it to ``on_change``; a failing callback is logged, never raised
+    (the new material is in place either way)."""
+    if on_change is None:
+        return
+    logger.info("%s changed, valid until %s", what, files.not_after.isoformat())
+    try:
+        await on_change(files)
+    except Exception:
+        logger.exception("certificate change callback failed (%s)", what)
 
 
 def server_ssl_context(files: ServingFiles, *, client_ca: Path | None = None) -> ssl.SSLContext:

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from pathlib import Path
 
 from cryptography import x509
 
 from gatewatch.errors import CertificateError
 from gatewatch.kube.certificates.material import check_key_pair
-from gatewatch.kube.certificates.serving import ChangeCallback, ServingFiles
-
-logger = logging.getLogger(__name__)
+from gatewatch.kube.certificates.serving import ChangeCallback, ServingFiles, announce_change
 
 
 class FileCertificateSource:
@@ -41,12 +38,8 @@ class FileCertificateSource:
         """Reads and checks the files; raises CertificateError naming the file that is wrong."""
         files, digest = await asyncio.to_thread(self._load)
         previous, self._digest = self._digest, digest
-        if previous is not None and previous != digest and self.on_change is not None:
-            logger.info("certificate files changed (%s), valid until %s", self.cert_file, files.not_after.isoformat())
-            try:
-                await self.on_change(files)
-            except Exception:
-                logger.exception("certificate change callback failed")
+        if previous is not None and previous != digest:
+            await announce_change(self.on_change, files, what=f"certificate files {self.cert_file}")
         return files
 
     def _load(self) -> tuple[ServingFiles, str]:
