@@ -32,7 +32,7 @@ from gatewatch.documents import (
 )
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
-from gatewatch.kube.events import EventSource, Operation, match_event
+from gatewatch.kube.events import EventSource, MatchOccurrence, Operation
 from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup, PodLookupResult
 from gatewatch.kube.webhook_configuration import POD_IMAGES_CHANGED, MatchCondition
@@ -253,8 +253,8 @@ class AlertSink(Protocol):
 
 
 class EventSink(Protocol):
-    """Takes a Kubernetes Event to post, or a function that builds it, without blocking
-    (``kube.events.EventRecorder``)."""
+    """Takes a Kubernetes Event to post, a match to make one of, or a function that builds it, without
+    blocking (``kube.events.EventRecorder``)."""
 
     def submit(self, request: EventSource) -> bool: ...
 
@@ -391,8 +391,9 @@ class AdmissionReviewer:
                 )
                 _safely(self.alerts.emit, alert, what="alert sink")
             if self.event_sink is not None and target is not None:
-                event = functools.partial(
-                    match_event, rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
+                # The worker builds the Event (match_event) only if this match starts a series.
+                event = MatchOccurrence(
+                    rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
                     namespace=target.namespace, pod_name=target.pod_name, user=target.user,
                     pod_uid=target.pod_uid, mode=decision.mode, observed_at=now,
                 )
