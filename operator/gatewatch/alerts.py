@@ -22,6 +22,7 @@ gives an alert.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping
@@ -334,7 +335,7 @@ def _where(fields: list[str]) -> str:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: the ABC check costs more
 
 
 def _redacted_audit(audit: Mapping[str, Any], *, drop_nulls: bool) -> dict[str, Any]:
@@ -358,12 +359,23 @@ def _redacted_request_uri(uri: str) -> str:
     path, question, query = uri.partition("?")
     if not question or "command=" not in query:
         return uri
+    # The same exec (pod, container, command) comes again and again: its URI redacted once.
+    return _remembered_exec_uri(uri) if len(uri) <= _REMEMBERED_URI_LENGTH else _redacted_exec_uri(uri)
+
+
+def _redacted_exec_uri(uri: str) -> str:
+    path, _, query = uri.partition("?")
     pairs = query_pairs(query, keep_blank_values=True)
     redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
     new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
     if new_pairs == pairs:
         return uri  # nothing to hide: the URI as the API server wrote it
     return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
+
+
+# Exec URIs up to this long are remembered (256 of them: 1 MiB at most); longer ones are redacted every time.
+_REMEMBERED_URI_LENGTH = 4096
+_remembered_exec_uri = functools.lru_cache(maxsize=256)(_redacted_exec_uri)
 
 
 def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
