@@ -201,8 +201,11 @@ class EventRecorder:
         if queue.empty():
             due = self._next_flush_delay()
             try:
-                request = await asyncio.wait_for(queue.get(), timeout=idle if due is None else min(due, idle))
-            except asyncio.TimeoutError:
+                # A timeout scope, not wait_for: no task of its own each time (the worker waits about once
+                # per matching review), and a cancelled get leaves its item in the queue.
+                async with asyncio.timeout(idle if due is None else min(due, idle)):
+                    request = await queue.get()
+            except TimeoutError:
                 request = None
         else:
             request = queue.get_nowait()
