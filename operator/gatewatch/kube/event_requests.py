@@ -162,7 +162,7 @@ class MatchOccurrence:
     annotations, is built (``built``) only for an occurrence that starts a series: most repeat one, and
     are only counted."""
 
-    __slots__ = ("_arguments", "_effect_name", "_combined", "namespace", "observed_at", "name", "similar_key")
+    __slots__ = ("_arguments", "_combined", "namespace", "observed_at", "name", "similar_key")
 
     def __init__(
         self, *, rule: Rule, effect: Any, operation: Operation, namespace: str, pod_name: str, user: str,
@@ -175,7 +175,7 @@ class MatchOccurrence:
         self._combined = False
         self.namespace = namespace or "default"  # EventRequest.namespace
         self.observed_at = observed_at
-        self.name = event_name(pod_name, "\x1f".join((namespace, pod_name, rule.id, effect_name, operation, user)))
+        self.name = event_name(pod_name, _series_key(namespace, pod_name, rule.id, effect_name, operation, user))
         self.similar_key: str | None = _similar_key(namespace, rule.id, effect_name, operation, user)
 
     def built(self) -> EventRequest:
@@ -191,7 +191,7 @@ class MatchOccurrence:
         combined._combined = True
         combined.namespace = self.namespace
         combined.observed_at = self.observed_at
-        combined.name = event_name(f"gatewatch-{self._arguments['operation']}", self.similar_key)
+        combined.name = event_name(_combined_name_base(self._arguments["operation"]), self.similar_key)
         combined.similar_key = None
         return combined
 
@@ -232,7 +232,6 @@ def match_event(
     """
     effect_name = _effect_name(effect)
     severity, action_name, rule_text, rule_annotations = _RULE_PARTS.get(rule)
-    key_parts = (namespace, pod_name, rule.id, effect_name, operation, user)
     what = f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)} {namespace}/{pod_name}"
     if operation == "create" and effect_name == "deny":
         head = f"Pod {namespace}/{pod_name} was not created: gatewatch denied it"
@@ -252,7 +251,7 @@ def match_event(
     similar = SimilarEvents(
         key=_similar_key(namespace, rule.id, effect_name, operation, user),
         note=f"{rule_text}: {similar_what}; {outcome_text}; series.count counts them all.",
-        name_base=f"gatewatch-{operation}",
+        name_base=_combined_name_base(operation),
     )
     annotations = {
         **rule_annotations,
@@ -265,15 +264,26 @@ def match_event(
         reason=_REASONS.get((operation, effect_name), REASON_ALERT),
         action=effect_name.capitalize(),
         note=note,
-        series_key="\x1f".join(key_parts),
+        series_key=_series_key(namespace, pod_name, rule.id, effect_name, operation, user),
         annotations=annotations,
         observed_at=observed_at,
         similar=similar,
     )
 
 
+# What names a match's Event and its similar-events run: match_event and MatchOccurrence both use these.
+
+
 def _effect_name(effect: Any) -> str:
     return str(getattr(effect, "value", effect)).lower()
+
+
+def _series_key(namespace: str, pod_name: str, rule_id: str, effect_name: str, operation: str, user: str) -> str:
+    return "\x1f".join((namespace, pod_name, rule_id, effect_name, operation, user))
+
+
+def _combined_name_base(operation: str) -> str:
+    return f"gatewatch-{operation}"
 
 
 def _similar_key(namespace: str, rule_id: str, effect_name: str, operation: str, user: str) -> str:
