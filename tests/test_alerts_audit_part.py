@@ -1,5 +1,6 @@
 """An alert's audit event is redacted and loses the nulls of its mappings in one walk: the same as redacting
-it (``redact_object``) and then dropping the nulls, for the benchmark's whole mix of events and odd ones."""
+it (``redact_object``) and then dropping the nulls, for the benchmark's whole mix of events and odd ones; and
+encoded once for all the alerts of one event (replay) or review (the webhook), the same bytes as alerts built whole."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from gatewatch.alerts import build_alert, encoded_audit, redact_object
-from gatewatch.documents import document_from_audit_event
+from gatewatch.alerts import SharedAuditPart, alert_line, build_alert, encoded_audit, redact_object, shared_alert_line
+from gatewatch.documents import document_from_admission_request, document_from_audit_event
 from gatewatch.decision import Mode
 from gatewatch.engine import Match
 from gatewatch.offline.report import alert_bytes
@@ -157,3 +159,63 @@ def test_an_alert_with_its_rules_part_spliced_in_is_the_alert_built_whole() -> N
             assert (b'"threat"' in whole) is bool(rule.threat)  # an empty part is left out, not null
             built += 1
     assert built == 40 * (len(shipped) + 1)
+
+
+def admission_documents() -> list[dict[str, Any]]:
+    """The webhook's documents: the example reviews, and a Pod CREATE with a secret in an env value and in a
+    command, text orjson writes as UTF-8 (not an alert line's ASCII), a DEL, a lone surrogate, a big integer."""
+    reviews = [json.loads(path.read_text()) for path in sorted((REPO / "examples" / "reviews").glob("*.json"))]
+    create = next(review for review in reviews if review["request"]["operation"] == "CREATE")
+    odd_values: list[Any] = [None, "caf\u00e9", "\u2603 \U0001f600", "del \x7f", "\ud800", 2**70, 1.5, True]
+    variants = []
+    for value in odd_values:
+        review = json.loads(json.dumps(create))
+        pod = review["request"]["object"]
+        pod["status"] = {"odd": value}  # not a field the document checks (a label must be a string)
+        if isinstance(value, str):
+            pod["metadata"]["labels"]["odd"] = value
+        container = pod["spec"]["containers"][0]
+        container["env"] = [{"name": "P", "value": SECRET}, {"name": "N", "value": None}]
+        container["command"] = ["curl", "-H", f"Authorization: Bearer {SECRET}"]
+        variants.append(review)
+    now = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    return [document_from_admission_request(review["request"], now=now) for review in [*reviews, *variants]]
+
+
+def test_a_webhook_alert_line_with_its_audit_part_shared_is_the_alert_line_built_whole() -> None:
+    # The webhook's alerts of one review share their audit part (SharedAuditPart, encoded by the first of them)
+    # and carry their rule's part as encoded once per rule: each line is alert_line of the alert built whole.
+    shipped = [*load_rules().rules, *load_rules(pack_path("pod-security-baseline")).rules]
+    rules = [*shipped[:3], dataclasses.replace(shipped[0], id="accent", name="Caf\u00e9 r\u00e8gle"),
+             dataclasses.replace(shipped[0], id="odd", name="lone \ud800 surrogate")]
+    now = datetime(2026, 12, 2, 0, 0, 1, tzinfo=timezone.utc)
+    extra = {"mode_source": "label", "pod_lookup": "found", "pod": {"name": "web", "labels": {"a": None, "b": "c"}}}
+    documents = [*admission_documents(), *(document_from_audit_event(event) for event in events()[:60])]
+    checked = 0
+    for document in documents:
+        before = json.dumps(document, default=str)
+        shared = SharedAuditPart(document)
+        for rule, (effect, mode, decision) in zip(rules, itertools.cycle(OUTCOMES)):
+            match = Match(rule=rule, new_terms_key=None)
+            fields = {"effect": effect, "mode": mode, "decision": decision, "now": now, "extra": extra}
+            whole = alert_line(build_alert(match, document, **fields))
+            assert shared_alert_line(match, document, audit=shared, **fields) == whole, rule.id
+            assert SECRET not in whole
+            checked += 1
+        assert json.dumps(document, default=str) == before  # the document the rules matched is left as it was
+    assert checked == len(documents) * len(rules)
+
+
+def test_a_reviews_alerts_redact_and_encode_their_audit_part_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gatewatch.alerts as alerts
+
+    walks: list[int] = []
+    redacted_audit = alerts._redacted_audit
+    monkeypatch.setattr(alerts, "_redacted_audit", lambda *a, **k: walks.append(1) or redacted_audit(*a, **k))
+    document = admission_documents()[0]
+    shared = SharedAuditPart(document)
+    lines = [shared_alert_line(Match(rule=rule, new_terms_key=None), document, audit=shared)
+             for rule in load_rules().rules[:3]]
+    assert len(walks) == 1
+    assert all(json.loads(line)["kubernetes"]["audit"] == json.loads(lines[0])["kubernetes"]["audit"]
+               for line in lines)

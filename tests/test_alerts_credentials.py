@@ -18,7 +18,7 @@ import pytest
 from gatewatch.alerts import MAX_ALERT_DEPTH, TRUNCATED, alert_line, build_alert, redact_object
 from gatewatch.credentials import CREDENTIAL_PATTERNS, MAX_SCANNED_CHARS, REDACTED, redact_argv, redact_text
 from gatewatch.documents import document_from_admission_review, document_from_pod
-from gatewatch.engine import RuleEngine
+from gatewatch.engine import Match, RuleEngine
 from gatewatch.query_string import query_pairs
 from gatewatch.rules import load_rules_text
 
@@ -161,6 +161,25 @@ def test_an_exec_alert_redacts_the_bearer_token_and_the_rule_saw_it() -> None:
     assert audit["requestURI"].startswith(document["kubernetes"]["audit"]["requestURI"].split("?")[0] + "?")
     # The document the rules matched is untouched.
     assert document["kubernetes"]["audit"]["requestObject"]["command"] == command
+
+
+@pytest.mark.parametrize("padding", [0, 5000], ids=["remembered", "too-long-to-remember"])
+def test_an_exec_uri_seen_before_is_redacted_as_the_first_time(padding: int) -> None:
+    # Exec URIs are remembered once redacted (the same exec comes again and again): a repeat, with a token or
+    # without, is answered as the first time, whatever its length.
+    rule = load_rules_text("version: 1\nruleset: t\nrules:\n  - id: any\n    name: Any\n    description: d\n"
+                           "    severity: low\n    risk_score: 21\n    query: 'kubernetes.audit.verb:*'\n").rules[0]
+    commands = [["curl", "-H", f"Authorization: Bearer {OPAQUE}", "x" * padding], ["sh", "-c", "x" * padding]]
+    first = []
+    for _ in range(3):
+        uris = []
+        for command in commands:
+            document = document_from_admission_review(exec_review(command))
+            uris.append(build_alert(Match(rule=rule, new_terms_key=None), document)["kubernetes"]["audit"]["requestURI"])
+        first = first or uris
+        assert uris == first
+    assert OPAQUE not in first[0] and "Bearer%20%5Bredacted%5D" in first[0]
+    assert first[1] == document["kubernetes"]["audit"]["requestURI"]  # nothing to hide: as the API server wrote it
 
 
 def test_a_pod_alert_redacts_container_args_and_probe_commands() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gatewatch.documents import (
+    format_timestamp,
     ADMISSION_UNAVAILABLE_FIELDS,
     DOCUMENT_FIELDS,
     check_audit_event,
@@ -996,3 +997,22 @@ def test_check_audit_event_accepts_every_example_line_and_changes_nothing() -> N
         before = copy.deepcopy(event)
         assert check_audit_event(event) is None
         assert event == before
+
+
+def test_timestamps_are_rfc3339_utc_with_microseconds_whatever_came_before() -> None:
+    # format_timestamp works out the text up to the second once per second: each moment gets its own text
+    # (the same second again, the next one, another day, year or zone, a naive one, a year before 1000, which
+    # strftime writes unpadded).
+    def expected(moment: datetime) -> str:
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+        return f"{moment.year}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:" \
+               f"{moment.second:02d}.{moment.microsecond:06d}Z"
+
+    start = datetime(2026, 12, 2, 23, 59, 58, 999_999, tzinfo=timezone.utc)
+    moments = [start + timedelta(microseconds=step) for step in (0, 0, 1, 2, 1_000_000, 1_000_001, 2_000_000)]
+    moments += [start.replace(year=2027), start.replace(tzinfo=None), start.replace(microsecond=0),
+                start.astimezone(timezone(timedelta(hours=5, minutes=30))), start.replace(year=999), start]
+    texts = [format_timestamp(moment) for moment in moments]
+    assert texts == [expected(moment) for moment in moments]
+    assert texts[:4] == ["2026-12-02T23:59:58.999999Z", "2026-12-02T23:59:58.999999Z",
+                         "2026-12-02T23:59:59.000000Z", "2026-12-02T23:59:59.000001Z"]

@@ -14,6 +14,7 @@ import pytest
 from gatewatch.kube.events import (
     EventRecorder,
     EventRequest,
+    MatchOccurrence,
     ObjectRef,
     event_name,
     match_event,
@@ -258,17 +259,20 @@ def test_rules_rejected_event_regards_the_configmap() -> None:
     assert request.annotations == {"gatewatch.io/effect": "reject"}
 
 
-def create_warning(pod_name: str, *, user: str = "alice@example.com", second: int = 0) -> EventRequest:
-    return match_event(rule=exec_rule(), effect="warn", operation="create", namespace="shop",
-                       pod_name=pod_name, user=user, observed_at=T0 + timedelta(seconds=second))
+def create_warning(pod_name: str, *, user: str = "alice@example.com", second: int = 0,
+                   make: Callable[..., Any] = match_event) -> Any:
+    return make(rule=exec_rule(), effect="warn", operation="create", namespace="shop",
+                pod_name=pod_name, user=user, observed_at=T0 + timedelta(seconds=second))
 
 
+# The webhook queues a MatchOccurrence: the worker builds its Event only when it starts a series.
+@pytest.mark.parametrize("make", [match_event, MatchOccurrence], ids=["match_event", "MatchOccurrence"])
 async def test_similar_matches_on_many_pods_are_combined_into_one_event_past_the_limit(
-    kube_emulator, kube_api_client, running
+    kube_emulator, kube_api_client, running, make
 ) -> None:
     recorder = EventRecorder(kube_api_client, aggregation_window=0.05, similar_limit=3)
     for n in range(10):  # the same user creating 10 pods with a debug image, as a Deployment would
-        assert recorder.submit(create_warning(f"web-{n}", second=n))
+        assert recorder.submit(create_warning(f"web-{n}", second=n, make=make))
     running(recorder)
 
     def combined() -> list[dict[str, Any]]:
@@ -284,8 +288,8 @@ async def test_similar_matches_on_many_pods_are_combined_into_one_event_past_the
     assert own == ["web-0", "web-1", "web-2"]
 
     # A repeat on a pod that has its own Event is counted there; another user is not similar.
-    recorder.submit(create_warning("web-0", second=20))
-    recorder.submit(create_warning("web-42", user="bob@example.com", second=21))
+    recorder.submit(create_warning("web-0", second=20, make=make))
+    recorder.submit(create_warning("web-42", user="bob@example.com", second=21, make=make))
     await eventually(lambda: len(stored_events(kube_emulator)) == 5)
     (web_0,) = [e for e in stored_events(kube_emulator) if e["regarding"]["name"] == "web-0"]
     await eventually(lambda: (read_event(kube_emulator, web_0["metadata"]["name"]).get("series") or {}).get("count") == 2)
@@ -358,3 +362,22 @@ def test_a_pod_update_has_its_own_reasons() -> None:
     request = match_event(rule=exec_rule(), effect="warn", operation="update", namespace="shop",
                           pod_name="web-0", user="bob", observed_at=T0)
     assert request.reason == "PodUpdateWarned" and "tried to update pod shop/web-0" in request.note
+
+
+@pytest.mark.parametrize("operation", ["create", "update", "exec", "proxy"])
+@pytest.mark.parametrize("effect", [Action.DENY, Action.WARN, "alert"])
+@pytest.mark.parametrize("pod_name", ["web-0", "web-", "Web_0:8080", "x" * 300])
+def test_a_match_occurrence_is_counted_and_built_as_match_event_makes_its_event(operation, effect, pod_name) -> None:
+    # What the recorder keys a series by (namespace, name, similar-events key; the combined Event's too) and the
+    # Event it writes for a new one: the same for a MatchOccurrence as for match_event's Event.
+    arguments = dict(rule=exec_rule(), effect=effect, operation=operation, namespace="shop", pod_name=pod_name,
+                     user="alice@example.com", observed_at=T0, pod_uid="uid-1", mode="warn")
+    request = match_event(**arguments)
+    occurrence = MatchOccurrence(**arguments)
+    assert (occurrence.namespace, occurrence.name, occurrence.similar_key, occurrence.observed_at) == (
+        request.namespace, request.name, request.similar_key, request.observed_at)
+    assert occurrence.built() == request
+    combined, combined_request = occurrence.combined(), request.combined()
+    assert (combined.namespace, combined.name, combined.similar_key) == (
+        combined_request.namespace, combined_request.name, combined_request.similar_key)
+    assert combined.built() == combined_request

@@ -315,3 +315,27 @@ async def test_cache_expires_and_failures_are_retried_sooner():
     now[0] = 31.0
     await cache.get("ok")
     assert calls == ["ok", "bad", "bad", "ok"]
+
+
+async def test_a_namespaces_mode_follows_its_labels_from_review_to_review() -> None:
+    # The mode worked out from a namespace's labels is remembered until they change: labels changed in place (the
+    # same mapping, read again) or replaced, and back, each give the mode those labels give.
+    labels = {"env": "dev"}
+
+    async def fetch(namespace: str) -> dict[str, str]:
+        return labels
+
+    modes = NamespaceModeResolver(
+        load_settings(environ={}, overrides={
+            "mode": "audit", "namespaces": {"selectors": [{"matchLabels": {"env": "prod"}, "mode": "enforce"}]},
+        }),
+        fetch_labels=fetch, cache_ttl=0.0,  # re-read every time
+    )
+    seen = []
+    for change in ({}, {"env": "prod"}, {}, {"gatewatch.io/mode": "warn"}, {"env": "dev"}):
+        labels.update(change)
+        seen.append([((result := await modes.resolve(namespace)).mode, result.source) for namespace in ("a", "b")])
+    assert seen == [[(Mode.AUDIT, "default")] * 2, [(Mode.ENFORCE, "selector")] * 2, [(Mode.ENFORCE, "selector")] * 2,
+                    [(Mode.ENFORCE, "selector")] * 2, [(Mode.WARN, "label")] * 2]
+    labels = {"env": "prod"}  # another mapping
+    assert (await modes.resolve("a")).mode is Mode.ENFORCE

@@ -7,7 +7,8 @@ unreadable body); :class:`AdmissionReviewer` turns the rest into a
 :class:`~gatewatch.decision.Decision`, the response's content (allowed,
 warnings, denial message). Alerts and Events are handed to non-blocking sinks
 (bounded queues) as functions that build them: the review path only queues the
-match and its document; the sinks' workers build, encode and send.
+match and its document; the sinks' workers build, encode and send. A review's
+alerts share their audit part, redacted and encoded once.
 
 Nothing here knows kopf: ``gatewatch.controller``'s webhook server calls
 :func:`check_review`, :class:`AdmissionReviewer` and :func:`review_response`
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
-from gatewatch.alerts import build_alert
+from gatewatch.alerts import SharedAuditPart, shared_alert_line
 from gatewatch.decision import Decision, Mode, decide
 from gatewatch.documents import (
     AdmissionRequest,
@@ -31,7 +32,7 @@ from gatewatch.documents import (
 )
 from gatewatch.engine import RuleEngine
 from gatewatch.errors import InputError
-from gatewatch.kube.events import EventSource, Operation, match_event
+from gatewatch.kube.events import EventSource, MatchOccurrence, Operation
 from gatewatch.kube.namespaces import NamespaceMode, NamespaceModeResolver
 from gatewatch.kube.pods import PodLookup, PodLookupResult
 from gatewatch.kube.webhook_configuration import POD_IMAGES_CHANGED, MatchCondition
@@ -245,14 +246,15 @@ def review_response(review: Mapping[str, Any], decision: Decision) -> dict[str, 
 
 
 class AlertSink(Protocol):
-    """Takes an alert, or a function that builds it, without blocking (``alert_sinks``: a bounded queue)."""
+    """Takes an alert, or a function that builds it or its JSON line, without blocking (``alert_sinks``:
+    a bounded queue)."""
 
-    def emit(self, alert: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> bool: ...
+    def emit(self, alert: Mapping[str, Any] | Callable[[], Mapping[str, Any] | str]) -> bool: ...
 
 
 class EventSink(Protocol):
-    """Takes a Kubernetes Event to post, or a function that builds it, without blocking
-    (``kube.events.EventRecorder``)."""
+    """Takes a Kubernetes Event to post, a match to make one of, or a function that builds it, without
+    blocking (``kube.events.EventRecorder``)."""
 
     def submit(self, request: EventSource) -> bool: ...
 
@@ -378,17 +380,20 @@ class AdmissionReviewer:
         if dry_run:
             extra["dry_run"] = True
         verdict = "allowed" if decision.allowed else "denied"
+        # The review's alerts carry the same audit part: the first one built redacts and encodes it for all.
+        audit = SharedAuditPart(document)
         for outcome in decision.outcomes:
             # Queues never block; a failing sink must not fail the review.
             if self.alerts is not None:
                 alert = functools.partial(
-                    build_alert, outcome.match, document, effect=outcome.effect, mode=decision.mode,
-                    decision=verdict, now=now, extra=extra,
+                    shared_alert_line, outcome.match, document, audit=audit, effect=outcome.effect,
+                    mode=decision.mode, decision=verdict, now=now, extra=extra,
                 )
                 _safely(self.alerts.emit, alert, what="alert sink")
             if self.event_sink is not None and target is not None:
-                event = functools.partial(
-                    match_event, rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
+                # The worker builds the Event (match_event) only if this match starts a series.
+                event = MatchOccurrence(
+                    rule=outcome.match.rule, effect=outcome.effect, operation=target.operation,
                     namespace=target.namespace, pod_name=target.pod_name, user=target.user,
                     pod_uid=target.pod_uid, mode=decision.mode, observed_at=now,
                 )

@@ -6,8 +6,8 @@ again by the operator's supervisor (``gatewatch.supervisor``, wired in
 ``gatewatch.background``): an exception never ends delivery, a failed cycle is
 retried after a backoff. A stalled log pipe or a failing HTTP endpoint
 therefore never delays an admission review. ``emit`` also takes a function
-that builds the alert: the review path then only queues the match and its
-document, and the sink's worker builds the alert and its JSON line.
+that builds the alert, or its JSON line: the review path then only queues the
+match and its document, and the sink's worker builds the alert and its line.
 
 The HTTP sink POSTs batches as NDJSON (one ECS alert per line, the lines of
 ``gatewatch.alerts.alert_line``) and retries a batch for as long as its buffer
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Alert = Mapping[str, Any]
-# An alert, or a function that builds it (called once, by the sink's worker).
-AlertSource = Union[Alert, Callable[[], Alert]]
+# An alert, or a function that builds it or its JSON line (alerts.alert_line; called once, by the sink's worker).
+AlertSource = Union[Alert, Callable[[], Union[Alert, str]]]
 NDJSON = "application/x-ndjson"
 # Statuses worth another try: the endpoint is overloaded or restarting.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -91,7 +91,8 @@ def _lines(items: Sequence[AlertSource], *, sink: str) -> tuple[list[str], int]:
     failed = 0
     for item in items:
         try:
-            lines.append(alert_line(item() if callable(item) else item))
+            built = item() if callable(item) else item
+            lines.append(built if type(built) is str else alert_line(built))
         except Exception:
             failed += 1
             logger.exception("%s: could not build an alert; dropped", sink)

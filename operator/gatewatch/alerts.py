@@ -22,6 +22,7 @@ gives an alert.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Mapping
@@ -171,6 +172,49 @@ def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
         return None
 
 
+class SharedAuditPart:
+    """The audit part of one document's alerts as their lines carry it, for ``shared_alert_line``: redacted,
+    without nulls and encoded once (by the first of them), then spliced into each (the webhook: one per review).
+
+    ``fragment`` is None when orjson cannot write the part, or writes it other than an alert line must be
+    (not ASCII; ``alert_line``): the document's alerts are then built whole.
+    """
+
+    __slots__ = ("_document", "_fragment", "_encoded")
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self._document = document
+        self._fragment: orjson.Fragment | None = None
+        self._encoded = False
+
+    def fragment(self) -> orjson.Fragment | None:
+        if not self._encoded:
+            audit = self._document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
+            try:
+                encoded = orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str, option=_ORJSON_AS_STDLIB)
+            except (TypeError, orjson.JSONEncodeError):
+                encoded = None
+            if encoded is not None and _ascii_line(encoded):
+                self._fragment = orjson.Fragment(encoded)
+            self._encoded = True
+        return self._fragment
+
+
+def shared_alert_line(match: Match, document: Mapping[str, Any], *, audit: SharedAuditPart, **fields: Any) -> str:
+    """``alert_line(build_alert(match, document, **fields))``, the same line, with the audit part spliced in as
+    ``audit`` encoded it for all of the document's alerts and the rule's part as encoded once per rule."""
+    spliced = audit.fragment()
+    if spliced is not None:
+        alert = build_alert(match, document, spliced_audit=spliced, **fields)
+        try:
+            encoded = orjson.dumps(alert, default=str, option=_ORJSON_AS_STDLIB)
+        except (TypeError, orjson.JSONEncodeError):
+            encoded = None  # another part orjson refuses: the alert built whole, written the stdlib's way
+        if encoded is not None and _ascii_line(encoded):
+            return encoded.decode("ascii")
+    return alert_line(build_alert(match, document, **fields))
+
+
 def alert_event(document: Mapping[str, Any], *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One of the events behind an alert that many events make (an EQL sequence): its
     time, action, what happened in words, its audit event redacted as an alert's, and ECS user fields."""
@@ -206,10 +250,15 @@ def alert_line(alert: Mapping[str, Any]) -> str:
         encoded = orjson.dumps(alert, default=str, option=_ORJSON_AS_STDLIB)
     except (TypeError, orjson.JSONEncodeError):
         return _stdlib_alert_line(alert)
-    # DEL is ASCII, but the stdlib escapes it: such a line goes the stdlib's way too.
-    if encoded.isascii() and b"\x7f" not in encoded:
+    if _ascii_line(encoded):
         return encoded.decode("ascii")
     return _stdlib_alert_line(alert)
+
+
+def _ascii_line(encoded: bytes) -> bool:
+    """orjson wrote these bytes as the stdlib writes an ASCII-only line: no non-ASCII text, and no DEL
+    (ASCII, but the stdlib escapes it)."""
+    return encoded.isascii() and b"\x7f" not in encoded
 
 
 # Datetimes and dataclasses to ``default=str`` as the stdlib does, not orjson's own format.
@@ -286,7 +335,7 @@ def _where(fields: list[str]) -> str:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: the ABC check costs more
 
 
 def _redacted_audit(audit: Mapping[str, Any], *, drop_nulls: bool) -> dict[str, Any]:
@@ -310,12 +359,23 @@ def _redacted_request_uri(uri: str) -> str:
     path, question, query = uri.partition("?")
     if not question or "command=" not in query:
         return uri
+    # The same exec (pod, container, command) comes again and again: its URI redacted once.
+    return _remembered_exec_uri(uri) if len(uri) <= _REMEMBERED_URI_LENGTH else _redacted_exec_uri(uri)
+
+
+def _redacted_exec_uri(uri: str) -> str:
+    path, _, query = uri.partition("?")
     pairs = query_pairs(query, keep_blank_values=True)
     redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
     new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
     if new_pairs == pairs:
         return uri  # nothing to hide: the URI as the API server wrote it
     return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
+
+
+# Exec URIs up to this long are remembered (256 of them: 1 MiB at most); longer ones are redacted every time.
+_REMEMBERED_URI_LENGTH = 4096
+_remembered_exec_uri = functools.lru_cache(maxsize=256)(_redacted_exec_uri)
 
 
 def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:

@@ -121,7 +121,7 @@ class Metrics:
             "alerts not yet delivered (alerts-stdout, alerts-http; for HTTP including the batch being sent).",
             ["queue"], registry=r,
         )
-        # ``.labels()`` hashes and locks on every call; the review path reuses the children.
+        # ``.labels()`` hashes and locks on every call; the review path and the workers reuse the children.
         self._children: dict[tuple[Any, ...], Any] = {}
         # Every queue and lookup kind exported at 0 from the start: increase() sees the first loss.
         for queue in sorted(LABEL_VALUES["queue"]):
@@ -164,7 +164,12 @@ class Metrics:
 
     def task_succeeded(self, task: str, when: float) -> None:
         """A background task completed a cycle at ``when`` (Unix time)."""
-        self.task_last_success.labels(task=task).set(when)
+        # Every cycle of every worker (the Event worker's: about one per matching review) sets it.
+        key = ("task_success", task)
+        gauge = self._children.get(key)
+        if gauge is None:
+            gauge = self._children[key] = self.task_last_success.labels(task=task)
+        gauge.set(when)
 
     def task_failed(self, task: str) -> None:
         self.task_failures.labels(task=task).inc()

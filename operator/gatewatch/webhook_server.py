@@ -402,7 +402,7 @@ _OPERATION_LABELS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 
 def _resource_label(request: Mapping[str, Any]) -> str:
     resource = request.get("resource")
-    name = resource.get("resource") if isinstance(resource, Mapping) else None
+    name = resource.get("resource") if type(resource) is dict or isinstance(resource, Mapping) else None  # dict first
     if not name:
         return "unknown"
     sub = request.get("subResource")

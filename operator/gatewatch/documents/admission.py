@@ -321,10 +321,25 @@ def format_timestamp(moment: datetime | None = None) -> str:
     elif moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
     if moment.year >= 1000:
-        # isoformat is several times cheaper than strftime, and the same text once the year has four
-        # digits (strftime does not pad years); "+00:00" becomes "Z".
-        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+        # The text up to the second is the same for every review within it: worked out once per second.
+        second = (moment.second, moment.minute, moment.hour, moment.day, moment.month, moment.year)
+        last = _last_second
+        if last[0] != second:
+            # isoformat is several times cheaper than strftime, and the same text once the year has four
+            # digits (strftime does not pad years); "+00:00" becomes "Z".
+            last = _remember_second(second, moment.isoformat(timespec="seconds")[:-6])
+        return f"{last[1]}.{moment.microsecond:06d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# format_timestamp's last second and its text, as one tuple (replaced whole: any thread reads a matching pair).
+_last_second: tuple[tuple[int, ...], str] = ((), "")
+
+
+def _remember_second(second: tuple[int, ...], text: str) -> tuple[tuple[int, ...], str]:
+    global _last_second
+    _last_second = (second, text)
+    return _last_second
 
 
 def document_from_admission_review(

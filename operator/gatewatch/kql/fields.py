@@ -45,15 +45,19 @@ def compile_path(path: str) -> Resolver:
     def collect(node: Any, position: int, found: list[Any]) -> None:
         # Iterative along dict chains; recursive at lists and dotted keys.
         while True:
-            if isinstance(node, (list, tuple)):
+            if node.__class__ is dict:  # the usual node, spared the ABC checks below
+                if position == count:
+                    found.append(node)
+                    return
+            elif isinstance(node, (list, tuple)):
                 for item in node:
                     if item is not None:
                         collect(item, position, found)
                 return
-            if position == count:
+            elif position == count:
                 found.append(node)
                 return
-            if not isinstance(node, Mapping):
+            elif not isinstance(node, Mapping):
                 return
             child = node.get(segments[position], _MISSING)
             if child is _MISSING or child is None:

@@ -134,6 +134,14 @@ class EventRequest:
     def name(self) -> str:
         return event_name(self.name_base or self.regarding.name, self.series_key)
 
+    @property
+    def similar_key(self) -> str | None:
+        return self.similar.key if self.similar is not None else None
+
+    def built(self) -> EventRequest:
+        """The Event itself (a ``MatchOccurrence`` builds it)."""
+        return self
+
     def combined(self) -> EventRequest:
         """The Event that counts this occurrence with its similar ones (requires ``similar``)."""
         assert self.similar is not None
@@ -147,8 +155,50 @@ class EventRequest:
         )
 
 
-# What EventRecorder.submit takes: the Event, or a function that builds it (called by the worker).
-EventSource = Union[EventRequest, Callable[[], EventRequest]]
+class MatchOccurrence:
+    """One rule match on a Pod request as the review path hands it to the Event worker: the arguments of
+    ``match_event``, and what the worker needs of every occurrence (the Event's namespace and name, its
+    similar-events key) worked out as ``match_event``'s Event has them. The Event itself, its note and
+    annotations, is built (``built``) only for an occurrence that starts a series: most repeat one, and
+    are only counted."""
+
+    __slots__ = ("_arguments", "_combined", "namespace", "observed_at", "name", "similar_key")
+
+    def __init__(
+        self, *, rule: Rule, effect: Any, operation: Operation, namespace: str, pod_name: str, user: str,
+        observed_at: datetime, pod_uid: str | None = None, mode: Any = None,
+    ) -> None:
+        self._arguments: dict[str, Any] = {
+            "rule": rule, "effect": effect, "operation": operation, "namespace": namespace, "pod_name": pod_name,
+            "user": user, "observed_at": observed_at, "pod_uid": pod_uid, "mode": mode}
+        effect_name = _effect_name(effect)
+        self._combined = False
+        self.namespace = namespace or "default"  # EventRequest.namespace
+        self.observed_at = observed_at
+        self.name = event_name(pod_name, _series_key(namespace, pod_name, rule.id, effect_name, operation, user))
+        self.similar_key: str | None = _similar_key(namespace, rule.id, effect_name, operation, user)
+
+    def built(self) -> EventRequest:
+        """The Event ``match_event`` makes of it (``combined()``: the combined Event's)."""
+        request = match_event(**self._arguments)
+        return request.combined() if self._combined else request
+
+    def combined(self) -> MatchOccurrence:
+        """This occurrence counted in the Event of its similar ones (EventRequest.combined)."""
+        assert self.similar_key is not None
+        combined = object.__new__(MatchOccurrence)
+        combined._arguments = self._arguments
+        combined._combined = True
+        combined.namespace = self.namespace
+        combined.observed_at = self.observed_at
+        combined.name = event_name(_combined_name_base(self._arguments["operation"]), self.similar_key)
+        combined.similar_key = None
+        return combined
+
+
+# What EventRecorder.submit takes: the Event, a match to make one of, or a function that builds the Event
+# (called by the worker).
+EventSource = Union[EventRequest, MatchOccurrence, Callable[[], EventRequest]]
 
 
 @lru_cache(maxsize=4096)  # every occurrence asks; repeats of one series are what a burst is made of
@@ -180,9 +230,8 @@ def match_event(
     a create the pod's name (or its generateName prefix): a denied pod was
     never created, so the Event regards the would-be pod and says so.
     """
-    effect_name = str(getattr(effect, "value", effect)).lower()
+    effect_name = _effect_name(effect)
     severity, action_name, rule_text, rule_annotations = _RULE_PARTS.get(rule)
-    key_parts = (namespace, pod_name, rule.id, effect_name, operation, user)
     what = f"user {user!r} tried to {_OPERATION_WORDS.get(operation, operation)} {namespace}/{pod_name}"
     if operation == "create" and effect_name == "deny":
         head = f"Pod {namespace}/{pod_name} was not created: gatewatch denied it"
@@ -200,9 +249,9 @@ def match_event(
         f"more than {SIMILAR_EVENTS_LIMIT} different pods, counted together from {pod_name} on"
     )
     similar = SimilarEvents(
-        key="\x1f".join((namespace, rule.id, effect_name, operation, user, "similar")),
+        key=_similar_key(namespace, rule.id, effect_name, operation, user),
         note=f"{rule_text}: {similar_what}; {outcome_text}; series.count counts them all.",
-        name_base=f"gatewatch-{operation}",
+        name_base=_combined_name_base(operation),
     )
     annotations = {
         **rule_annotations,
@@ -215,11 +264,30 @@ def match_event(
         reason=_REASONS.get((operation, effect_name), REASON_ALERT),
         action=effect_name.capitalize(),
         note=note,
-        series_key="\x1f".join(key_parts),
+        series_key=_series_key(namespace, pod_name, rule.id, effect_name, operation, user),
         annotations=annotations,
         observed_at=observed_at,
         similar=similar,
     )
+
+
+# What names a match's Event and its similar-events run: match_event and MatchOccurrence both use these.
+
+
+def _effect_name(effect: Any) -> str:
+    return str(getattr(effect, "value", effect)).lower()
+
+
+def _series_key(namespace: str, pod_name: str, rule_id: str, effect_name: str, operation: str, user: str) -> str:
+    return "\x1f".join((namespace, pod_name, rule_id, effect_name, operation, user))
+
+
+def _combined_name_base(operation: str) -> str:
+    return f"gatewatch-{operation}"
+
+
+def _similar_key(namespace: str, rule_id: str, effect_name: str, operation: str, user: str) -> str:
+    return "\x1f".join((namespace, rule_id, effect_name, operation, user, "similar"))
 
 
 def _rule_parts(rule: Rule) -> tuple[str, str, str, dict[str, str]]:

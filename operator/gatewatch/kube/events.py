@@ -23,8 +23,10 @@ Events are ``events.k8s.io/v1`` Events. Repeats are not a storm:
   ``gatewatch.io/combined: "true"``. A Deployment of 500 pods running a debug
   image is then 11 Events, not 500. Each match still has its own alert line.
 
-``submit`` also takes a function that builds the Event: the review path only
-queues it, and the worker builds it. The worker writes one Event at a time; a
+``submit`` also takes a function that builds the Event, or a ``MatchOccurrence``
+(the arguments of ``match_event``): the review path only queues it, and the
+worker builds the Event, for a match only when it starts a series (a repeat is
+counted by the Event's name alone). The worker writes one Event at a time; a
 write under way when the worker is cancelled finishes, and ``drain`` waits for
 it before it writes what is left.
 """
@@ -59,6 +61,7 @@ from gatewatch.kube.event_requests import (  # noqa: F401
     EventRequest,
     EventSource,
     EventType,
+    MatchOccurrence,
     ObjectRef,
     Operation,
     SimilarEvents,
@@ -198,8 +201,11 @@ class EventRecorder:
         if queue.empty():
             due = self._next_flush_delay()
             try:
-                request = await asyncio.wait_for(queue.get(), timeout=idle if due is None else min(due, idle))
-            except asyncio.TimeoutError:
+                # A timeout scope, not wait_for: no task of its own each time (the worker waits about once
+                # per matching review), and a cancelled get leaves its item in the queue.
+                async with asyncio.timeout(idle if due is None else min(due, idle)):
+                    request = await queue.get()
+            except TimeoutError:
                 request = None
         else:
             request = queue.get_nowait()
@@ -243,19 +249,22 @@ class EventRecorder:
             return None
         return max(0.0, min(due) - self._clock())
 
-    async def _observe(self, request: EventRequest) -> None:
-        key = (request.namespace, request.name)
+    async def _observe(self, occurrence: EventRequest | MatchOccurrence) -> None:
+        key = (occurrence.namespace, occurrence.name)
         series = self._series.get(key)
-        if series is None and request.similar is not None and self._too_many_similar(request.similar.key, key):
-            request = request.combined()
-            key = (request.namespace, request.name)
+        similar_key = occurrence.similar_key
+        if series is None and similar_key is not None and self._too_many_similar(similar_key, key):
+            occurrence = occurrence.combined()
+            key = (occurrence.namespace, occurrence.name)
             series = self._series.get(key)
         if series is not None:
             series.count += 1
-            series.last_observed = max(series.last_observed, request.observed_at)
+            series.last_observed = max(series.last_observed, occurrence.observed_at)
             self._series.move_to_end(key)
             self._dirty.add(key)
             return
+        # The first of its series: only now is the Event itself built (its note, its annotations).
+        request = occurrence.built()
         series = _Series(first=request, count=1, written_count=0, last_observed=request.observed_at)
         self._series[key] = series
         while len(self._series) > self._max_tracked:
@@ -391,7 +400,7 @@ class EventRecorder:
         return {"series": {"count": series.count, "lastObservedTime": _micro_time(series.last_observed)}}
 
 
-def _built(source: EventSource) -> EventRequest:
+def _built(source: EventSource) -> EventRequest | MatchOccurrence:
     return source() if callable(source) else source
 
 

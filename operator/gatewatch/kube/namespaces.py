@@ -222,6 +222,8 @@ class NamespaceModeResolver:
         self._on_ignored_label = on_ignored_label
         # The last labels read per namespace, for when a refresh fails.
         self._last_labels: dict[str, Mapping[str, str]] = {}
+        # Per namespace: the labels and policy its mode was last worked out from, and that mode (_resolved).
+        self._resolved_modes: dict[str, tuple[dict[str, str], ModePolicy, NamespaceMode]] = {}
         self._max_stale_entries = max_stale_entries
         self._reported_bad_labels: set[tuple[str, str]] = set()
         self._reported_weaker: set[tuple[str, Any]] = set()
@@ -238,7 +240,19 @@ class NamespaceModeResolver:
         except LookupFailed as error:
             return self._without_fresh_labels(namespace, str(error), entry_mode)
         self._remember(namespace, labels)
-        return _raised(self.resolve_with_labels(namespace, labels), entry_mode)
+        return _raised(self._resolved(namespace, labels), entry_mode)
+
+    def _resolved(self, namespace: str, labels: Mapping[str, str]) -> NamespaceMode:
+        """resolve_with_labels, worked out again only when the namespace's labels (or the policy) changed:
+        every review of a namespace asks, with the labels the cache holds for minutes."""
+        known = self._resolved_modes.get(namespace)
+        if known is not None and known[1] is self.policy and known[0] == labels:
+            return known[2]
+        result = self.resolve_with_labels(namespace, labels)
+        if namespace not in self._resolved_modes and len(self._resolved_modes) >= self._max_stale_entries:
+            del self._resolved_modes[next(iter(self._resolved_modes))]  # the oldest inserted
+        self._resolved_modes[namespace] = (dict(labels), self.policy, result)  # a copy: compared, never changed
+        return result
 
     def resolve_cluster_scoped(self, *, entry_mode: Mode | None = None) -> NamespaceMode:
         """The mode for a request on a cluster-scoped resource (``nodes/proxy``): the policy's
