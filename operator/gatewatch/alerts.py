@@ -165,9 +165,14 @@ def encoded_audit(document: Mapping[str, Any]) -> bytes | None:
     """The document's audit event as its alerts carry it (redacted, without nulls), as orjson writes it:
     the bytes of an ``orjson.Fragment`` for ``build_alert(spliced_audit=...)``. None when orjson cannot write it
     (a lone surrogate, an integer beyond 64 bits): its alerts are then built whole, and written the stdlib's way."""
+    return _encoded_audit_part(document, option=None)
+
+
+def _encoded_audit_part(document: Mapping[str, Any], *, option: int | None) -> bytes | None:
+    """The document's audit part redacted, without nulls, as orjson writes it with ``option``; None when it cannot."""
     audit = document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
     try:
-        return orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str)
+        return orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str, option=option)
     except (TypeError, orjson.JSONEncodeError):
         return None
 
@@ -189,11 +194,7 @@ class SharedAuditPart:
 
     def fragment(self) -> orjson.Fragment | None:
         if not self._encoded:
-            audit = self._document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
-            try:
-                encoded = orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str, option=_ORJSON_AS_STDLIB)
-            except (TypeError, orjson.JSONEncodeError):
-                encoded = None
+            encoded = _encoded_audit_part(self._document, option=_ORJSON_AS_STDLIB)
             if encoded is not None and _ascii_line(encoded):
                 self._fragment = orjson.Fragment(encoded)
             self._encoded = True
@@ -205,13 +206,10 @@ def shared_alert_line(match: Match, document: Mapping[str, Any], *, audit: Share
     ``audit`` encoded it for all of the document's alerts and the rule's part as encoded once per rule."""
     spliced = audit.fragment()
     if spliced is not None:
-        alert = build_alert(match, document, spliced_audit=spliced, **fields)
-        try:
-            encoded = orjson.dumps(alert, default=str, option=_ORJSON_AS_STDLIB)
-        except (TypeError, orjson.JSONEncodeError):
-            encoded = None  # another part orjson refuses: the alert built whole, written the stdlib's way
-        if encoded is not None and _ascii_line(encoded):
-            return encoded.decode("ascii")
+        line = _orjson_line(build_alert(match, document, spliced_audit=spliced, **fields))
+        if line is not None:
+            return line
+    # Another part orjson refuses or writes otherwise: the alert built whole, written the stdlib's way.
     return alert_line(build_alert(match, document, **fields))
 
 
@@ -246,13 +244,18 @@ def alert_line(alert: Mapping[str, Any]) -> str:
     exponent without padding (``1e-7``, not ``1e-07``: the same number) and
     NaN or an infinity as ``null`` (the stdlib's ``NaN`` is not JSON).
     """
+    line = _orjson_line(alert)
+    return line if line is not None else _stdlib_alert_line(alert)
+
+
+def _orjson_line(alert: Mapping[str, Any]) -> str | None:
+    """The alert's line as orjson writes it, when that is the stdlib's line; None when it is not (or orjson
+    refuses the alert)."""
     try:
         encoded = orjson.dumps(alert, default=str, option=_ORJSON_AS_STDLIB)
     except (TypeError, orjson.JSONEncodeError):
-        return _stdlib_alert_line(alert)
-    if _ascii_line(encoded):
-        return encoded.decode("ascii")
-    return _stdlib_alert_line(alert)
+        return None
+    return encoded.decode("ascii") if _ascii_line(encoded) else None
 
 
 def _ascii_line(encoded: bytes) -> bool:

@@ -133,26 +133,12 @@ class Metrics:
 
     def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
         """One answered review: its outcome and how long it took."""
-        key = ("review", resource, operation, decision)
-        counter = self._children.get(key)
-        if counter is None:
-            counter = self._children[key] = self.reviews.labels(
-                resource=resource, operation=operation, decision=decision)
-        counter.inc()
-        key = ("duration", resource)
-        histogram = self._children.get(key)
-        if histogram is None:
-            histogram = self._children[key] = self.review_duration.labels(resource=resource)
-        histogram.observe(seconds)
+        self._child(self.reviews, resource=resource, operation=operation, decision=decision).inc()
+        self._child(self.review_duration, resource=resource).observe(seconds)
 
     def count_match(self, *, rule_id: str, rule_name: str, action: str, effect: str) -> None:
         """One rule match at admission."""
-        key = ("match", rule_id, rule_name, action, effect)
-        counter = self._children.get(key)
-        if counter is None:
-            counter = self._children[key] = self.matches.labels(
-                rule_id=rule_id, rule_name=rule_name, action=action, effect=effect)
-        counter.inc()
+        self._child(self.matches, rule_id=rule_id, rule_name=rule_name, action=action, effect=effect).inc()
 
     def queue_dropped(self, queue: str, count: int = 1) -> None:
         """Callback for the Event and alert queues: ``count`` items of ``queue`` were lost."""
@@ -165,11 +151,15 @@ class Metrics:
     def task_succeeded(self, task: str, when: float) -> None:
         """A background task completed a cycle at ``when`` (Unix time)."""
         # Every cycle of every worker (the Event worker's: about one per matching review) sets it.
-        key = ("task_success", task)
-        gauge = self._children.get(key)
-        if gauge is None:
-            gauge = self._children[key] = self.task_last_success.labels(task=task)
-        gauge.set(when)
+        self._child(self.task_last_success, task=task).set(when)
+
+    def _child(self, metric: Any, **labels: str) -> Any:
+        """``metric.labels(**labels)``, remembered: asked on the review path and by the workers."""
+        key = (id(metric), *labels.values())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**labels)
+        return child
 
     def task_failed(self, task: str) -> None:
         self.task_failures.labels(task=task).inc()
