@@ -81,6 +81,7 @@ def mixed_log(path: Path) -> Path:
 
 def without_shortcut(monkeypatch) -> None:
     """Every line parsed whole and every event offered to every rule."""
+    monkeypatch.setattr("gatewatch.offline.replay.skim_block", lambda block: None)
     monkeypatch.setattr("gatewatch.offline.replay.skim_line", lambda raw: None)
     monkeypatch.setattr(RuleEngine, "may_match_audit_event", lambda self, event: True)
 

@@ -15,7 +15,8 @@ validates the whole line as JSON but builds only the fields replay needs to
 decide (kind, apiVersion, verb, auditID, stage, objectRef, the authorization
 decision). A line whose skim is not plain (a field of an odd type, something
 msgspec refuses) is parsed whole instead, so the skim changes what replay
-costs, never what it says.
+costs, never what it says. A block of lines is skimmed in one call
+(``skim_block``) when it is plainly one object a line, else line by line.
 """
 from __future__ import annotations
 
@@ -99,6 +100,43 @@ def skim_line(raw: bytes) -> SkimmedEvent | None:
     except SKIM_ERRORS:
         return None
     return None if skim.verb is UNSET else skim
+
+
+def skim_block(block: bytes) -> tuple[list[SkimmedEvent], list[int]] | None:
+    """The skims of a block of whole lines, in one call, and where each line ends (its newline, or the
+    block's end); None when only line by line can say (``skim_line`` then reads each).
+
+    One msgspec call for the block saves a copy of every line and a call per line. msgspec reads
+    values separated by any whitespace, not lines, so the block is taken only when it is plainly one
+    object a line: each line starts with ``{`` and ends with ``}`` (a JSON value cannot go on past
+    such a line end: ``}`` then ``{`` is no JSON inside a value), and there are as many lines as
+    values. A skim whose verb is UNSET is in the list: the caller parses that line whole, as
+    ``skim_line``'s None says.
+    """
+    if not block.isascii():
+        try:
+            block.decode("utf-8")  # msgspec does not check the text of the values it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        skims = _SKIM.decode_lines(block)
+    except SKIM_ERRORS:
+        return None
+    ends: list[int] = []
+    size = len(block)
+    find = block.find
+    start = 0
+    for _ in skims:
+        if start >= size:
+            return None  # more values than lines
+        end = find(b"\n", start)
+        if end < 0:
+            end = size  # the last line, without its newline
+        if block[start] != 0x7B or block[end - 1] != 0x7D:  # "{" ... "}", an empty line included
+            return None
+        ends.append(end)
+        start = end + 1
+    return (skims, ends) if start >= size else None  # else more lines than values
 
 
 # --- reading a log ---------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Reading a log in blocks of whole lines, scanned here or on worker processes, merged in line order.
 
 The parent reads the log (decompressing a .gz, or reading stdin) in blocks
-of whole lines and numbers them (on one process, by splitting them; for
-workers, by counting newlines); each block is scanned on its own (this
+of whole lines and numbers them (on one process, by the lines the scan of
+the block before found; for workers, by counting newlines); each block is scanned on its own (this
 process, or a forked worker that inherits the compiled rules) and the
 results are merged in block order. A block's result holds only what the
 report needs (counts, matching events with their documents, the stages
@@ -19,7 +19,7 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import IO, Any, Callable, Iterable, Iterator, TextIO, TypeVar
+from typing import IO, Any, Callable, Iterator, TextIO, TypeVar
 
 import click
 
@@ -33,9 +33,10 @@ PARALLEL_MIN_BYTES = 32 << 20
 PROGRESS_MIN_BYTES = 1 << 20
 
 R = TypeVar("R")
-Lines = Iterable[tuple[int, bytes]]
+# A scan: (number of the block's first line, a block of whole lines) -> its result.
+Scan = Callable[[int, bytes], R]
 # The worker's scan and result encoder, inherited through fork.
-_WORKER: tuple[Callable[[Lines], Any], Callable[[Any], Any]] | None = None
+_WORKER: tuple[Callable[[int, bytes], Any], Callable[[Any], Any]] | None = None
 
 
 def default_workers(source: str, size: int | None) -> int:
@@ -75,22 +76,20 @@ def split_lines(block: bytes) -> list[bytes]:
     return lines
 
 
-def numbered(first_line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
-    return enumerate(split_lines(block), start=first_line_no)
-
-
 def scan_log(
-    scan: Callable[[Lines], R],
+    scan: Scan[R],
     source: str,
     *,
+    lines_in: Callable[[R], int],
     workers: int | None,
     progress: bool,
     err: TextIO,
     to_parent: Callable[[R], Any] = lambda result: result,
     from_worker: Callable[[Any], R] = lambda result: result,
 ) -> Iterator[R]:
-    """``scan``'s result for each block of the log, in line order. On workers, a result travels as
-    ``to_parent`` makes it (pickled) and is read back with ``from_worker``."""
+    """``scan``'s result for each block of the log, in line order; ``lines_in``: how many lines a result
+    scanned (on one process the scan counts them, so the next block is numbered without a count of its own).
+    On workers, a result travels as ``to_parent`` makes it (pickled) and is read back with ``from_worker``."""
     with open_log(source) as (stream, raw, size):
         count = default_workers(source, size) if workers is None else max(1, workers)
         if count > 1 and not _can_fork():
@@ -101,7 +100,7 @@ def scan_log(
                 bar = click.progressbar(length=size, label=f"replaying {source}", file=err)
                 bar.__enter__()
             if count == 1:
-                yield from _scan_here(scan, stream, raw, bar)
+                yield from _scan_here(scan, lines_in, stream, raw, bar)
             else:
                 yield from _scan_on_workers(scan, to_parent, from_worker, stream, raw, bar, count)
         finally:
@@ -117,18 +116,19 @@ def _progress(bar: Any, raw: IO[bytes], done: int) -> int:
     return now
 
 
-def _scan_here(scan: Callable[[Lines], R], stream: IO[bytes], raw: IO[bytes], bar: Any) -> Iterator[R]:
+def _scan_here(scan: Scan[R], lines_in: Callable[[R], int], stream: IO[bytes], raw: IO[bytes],
+               bar: Any) -> Iterator[R]:
     done = 0
     line_no = 1
     for block in whole_lines(stream):
-        lines = split_lines(block)  # numbered by the split, not by counting newlines first (a second pass)
-        yield scan(enumerate(lines, start=line_no))
-        line_no += len(lines)
+        result = scan(line_no, block)
+        line_no += lines_in(result)  # numbered by the scan, not by counting newlines first (a second pass)
+        yield result
         done = _progress(bar, raw, done)
 
 
 def _scan_on_workers(
-    scan: Callable[[Lines], R],
+    scan: Scan[R],
     to_parent: Callable[[R], Any],
     from_worker: Callable[[Any], R],
     stream: IO[bytes],
@@ -157,4 +157,4 @@ def _scan_on_workers(
 def _scan_block(first_line_no: int, block: bytes) -> Any:
     assert _WORKER is not None
     scan, to_parent = _WORKER
-    return to_parent(scan(numbered(first_line_no, block)))
+    return to_parent(scan(first_line_no, block))

@@ -40,8 +40,8 @@ from gatewatch.documents import DECISION_ANNOTATION, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import InputError
 from gatewatch.offline.candidates import CandidateMemo
-from gatewatch.offline.lines import SKIMMED_FIELDS, NotJson, SkimmedEvent, parse_line, skim_line
-from gatewatch.offline.parallel import scan_log
+from gatewatch.offline.lines import SKIMMED_FIELDS, NotJson, SkimmedEvent, parse_line, skim_block, skim_line
+from gatewatch.offline.parallel import scan_log, split_lines
 from gatewatch.offline.report import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -116,26 +116,36 @@ class Scanner:
         # Rules that span many events (STATS, sequences) want documents beyond the webhook's.
         self.feeding = bool(self.stats_rules.runners or self.sequence_rules.runners)
 
-    def scan(self, lines: Iterable[tuple[int, bytes]]) -> ScanResult:
+    def scan(self, first_line_no: int, block: bytes) -> ScanResult:
+        """One pass over a block of whole lines, the first of them numbered ``first_line_no``."""
         result = ScanResult()
         stats, matched, settled = result.stats, result.matched, result.settled
         every_event = self.options.every_event
         exempt = () if every_event else self.options.exempt_namespaces
         memo = self.memo
         feeding = self.feeding
-        skim_of = skim_line  # looked up per pass: tests take the skim away
+        # Looked up per pass: tests take the skims away.
+        skimmed_block = skim_block(block)
+        if skimmed_block is None:  # skimmed line by line (None: only a full parse can judge the line)
+            lines = split_lines(block)
+            skims: list[SkimmedEvent | None] = [skim_line(raw) for raw in lines]
+            line_at = lines.__getitem__
+        else:  # skimmed at once; a line's bytes are cut out only for the few that go further
+            skims, ends = skimmed_block  # type: ignore[assignment]
+
+            def line_at(index: int) -> bytes:
+                return block[ends[index - 1] + 1 if index else 0:ends[index]]
         tracked: set[str] = set()  # auditIDs of this pass whose events were evaluated
         # Counted here and added at the end: this loop runs for every line, most of them skimmed only.
-        line_count = skimmed = exempted_count = forbidden_count = 0
-        for line_no, raw in lines:
-            line_count += 1
-            skim = skim_of(raw)
-            if skim is None:  # a blank line, or one only a full parse can judge
+        unskimmed = exempted_count = forbidden_count = 0
+        for index, skim in enumerate(skims):
+            if skim is None or skim.verb is UNSET:  # a blank line, or one only a full parse can judge
+                unskimmed += 1
+                raw = line_at(index)
                 if not raw or raw.isspace():
                     continue
-                verdict = self._evaluate(raw, line_no, stats, counted=False)
+                verdict = self._evaluate(raw, first_line_no + index, stats, counted=False)
             else:
-                skimmed += 1
                 exempted = forbidden = False
                 if exempt:
                     object_ref = skim.objectRef
@@ -155,19 +165,22 @@ class Scanner:
                     if not every_event and (forbidden or tracked):
                         audit_id = skim.auditID
                         if audit_id is not UNSET and (forbidden or audit_id in tracked):
-                            _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
+                            _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK),
+                                    first_line_no + index)
                     continue
                 # The index answered on the skim's fields alone (None: it needs the whole event, which is then
                 # read field by field). The stage and decision may still rule every rule out.
+                raw = line_at(index)
                 if candidate and not self._may_match_at_stage(skim, raw):  # a RequestReceived: no decision yet
                     # Recorded as its evaluation would: a stage without a match.
                     audit_id = skim.auditID
                     if not every_event and not exempted and audit_id is not UNSET:
                         tracked.add(audit_id)
-                        _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK), line_no)
+                        _settle(settled, audit_id, STAGE_RANK.get(skim.stage, UNKNOWN_STAGE_RANK),
+                                first_line_no + index)
                     continue
                 # The index said yes (or needs the whole event: None) on the skim's fields.
-                verdict = self._evaluate(raw, line_no, stats, counted=True, candidate=candidate or None)
+                verdict = self._evaluate(raw, first_line_no + index, stats, counted=True, candidate=candidate or None)
             if verdict is None:
                 continue
             if verdict.audit_id is not None and not every_event:
@@ -175,9 +188,9 @@ class Scanner:
             if verdict.matches:
                 matched.append(verdict)
             elif verdict.audit_id is not None and not every_event:
-                _settle(settled, verdict.audit_id, verdict.rank, line_no)
-        stats.lines += line_count
-        stats.events += skimmed
+                _settle(settled, verdict.audit_id, verdict.rank, verdict.line_no)
+        stats.lines += len(skims)
+        stats.events += len(skims) - unskimmed
         stats.exempt += exempted_count
         stats.refused_by_authorization += forbidden_count
         return result
@@ -306,7 +319,8 @@ def run_replay(
     rules = {rule.id: rule for rule in scanner.engine.ruleset.rules}
     with _collector_paused():
         try:
-            result = merge(scan_log(scanner.scan, source, workers=workers, progress=progress, err=err,
+            result = merge(scan_log(scanner.scan, source, lines_in=lambda r: r.stats.lines, workers=workers,
+                                    progress=progress, err=err,
                                     to_parent=matches_by_rule_id,
                                     from_worker=lambda r: matches_from_rule_ids(r, rules)))
         except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
