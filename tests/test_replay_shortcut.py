@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -292,4 +293,29 @@ def test_a_skim_never_takes_a_line_the_shape_policy_would_refuse_or_warn_about_i
         view = audit_event_view(event)
         for key in SKIMMED_FIELDS:
             value = getattr(skim, key)
+            if isinstance(value, msgspec.Struct):  # objectRef: its fields as the event has them, no other held
+                fields = value.__struct_fields__
+                held = {name: getattr(value, name) for name in fields if getattr(value, name) is not UNSET}
+                assert held == {name: item for name, item in view.event[key].items() if name in fields}, event
+                continue
             assert (None if value is UNSET else value) == view.event.get(key), (key, event)
+
+
+def test_a_rule_on_an_object_ref_field_the_skim_does_not_hold_still_matches(tmp_path: Path) -> None:
+    # The skim holds objectRef's ObjectReference fields only; an index reading another asks for the whole event.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("""version: 1
+ruleset: odd
+rules:
+  - {id: odd-ref, name: Odd objectRef, description: d, severity: low, risk_score: 1, type: query, action: alert,
+     query: 'kubernetes.audit.objectRef.shard:"7" and kubernetes.audit.verb:get'}
+""")
+    base = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete", "verb": "get",
+            "annotations": {"authorization.k8s.io/decision": "allow"}}
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps({**base, "auditID": f"a{n}", "objectRef": {"resource": "pods", "shard": shard}})
+                           + "\n" for n, shard in enumerate(["1", "7", "2", "7"])))
+
+    alerts, _ = run_replay(log, [rules], with_defaults=False)
+
+    assert sorted(alert["kubernetes"]["audit"]["auditID"] for alert in alerts) == ["a1", "a3"]

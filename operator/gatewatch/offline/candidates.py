@@ -12,14 +12,16 @@ reads one a skim does not hold (beyond ``lines.SKIMMED_FIELDS``), the answer
 is "unknown" and replay parses the line whole.
 
 A skimmed event is a struct (``lines.SkimmedEvent``): its top-level fields are
-attributes (``msgspec.UNSET``: the event has none), below them mappings.
+attributes (``msgspec.UNSET``: the event has none), below them mappings or
+structs of their own (``lines.ObjectRef``), which hold only their fields: the
+index reading another one of them is a field the skim does not hold either.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from msgspec import UNSET
+from msgspec import UNSET, Struct
 
 _MISSING = object()
 Path = tuple[str, ...]
@@ -36,7 +38,7 @@ def value_key(value: Any) -> Any:
         return value
     if value is _MISSING:
         return ("missing",)
-    if isinstance(value, Mapping):
+    if isinstance(value, (Mapping, Struct)):
         return ("object",)
     if isinstance(value, list):
         return ("list", tuple(value_key(item) for item in value))
@@ -45,6 +47,16 @@ def value_key(value: Any) -> Any:
 
 class _Unknown(Exception):
     """The index read a field the skim does not hold."""
+
+
+class _StructFields(dict):  # type: ignore[type-arg]
+    """A struct of the skim as the index reads it: its fields that are set, and ``known``, all its fields."""
+
+    __slots__ = ("known",)
+
+    def __init__(self, struct: Struct) -> None:
+        self.known = frozenset(struct.__struct_fields__)
+        super().__init__((name, value) for name in self.known if (value := getattr(struct, name)) is not UNSET)
 
 
 class _Recorder(Mapping[str, Any]):
@@ -62,7 +74,7 @@ class _Recorder(Mapping[str, Any]):
         self._reads.append(path)
         value = self._value.get(key, _MISSING)
         if isinstance(value, Mapping):
-            return _Recorder(value, path, self._reads, None)
+            return _Recorder(value, path, self._reads, getattr(value, "known", None))
         if isinstance(value, list) and any(isinstance(item, (Mapping, list)) for item in value):
             raise _Unknown(path)  # what the index reads inside would go unnoted
         return value
@@ -87,10 +99,11 @@ class _Recorder(Mapping[str, Any]):
         raise _Unknown("every field")
 
 
-def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
+def _answer_function(paths: list[Path], structs: Mapping[Path, type], answers: dict[tuple[Any, ...], bool],
                      learn: Callable[[Any], bool | None]) -> Callable[[Any], bool | None]:
     """``skim -> the remembered answer`` for the values at paths (value_key of each), else ``learn(skim)``:
-    straight-line code, one call a line (it runs for every line of a log)."""
+    straight-line code, one call a line (it runs for every line of a log). ``structs``: the paths where
+    the skim holds a struct, and its class (read by attribute; as a key, an object)."""
     lines = ["def may_match(event):"]
     names: dict[Path, str] = {(): "event"}
     results = []
@@ -105,18 +118,26 @@ def _answer_function(paths: list[Path], answers: dict[tuple[Any, ...], bool],
                 assert prefix[0].isidentifier(), prefix
                 lines.append(f"    {name} = event.{prefix[0]}")
                 lines.append(f"    if {name} is UNSET: {name} = MISSING")
+            elif prefix[:-1] in structs:  # a field of a struct: an attribute (of its fields, as above)
+                assert prefix[-1].isidentifier(), prefix
+                struct = f"S{list(structs).index(prefix[:-1])}"
+                lines.append(f"    {name} = {parent}.{prefix[-1]} if {parent}.__class__ is {struct} else MISSING")
+                lines.append(f"    if {name} is UNSET: {name} = MISSING")
             else:
                 lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING)"
                              f" if {parent}.__class__ is dict else MISSING")
         results.append(names[path])
     # value_key, its usual cases inline: a string, an object (read field by field), missing.
-    keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is dict else "
-                     f"(MISSING_KEY if {name} is MISSING else value_key({name})))" for name in results)
+    keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is "
+                     f"{f'S{list(structs).index(path)}' if path in structs else 'dict'} else "
+                     f"(MISSING_KEY if {name} is MISSING else value_key({name})))"
+                     for name, path in zip(results, sorted(set(paths), key=len)))
     lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
     lines.append("    return learn(event) if answer is None else answer")
     scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET,
                              "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
-                             "value_key": value_key, "answers": answers, "learn": learn}
+                             "value_key": value_key, "answers": answers, "learn": learn,
+                             **{f"S{index}": struct for index, struct in enumerate(structs.values())}}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
     return scope["may_match"]
 
@@ -128,12 +149,15 @@ class CandidateMemo:
     ``may_match`` is an attribute, remade when the index reads a new field: read it anew for each event.
     """
 
-    def __init__(self, may_match: Callable[[Mapping[str, Any]], bool], *, known: frozenset[str]) -> None:
+    def __init__(self, may_match: Callable[[Mapping[str, Any]], bool], *, known: frozenset[str],
+                 structs: Mapping[str, type[Struct]]) -> None:
         self._ask = may_match
         self._known = known
         self._paths: list[Path] = []
+        # Fixed by the skim's schema, so every answer is remembered under the same reading of every skim.
+        self._structs: dict[Path, type] = {(name,): struct for name, struct in structs.items()}
         self._answers: dict[tuple[Any, ...], bool] = {}
-        self.may_match = _answer_function([], self._answers, self._learn)
+        self.may_match = _answer_function([], self._structs, self._answers, self._learn)
 
     def _learn(self, skim: Any) -> bool | None:
         """The index's answer for an event unlike any before, remembered."""
@@ -147,7 +171,7 @@ class CandidateMemo:
         if new:  # the index read something new: every answer is remembered under more values from now on
             self._paths += new
             self._answers.clear()
-            self.may_match = _answer_function(self._paths, self._answers, self._learn)
+            self.may_match = _answer_function(self._paths, self._structs, self._answers, self._learn)
         if len(self._answers) < _MAX_ANSWERS:
             self._answers[_key(self._paths, fields)] = answer
         return answer
@@ -155,7 +179,8 @@ class CandidateMemo:
 
 def _fields(skim: Any, known: frozenset[str]) -> dict[str, Any]:
     """The skim's fields as a mapping: what the event has at each known field."""
-    return {name: value for name in known if (value := getattr(skim, name, UNSET)) is not UNSET}
+    return {name: _StructFields(value) if isinstance(value, Struct) else value
+            for name in known if (value := getattr(skim, name, UNSET)) is not UNSET}
 
 
 def _key(paths: list[Path], fields: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -164,6 +189,6 @@ def _key(paths: list[Path], fields: Mapping[str, Any]) -> tuple[Any, ...]:
     for path in sorted(set(paths), key=len):
         value: Any = fields
         for name in path:
-            value = value.get(name, _MISSING) if value.__class__ is dict else _MISSING
+            value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
         values.append(value_key(value))
     return tuple(values)

@@ -40,7 +40,8 @@ from gatewatch.documents import DECISION_ANNOTATION, document_from_audit_event
 from gatewatch.engine import Match, RuleEngine, event_time
 from gatewatch.errors import InputError
 from gatewatch.offline.candidates import CandidateMemo
-from gatewatch.offline.lines import SKIMMED_FIELDS, NotJson, SkimmedEvent, parse_line, skim_block, skim_line
+from gatewatch.offline.lines import (SKIMMED_FIELDS, SKIMMED_STRUCTS, NotJson, SkimmedEvent, parse_line, skim_block,
+                                     skim_line)
 from gatewatch.offline.parallel import scan_log, split_lines
 from gatewatch.offline.report import (
     EXIT_BAD_INPUT,
@@ -110,7 +111,8 @@ class Scanner:
         # No gc.collect and gc.freeze of the rule set: the run keeps the collector off (_collector_paused).
         self.engine = RuleEngine(ruleset, settle_heap=False)
         self.options = options
-        self.memo = CandidateMemo(self.engine.may_match_audit_event, known=SKIMMED_FIELDS)
+        self.memo = CandidateMemo(self.engine.may_match_audit_event, known=SKIMMED_FIELDS,
+                                  structs=SKIMMED_STRUCTS)
         self.stats_rules = StatsRules.of(ruleset)  # ES|QL STATS rules: fed documents, run on their schedule at the end
         self.sequence_rules = SequenceRules.of(ruleset)  # EQL sequences: fed documents, matched in event time at the end
         # Rules that span many events (STATS, sequences) want documents beyond the webhook's.
@@ -149,7 +151,7 @@ class Scanner:
                 exempted = forbidden = False
                 if exempt:
                     object_ref = skim.objectRef
-                    exempted = object_ref is not UNSET and object_ref.get("namespace") in exempt
+                    exempted = object_ref is not UNSET and object_ref.namespace in exempt
                 if not every_event and not exempted:
                     annotations = skim.annotations  # only the decision: not the event's annotations
                     forbidden = annotations is not UNSET and annotations.decision == "forbid"
