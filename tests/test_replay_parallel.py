@@ -109,3 +109,21 @@ def test_stdin_on_two_workers(logs: dict[str, Path], monkeypatch) -> None:
 
     assert without_time(from_stdin.stdout) == without_time(from_file.stdout)
     assert from_stdin.stderr.replace("-:", "") == from_file.stderr.replace(f"{logs['plain']}:", "")
+
+
+def test_two_workers_reading_a_file_each_show_progress_and_report_what_one_process_reports(
+    logs: dict[str, Path], monkeypatch
+) -> None:
+    # Each worker reads the file whole; the parent's bar follows the first one.
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(parallel, "PROGRESS_MIN_BYTES", 1)
+    monkeypatch.setattr(parallel, "_PROGRESS_SECONDS", 0.001)
+    ruleset = load_rules([default_rules_path(), logs["rules"]])
+    reports = []
+    for workers in (1, 2):
+        out, err = io.StringIO(), io.StringIO()
+        assert run_replay(ruleset, str(logs["plain"]), output_format="table", mode=Mode.ENFORCE, progress=True,
+                          out=out, err=err, workers=workers) == 0
+        assert f"replaying {logs['plain']}" in err.getvalue()
+        reports.append(out.getvalue())
+    assert reports[0] == reports[1] and "enforce mode" in reports[0]

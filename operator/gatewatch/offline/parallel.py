@@ -1,9 +1,14 @@
 """Reading a log in blocks of whole lines, scanned here or on worker processes, merged in line order.
 
-The parent reads the log (decompressing a .gz, or reading stdin) in blocks
-of whole lines and numbers them (on one process, by the lines the scan of
-the block before found; for workers, by counting newlines); each block is scanned on its own (this
-process, or a forked worker that inherits the compiled rules) and the
+On one process, the log (a .gz decompressed, or stdin) is read in blocks of
+whole lines, each numbered by the lines the scan of the block before found.
+On workers (forked: they inherit the compiled rules), a file is read by each
+worker, whole: worker k of n scans blocks k, k + n, k + 2n... and counts the
+newlines of the others to number its own, so no line travels between
+processes (shipping the blocks through pipes cost more CPU than the scan
+they spared: docs/benchmarks.md). Every worker reading the same stream cuts
+the same blocks. Stdin, which only one process can read, is read by the
+parent, which numbers the blocks and ships them to the workers. The
 results are merged in block order. A block's result holds only what the
 report needs (counts, matching events with their documents, the stages
 that settled requests without a match), so the report is the same for any
@@ -18,7 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import IO, Any, Callable, Iterator, TextIO, TypeVar
 
 import click
@@ -37,6 +42,11 @@ R = TypeVar("R")
 Scan = Callable[[int, bytes], R]
 # The worker's scan and result encoder, inherited through fork.
 _WORKER: tuple[Callable[[int, bytes], Any], Callable[[Any], Any]] | None = None
+# A worker's share of a file: the scan, its line count, the result encoder, and where the first worker has
+# read to (the parent's progress bar), inherited through fork.
+_SHARE: tuple[Callable[[int, bytes], Any], Callable[[Any], int], Callable[[Any], Any], Any] | None = None
+# How often the parent looks at the first worker's progress, in seconds.
+_PROGRESS_SECONDS = 0.25
 
 
 def default_workers(source: str, size: int | None) -> int:
@@ -101,8 +111,10 @@ def scan_log(
                 bar.__enter__()
             if count == 1:
                 yield from _scan_here(scan, lines_in, stream, raw, bar)
-            else:
+            elif source == "-":
                 yield from _scan_on_workers(scan, to_parent, from_worker, stream, raw, bar, count)
+            else:
+                yield from _scan_shares(scan, lines_in, to_parent, from_worker, source, bar, count)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
@@ -158,3 +170,53 @@ def _scan_block(first_line_no: int, block: bytes) -> Any:
     assert _WORKER is not None
     scan, to_parent = _WORKER
     return to_parent(scan(first_line_no, block))
+
+
+def _scan_shares(
+    scan: Scan[R],
+    lines_in: Callable[[R], int],
+    to_parent: Callable[[R], Any],
+    from_worker: Callable[[Any], R],
+    source: str,
+    bar: Any,
+    count: int,
+) -> Iterator[R]:
+    """The file ``source`` scanned by ``count`` workers, each reading it whole and scanning its share of the
+    blocks; their results in block order."""
+    global _SHARE
+    context = multiprocessing.get_context("fork")
+    read_to = context.Value("q", 0, lock=False)  # the first worker's position in the file
+    _SHARE = (scan, lines_in, to_parent, read_to)
+    try:
+        with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
+            futures = [pool.submit(_scan_share, source, share, count) for share in range(count)]
+            if bar is not None:
+                shown = 0
+                while wait(futures, timeout=_PROGRESS_SECONDS).not_done:
+                    bar.update(read_to.value - shown)
+                    shown = read_to.value
+                bar.update(bar.length - shown)
+            shares = [future.result() for future in futures]
+    finally:
+        _SHARE = None
+    for index in range(sum(map(len, shares))):
+        yield from_worker(shares[index % count][index // count])
+
+
+def _scan_share(source: str, share: int, count: int) -> list[Any]:
+    """Worker ``share`` of ``count``: the results of blocks share, share + count, ... of ``source``."""
+    assert _SHARE is not None
+    scan, lines_in, to_parent, read_to = _SHARE
+    results = []
+    line_no = 1
+    with open_log(source) as (stream, raw, _size):
+        for index, block in enumerate(whole_lines(stream)):
+            if index % count == share:
+                result = scan(line_no, block)
+                line_no += lines_in(result)
+                results.append(to_parent(result))
+            else:  # another worker's block: only its lines counted (a last line without a newline is one)
+                line_no += block.count(b"\n") + (block[-1:] != b"\n")
+            if share == 0:
+                read_to.value = raw.tell()
+    return results
