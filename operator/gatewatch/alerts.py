@@ -12,7 +12,7 @@ they belong to (``gatewatch.offending_containers``), as Pod Security
 Admission's messages name them.
 
 Alerts leave the cluster, so the objects they carry are redacted
-(``redact_object``): container environment values, managedFields and the
+(``redact_object``, gatewatch.redaction): container environment values, managedFields and the
 last-applied-configuration annotation never reach a SIEM, and credentials in
 commands and args (exec commands, a container's command and args, the
 requestURI of an exec) are replaced by "[redacted]" (gatewatch.credentials).
@@ -22,34 +22,30 @@ gives an alert.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, TextIO
-from urllib.parse import quote, urlencode
 
 import orjson
 
-from gatewatch.credentials import redact_argv, redact_text
+from gatewatch.documents import format_timestamp
 from gatewatch.engine import Match
 from gatewatch.evidence import offending_containers, offending_fields
 from gatewatch.per_object import PerObject
-from gatewatch.query_string import query_pairs
+from gatewatch.redaction import (  # noqa: F401  (MAX_ALERT_DEPTH ... redact_object: this module's API, as before)
+    LAST_APPLIED_ANNOTATION,
+    MAX_ALERT_DEPTH,
+    REDACTED,
+    TRUNCATED,
+    _mapping,
+    _redacted_audit,
+    _shared_redacted,
+    redact_object,
+)
 
 ALERT_DATASET = "gatewatch.alerts"
-REDACTED = "[redacted]"
-# Repeats the whole object as last applied, env values included.
-LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
-# Objects of the audit event that may hold a Pod (or a workload, or a patch of one).
-_REDACTED_AUDIT_FIELDS = ("requestObject", "responseObject")
-# Keys whose value is an argument vector: a container's command and args, a probe's or a
-# lifecycle hook's exec.command, PodExecOptions.command.
-_ARGV_KEYS = frozenset({"command", "args"})
-# A Pod is about 12 levels deep; anything deeper in an alert is cut (and says so).
-MAX_ALERT_DEPTH = 40
-TRUNCATED = f"[truncated: nested deeper than {MAX_ALERT_DEPTH} levels]"
 
 
 def build_alert(
@@ -82,7 +78,7 @@ def build_alert(
     # the alert's own objects (a sink may change its alert).
     rule_fields = of_rule.encoded if spliced_audit is not None and of_rule.encoded is not None else _rule_fields(rule)
     alert: dict[str, Any] = {
-        "@timestamp": stamp.isoformat().replace("+00:00", "Z"),
+        "@timestamp": _alert_timestamp(stamp),
         "event": {
             "kind": "alert",
             "dataset": ALERT_DATASET,
@@ -124,6 +120,13 @@ def build_alert(
     if extra:
         alert["gatewatch"].update(extra)
     return _without_nulls(alert, done=audit_part)
+
+
+def _alert_timestamp(stamp: datetime) -> str:
+    """``stamp`` (in UTC) as an alert's @timestamp: its isoformat, "Z" for "+00:00"."""
+    if stamp.microsecond and stamp.year >= 1000:
+        return format_timestamp(stamp)  # the same text (isoformat leaves out microseconds of 0), once per second
+    return stamp.isoformat().replace("+00:00", "Z")
 
 
 def _rule_fields(rule: Any) -> dict[str, Any]:
@@ -172,7 +175,8 @@ def _encoded_audit_part(document: Mapping[str, Any], *, option: int | None) -> b
     """The document's audit part redacted, without nulls, as orjson writes it with ``option``; None when it cannot."""
     audit = document.get("kubernetes", {}).get("audit", {})  # as build_alert reads it
     try:
-        return orjson.dumps(_redacted_audit(audit, drop_nulls=True), default=str, option=option)
+        # Encoded at once, so it may share what redaction leaves as it is with the document (_shared_redacted).
+        return orjson.dumps(_redacted_audit(audit, drop_nulls=True, walk=_shared_redacted), default=str, option=option)
     except (TypeError, orjson.JSONEncodeError):
         return None
 
@@ -335,190 +339,6 @@ def _where(fields: list[str]) -> str:
     more = len(fields) - _FIELDS_IN_MESSAGE
     shown = ", ".join(fields[:_FIELDS_IN_MESSAGE]) + (f" and {more} more" if more > 0 else "")
     return f" ({shown})"
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: the ABC check costs more
-
-
-def _redacted_audit(audit: Mapping[str, Any], *, drop_nulls: bool) -> dict[str, Any]:
-    """The audit event as an alert carries it: redacted; ``drop_nulls``: without the nulls ``_without_nulls``
-    drops (in one walk, not two)."""
-    # A patch or an item of a list carries no kind: objectRef says they are Secrets.
-    secrets = _mapping(audit.get("objectRef")).get("resource") == "secrets"
-    redacted: dict[str, Any] = {}
-    for key, value in audit.items():
-        if value is None and drop_nulls:
-            continue
-        if key == "requestURI" and isinstance(value, str):
-            redacted[key] = _redacted_request_uri(value)
-        else:  # every part copied depth-bounded; the objects also redacted
-            redacted[key] = _redacted(value, secrets and key in _REDACTED_AUDIT_FIELDS, 1, drop_nulls)
-    return redacted
-
-
-def _redacted_request_uri(uri: str) -> str:
-    """An exec's requestURI carries its command in the query (``?command=curl&command=-H&...``)."""
-    path, question, query = uri.partition("?")
-    if not question or "command=" not in query:
-        return uri
-    # The same exec (pod, container, command) comes again and again: its URI redacted once.
-    return _remembered_exec_uri(uri) if len(uri) <= _REMEMBERED_URI_LENGTH else _redacted_exec_uri(uri)
-
-
-def _redacted_exec_uri(uri: str) -> str:
-    path, _, query = uri.partition("?")
-    pairs = query_pairs(query, keep_blank_values=True)
-    redacted = iter(redact_argv([value for key, value in pairs if key == "command"]))
-    new_pairs = [(key, next(redacted) if key == "command" else value) for key, value in pairs]
-    if new_pairs == pairs:
-        return uri  # nothing to hide: the URI as the API server wrote it
-    return f"{path}?{urlencode(new_pairs, quote_via=quote)}"
-
-
-# Exec URIs up to this long are remembered (256 of them: 1 MiB at most); longer ones are redacted every time.
-_REMEMBERED_URI_LENGTH = 4096
-_remembered_exec_uri = functools.lru_cache(maxsize=256)(_redacted_exec_uri)
-
-
-def redact_object(value: Any, *, secret: bool = False, depth: int = 0) -> Any:
-    """A copy of a Kubernetes object (or patch) safe to ship in an alert.
-
-    Anywhere in it: every ``env`` entry's ``value`` becomes "[redacted]" (names
-    and ``valueFrom`` references stay), ``metadata.managedFields`` and the
-    last-applied-configuration annotation are dropped. The values of a
-    Secret's ``data`` and ``stringData`` (``kind: Secret``, or ``secret``: the
-    request is about secrets) become "[redacted]", keys kept. In a JSON patch
-    (a list of operations), the ``value`` of an operation on an env entry or
-    on Secret data is redacted the same way. Credentials in every ``command``
-    and ``args`` (and patch operations on them) become "[redacted]"
-    (``gatewatch.credentials``). A copy (mappings and lists): ``value`` is
-    shared with the document the rules matched, and stays as it was. Below
-    ``MAX_ALERT_DEPTH`` (``depth`` counts from the alert's top), a mapping or
-    list is replaced by a note that it was cut.
-    """
-    return _redacted(value, secret, depth, False)
-
-
-def _redacted(value: Any, secret: bool, depth: int, drop_nulls: bool) -> Any:
-    """redact_object's walk (positional arguments: it runs for every mapping and list of an alert's objects).
-
-    ``drop_nulls``: leave out the null values of a mapping reached from the top through mappings only, as
-    ``_without_nulls`` does (it stops at lists), so an alert's objects are walked once.
-    """
-    if value.__class__ in _SCALARS:  # most of an object: nothing to copy or redact
-        return value
-    if depth >= MAX_ALERT_DEPTH and isinstance(value, (Mapping, list)):
-        return TRUNCATED
-    below = depth + 1
-    if type(value) is dict or isinstance(value, Mapping):  # dict first: the ABC check costs more
-        copied: dict[str, Any] = {}
-        for key, item in value.items():
-            if item.__class__ in _SCALARS and key not in _ARGV_KEYS:  # most fields: nothing to redact
-                if item is not None or not drop_nulls:
-                    copied[key] = item
-            elif item is None:  # a command or args of null
-                if not drop_nulls:
-                    copied[key] = item
-            elif key not in _REDACTED_KEYS:  # most objects and lists: only their content may be redacted
-                copied[key] = _redacted(item, False, below, drop_nulls)
-            elif key == "env" and isinstance(item, list):
-                copied[key] = [_redacted_env_var(var, depth=below) for var in item]
-            elif key in _ARGV_KEYS and isinstance(item, (list, str)):
-                copied[key] = _redacted_argv(item, depth=below, program=_program(value) if key == "args" else None)
-            elif key == "metadata" and isinstance(item, Mapping):
-                copied[key] = _redacted_metadata(item, depth=below, drop_nulls=drop_nulls)
-            elif key in _SECRET_DATA_FIELDS and isinstance(item, Mapping) and _is_secret(value, secret):
-                copied[key] = {name: REDACTED for name in item}
-            elif key == "items" and isinstance(item, list):  # a list's items: Secrets if the list is
-                is_secret_list = _is_secret(value, secret) or value.get("kind") == "SecretList"
-                copied[key] = [_redacted(entry, is_secret_list, below, False) for entry in item]
-            else:
-                copied[key] = _redacted(item, False, below, drop_nulls)
-        return copied
-    if isinstance(value, list):
-        # A list of scalars (a first item of a scalar class) is no patch: spared the ABC checks.
-        if value and value[0].__class__ not in _SCALARS and _is_patch_operation(value[0]) \
-                and all(_is_patch_operation(item) for item in value):
-            return [_redacted_patch_operation(item, secret=secret, depth=below) for item in value]
-        return [item if item.__class__ in _SCALARS else _redacted(item, False, below, False) for item in value]
-    return value
-
-
-def _is_secret(mapping: Mapping[str, Any], secret: bool) -> bool:
-    """A Secret's data: the request is about secrets, or the object says it is one (asked only where it matters)."""
-    return secret or mapping.get("kind") == "Secret"
-
-
-def _redacted_argv(argv: list[Any] | str, *, depth: int, program: str | None = None) -> list[Any] | str:
-    if isinstance(argv, str):
-        return redact_text(argv)
-    return [item if isinstance(item, str) else redact_object(item, depth=depth + 1)
-            for item in redact_argv(argv, program=program)]
-
-
-def _program(container: Mapping[str, Any]) -> str | None:
-    """The program a container's ``args`` are given to: its ``command``'s first element, if set."""
-    command = container.get("command")
-    return command[0] if isinstance(command, list) and command and isinstance(command[0], str) else None
-
-
-_SECRET_DATA_FIELDS = frozenset({"data", "stringData"})
-# Keys whose value _redacted treats apart (anything else is copied, its content redacted).
-_REDACTED_KEYS = frozenset({"env", "metadata", "items", *_ARGV_KEYS, *_SECRET_DATA_FIELDS})
-# Values redact_object returns as they are (bool is an int, but a type of its own here).
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _is_patch_operation(item: Any) -> bool:
-    return isinstance(item, Mapping) and isinstance(item.get("op"), str) and isinstance(item.get("path"), str)
-
-
-def _redacted_patch_operation(operation: Mapping[str, Any], *, secret: bool, depth: int) -> dict[str, Any]:
-    """A JSON patch operation (RFC 6902): its ``value`` redacted where it is an env entry, Secret data,
-    or a command or args (whole, or one argument)."""
-    copied = {key: redact_object(item, depth=depth + 1) for key, item in operation.items() if key != "value"}
-    if "value" not in operation:
-        return copied
-    segments = operation["path"].split("/")
-    value = operation["value"]
-    below = depth + 1
-    argv_at = next((index for index, segment in enumerate(segments) if segment in _ARGV_KEYS), None)
-    if "env" in segments:
-        after_env = segments[segments.index("env") + 1:]
-        if not after_env:  # the whole env list
-            copied["value"] = ([_redacted_env_var(var, depth=below) for var in value] if isinstance(value, list)
-                               else REDACTED)
-        elif len(after_env) == 1:  # one entry (index or "-")
-            copied["value"] = _redacted_env_var(value, depth=below) if isinstance(value, Mapping) else REDACTED
-        elif after_env[1] == "value":
-            copied["value"] = REDACTED
-        else:
-            copied["value"] = redact_object(value, depth=below)
-    elif argv_at is not None and len(segments) - argv_at <= 2 and isinstance(value, (list, str)):
-        copied["value"] = _redacted_argv(value, depth=below)  # the whole command, or one argument
-    elif secret and len(segments) > 1 and segments[1] in _SECRET_DATA_FIELDS:
-        copied["value"] = {name: REDACTED for name in value} if isinstance(value, Mapping) else REDACTED
-    else:
-        # Path "" replaces the whole object: a Secret's data is then at the value's top.
-        copied["value"] = redact_object(value, secret=secret and operation["path"] == "", depth=below)
-    return copied
-
-
-def _redacted_env_var(var: Any, *, depth: int) -> Any:
-    if isinstance(var, Mapping) and var.get("value") is not None:
-        return {**redact_object(var, depth=depth), "value": REDACTED}
-    return redact_object(var, depth=depth)
-
-
-def _redacted_metadata(metadata: Mapping[str, Any], *, depth: int, drop_nulls: bool = False) -> dict[str, Any]:
-    below = depth + 1
-    copied = {key: _redacted(item, False, below, drop_nulls) for key, item in metadata.items()
-              if key != "managedFields" and (item is not None or not drop_nulls)}
-    annotations = copied.get("annotations")
-    if isinstance(annotations, Mapping) and LAST_APPLIED_ANNOTATION in annotations:
-        copied["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED_ANNOTATION}
-    return copied
 
 
 def _value(value: Any) -> Any:
