@@ -41,7 +41,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if type(value) is dict or isinstance(value, Mapping) else {}  # dict first: the ABC check costs more
 
 
-
 def _redacted_audit(audit: Mapping[str, Any], *, drop_nulls: bool, walk: _Walk | None = None) -> dict[str, Any]:
     """The audit event as an alert carries it: redacted; ``drop_nulls``: without the nulls ``_without_nulls``
     drops (in one walk, not two). ``walk``: ``_redacted`` (a copy), or ``_shared_redacted`` for a part encoded
