@@ -77,7 +77,10 @@ class RuleEngine:
         # STATS and sequence rules stay in the index: replay builds documents for them (RuleEngine never
         # matches them: their matcher is false on one document). An ES|QL rule's index node is a requirement
         # of its query, a sequence's any of its steps.
-        index = RuleIndex(list(zip(enabled, tests)), [rule.required_node for rule in enabled],
+        # Each candidate carries its Match when the rule keys on nothing (not new_terms): a Match is
+        # immutable, so every document that matches the rule shares one (frozen dataclasses cost to build).
+        plain = [None if rule.type is RuleType.NEW_TERMS else Match(rule=rule) for rule in enabled]
+        index = RuleIndex(list(zip(enabled, tests, plain)), [rule.required_node for rule in enabled],
                           resolvers=program.resolvers)
         # One attribute, so a reader never sees a new set with an old index.
         self._state = (ruleset, index, any(map(_reads_pod_fields, enabled)))
@@ -120,11 +123,10 @@ class RuleEngine:
         found: list[Match] = []
         index = self._state[1]
         values = index.values(document)
-        for rule, matches in index.candidates_in(values):
+        for rule, matches, match in index.candidates_in(values):
             if not matches(values):
                 continue
-            key = new_terms_key(rule, values) if rule.type is RuleType.NEW_TERMS else None
-            found.append(Match(rule=rule, new_terms_key=key))
+            found.append(match if match is not None else Match(rule=rule, new_terms_key=new_terms_key(rule, values)))
         if not new_terms or not found:
             return found
         return self.apply_new_terms(found, at=event_time(document, now=now), record=record)
@@ -232,11 +234,16 @@ def new_terms_key(rule: Rule, document: Document | FieldValues) -> Key:
         values = None
     from_admission = _get(document, "gatewatch", "source") == "admission"
     fields = rule.new_terms.admission_fields() if from_admission else rule.new_terms.fields
-    return tuple(
-        "\x1e".join(sorted(str(value) for value in (
-            values[field] if values is not None else field_values(document, field))))
-        for field in fields
-    )
+    if values is None:
+        return tuple([_key_part(field_values(document, field)) for field in fields])
+    return tuple([_key_part(values[field]) for field in fields])
+
+
+def _key_part(values: list[Any]) -> str:
+    """One field's part of a new_terms key: its values as text, sorted, joined by RS (one value: itself)."""
+    if len(values) == 1:  # the usual case; the same text as the join of one
+        return str(values[0])
+    return "\x1e".join(sorted([str(value) for value in values]))
 
 
 def event_time(document: Document, *, now: datetime | None = None) -> datetime:
@@ -247,7 +254,7 @@ def event_time(document: Document, *, now: datetime | None = None) -> datetime:
 def _get(document: Document, *path: str) -> Any:
     value: Any = document
     for part in path:
-        if not isinstance(value, Mapping):
+        if value.__class__ is not dict and not isinstance(value, Mapping):  # dict first: the ABC check costs more
             return None
         value = value.get(part)
     return value

@@ -138,13 +138,14 @@ def _indexable(field: str | None) -> bool:
 class _FieldIndex:
     """One field: which rules each of its values admits."""
 
-    __slots__ = ("field", "path", "constrained", "unconstrained", "present", "absent", "element", "_exact",
-                 "_prefixes", "_tests", "_cache", "expected_exclusions")
+    __slots__ = ("field", "path", "resolve", "constrained", "unconstrained", "present", "absent", "element",
+                 "_exact", "_prefixes", "_tests", "_cache", "expected_exclusions")
 
     def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
-                 path: str) -> None:
+                 path: str, resolvers: Resolvers) -> None:
         self.field = field
         self.path = path  # where it is read: the field itself, or its place in a raw audit event
+        self.resolve = resolvers[path]  # what FieldValues would call for it (the rule set shares the resolvers)
         constrained = 0
         self.present = self.absent = self.element = 0
         exact: dict[str, int] = {}
@@ -240,7 +241,7 @@ class RuleIndex(Generic[R]):
             for field, atoms in requirements(node).items():
                 by_field.setdefault(field, []).append((1 << position, atoms))
         fields = [
-            _FieldIndex(field, constraints, all_rules=self._all, path=field)
+            _FieldIndex(field, constraints, all_rules=self._all, path=field, resolvers=self._resolvers)
             for field, constraints in by_field.items()
         ]
         # The fields expected to rule out the most first, as a document left with no
@@ -251,7 +252,7 @@ class RuleIndex(Generic[R]):
         self._fields = tuple(fields)
         self._event_fields = tuple(
             _FieldIndex(index.field, by_field[index.field], all_rules=self._all,
-                        path=index.field.removeprefix(AUDIT_EVENT_PREFIX))
+                        path=index.field.removeprefix(AUDIT_EVENT_PREFIX), resolvers=self._resolvers)
             for index in fields
             if _read_from_audit_event(index.field)
         )
@@ -303,10 +304,23 @@ class RuleIndex(Generic[R]):
         return answer
 
     def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
+        # Per document, for every field: ``values[index.path]`` and ``index.admitted`` spelled out, as
+        # their Python calls (FieldValues.__missing__, admitted) cost as much as resolving the field.
         mask = self._all
+        document = values.document
         for index in fields:
             if mask & index.constrained:  # else it could rule out none of the rules left: not even resolved
-                mask &= index.admitted(values[index.path])
+                path = index.path
+                found = values.get(path)
+                if found is None:
+                    found = values[path] = index.resolve(document)
+                if len(found) == 1 and found[0].__class__ is str:  # admitted's common case: one string
+                    admits = index._cache.get(found[0])
+                    if admits is None:
+                        admits = index._remember(found[0])
+                    mask &= index.unconstrained | admits | index.present
+                else:
+                    mask &= index.admitted(found)
                 if not mask:
                     break
         return mask

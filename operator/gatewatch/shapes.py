@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from gatewatch.errors import InputError, quoted
+
 AUDIT_API_VERSIONS = frozenset({"audit.k8s.io/v1", "audit.k8s.io/v1beta1"})
 CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 # Subresources of pods whose request body is a Pod (or a patch of one).
@@ -299,8 +301,6 @@ def audit_event_gate(kind: Any, api_version: Any, verb: Any) -> str | None:
 
 
 def _quoted(value: Any) -> str:
-    from gatewatch.errors import quoted
-
     return quoted(value)
 
 
@@ -319,13 +319,17 @@ def audit_event_view(event: Any) -> AuditEventView:
     (or, for a patch, a JSON patch: a list of operations) and is read as a Pod
     where the request carries one; ``responseObject`` must be an object.
     """
-    from gatewatch.errors import InputError
-
     refusal = audit_event_refusal(event)
     if refusal is not None:
         raise InputError(refusal)
     if _fits_as_it_is(event):  # the usual case, decided without building a path or a warning
         return AuditEventView(event, [])
+    return _careful_view(event)
+
+
+def _careful_view(event: Mapping[str, Any]) -> AuditEventView:
+    """``audit_event_view`` of an audit event without its fast path: every field conformed, each
+    wrong type named (tests/test_documents_fast_path.py holds the fast path to this)."""
     warnings: list[str] = []
     view = conform(event, AUDIT_EVENT, "", warnings)
     request_object = event.get("requestObject")
@@ -366,8 +370,8 @@ def _compile_fits(spec: Spec) -> Any:
 
     def emit(node: Spec, var: str, depth: int) -> None:
         pad = "    " * depth
-        if isinstance(node, Leaf):
-            lines.append(f"{pad}if {var} is not None and {var}.__class__ is not {node.python_type.__name__}: return False")
+        if isinstance(node, Leaf):  # the type first: most values are present, and then one test decides
+            lines.append(f"{pad}if {var}.__class__ is not {node.python_type.__name__} and {var} is not None: return False")
             return
         lines.append(f"{pad}if {var} is not None:")
         if isinstance(node, ListOf):
@@ -381,7 +385,11 @@ def _compile_fits(spec: Spec) -> Any:
             item = f"x{next(names)}"
             lines.append(f"{pad}    {item} = {var}.get({key!r})")
             emit(item_spec, item, depth + 1)
-        if node.values is not None:
+        if node.values is not None and not node.fields:  # labels, annotations: every value, no key to skip
+            item = f"x{next(names)}"
+            lines.append(f"{pad}    for {item} in {var}.values():")
+            emit(node.values, item, depth + 2)
+        elif node.values is not None:
             key, item, known = f"k{next(names)}", f"x{next(names)}", f"known{next(names)}"
             constants[known] = frozenset(node.fields)
             lines.append(f"{pad}    for {key}, {item} in {var}.items():")

@@ -32,7 +32,13 @@ def _containers(spec: Mapping[str, Any], container_kind: str) -> list[Mapping[st
 
 
 def _container_image_names(spec: Mapping[str, Any]) -> list[str] | None:
-    return [image for c in _containers(spec, "containers") if type(image := c.get("image")) is str] or None
+    containers = spec.get("containers")  # _containers(spec, "containers") inlined: every Pod event reads it
+    if containers is None:
+        return None
+    if type(containers) is not list:
+        containers = [containers]
+    return [image for c in containers
+            if (type(c) is dict or isinstance(c, Mapping)) and type(image := c.get("image")) is str] or None
 
 
 def image_entry(reference: str, *, container_kind: str, container_name: str | None) -> ImageEntry:
@@ -70,7 +76,9 @@ def _images(spec: Mapping[str, Any], *, old_spec: Mapping[str, Any] | None = Non
     """
     if not is_object(spec):
         return []
-    previous = _container_images(old_spec) if old_spec is not None else None
+    if old_spec is None:
+        return _all_images(spec)
+    previous = _container_images(old_spec)
     entries: list[ImageEntry] = []
     for container_kind in CONTAINER_KINDS:
         for index, container in enumerate(_containers(spec, container_kind)):
@@ -79,9 +87,31 @@ def _images(spec: Mapping[str, Any], *, old_spec: Mapping[str, Any] | None = Non
                 continue
             name = container.get("name")
             name = name if type(name) is str else None
-            if previous is not None and previous.get((container_kind, name if name is not None else index)) == reference:
+            if previous.get((container_kind, name if name is not None else index)) == reference:
                 continue
             entries.append(image_entry(reference, container_kind=container_kind, container_name=name))
+    return entries
+
+
+def _all_images(spec: Mapping[str, Any]) -> list[ImageEntry]:
+    """``_images(spec)`` without an old spec (every audit event, every CREATE), ``_containers`` inlined:
+    no index is needed, so nothing is filtered first. Held to ``_images`` by tests/test_documents_fast_path.py."""
+    entries: list[ImageEntry] = []
+    for container_kind in CONTAINER_KINDS:
+        containers = spec.get(container_kind)
+        if containers is None:
+            continue
+        if type(containers) is not list:
+            containers = [containers]
+        for container in containers:
+            if type(container) is not dict and not isinstance(container, Mapping):
+                continue
+            reference = container.get("image")
+            if type(reference) is not str:  # a patch element that does not set the image
+                continue
+            name = container.get("name")
+            entries.append(image_entry(reference, container_kind=container_kind,
+                                       container_name=name if type(name) is str else None))
     return entries
 
 

@@ -199,13 +199,22 @@ def _interactive_options(request_uri: Any) -> dict[str, Any] | None:
     if type(request_uri) is not str:
         return None
     # Not urlsplit: it raises on text such as "//[" (an IPv6 host never closed).
-    query = _parse_query(request_uri.partition("?")[2].partition("#")[0])
-    return {
-        "command": query.get("command", []),
-        "container": (query.get("container") or [None])[0],
-        "stdin": _parse_bool((query.get("stdin") or ["false"])[0]),
-        "tty": _parse_bool((query.get("tty") or ["false"])[0]),
-    }
+    command, container, stdin, tty = _query_options(request_uri.partition("?")[2].partition("#")[0])
+    return {"command": list(command), "container": container, "stdin": stdin, "tty": tty}
+
+
+@lru_cache(maxsize=1024)
+def _query_options(query: str) -> tuple[tuple[str, ...], str | None, bool, bool]:
+    """The options of one query, remembered: the path names the pod, but the query
+    (``command=sh&container=app&stdin=true&tty=true``) repeats, and parsing it cost 2 us.
+    Immutable, so no document shares a list with another."""
+    parsed = _parse_query(query)
+    return (
+        tuple(parsed.get("command", ())),
+        (parsed.get("container") or [None])[0],
+        _parse_bool((parsed.get("stdin") or ["false"])[0]),
+        _parse_bool((parsed.get("tty") or ["false"])[0]),
+    )
 
 
 # Pod subresources whose request object is the whole Pod (Pod Security Admission evaluates them too).
@@ -261,25 +270,44 @@ def _build_document(
     mapping). Straight-line code rather than a loop over the table: this is
     the hot path.
     """
-    raw_annotations = _as_mapping(event.get("annotations"))
+    # Inlined: every helper call here was a Python call per event (replay maps thousands a second).
+    # Each ``x.__class__ is not dict`` test takes the general ``_as_mapping`` only for what is not a
+    # plain dict; tests/test_documents_fast_path.py holds this to the mapping before it was inlined.
+    get = event.get
+    raw_annotations = get("annotations")
+    if raw_annotations.__class__ is not dict:
+        raw_annotations = _as_mapping(raw_annotations)
     annotations = {key.replace(".", "_"): value for key, value in raw_annotations.items()} if raw_annotations else {}
-    user = _as_mapping(event.get("user")) or _EMPTY
-    object_ref = _as_mapping(event.get("objectRef")) or _EMPTY
-    raw_request_object = event.get("requestObject")
-    request_object = _as_mapping(raw_request_object) or _EMPTY
+    user = get("user")
+    if user.__class__ is not dict:
+        user = _as_mapping(user) or _EMPTY
+    object_ref = get("objectRef")
+    if object_ref.__class__ is not dict:
+        object_ref = _as_mapping(object_ref) or _EMPTY
+    raw_request_object = get("requestObject")
+    request_object = raw_request_object
+    if request_object.__class__ is not dict:
+        request_object = _as_mapping(request_object) or _EMPTY
     if not request_object:
         spec = _EMPTY
     elif object_checked:
-        spec = _as_mapping(request_object.get("spec")) or _EMPTY
+        spec = request_object.get("spec")
+        if spec.__class__ is not dict:
+            spec = _as_mapping(spec) or _EMPTY
     else:
         spec = _check_object(request_object, object_field)
     document: dict[str, Any] = {}
 
-    _put(document, "@timestamp", timestamp)
+    if timestamp is not None:
+        document["@timestamp"] = timestamp
 
     event_fields: dict[str, Any] = {"kind": "event", "dataset": DATASET}
-    _put(event_fields, "action", _str_or_none(event.get("verb")))
-    _put(event_fields, "outcome", OUTCOME_BY_DECISION.get(annotations.get("authorization_k8s_io/decision")))
+    verb = get("verb")
+    if type(verb) is str and verb:
+        event_fields["action"] = verb
+    outcome = OUTCOME_BY_DECISION.get(annotations.get("authorization_k8s_io/decision"))
+    if outcome is not None:
+        event_fields["outcome"] = outcome
     document["event"] = event_fields
     document["data_stream"] = {"dataset": DATASET}
 
@@ -288,23 +316,29 @@ def _build_document(
         audit["annotations"] = annotations
     document["kubernetes"] = {"audit": audit}
 
+    username = user.get("username")
+    uid = user.get("uid")
     user_fields: dict[str, Any] = {}
-    _put(user_fields, "name", _str_or_none(user.get("username")))
-    _put(user_fields, "id", _str_or_none(user.get("uid")))
+    if type(username) is str and username:
+        user_fields["name"] = username
+    if type(uid) is str and uid:
+        user_fields["id"] = uid
     if user_fields:
         document["user"] = user_fields
 
-    user_agent = _str_or_none(event.get("userAgent"))
-    if user_agent is not None:
+    user_agent = get("userAgent")
+    if type(user_agent) is str and user_agent:
         document["user_agent"] = {"original": user_agent}
 
-    source_ips = _valid_ips(event.get("sourceIPs"))
+    source_ips = _valid_ips(get("sourceIPs"))
     related: dict[str, Any] = {}
     if source_ips is not None:
         document["source"] = {"ip": source_ips}
         document["client"] = {"ip": source_ips}
         related["ip"] = source_ips
-    _put(related, "user", [v for v in (user.get("uid"), user.get("username")) if v] or None)
+    related_users = [v for v in (uid, username) if v]
+    if related_users:
+        related["user"] = related_users
     if related:
         document["related"] = related
 
@@ -313,20 +347,30 @@ def _build_document(
         document["container"] = {"image": {"name": image_names}}
 
     resource: dict[str, Any] = {}
-    _put(resource, "type", _str_or_none(object_ref.get("resource")))
-    _put(resource, "name", _str_or_none(object_ref.get("name")))
+    resource_type = object_ref.get("resource")
+    if type(resource_type) is str and resource_type:
+        resource["type"] = resource_type
+    resource_name = object_ref.get("name")
+    if type(resource_name) is str and resource_name:
+        resource["name"] = resource_name
     parent_kind = workload_kind or (_controller_kind(request_object) if request_object else None)
     if parent_kind is not None:
         resource["parent"] = {"type": parent_kind}
     orchestrator: dict[str, Any] = {"type": "kubernetes"}
-    _put(orchestrator, "api_version", _str_or_none(event.get("apiVersion")))
-    _put(orchestrator, "namespace", _str_or_none(object_ref.get("namespace")))
+    api_version = get("apiVersion")
+    if type(api_version) is str and api_version:
+        orchestrator["api_version"] = api_version
+    namespace = object_ref.get("namespace")
+    if type(namespace) is str and namespace:
+        orchestrator["namespace"] = namespace
     if resource:
         orchestrator["resource"] = resource
     document["orchestrator"] = orchestrator
 
     gatewatch: dict[str, Any] = {"source": source}
-    impersonated = _as_mapping(event.get("impersonatedUser"))
+    impersonated = get("impersonatedUser")
+    if impersonated is not None:
+        impersonated = _as_mapping(impersonated)
     effective_user = (_str_or_none(impersonated.get("username")) if impersonated else None) or user_fields.get("name")
     if effective_user is not None:
         gatewatch["user"] = {"effective": effective_user}
@@ -342,11 +386,12 @@ def _build_document(
         images = _json_patch_images(raw_request_object)
     else:
         images = None
-    _put(gatewatch, "images", images or None)
+    if images:
+        gatewatch["images"] = images
     if with_pod_fields and request_object and _is_whole_pod(event, object_ref, request_object, source=source):
         gatewatch.update(podspec_fields(request_object, where=object_field))
     if object_ref.get("subresource") in INTERACTIVE_SUBRESOURCES:
-        _put(gatewatch, "exec", _interactive_options(event.get("requestURI")))
+        _put(gatewatch, "exec", _interactive_options(get("requestURI")))
     if admission is not None:
         gatewatch["admission"] = {"uid": admission["uid"]}
         _put(gatewatch, "dry_run", admission.get("dryRun"))

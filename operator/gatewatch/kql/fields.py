@@ -86,6 +86,22 @@ def _straight_line_resolver(segments: tuple[str, ...], rest: Callable[[Any, int]
     lines = ["def resolve(document):", "    node = document"]
     last = len(segments) - 1
     for position, segment in enumerate(segments):
+        if position == last:
+            # A list of plain dicts before the last segment (``containers.image``, ``images.name``): one
+            # value per element, as ``collect`` finds them (no dotted key starts at the last segment); any
+            # other element, or a value that is itself a list, and ``collect`` walks the list instead.
+            lines += [
+                "    if node.__class__ is list:",
+                "        found = []",
+                "        for item in node:",
+                f"            if item.__class__ is not dict: return rest(node, {position})",
+                f"            child = item.get({segment!r})",
+                "            if child is not None:",
+                "                if child.__class__ is not str and isinstance(child, (list, tuple)):",
+                f"                    return rest(node, {position})",
+                "                found.append(child)",
+                "        return found",
+            ]
         # The last segment missing: no longer dotted key starts there, so nothing is found.
         missing = "return []" if position == last else f"return rest(node, {position})"
         lines += [
@@ -94,7 +110,8 @@ def _straight_line_resolver(segments: tuple[str, ...], rest: Callable[[Any, int]
             f"    if child is None: {missing}",
             "    node = child",
         ]
-    lines += [f"    if isinstance(node, (list, tuple)): return rest(node, {len(segments)})", "    return [node]"]
+    lines += ["    if node.__class__ is str: return [node]",  # the usual value, spared the isinstance below
+              f"    if isinstance(node, (list, tuple)): return rest(node, {len(segments)})", "    return [node]"]
     namespace: dict[str, Any] = {"rest": rest}
     exec(compile("\n".join(lines), f"<gatewatch.kql.fields {'.'.join(segments)!r}>", "exec"), namespace)  # noqa: S102
     resolver: Resolver = namespace["resolve"]
