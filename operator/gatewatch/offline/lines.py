@@ -139,21 +139,20 @@ def skim_block(block: bytes) -> tuple[list[SkimmedEvent], list[int]] | None:
         skims = _SKIM.decode_lines(block)
     except SKIM_ERRORS:
         return None
+    if block and block[-1:] != b"\n":
+        block += b"\n"  # the log's last line, without its newline: it ends where the newline would be
     ends: list[int] = []
-    size = len(block)
+    append = ends.append
     find = block.find
     start = 0
     for _ in skims:
-        if start >= size:
-            return None  # more values than lines
         end = find(b"\n", start)
-        if end < 0:
-            end = size  # the last line, without its newline
-        if block[start] != 0x7B or block[end - 1] != 0x7D:  # "{" ... "}", an empty line included
+        # No line left (more values than lines), or one that is not "{" ... "}" (an empty one included).
+        if end < 0 or block[start] != 0x7B or block[end - 1] != 0x7D:
             return None
-        ends.append(end)
+        append(end)
         start = end + 1
-    return (skims, ends) if start >= size else None  # else more lines than values
+    return (skims, ends) if start == len(block) else None  # else more lines than values
 
 
 # --- reading a log ---------------------------------------------------------------------
