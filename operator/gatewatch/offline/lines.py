@@ -101,17 +101,25 @@ SKIMMED_STRUCTS: dict[str, type[msgspec.Struct]] = {"objectRef": ObjectRef}
 SKIM_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
+def _is_utf8(text: bytes) -> bool:
+    """msgspec does not check the text of the values a skim skips: a skim is only of UTF-8 text."""
+    if text.isascii():
+        return True
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def skim_line(raw: bytes) -> SkimmedEvent | None:
     """The line's skim, or None when only a full parse can say what it is (then nothing is lost).
 
     A skim is an audit event by the shape policy's gate (gatewatch.shapes):
     kind Event or none, an audit.k8s.io apiVersion or none, a verb.
     """
-    if not raw.isascii():
-        try:
-            raw.decode("utf-8")  # msgspec does not check the text of the values it skips
-        except UnicodeDecodeError:
-            return None
+    if not _is_utf8(raw):
+        return None
     try:
         skim = _SKIM.decode(raw)
     except SKIM_ERRORS:
@@ -130,11 +138,8 @@ def skim_block(block: bytes) -> tuple[list[SkimmedEvent], list[int]] | None:
     values. A skim whose verb is UNSET is in the list: the caller parses that line whole, as
     ``skim_line``'s None says.
     """
-    if not block.isascii():
-        try:
-            block.decode("utf-8")  # msgspec does not check the text of the values it skips
-        except UnicodeDecodeError:
-            return None
+    if not _is_utf8(block):
+        return None
     try:
         skims = _SKIM.decode_lines(block)
     except SKIM_ERRORS:
