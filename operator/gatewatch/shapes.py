@@ -291,17 +291,13 @@ def audit_event_refusal(event: Any) -> str | None:
 def audit_event_gate(kind: Any, api_version: Any, verb: Any) -> str | None:
     """The refusal of an event with this kind, apiVersion and verb, else None (replay's fast path asks this too)."""
     if kind is not None and kind != "Event":
-        return f"kind: expected Event, got {_quoted(kind)}: not an audit event"
+        return f"kind: expected Event, got {quoted(kind)}: not an audit event"
     # The type first: a list or an object cannot be looked up in a set.
     if api_version is not None and (type(api_version) is not str or api_version not in AUDIT_API_VERSIONS):
-        return f"apiVersion: expected one of {sorted(AUDIT_API_VERSIONS)}, got {_quoted(api_version)}: not an audit event"
+        return f"apiVersion: expected one of {sorted(AUDIT_API_VERSIONS)}, got {quoted(api_version)}: not an audit event"
     if type(verb) is not str or not verb:
         return "verb: missing or not a string: not an audit event"
     return None
-
-
-def _quoted(value: Any) -> str:
-    return quoted(value)
 
 
 @dataclass(slots=True)

@@ -105,6 +105,7 @@ def _answer_function(paths: list[Path], structs: Mapping[Path, type], answers: d
     straight-line code, one call a line (it runs for every line of a log). ``structs``: the paths where
     the skim holds a struct, and its class (read by attribute; as a key, an object)."""
     lines = ["def may_match(event):"]
+    struct_names = {path: f"S{index}" for index, path in enumerate(structs)}  # each struct class, by its path
     names: dict[Path, str] = {(): "event"}
     results = []
     for path in sorted(set(paths), key=len):
@@ -120,8 +121,8 @@ def _answer_function(paths: list[Path], structs: Mapping[Path, type], answers: d
                 lines.append(f"    if {name} is UNSET: {name} = MISSING")
             elif prefix[:-1] in structs:  # a field of a struct: an attribute (of its fields, as above)
                 assert prefix[-1].isidentifier(), prefix
-                struct = f"S{list(structs).index(prefix[:-1])}"
-                lines.append(f"    {name} = {parent}.{prefix[-1]} if {parent}.__class__ is {struct} else MISSING")
+                lines.append(f"    {name} = {parent}.{prefix[-1]} if {parent}.__class__ is {struct_names[prefix[:-1]]}"
+                             " else MISSING")
                 lines.append(f"    if {name} is UNSET: {name} = MISSING")
             else:
                 lines.append(f"    {name} = {parent}.get({prefix[-1]!r}, MISSING)"
@@ -129,7 +130,7 @@ def _answer_function(paths: list[Path], structs: Mapping[Path, type], answers: d
         results.append(names[path])
     # value_key, its usual cases inline: a string, an object (read field by field), missing.
     keys = ", ".join(f"{name} if {name}.__class__ is str else (OBJECT_KEY if {name}.__class__ is "
-                     f"{f'S{list(structs).index(path)}' if path in structs else 'dict'} else "
+                     f"{struct_names.get(path, 'dict')} else "
                      f"(MISSING_KEY if {name} is MISSING else value_key({name})))"
                      for name, path in zip(results, sorted(set(paths), key=len)))
     lines.append(f"    answer = answers.get(({keys},))" if keys else "    answer = answers.get(())")
@@ -137,7 +138,7 @@ def _answer_function(paths: list[Path], structs: Mapping[Path, type], answers: d
     scope: dict[str, Any] = {"MISSING": _MISSING, "UNSET": UNSET,
                              "MISSING_KEY": value_key(_MISSING), "OBJECT_KEY": value_key({}),
                              "value_key": value_key, "answers": answers, "learn": learn,
-                             **{f"S{index}": struct for index, struct in enumerate(structs.values())}}
+                             **{struct_names[path]: struct for path, struct in structs.items()}}
     exec("\n".join(lines), scope)  # noqa: S102 - source built above from the paths the index read
     return scope["may_match"]
 
