@@ -381,3 +381,25 @@ def test_a_match_occurrence_is_counted_and_built_as_match_event_makes_its_event(
     assert (combined.namespace, combined.name, combined.similar_key) == (
         combined_request.namespace, combined_request.name, combined_request.similar_key)
     assert combined.built() == combined_request
+
+
+async def test_a_burst_arriving_while_the_worker_pauses_is_counted_in_one_round_and_a_cancel_loses_none(
+    kube_emulator, kube_api_client
+) -> None:
+    # After a round that emptied the queue the worker pauses (``gather``), so a burst of matching reviews
+    # costs one round, not one each; what it has taken is written before the pause, so cancelling it then
+    # (shutdown) leaves the burst in the queue for drain.
+    recorder = EventRecorder(kube_api_client, aggregation_window=3600)
+    recorder.submit(exec_event())
+    worker = asyncio.create_task(recorder.cycle(gather=60))
+    await eventually(lambda: len(stored_events(kube_emulator)) == 1)
+    for second in range(1, 11):
+        assert recorder.submit(exec_event(at=T0 + timedelta(seconds=second)))
+    await asyncio.sleep(0.05)
+    assert not worker.done() and recorder.pending == 10  # pausing: the burst waits in the queue, whole
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+    await recorder.cycle(gather=0)  # one round takes the whole burst
+    assert recorder.pending == 10 and recorder._queue.empty()  # counted; written when the window flushes
+    await recorder.drain(timeout=10)
+    assert series_count(kube_emulator) == 11

@@ -123,6 +123,8 @@ class Metrics:
         )
         # ``.labels()`` hashes and locks on every call; the review path and the workers reuse the children.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._review_children: dict[tuple[str, str, str], tuple[Callable[[], None], Callable[[float], None]]] = {}
+        self._match_children: dict[tuple[str, str, str, str], Callable[[], None]] = {}
         # Every queue and lookup kind exported at 0 from the start: increase() sees the first loss.
         for queue in sorted(LABEL_VALUES["queue"]):
             self.queue_drops.labels(queue=queue)
@@ -133,12 +135,23 @@ class Metrics:
 
     def count_review(self, *, resource: str, operation: str, decision: str, seconds: float) -> None:
         """One answered review: its outcome and how long it took."""
-        self._child(self.reviews, resource=resource, operation=operation, decision=decision).inc()
-        self._child(self.review_duration, resource=resource).observe(seconds)
+        # Once per review: the two children's methods looked up by one key (the label values are bounded sets).
+        counted = self._review_children.get((resource, operation, decision))
+        if counted is None:
+            counted = self._review_children[(resource, operation, decision)] = (
+                self.reviews.labels(resource=resource, operation=operation, decision=decision).inc,
+                self.review_duration.labels(resource=resource).observe,
+            )
+        counted[0]()
+        counted[1](seconds)
 
     def count_match(self, *, rule_id: str, rule_name: str, action: str, effect: str) -> None:
         """One rule match at admission."""
-        self._child(self.matches, rule_id=rule_id, rule_name=rule_name, action=action, effect=effect).inc()
+        count = self._match_children.get((rule_id, rule_name, action, effect))
+        if count is None:
+            count = self._match_children[(rule_id, rule_name, action, effect)] = self.matches.labels(
+                rule_id=rule_id, rule_name=rule_name, action=action, effect=effect).inc
+        count()
 
     def queue_dropped(self, queue: str, count: int = 1) -> None:
         """Callback for the Event and alert queues: ``count`` items of ``queue`` were lost."""

@@ -46,6 +46,7 @@ from gatewatch.admission import (
     review_response,
 )
 from gatewatch.config import ServerLimits, review_body_limit
+from gatewatch.deadlines import CallDeadlines
 from gatewatch.errors import InputError
 from gatewatch.logs import printable, reason_phrase
 from gatewatch.metrics import Metrics
@@ -119,6 +120,7 @@ class GuardedWebhookServer(kopf.WebhookServer):
         self.review_gate = WeightedGate(capacity=self.limits.json_values_in_flight,
                                         max_holders=self.limits.concurrent_reviews,
                                         max_waiters=self.limits.queued_reviews)
+        self._deadlines = CallDeadlines()  # one timer for every call's deadline, not one per call
         self._refusals_logged: dict[str, tuple[float, int]] = {}
         self._callers: set[str] = set()
 
@@ -208,7 +210,7 @@ class GuardedWebhookServer(kopf.WebhookServer):
         held = False  # the body's room, until the answer is sent
         progress = _Progress("room")
         try:
-            async with asyncio.timeout_at(deadline):
+            with self._deadlines.watch(deadline):
                 if weight > SMALL_BODY_BYTES:
                     if not bodies.try_take(weight):
                         await bodies.take(weight)
@@ -291,7 +293,7 @@ class GuardedWebhookServer(kopf.WebhookServer):
             deadline = asyncio.get_running_loop().time() + self.deadline_seconds
         progress = _Progress("line")
         try:
-            async with asyncio.timeout_at(deadline):
+            with self._deadlines.watch(deadline):
                 return await self._answer(body, route=route, progress=progress)
         except TimeoutError:
             raise self._timed_out(progress) from None
