@@ -154,7 +154,7 @@ class UnexpectedReview(RejectedReview):
     """A review this path does not take (resource, operation), or that cannot be read."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per review, and a frozen dataclass costs several times as much to build
 class CheckedReview:
     """A review its route takes: the route and the validated request (and for a workload, its
     template's Pod, as ``gatewatch check`` derives it)."""
@@ -414,7 +414,7 @@ def _alert_context(
     return extra
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per matching review (as CheckedReview)
 class EventTarget:
     """The pod an Event regards, and who asked."""
 

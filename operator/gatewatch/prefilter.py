@@ -139,7 +139,7 @@ class _FieldIndex:
     """One field: which rules each of its values admits."""
 
     __slots__ = ("field", "path", "resolve", "constrained", "unconstrained", "present", "absent", "element",
-                 "_exact", "_prefixes", "_tests", "_cache", "expected_exclusions")
+                 "if_absent", "_exact", "_prefixes", "_tests", "_cache", "expected_exclusions")
 
     def __init__(self, field: str, constraints: list[tuple[int, frozenset[Atom]]], *, all_rules: int,
                  path: str, resolvers: Resolvers) -> None:
@@ -170,6 +170,7 @@ class _FieldIndex:
                     tests[atom] = tests.get(atom, 0) | bit
         self.constrained = constrained
         self.unconstrained = all_rules & ~constrained
+        self.if_absent = self.unconstrained | self.absent  # admitted([]): most Pod fields of most Pods
         distinct = len(exact) + sum(map(len, prefixes.values())) + len(tests) + bool(self.present) + bool(self.absent) \
             + bool(self.element)
         self.expected_exclusions = constrained.bit_count() * (1 - 1 / distinct) if distinct else 0.0
@@ -314,7 +315,9 @@ class RuleIndex(Generic[R]):
                 found = values.get(path)
                 if found is None:
                     found = values[path] = index.resolve(document)
-                if len(found) == 1 and found[0].__class__ is str:  # admitted's common case: one string
+                if not found:  # admitted's most common cases: no value, one string
+                    mask &= index.if_absent
+                elif len(found) == 1 and found[0].__class__ is str:
                     admits = index._cache.get(found[0])
                     if admits is None:
                         admits = index._remember(found[0])
