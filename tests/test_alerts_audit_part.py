@@ -219,3 +219,68 @@ def test_a_reviews_alerts_redact_and_encode_their_audit_part_once(monkeypatch: p
     assert len(walks) == 1
     assert all(json.loads(line)["kubernetes"]["audit"] == json.loads(lines[0])["kubernetes"]["audit"]
                for line in lines)
+
+
+def test_the_whole_alert_is_built_without_nulls_in_the_order_of_its_fields() -> None:
+    # build_alert puts gatewatch's own fields only when set and copies only what the document and the caller
+    # give to drop their nulls; the line must be that of the alert with every field in place (nulls too,
+    # ``extra`` over them) and then the nulls of its mappings dropped, whatever carries nulls.
+    rules = [rule for rule in load_rules().rules if rule.new_terms is None][:3] + \
+        [rule for rule in load_rules().rules if rule.new_terms is not None][:1]
+    now = datetime(2026, 12, 2, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    rng = random.Random(7)
+    documents = []
+    for event in events()[:40]:
+        document = document_from_audit_event(event)
+        documents.append(document)
+        odd = json.loads(json.dumps(document))
+        for field in ("orchestrator", "user", "source", "container", "user_agent"):
+            odd[field] = with_nulls({"x": {"a": 1, "b": None}, "n": None, "l": [None, {"c": None}]}, rng)
+        odd["event"]["action"] = rng.choice([None, {"a": None, "b": 1}, "create"])
+        odd["gatewatch"]["source"] = rng.choice([None, {"k": None, "v": 1}, "admission"])
+        documents.append(odd)
+    extras = [None, {"mode_source": "default"},
+              {"decision": "x", "mode": None, "pod": {"name": None, "labels": {"a": None}}, "z": None, "l": [None]}]
+    checked = 0
+    for document, extra, rule, (effect, mode, decision) in itertools.product(documents, extras, rules, OUTCOMES):
+        match = Match(rule=rule, new_terms_key=("a", "b") if rule.new_terms else None)
+        alert = build_alert(match, document, effect=effect, mode=mode, decision=decision, now=now, extra=extra,
+                            file_path="m.yaml" if checked % 2 else None)
+        assert json.dumps(alert) == json.dumps(reference_alert(match, document, alert, effect=effect, mode=mode,
+                                                               decision=decision, extra=extra))
+        checked += 1
+    assert checked > 2000
+
+
+def reference_alert(match: Match, document: dict[str, Any], alert: dict[str, Any], *, effect: Any, mode: Any,
+                    decision: Any, extra: Any) -> dict[str, Any]:
+    """The alert with every field in its place (as docs/alerts.md lists them), then its nulls dropped; the parts
+    other tests hold (message, rule, threat, the audit event, offending fields) taken from ``alert``."""
+    rule = match.rule
+    whole: dict[str, Any] = {
+        "@timestamp": alert["@timestamp"],
+        "event": {"kind": "alert", "dataset": "gatewatch.alerts", "module": "gatewatch",
+                  "action": document.get("event", {}).get("action"), "severity": rule.risk_score,
+                  "risk_score": rule.risk_score},
+        "message": alert["message"],
+        **{key: alert[key] for key in ("tags", "rule", "threat") if key in alert},
+        "kubernetes": alert["kubernetes"],
+        "gatewatch": {
+            "action": rule.action.value, "effect": getattr(effect, "value", effect), "decision": decision,
+            "mode": getattr(mode, "value", mode), "severity": rule.severity.value,
+            "new_terms": rule.new_terms is not None, "new_terms_evaluated": False,
+            "source": document.get("gatewatch", {}).get("source"),
+            "offending_fields": alert["gatewatch"].get("offending_fields"),
+            "offending_containers": alert["gatewatch"].get("offending_containers"),
+        },
+    }
+    for field in ("orchestrator", "user", "user_agent", "source", "container"):
+        if field in document:
+            whole[field] = document[field]
+    if match.new_terms_key is not None:
+        whole["gatewatch"]["new_terms_fields"] = alert["gatewatch"]["new_terms_fields"]
+        whole["gatewatch"]["new_terms_values"] = list(match.new_terms_key)
+    if "file" in alert:
+        whole["file"] = alert["file"]
+    whole["gatewatch"].update(extra or {})
+    return nulls_dropped(whole)

@@ -77,49 +77,56 @@ def build_alert(
     # Spliced (orjson writes the alert): the rule's fields as encoded once per rule; else built afresh, as
     # the alert's own objects (a sink may change its alert).
     rule_fields = of_rule.encoded if spliced_audit is not None and of_rule.encoded is not None else _rule_fields(rule)
+    # Built without nulls rather than copied without them (the copy of the whole alert cost a fifth of it):
+    # only what comes from the document or the caller is copied, to drop its own nulls (``_put_kept``).
+    event_part: dict[str, Any] = {"kind": "alert", "dataset": ALERT_DATASET, "module": "gatewatch"}
+    _put_kept(event_part, "action", event.get("action"))
+    if rule.risk_score is not None:
+        event_part["severity"] = event_part["risk_score"] = rule.risk_score
     alert: dict[str, Any] = {
         "@timestamp": _alert_timestamp(stamp),
-        "event": {
-            "kind": "alert",
-            "dataset": ALERT_DATASET,
-            "module": "gatewatch",
-            "action": event.get("action"),
-            "severity": rule.risk_score,
-            "risk_score": rule.risk_score,
-        },
+        "event": event_part,
         "message": f"{rule.name}: {_describe(document)}{_where(fields)}",
         **rule_fields,
-        "kubernetes": (audit_part := {
+        "kubernetes": {
             "audit": _redacted_audit(audit, drop_nulls=True) if spliced_audit is None else spliced_audit,
-        }),
-        "gatewatch": {
-            "action": of_rule.action,
-            "effect": _value(effect) if effect is not None else None,
-            "decision": decision,
-            "mode": _value(mode) if mode is not None else None,
-            "severity": of_rule.severity,
-            "new_terms": match.is_new_terms,
-            "new_terms_evaluated": match.new_terms_evaluated,
-            "source": document.get("gatewatch", {}).get("source"),
-            "offending_fields": fields or None,
-            "offending_containers": offending_containers(fields, document) or None,
         },
     }
+    source = document.get("gatewatch", {}).get("source")
+    # Every key in its place, nulls too (``extra`` may set one), and the nulls left out at the end.
+    own: dict[str, Any] = {
+        "action": of_rule.action,
+        "effect": _value(effect) if effect is not None else None,
+        "decision": decision,
+        "mode": _value(mode) if mode is not None else None,
+        "severity": of_rule.severity,
+        "new_terms": match.is_new_terms,
+        "new_terms_evaluated": match.new_terms_evaluated,
+        "source": _nulls_dropped(source, None) if source.__class__ is dict else source,
+        "offending_fields": fields or None,
+        "offending_containers": (offending_containers(fields, document) or None) if fields else None,
+    }
+    alert["gatewatch"] = own  # its place among the alert's keys; replaced by its copy without nulls below
     for ecs_field in ("orchestrator", "user", "user_agent", "source", "container"):
         if ecs_field in document:
-            alert[ecs_field] = document[ecs_field]
+            _put_kept(alert, ecs_field, document[ecs_field])
     if match.new_terms_key is not None and rule.new_terms is not None:
-        alert["gatewatch"]["new_terms_fields"] = list(
-            rule.new_terms.admission_fields()
-            if alert["gatewatch"]["source"] == "admission"
-            else rule.new_terms.fields
-        )
-        alert["gatewatch"]["new_terms_values"] = list(match.new_terms_key)
+        own["new_terms_fields"] = list(
+            rule.new_terms.admission_fields() if source == "admission" else rule.new_terms.fields)
+        own["new_terms_values"] = list(match.new_terms_key)
     if file_path is not None:
         alert["file"] = {"path": file_path}
     if extra:
-        alert["gatewatch"].update(extra)
-    return _without_nulls(alert, done=audit_part)
+        for key, value in extra.items():
+            own[key] = _nulls_dropped(value, None) if value.__class__ is dict else value
+    alert["gatewatch"] = {key: value for key, value in own.items() if value is not None}
+    return alert
+
+
+def _put_kept(part: dict[str, Any], key: str, value: Any) -> None:
+    """``part[key] = value`` as the alert keeps it: nothing for null, a plain dict without its nulls."""
+    if value is not None:
+        part[key] = _nulls_dropped(value, None) if value.__class__ is dict else value
 
 
 def _alert_timestamp(stamp: datetime) -> str:

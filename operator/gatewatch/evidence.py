@@ -45,6 +45,8 @@ def offending_fields(matcher: Any, document: Mapping[str, Any]) -> list[str]:
 
 def offending_containers(fields: list[str], document: Mapping[str, Any]) -> list[str]:
     """The names of the containers those fields belong to (``spec.containers[1]...`` -> its name)."""
+    if not fields:  # most matches: no Pod field to name (an exec, an image rule)
+        return []
     names: dict[str, None] = {}
     containers = (document.get("gatewatch") or {}).get("containers") or []
     by_path = {element.get("path"): element.get("name") for element in containers if isinstance(element, Mapping)}
