@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import base64
 import datetime
+import gc
 import io
 import ipaddress
 import json
@@ -33,7 +34,7 @@ from kube_emulator import VALIDATING_WEBHOOK_CONFIGURATIONS, KubeEmulator, api_c
 from supervision import eventually  # re-exported: other test modules take it from here
 from gatewatch.admission import WEBHOOK_ROUTES
 from gatewatch.config import Settings, load_settings
-from gatewatch.controller import Operator
+from gatewatch.controller import YOUNG_GENERATION_THRESHOLD, Operator
 from gatewatch.metrics import HealthServer, Metrics, Readiness
 
 RULES = """\
@@ -739,3 +740,15 @@ async def test_self_managed_certificates_are_created_in_a_secret_and_trusted_by_
         # The harness verifies the certificate for gatewatch.gatewatch.svc against that bundle.
         result = await cluster.harness().admit(create_pod("shell", "busybox", namespace="warn-ns"))
         assert result.allowed and result.warnings and not result.failures
+
+
+async def test_the_collector_runs_less_often_while_gatewatch_serves_and_as_before_once_it_stops(tmp_path: Path):
+    # Reviews make young objects that reference counting frees; the collector's first generation is
+    # raised while serving (docs/benchmarks.md: its share of the CPU), and given back at shutdown.
+    before = gc.get_threshold()
+    assert before[0] < YOUNG_GENERATION_THRESHOLD
+    async with running_cluster(tmp_path) as cluster:
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *before[1:])
+        result = await cluster.harness().admit(exec_into("web", namespace="warn-ns"))
+        assert result.allowed and result.warnings
+    assert gc.get_threshold() == before

@@ -36,6 +36,7 @@ import orjson
 
 from gatewatch import bounded_json
 from gatewatch.admission import (
+    ROUTES_BY_PATH,
     WEBHOOK_ROUTES,
     AdmissionReviewer,
     RejectedReview,
@@ -121,6 +122,10 @@ class GuardedWebhookServer(kopf.WebhookServer):
                                         max_holders=self.limits.concurrent_reviews,
                                         max_waiters=self.limits.queued_reviews)
         self._deadlines = CallDeadlines()  # one timer for every call's deadline, not one per call
+        # What the route and body limit of every path are, worked out once (asked for every call).
+        prefix = self.path.rstrip("/") if self.path else ""
+        self._routes = {f"{prefix}/{path}": (route, review_body_limit(objects=route.body_objects, limits=self.limits))
+                        for path, route in ROUTES_BY_PATH.items()}
         self._refusals_logged: dict[str, tuple[float, int]] = {}
         self._callers: set[str] = set()
 
@@ -200,8 +205,9 @@ class GuardedWebhookServer(kopf.WebhookServer):
 
     async def _serve_call(self, request: aiohttp.web.Request, connection: Connection | None) -> aiohttp.web.Response:
         deadline = asyncio.get_running_loop().time() + self.deadline_seconds
-        route = self._route(request)
-        limit = review_body_limit(objects=route.body_objects, limits=self.limits)
+        route, limit = self._routes.get(request.path) or self._route(request)
+        if request.method != "POST":
+            raise Refused(405, "method", f"webhook {route.handler_id!r} takes POST, not {request.method}")
         declared = request.content_length
         if declared is not None and declared > limit:
             raise self._too_large(route, limit, f"{declared:,} bytes")
@@ -252,16 +258,15 @@ class GuardedWebhookServer(kopf.WebhookServer):
         logger.info("answered a review from %s (a new caller address; the first %d are logged)",
                     address, CALLERS_LOGGED)
 
-    def _route(self, request: aiohttp.web.Request) -> WebhookRoute:
+    def _route(self, request: aiohttp.web.Request) -> tuple[WebhookRoute, int]:
+        """A path not among the routes' own spellings (``_routes``): its route and body limit, or 404."""
         prefix = self.path.rstrip("/") if self.path else ""
         path = request.path
         handler = path[len(prefix) + 1:] if path.startswith(prefix + "/") else None
         route = resolve_route(handler) if handler is not None else None
         if route is None:
             raise Refused(404, "unknown_path", f"gatewatch serves no webhook at {path!r}")
-        if request.method != "POST":
-            raise Refused(405, "method", f"webhook {route.handler_id!r} takes POST, not {request.method}")
-        return route
+        return route, review_body_limit(objects=route.body_objects, limits=self.limits)
 
     def _too_large(self, route: WebhookRoute, limit: int, size: str) -> Refused:
         self._metrics.oversized_reviews.inc()
