@@ -11,7 +11,7 @@ import gc
 import logging
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 import kopf
 import kubernetes.client
