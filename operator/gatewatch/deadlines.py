@@ -70,7 +70,7 @@ class _Watch:
     def __enter__(self) -> "_Watch":
         task = asyncio.current_task()
         if task is None:
-            raise RuntimeError("a deadline is watched from within a task")
+            raise RuntimeError("CallDeadlines.watch is entered from a task: the task is what the deadline cancels")
         self.task = task
         self._cancelling = task.cancelling()
         self._deadlines._add(self)

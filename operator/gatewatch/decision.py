@@ -75,7 +75,7 @@ DEFAULT_EXCEPTION_HINT = (
 )
 
 
-# Not frozen: one of each is built per review (a frozen dataclass's __init__ costs three times as
+# Not frozen: one of each is built per review (a frozen dataclass's __init__ costs several times as
 # much); nothing changes them once ``decide`` returns.
 @dataclass(slots=True)
 class Outcome:
