@@ -262,6 +262,9 @@ class RuleIndex(Generic[R]):
                                    if field in by_name)
         self._stage_answers: dict[tuple[str | None, str | None], bool] = {}
         self._by_mask: dict[int, tuple[R, ...]] = {}
+        # The rules a document's fields leave, and a raw audit event's (generated: _compiled_mask).
+        self._document_mask = _compiled_mask(self._fields, self._all)
+        self._event_mask = _compiled_mask(self._event_fields, self._all)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -282,12 +285,12 @@ class RuleIndex(Generic[R]):
 
     def candidates_in(self, values: FieldValues) -> tuple[R, ...]:
         """``candidates`` of ``values.document``, its fields resolved into ``values`` for what reads them next."""
-        return self._rules_of(self._mask(self._fields, values))
+        return self._rules_of(self._document_mask(values))
 
     def candidates_for_audit_event(self, event: Mapping[str, Any]) -> tuple[R, ...]:
         """The rules the document of this audit event could match (a superset of its
         ``candidates``), without building the document."""
-        return self._rules_of(self._mask(self._event_fields, FieldValues(event, self._resolvers)))
+        return self._rules_of(self._event_mask(FieldValues(event, self._resolvers)))
 
     def may_match_at_stage(self, stage: str | None, decision: str | None) -> bool:
         """False when no rule can match an event of this ``stage`` with this authorization ``decision``
@@ -304,30 +307,6 @@ class RuleIndex(Generic[R]):
                 self._stage_answers[key] = answer
         return answer
 
-    def _mask(self, fields: tuple[_FieldIndex, ...], values: FieldValues) -> int:
-        # Per document, for every field: ``values[index.path]`` and ``index.admitted`` spelled out, as
-        # their Python calls (FieldValues.__missing__, admitted) cost as much as resolving the field.
-        mask = self._all
-        document = values.document
-        for index in fields:
-            if mask & index.constrained:  # else it could rule out none of the rules left: not even resolved
-                path = index.path
-                found = values.get(path)
-                if found is None:
-                    found = values[path] = index.resolve(document)
-                if not found:  # admitted's most common cases: no value, one string
-                    mask &= index.if_absent
-                elif len(found) == 1 and found[0].__class__ is str:
-                    admits = index._cache.get(found[0])
-                    if admits is None:
-                        admits = index._remember(found[0])
-                    mask &= index.unconstrained | admits | index.present
-                else:
-                    mask &= index.admitted(found)
-                if not mask:
-                    break
-        return mask
-
     def _rules_of(self, mask: int) -> tuple[R, ...]:
         found = self._by_mask.get(mask)
         if found is None:
@@ -343,6 +322,45 @@ class RuleIndex(Generic[R]):
                 self._by_mask.clear()
             self._by_mask[mask] = found
         return found
+
+
+def _compiled_mask(fields: Sequence[_FieldIndex], all_rules: int) -> Callable[[FieldValues], int]:
+    """A function of a document's ``FieldValues`` that meets ``fields`` in order and returns the rules left.
+
+    Per field, ``values[index.path]`` and ``index.admitted`` written out with the field's masks, resolver
+    and cache as constants (generated source, compiled once per index): a loop over the fields reading
+    them as attributes cost as much as resolving them. A field that constrains none of the rules still
+    left is not even resolved; no rule left, no field more.
+    """
+    lines = ["def mask(values):", "    mask = ALL", "    get = values.get", "    document = values.document"]
+    constants: dict[str, Any] = {"ALL": all_rules}
+    for position, index in enumerate(fields):
+        constants.update({
+            f"C{position}": index.constrained, f"P{position}": index.path, f"R{position}": index.resolve,
+            f"E{position}": index.if_absent, f"K{position}": index._cache.get, f"M{position}": index._remember,
+            f"U{position}": index.unconstrained | index.present, f"A{position}": index.admitted,
+        })
+        lines += [
+            f"    if mask & C{position}:",
+            f"        found = get(P{position})",
+            "        if found is None:",
+            f"            found = values[P{position}] = R{position}(document)",
+            "        if not found:",  # admitted's most common cases: no value, one string
+            f"            mask &= E{position}",
+            "        elif len(found) == 1 and found[0].__class__ is str:",
+            f"            admits = K{position}(found[0])",
+            "            if admits is None:",
+            f"                admits = M{position}(found[0])",
+            f"            mask &= U{position} | admits",
+            "        else:",
+            f"            mask &= A{position}(found)",
+            "        if not mask:",
+            "            return 0",
+        ]
+    lines.append("    return mask")
+    namespace: dict[str, Any] = {**constants, "__builtins__": {"len": len, "str": str}}
+    exec(compile("\n".join(lines), "<gatewatch.prefilter>", "exec"), namespace)  # noqa: S102 - our own source
+    return namespace["mask"]
 
 
 def _read_from_audit_event(field: str) -> bool:
