@@ -102,7 +102,7 @@ def build_alert(
         "severity": of_rule.severity,
         "new_terms": match.is_new_terms,
         "new_terms_evaluated": match.new_terms_evaluated,
-        "source": _nulls_dropped(source, None) if source.__class__ is dict else source,
+        "source": _kept(source),
         "offending_fields": fields or None,
         "offending_containers": (offending_containers(fields, document) or None) if fields else None,
     }
@@ -118,7 +118,7 @@ def build_alert(
         alert["file"] = {"path": file_path}
     if extra:
         for key, value in extra.items():
-            own[key] = _nulls_dropped(value, None) if value.__class__ is dict else value
+            own[key] = _kept(value)
     alert["gatewatch"] = {key: value for key, value in own.items() if value is not None}
     return alert
 
@@ -126,7 +126,12 @@ def build_alert(
 def _put_kept(part: dict[str, Any], key: str, value: Any) -> None:
     """``part[key] = value`` as the alert keeps it: nothing for null, a plain dict without its nulls."""
     if value is not None:
-        part[key] = _nulls_dropped(value, None) if value.__class__ is dict else value
+        part[key] = _kept(value)
+
+
+def _kept(value: Any) -> Any:
+    """A value from the document or the caller as the alert keeps it: a plain dict without its nulls."""
+    return _nulls_dropped(value, None) if value.__class__ is dict else value
 
 
 def _alert_timestamp(stamp: datetime) -> str:

@@ -22,7 +22,7 @@ class CallDeadlines:
     """The deadlines of the calls under way on one event loop, on one timer."""
 
     def __init__(self) -> None:
-        self._watched: dict[_Watch, None] = {}  # in arrival order: the earliest deadline comes first, nearly always
+        self._watched: set[_Watch] = set()
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, deadline: float) -> "_Watch":
@@ -33,7 +33,7 @@ class CallDeadlines:
         return len(self._watched)
 
     def _add(self, watch: "_Watch") -> None:
-        self._watched[watch] = None
+        self._watched.add(watch)
         timer = self._timer
         if timer is None or watch.deadline < timer.when():
             if timer is not None:
@@ -78,7 +78,7 @@ class _Watch:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        del self._deadlines._watched[self]
+        self._deadlines._watched.remove(self)
         # The cancellation this deadline caused, and no other, becomes TimeoutError (as asyncio.Timeout does).
         if self.expired and exc_type is asyncio.CancelledError and self.task.uncancel() <= self._cancelling:
             raise TimeoutError from exc

@@ -167,7 +167,8 @@ class Metrics:
         self._child(self.task_last_success, task=task).set(when)
 
     def _child(self, metric: Any, **labels: str) -> Any:
-        """``metric.labels(**labels)``, remembered: asked on the review path and by the workers."""
+        """``metric.labels(**labels)``, remembered: asked by the workers every cycle (the review path's own
+        counters keep their children's methods by one key each: ``count_review``, ``count_match``)."""
         key = (id(metric), *labels.values())
         child = self._children.get(key)
         if child is None:

@@ -122,7 +122,7 @@ class GuardedWebhookServer(kopf.WebhookServer):
                                         max_holders=self.limits.concurrent_reviews,
                                         max_waiters=self.limits.queued_reviews)
         self._deadlines = CallDeadlines()  # one timer for every call's deadline, not one per call
-        # What the route and body limit of every path are, worked out once (asked for every call).
+        # Every path served ({webhook.path}/{handler}[/{mode}]) -> its route and body limit, worked out once.
         prefix = self.path.rstrip("/") if self.path else ""
         self._routes = {f"{prefix}/{path}": (route, review_body_limit(objects=route.body_objects, limits=self.limits))
                         for path, route in ROUTES_BY_PATH.items()}
@@ -205,7 +205,10 @@ class GuardedWebhookServer(kopf.WebhookServer):
 
     async def _serve_call(self, request: aiohttp.web.Request, connection: Connection | None) -> aiohttp.web.Response:
         deadline = asyncio.get_running_loop().time() + self.deadline_seconds
-        route, limit = self._routes.get(request.path) or self._route(request)
+        found = self._routes.get(request.path)
+        if found is None:
+            raise Refused(404, "unknown_path", f"gatewatch serves no webhook at {request.path!r}")
+        route, limit = found
         if request.method != "POST":
             raise Refused(405, "method", f"webhook {route.handler_id!r} takes POST, not {request.method}")
         declared = request.content_length
@@ -257,16 +260,6 @@ class GuardedWebhookServer(kopf.WebhookServer):
         self._callers.add(address)
         logger.info("answered a review from %s (a new caller address; the first %d are logged)",
                     address, CALLERS_LOGGED)
-
-    def _route(self, request: aiohttp.web.Request) -> tuple[WebhookRoute, int]:
-        """A path not among the routes' own spellings (``_routes``): its route and body limit, or 404."""
-        prefix = self.path.rstrip("/") if self.path else ""
-        path = request.path
-        handler = path[len(prefix) + 1:] if path.startswith(prefix + "/") else None
-        route = resolve_route(handler) if handler is not None else None
-        if route is None:
-            raise Refused(404, "unknown_path", f"gatewatch serves no webhook at {path!r}")
-        return route, review_body_limit(objects=route.body_objects, limits=self.limits)
 
     def _too_large(self, route: WebhookRoute, limit: int, size: str) -> Refused:
         self._metrics.oversized_reviews.inc()
